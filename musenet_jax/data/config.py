@@ -1,0 +1,20 @@
+"""Input-pipeline settings: where the shards are and how examples are augmented, cropped and batched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Dataset location, augmentation ranges and loader parallelism."""
+
+    source: str = "music21"  # TFDS builder config: music21 | midi_dir
+    data_dir: str = "data/tfds"  # TFDS data_dir holding musenet_midi
+    midi_dir: str = ""  # manual dir for source=midi_dir
+    shuffle_seed: int = 0
+    transpose_semitones: int = 5  # transpose uniformly in [-k, +k]; 0 turns it off
+    velocity_scale: float = 0.1  # velocities scaled by a factor in [1 - s, 1 + s]
+    time_stretch: float = 0.05  # times scaled by a factor in [1 - s, 1 + s]
+    worker_count: int = 0  # grain worker processes; 0 = in the main process
+    prefetch_buffer: int = 4
