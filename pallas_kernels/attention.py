@@ -1,0 +1,103 @@
+"""`attend`: sparse causal attention with one pattern per head group, on a chosen backend.
+
+Backends: `dense` (masked reference, all n^2 scores), `xla_blocksparse` (only the layout's active
+blocks, plain XLA) and `pallas` (the block-sparse kernels). The sparse backends share `sparse_attend`:
+it gathers q/k/v into each layout component's slot order, runs a component function
+`(q, k, v, BlockLayout) -> (out, lse)` and merges the components by log-sum-exp (see layouts.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from musenet_jax.errors import UserError, unknown_choice
+from pallas_kernels.layouts import BlockLayout, PatternLayout, make_layout
+from pallas_kernels.patterns import Pattern
+from pallas_kernels.reference import dense_attention
+from pallas_kernels.xla_blocksparse import blocksparse_attention
+
+BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
+
+ComponentFn = Callable[[jax.Array, jax.Array, jax.Array, BlockLayout], tuple[jax.Array, jax.Array]]
+
+
+def _to_slots(x: jax.Array, index: np.ndarray, natural: bool) -> jax.Array:
+    """[B, T, H, D] -> [B, slots, H, D]; slot -1 reads a zero row."""
+    seq_len = x.shape[1]
+    if natural:
+        return jnp.pad(x, ((0, 0), (0, index.size - seq_len), (0, 0), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)))
+    return jnp.take(padded, jnp.asarray(np.where(index < 0, seq_len, index)), axis=1)
+
+
+def _from_slots(y: jax.Array, q_slot: np.ndarray, natural: bool) -> jax.Array:
+    """Rows of slot order back to positions: [B, slots, ...] -> [B, T, ...]."""
+    return y[:, : q_slot.size] if natural else jnp.take(y, jnp.asarray(q_slot), axis=1)
+
+
+def sparse_attend(q: jax.Array, k: jax.Array, v: jax.Array, layout: PatternLayout, component_fn: ComponentFn) -> jax.Array:
+    """Run every component of `layout` with `component_fn` and merge them exactly; q/k/v [B, T, H, D]."""
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    outs, lses = [], []
+    for comp in layout.components:
+        q_natural, kv_natural = comp.q_is_natural, comp.kv_is_natural
+        out, lse = component_fn(
+            _to_slots(q, comp.q_index, q_natural),
+            _to_slots(k, comp.kv_index, kv_natural),
+            _to_slots(v, comp.kv_index, kv_natural),
+            comp.layout,
+        )
+        outs.append(_from_slots(out.astype(jnp.float32), comp.q_slot, q_natural))
+        lses.append(_from_slots(lse, comp.q_slot, q_natural))
+    if len(outs) == 1:
+        return outs[0].astype(q.dtype)
+    lse = jnp.stack(lses)  # [C, B, T, H]
+    top = lax.stop_gradient(lse.max(axis=0))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    weights = jnp.exp(lse - top)  # 0 for components that see no key of a row
+    total = weights.sum(axis=0)
+    merged = sum(w[..., None] * o for w, o in zip(weights, outs))
+    return (merged / jnp.where(total > 0, total, 1.0)[..., None]).astype(q.dtype)
+
+
+def _component_fn(backend: str) -> ComponentFn:
+    if backend == "xla_blocksparse":
+        return blocksparse_attention
+    raise UserError(
+        "attention backend 'pallas' is not wired yet (the Pallas kernels land with issue 6); "
+        "use model.attention=xla_blocksparse or dense"
+    )
+
+
+def attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    patterns: tuple[Pattern, ...],
+    *,
+    backend: str,
+    block_size: int,
+) -> jax.Array:
+    """Causal sparse attention; q/k/v [batch, seq, heads, head_dim]; heads split evenly over `patterns`
+    (one entry: all heads share it). Scale 1/sqrt(head_dim) applied inside."""
+    if backend not in BACKENDS:
+        raise unknown_choice("attention backend", backend, BACKENDS)
+    heads, groups = q.shape[2], len(patterns)
+    if groups == 0 or heads % groups:
+        raise UserError(f"{heads} attention heads cannot be split evenly over {groups} patterns")
+    per_group = heads // groups
+    outs = []
+    for g, pattern in enumerate(patterns):
+        heads_g = slice(g * per_group, (g + 1) * per_group)
+        qg, kg, vg = q[:, :, heads_g], k[:, :, heads_g], v[:, :, heads_g]
+        if backend == "dense":
+            outs.append(dense_attention(qg, kg, vg, pattern))
+        else:
+            layout = make_layout(pattern, q.shape[1], block_size)
+            outs.append(sparse_attend(qg, kg, vg, layout, _component_fn(backend)))
+    return outs[0] if groups == 1 else jnp.concatenate(outs, axis=2)
