@@ -9,7 +9,8 @@ exact because the components are disjoint:
 
     for each component c:
         q_c = q gathered by c.q_index, k_c / v_c = k / v gathered by c.kv_index   (slot -1 = zero padding)
-        out_c, lse_c = kernel(q_c, k_c, v_c, c.layout)     # lse_c = -inf on rows with no allowed key
+        out_c, lse_c = kernel(q_c, k_c, v_c, c.layout)     # q_c arrives scaled by 1/sqrt(head_dim);
+                                                            # lse_c = -inf on rows with no allowed key
         out_c, lse_c = rows taken back to positions by c.q_slot
     out = sum_c exp(lse_c - max lse) * out_c / sum_c exp(lse_c - max lse)
 

@@ -116,3 +116,22 @@ def by_name(name: str, *, stride: int, summary: int) -> Pattern:
     if name == "fixed":
         return fixed(stride, summary)
     raise unknown_choice("attention pattern", name, PATTERN_NAMES)
+
+
+ARRANGEMENTS: tuple[str, ...] = ("interleave", "merge", "head_split")
+
+
+def layer_patterns(names: tuple[str, ...], arrangement: str, layer: int, *, stride: int, summary: int) -> tuple[Pattern, ...]:
+    """The per-head-group patterns of one layer (the `attend` argument), for the three ways the Sparse
+    Transformer combines patterns: `interleave` cycles them over layers, `merge` unions them in every
+    layer, `head_split` gives each its own group of heads in every layer."""
+    patterns = tuple(by_name(n, stride=stride, summary=summary) for n in names)
+    if not patterns:
+        raise UserError("at least one attention pattern is needed")
+    if arrangement == "interleave":
+        return (patterns[layer % len(patterns)],)
+    if arrangement == "merge":
+        return (union(*patterns),)
+    if arrangement == "head_split":
+        return patterns
+    raise unknown_choice("pattern arrangement", arrangement, ARRANGEMENTS)

@@ -91,3 +91,15 @@ def test_bad_patterns_are_user_errors():
     with pytest.raises(UserError):
         P.strided(0)
     assert P.union(P.strided(4), P.union(P.strided(4), P.fixed(4, 1))) == P.Union((P.strided(4), P.fixed(4, 1)))
+
+
+def test_layer_patterns_interleave_merge_and_split():
+    kw = dict(stride=8, summary=2)
+    names = ("strided", "fixed")
+    assert [P.layer_patterns(names, "interleave", layer, **kw) for layer in range(3)] == [
+        (P.strided(8),), (P.fixed(8, 2),), (P.strided(8),)
+    ]
+    assert P.layer_patterns(names, "merge", 5, **kw) == (P.union(P.strided(8), P.fixed(8, 2)),)
+    assert P.layer_patterns(names, "head_split", 5, **kw) == (P.strided(8), P.fixed(8, 2))
+    with pytest.raises(UserError, match="valid: merge"):
+        P.layer_patterns(names, "merged", 0, **kw)
