@@ -274,7 +274,7 @@ def _scan(q_index: np.ndarray, kv_index: np.ndarray, predicate: Predicate, bq: i
     for start in range(0, nqb, rows_per_chunk):
         stop = min(nqb, start + rows_per_chunk)
         qi = q_index[start * bq : stop * bq]
-        ok = np.asarray(predicate(qi[:, None].astype(np.int64), kv_index[None, :].astype(np.int64)), dtype=bool)
+        ok = np.asarray(predicate(qi[:, None], kv_index[None, :]), dtype=bool)  # int32 positions
         ok &= (qi >= 0)[:, None] & k_ok[None, :]
         allowed += int(ok.sum())
         blocks = ok.reshape(stop - start, bq, nkb, bk).transpose(0, 2, 1, 3)  # [rows, nkb, bq, bk]
