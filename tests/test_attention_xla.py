@@ -97,3 +97,29 @@ def test_bad_backend_choices_are_one_line_user_errors():
         attend(q, k, v, (P.strided(4),), backend="xla_blocksparce", block_size=BLOCK)
     with pytest.raises(UserError, match="cannot be split evenly"):
         attend(q, k, v, (P.strided(4),) * 3, backend="dense", block_size=BLOCK)
+
+
+def _bench(argv):
+    import argparse
+
+    from musenet_jax.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "attention", *argv])
+    return args.run(args)
+
+
+def test_attention_bench_prints_one_json_object_per_backend(capsys):
+    import json
+
+    argv = ["--seq", "40", "--pattern", "fixed", "--heads", "2", "--head-dim", "8", "--stride", "8", "--summary", "2"]
+    assert _bench([*argv, "--block-size", "16", "--repeats", "1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["backend"] for r in rows] == ["dense", "xla_blocksparse"]
+    for r in rows:
+        assert {"pattern", "seq", "backend", "density", "pattern_density", "fwd_ms", "fwd_bwd_ms", "peak_mem_mb"} <= set(r)
+        assert r["fwd_ms"] > 0 and r["peak_mem_mb"] > 0 and r["speedup_fwd_bwd"] > 0
+    assert rows[0]["density"] == 1.0 and rows[1]["pattern_density"] <= rows[1]["density"] < 1.0
+    with pytest.raises(UserError, match="unknown attention backend 'xla'"):
+        _bench(["--backends", "dense,xla"])
