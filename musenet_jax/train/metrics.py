@@ -1,0 +1,121 @@
+"""Where training figures go: `W/metrics.jsonl` (one JSON object per logged step), TensorBoard
+event files in `W/tb`, and a progress bar on a terminal showing the same numbers.
+
+Only process 0 writes; the others keep a silent logger so the loop needs no `if` around logging.
+On resume the JSONL file is cut back to the restored step and TensorBoard purges the later events,
+so a preempted and resumed run leaves one clean curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+# The figures shown on the progress bar, in this order, with their formats.
+PROGRESS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("loss", ".4f"),
+    ("val_bits_per_token", ".4f"),
+    ("learning_rate", ".2e"),
+    ("grad_norm", ".3f"),
+    ("tokens_per_s", ".0f"),
+    ("mfu", ".1%"),
+    ("skipped_steps", "d"),
+)
+
+
+def _jsonable(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; "nan" keeps the line parseable by any reader
+    return value
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    """The logged records of a `metrics.jsonl`, in file order."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLogger:
+    """JSONL + TensorBoard + progress bar for one run (process 0 only when `enabled`)."""
+
+    def __init__(
+        self,
+        workdir: str | pathlib.Path,
+        *,
+        start_step: int,
+        total_steps: int,
+        enabled: bool,
+        progress: bool | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        self._bar = None
+        if not enabled:
+            return
+        workdir = pathlib.Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "metrics.jsonl"
+        kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= start_step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._jsonl = path.open("a", buffering=1)
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1 if start_step else None)
+        show = sys.stderr.isatty() if progress is None else progress
+        if show:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+        self._shown: dict[str, Any] = {}
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Writes one record (scalars only) for `step` to every sink."""
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        assert self._jsonl is not None and self._tb is not None
+        self._jsonl.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._tb.add_scalar(f"train/{key}" if not key.startswith("val_") else f"val/{key}", value, step)
+        if self._bar is not None:
+            self._shown.update(record)
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+
+    def _postfix(self) -> str:
+        parts = []
+        for key, fmt in PROGRESS_FIELDS:
+            value = self._shown.get(key)
+            if isinstance(value, (int, float)):
+                parts.append(f"{key}={format(value, fmt)}")
+        return " ".join(parts)
+
+    def advance(self, step: int) -> None:
+        """Moves the progress bar to `step` (called every step, logging or not)."""
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
+    def write(self, message: str) -> None:
+        """A line for the user that does not tear the progress bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
