@@ -1,0 +1,161 @@
+"""Orbax checkpoints of a run in `W/checkpoints/<step>/`: everything needed to go on exactly.
+
+One checkpoint holds, as separate Orbax items written together (asynchronously for the arrays):
+- `params`: the model parameters (the only item inference needs),
+- `train_state`: optimizer state, step, RNG key and counters,
+- `data`: the grain iterator state, one file per process (each host reads its own shard),
+- `meta`: step, vocabulary fingerprint, vocabulary size and the resolved config as JSON.
+Kept: the latest `train.keep_checkpoints` plus the best by validation bits per token. Orbax writes a
+step into a temporary directory and renames it when complete, so a crash in the middle of a save
+leaves the previous checkpoints untouched and restorable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from musenet_jax.config import Config, config_from_dict
+from musenet_jax.errors import UserError
+
+CHECKPOINT_SUBDIR = "checkpoints"
+BEST_METRIC = "val_bits_per_token"  # lower is better
+ARRAY_ITEMS: tuple[str, ...] = ("params", "train_state")
+
+
+def checkpoint_dir(workdir: str | pathlib.Path) -> str:
+    """`W/checkpoints` as Orbax wants it: absolute for local paths; bucket URLs (gs://) as given."""
+    workdir = str(workdir)
+    if "://" in workdir:
+        return f"{workdir.rstrip('/')}/{CHECKPOINT_SUBDIR}"
+    return str(pathlib.Path(workdir).resolve() / CHECKPOINT_SUBDIR)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """The JSON part of a checkpoint: what the arrays mean and where they came from."""
+
+    step: int
+    vocab_fingerprint: str
+    vocab_size: int
+    config: dict[str, Any]
+
+    def resolved_config(self) -> Config:
+        return config_from_dict(self.config, name=self.config.get("name", "custom"))
+
+
+def check_fingerprint(meta: CheckpointMeta, fingerprint: str, where: str) -> None:
+    """A checkpoint only makes sense with the vocabulary it was trained on."""
+    if meta.vocab_fingerprint != fingerprint:
+        raise UserError(
+            f"checkpoint step {meta.step} in {where} was trained with a different vocabulary "
+            f"(fingerprint {meta.vocab_fingerprint[:12]}..., this encoding config gives {fingerprint[:12]}...); "
+            "use the encoding config saved in its config.json or a new --workdir"
+        )
+
+
+class RunCheckpoints:
+    """The checkpoints of one work directory: save every K steps, restore the latest or the best."""
+
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
+        import orbax.checkpoint as ocp
+        from orbax.checkpoint import checkpoint_managers as policies
+
+        self.directory = checkpoint_dir(workdir)
+        preservation = policies.AnyPreservationPolicy(
+            [
+                policies.LatestN(n=keep),
+                policies.BestN(
+                    get_metric_fn=lambda metrics: metrics[BEST_METRIC],
+                    reverse=True,  # sorted high to low, the last n (the lowest) are kept
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=None if read_only else preservation,
+            best_fn=lambda metrics: metrics[BEST_METRIC],
+            best_mode="min",
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
+            create=not read_only,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the lowest validation bits per token (the latest when none was validated)."""
+        return self._manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(
+        self,
+        step: int,
+        *,
+        params: Any,
+        train_state: Any,
+        data_iterator: Any,
+        meta: CheckpointMeta,
+        metrics: Mapping[str, float] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Starts saving `step` (arrays are written in the background); True if a save was started.
+
+        `metrics` with `val_bits_per_token` make the step a candidate for "best".
+        """
+        import grain
+        import orbax.checkpoint as ocp
+
+        args = ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            train_state=ocp.args.StandardSave(train_state),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+            meta=ocp.args.JsonSave(dataclasses.asdict(meta)),
+        )
+        usable = dict(metrics) if metrics and BEST_METRIC in metrics else None
+        return self._manager.save(step, args=args, metrics=usable, force=force)
+
+    def read_meta(self, step: int) -> CheckpointMeta:
+        import orbax.checkpoint as ocp
+
+        raw = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return CheckpointMeta(**raw)
+
+    def restore(
+        self,
+        step: int,
+        *,
+        abstract_params: Any,
+        abstract_train_state: Any | None = None,
+        data_iterator: Any | None = None,
+    ) -> dict[str, Any]:
+        """Restores the requested items of `step` onto the shardings of the abstract trees.
+
+        Returns a dict with `params` and, when asked for, `train_state`; the data iterator, when given,
+        is moved to the saved position in place.
+        """
+        import grain
+        import orbax.checkpoint as ocp
+
+        items: dict[str, Any] = {"params": ocp.args.StandardRestore(abstract_params)}
+        if abstract_train_state is not None:
+            items["train_state"] = ocp.args.StandardRestore(abstract_train_state)
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return {name: restored[name] for name in ARRAY_ITEMS if name in items}
+
+    def wait(self) -> None:
+        """Blocks until the background writes of the last save are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
