@@ -137,3 +137,22 @@ def test_crash_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path):
     checkpoints.wait()
     assert checkpoints.all_steps() == [1, 2]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+
+
+def test_any_iterator_with_get_state_and_set_state_is_checkpointed(tmp_path):
+    """grain's DataLoader iterator keeps its state as bytes; the handler takes bytes and JSON alike."""
+    loader = grain.DataLoader(
+        data_source=grain.sources.RangeDataSource(0, 40, 1),
+        sampler=grain.samplers.IndexSampler(40, shuffle=True, seed=5, num_epochs=1),
+        operations=[grain.transforms.Batch(4)],
+        worker_count=0,
+    )
+    data = iter(loader)
+    next(data)
+    checkpoints = RunCheckpoints(tmp_path)
+    checkpoints.save(1, params={"w": jnp.ones(2)}, train_state={"step": jnp.int32(1)}, data_iterator=data, meta=_meta(1))
+    checkpoints.wait()
+    expected = next(data)
+    fresh = iter(loader)
+    checkpoints.restore(1, abstract_params=_abstract({"w": jnp.ones(2)}), data_iterator=fresh)
+    np.testing.assert_array_equal(next(fresh), expected)

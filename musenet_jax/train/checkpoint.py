@@ -3,7 +3,7 @@
 One checkpoint holds, as separate Orbax items written together (asynchronously for the arrays):
 - `params`: the model parameters (the only item inference needs),
 - `train_state`: optimizer state, step, RNG key and counters,
-- `data`: the grain iterator state, one file per process (each host reads its own shard),
+- `data`: the data iterator's `get_state()`, one JSON file per process (each host reads its own shard),
 - `meta`: step, vocabulary fingerprint, vocabulary size and the resolved config as JSON.
 Kept: the latest `train.keep_checkpoints` plus the best by validation bits per token. Orbax writes a
 step into a temporary directory and renames it when complete, so a crash in the middle of a save
@@ -13,6 +13,8 @@ leaves the previous checkpoints untouched and restorable.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -54,6 +56,56 @@ def check_fingerprint(meta: CheckpointMeta, fingerprint: str, where: str) -> Non
             f"(fingerprint {meta.vocab_fingerprint[:12]}..., this encoding config gives {fingerprint[:12]}...); "
             "use the encoding config saved in its config.json or a new --workdir"
         )
+
+
+@functools.cache
+def _iterator_args() -> tuple[type, type]:
+    """Orbax save/restore arguments for a data iterator, registered once with their handler.
+
+    Like grain's own handler (one JSON file per process) but for any object with `get_state()` /
+    `set_state()` returning JSON-able data or bytes, so wrapped or custom iterators checkpoint too.
+    """
+    import orbax.checkpoint as ocp
+
+    def state_file(directory: Any) -> Any:
+        import jax
+
+        return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    class IteratorStateHandler(ocp.CheckpointHandler):
+        def save(self, directory: Any, args: Any) -> None:
+            state = args.iterator.get_state()
+            if isinstance(state, bytes):
+                record = {"bytes": state.decode("latin-1")}
+            else:
+                record = {"json": state}
+            state_file(directory).write_text(json.dumps(record))
+
+        def restore(self, directory: Any, args: Any) -> Any:
+            path = state_file(directory)
+            if not path.exists():
+                raise UserError(
+                    f"{path} is missing: the checkpoint was written by a run with a different number of "
+                    "processes; resume with the same process count"
+                )
+            record = json.loads(path.read_text())
+            args.iterator.set_state(record["bytes"].encode("latin-1") if "bytes" in record else record["json"])
+            return args.iterator
+
+        def metadata(self, directory: Any) -> None:
+            return None
+
+    @ocp.args.register_with_handler(IteratorStateHandler, for_save=True)
+    @dataclasses.dataclass
+    class IteratorSave(ocp.args.CheckpointArgs):
+        iterator: Any
+
+    @ocp.args.register_with_handler(IteratorStateHandler, for_restore=True)
+    @dataclasses.dataclass
+    class IteratorRestore(ocp.args.CheckpointArgs):
+        iterator: Any
+
+    return IteratorSave, IteratorRestore
 
 
 class RunCheckpoints:
@@ -111,13 +163,13 @@ class RunCheckpoints:
 
         `metrics` with `val_bits_per_token` make the step a candidate for "best".
         """
-        import grain
         import orbax.checkpoint as ocp
 
+        iterator_save, _ = _iterator_args()
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(params),
             train_state=ocp.args.StandardSave(train_state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
+            data=iterator_save(data_iterator),
             meta=ocp.args.JsonSave(dataclasses.asdict(meta)),
         )
         usable = dict(metrics) if metrics and BEST_METRIC in metrics else None
@@ -142,14 +194,14 @@ class RunCheckpoints:
         Returns a dict with `params` and, when asked for, `train_state`; the data iterator, when given,
         is moved to the saved position in place.
         """
-        import grain
         import orbax.checkpoint as ocp
 
+        _, iterator_restore = _iterator_args()
         items: dict[str, Any] = {"params": ocp.args.StandardRestore(abstract_params)}
         if abstract_train_state is not None:
             items["train_state"] = ocp.args.StandardRestore(abstract_train_state)
         if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+            items["data"] = iterator_restore(data_iterator)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return {name: restored[name] for name in ARRAY_ITEMS if name in items}
 
