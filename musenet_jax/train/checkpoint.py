@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,13 @@ def check_fingerprint(meta: CheckpointMeta, fingerprint: str, where: str) -> Non
             f"(fingerprint {meta.vocab_fingerprint[:12]}..., this encoding config gives {fingerprint[:12]}...); "
             "use the encoding config saved in its config.json or a new --workdir"
         )
+
+
+class _QuietUnvalidatedSaves(logging.Filter):
+    """Orbax warns on every save without metrics; most of ours have none (no validation that step)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
 
 
 @functools.cache
@@ -137,6 +145,9 @@ class RunCheckpoints:
             create=not read_only,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        absl_logger = logging.getLogger("absl")
+        if not any(isinstance(f, _QuietUnvalidatedSaves) for f in absl_logger.filters):
+            absl_logger.addFilter(_QuietUnvalidatedSaves())
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
