@@ -59,11 +59,15 @@ def check_fingerprint(meta: CheckpointMeta, fingerprint: str, where: str) -> Non
         )
 
 
-class _QuietUnvalidatedSaves(logging.Filter):
-    """Orbax warns on every save without metrics; most of ours have none (no validation that step)."""
+# Orbax warnings that are expected here, not news: most saves carry no validation metrics, and
+# inference opens checkpoints read-only on purpose.
+_EXPECTED_ORBAX_WARNINGS: tuple[str, ...] = ("did not provide metrics", "read only", "read_only=True")
 
+
+class _QuietUnvalidatedSaves(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in _EXPECTED_ORBAX_WARNINGS)
 
 
 @functools.cache
@@ -144,10 +148,10 @@ class RunCheckpoints:
             read_only=read_only,
             create=not read_only,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
         absl_logger = logging.getLogger("absl")
         if not any(isinstance(f, _QuietUnvalidatedSaves) for f in absl_logger.filters):
             absl_logger.addFilter(_QuietUnvalidatedSaves())
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -222,3 +226,46 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def restore_for_inference(
+    workdir: str | pathlib.Path, step: int | str = "latest", *, mesh: Any | None = None
+) -> tuple[Config, Any, Any]:
+    """(config, model with restored parameters, tokenizer) of a run, for sampling, evaluation, the critic.
+
+    `step` is a step number, "latest" or "best" (lowest validation bits per token). Only the `params`
+    item is read. Without a `mesh` the model lands on one local device.
+    """
+    import jax
+    from flax import nnx
+
+    from musenet_jax.encoding.tokenizer import Tokenizer
+    from musenet_jax.model.sharding import make_mesh
+    from musenet_jax.train.step import abstract_train_state
+
+    directory = checkpoint_dir(workdir)
+    checkpoints = RunCheckpoints(workdir, read_only=True)
+    try:
+        if step == "latest":
+            chosen = checkpoints.latest_step()
+        elif step == "best":
+            chosen = checkpoints.best_step()
+        elif isinstance(step, int) or str(step).isdigit():
+            chosen = int(step)
+            if chosen not in checkpoints.all_steps():
+                steps = ", ".join(map(str, checkpoints.all_steps())) or "none"
+                raise UserError(f"no checkpoint for step {chosen} in {directory}; saved steps: {steps}")
+        else:
+            raise UserError(f"bad checkpoint step {step!r}; valid: latest, best or a step number")
+        if chosen is None:
+            raise UserError(f"no checkpoint in {directory}; train first with `musenet-jax train --workdir {workdir}`")
+        meta = checkpoints.read_meta(chosen)
+        cfg = meta.resolved_config()
+        tokenizer = Tokenizer(cfg.encoding)
+        check_fingerprint(meta, tokenizer.vocab.fingerprint(), directory)
+        mesh = mesh if mesh is not None else make_mesh(cfg.model, devices=jax.local_devices()[:1])
+        graphdef, abstract = abstract_train_state(cfg, meta.vocab_size, mesh)
+        params = checkpoints.restore(chosen, abstract_params=abstract.params)["params"]
+    finally:
+        checkpoints.close()
+    return cfg, nnx.merge(graphdef, params), tokenizer

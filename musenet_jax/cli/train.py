@@ -1,0 +1,56 @@
+"""`musenet-jax train`: train (or resume) a model from TFDS shards into a work directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from musenet_jax.cli.common import add_config_arguments, config_from_args
+from musenet_jax.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model; rerunning with the same --workdir resumes from its latest checkpoint",
+        description=(
+            "Trains on the prepared musenet_midi shards. Checkpoints go to WORKDIR/checkpoints, metrics to "
+            "WORKDIR/metrics.jsonl and WORKDIR/tb. SIGTERM or Ctrl-C saves a checkpoint and exits; rerun "
+            "the same command to resume exactly where it stopped."
+        ),
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--data-dir", help="TFDS data_dir holding musenet_midi (default: the config's data.data_dir)")
+    parser.add_argument("--workdir", required=True, help="directory for checkpoints, config.json, metrics and tb/")
+    parser.add_argument("--steps", type=int, help="train until this step (default: train.steps)")
+    parser.add_argument("--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)")
+    dist = parser.add_argument_group("multi-process (one program per host)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (local multi-process runs)")
+    dist.add_argument("--num-processes", type=int, help="number of processes taking part")
+    dist.add_argument("--process-id", type=int, help="this process's index in [0, num-processes)")
+    dist.add_argument(
+        "--multihost",
+        action="store_true",
+        help="join the other hosts through the cluster's own environment (Cloud TPU pod, SLURM)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musenet_jax.train.distributed import DistributedSpec, initialize
+
+    initialize(DistributedSpec(args.coordinator, args.num_processes, args.process_id, args.multihost))
+    overrides = list(args.overrides)
+    if args.checkpoint_every is not None:
+        if args.checkpoint_every < 1:
+            raise UserError("--checkpoint-every must be at least 1")
+        overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
+    if args.steps is not None and args.steps < 0:
+        raise UserError("--steps must not be negative")
+    args.overrides = overrides
+    cfg = config_from_args(args)
+
+    from musenet_jax.train.loop import train
+
+    summary = train(cfg, args.data_dir or cfg.data.data_dir, args.workdir, steps=args.steps)
+    print(summary.describe())
+    return 0

@@ -1,0 +1,289 @@
+"""The training loop: one program per host, a mesh over all devices, resume from the latest checkpoint.
+
+`train(cfg, data_dir, workdir)` builds the mesh, restores or initializes the sharded train state,
+feeds each host's shard of the data into globally sharded batches, and runs the jitted train step.
+Around it: validation in bits per token, tokens/s and MFU, metrics to JSONL / TensorBoard / a progress
+bar, Orbax checkpoints (async), SIGTERM/SIGINT -> checkpoint and return, and a stop after too many
+non-finite losses in a row. Step metrics are read one step late so the host prepares the next batch
+while the devices still work on the current one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from musenet_jax.config import Config
+from musenet_jax.errors import UserError
+from musenet_jax.train.checkpoint import CheckpointMeta, RunCheckpoints, check_fingerprint, checkpoint_dir
+from musenet_jax.train.metrics import MetricsLogger
+from musenet_jax.train.preemption import NonFiniteGuard, StopRequest
+
+# Config sections that must not change when a run is resumed: they define what the arrays mean.
+FROZEN_ON_RESUME: tuple[str, ...] = ("model", "encoding")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSummary:
+    """What a call to `train` did, for the CLI and for tests."""
+
+    workdir: str
+    start_step: int
+    final_step: int
+    final_loss: float | None
+    val_bits_per_token: float | None
+    tokens_per_s: float | None
+    mfu: float | None
+    skipped_steps: int
+    preempted_by: str | None  # signal name when stopped by SIGTERM/SIGINT
+
+    def describe(self) -> str:
+        parts = [f"step {self.final_step}"]
+        if self.start_step:
+            parts.append(f"resumed from step {self.start_step}")
+        if self.final_loss is not None:
+            parts.append(f"loss {self.final_loss:.4f}")
+        if self.val_bits_per_token is not None:
+            parts.append(f"validation {self.val_bits_per_token:.4f} bits/token")
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:.0f} tokens/s")
+        if self.mfu is not None:
+            parts.append(f"MFU {self.mfu:.1%}")
+        if self.skipped_steps:
+            parts.append(f"{self.skipped_steps} non-finite steps skipped")
+        head = "; ".join(parts)
+        if self.preempted_by:
+            return f"{self.preempted_by}: checkpoint saved at {head}; rerun the same command to resume"
+        return f"trained to {head}; checkpoints in {checkpoint_dir(self.workdir)}"
+
+
+def write_config(workdir: str, cfg: Config) -> None:
+    """`W/config.json`: the resolved config, loadable with `config_from_dict`."""
+    from etils import epath
+
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+
+def _check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> None:
+    check_fingerprint(meta, fingerprint, where)
+    saved = meta.config
+    now = cfg.to_dict()
+    for section in FROZEN_ON_RESUME:
+        changed = sorted(k for k in now[section] if saved.get(section, {}).get(k) != now[section][k])
+        if changed:
+            keys = ", ".join(f"{section}.{k}" for k in changed)
+            raise UserError(
+                f"{where} holds a run with different {keys}; resume with its config.json or use a new --workdir"
+            )
+
+
+def split_for_checkpoint(state: Any) -> tuple[Any, Any]:
+    """TrainState -> (params, everything else): two checkpoint items, so inference reads params only."""
+    return state.params, dataclasses.replace(state, params=None)
+
+
+def join_from_checkpoint(params: Any, rest: Any) -> Any:
+    return dataclasses.replace(rest, params=params)
+
+
+def _global_batch(batch: Mapping[str, Any], sharding: Any) -> dict[str, Any]:
+    """This host's rows -> arrays spanning all hosts (rows are split over the batch mesh axes)."""
+    import jax
+
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+class _Throughput:
+    """Tokens/s and MFU over the steps since the last report; the first (compiling) step is left out."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops
+        self._since: float | None = None
+        self._paused: float | None = None
+        self._steps = 0
+        self.last: tuple[float, float] | None = None
+
+    def step_done(self) -> None:
+        if self._since is None:
+            self._since = time.perf_counter()  # timing starts once the first step came back
+        else:
+            self._steps += 1
+
+    def pause(self) -> None:
+        """Leaves out the time spent on validation and checkpoint saves."""
+        if self._since is not None:
+            self._paused = time.perf_counter()
+
+    def resume(self) -> None:
+        if self._since is not None and self._paused is not None:
+            self._since += time.perf_counter() - self._paused
+            self._paused = None
+
+    def report(self) -> dict[str, float]:
+        if self._since is None or self._steps == 0:
+            return {}
+        elapsed = time.perf_counter() - self._since
+        tokens_per_s = self._steps * self.tokens_per_step / elapsed
+        mfu = tokens_per_s * self.flops_per_token / self.peak_flops
+        self.last = (tokens_per_s, mfu)
+        self._since, self._steps = time.perf_counter(), 0
+        return {"tokens_per_s": tokens_per_s, "mfu": mfu}
+
+
+def train(cfg: Config, data_dir: str | pathlib.Path, workdir: str | pathlib.Path, steps: int | None = None) -> TrainSummary:
+    """Trains until step `steps` (default `train.steps`), resuming from `workdir`'s latest checkpoint."""
+    import jax
+
+    from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
+    from musenet_jax.encoding.tokenizer import Tokenizer
+    from musenet_jax.model.sharding import make_mesh
+    from musenet_jax.train.flops import flops_per_token, total_peak_flops
+    from musenet_jax.train.step import (
+        abstract_train_state,
+        batch_sharding,
+        init_train_state,
+        make_eval_step,
+        make_train_step,
+    )
+
+    workdir = str(workdir)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
+    tc = cfg.train
+    total_steps = tc.steps if steps is None else steps
+    if tc.global_batch % jax.process_count():
+        raise UserError(f"train.global_batch={tc.global_batch} must divide evenly over {jax.process_count()} processes")
+    tokenizer = Tokenizer(cfg.encoding)
+    vocab_size = tokenizer.vocab.size
+    fingerprint = tokenizer.vocab.fingerprint()
+    is_main = jax.process_index() == 0
+
+    checkpoints = RunCheckpoints(workdir, keep=tc.keep_checkpoints)
+    start_step = checkpoints.latest_step() or 0
+    if start_step:
+        _check_resumable(checkpoints.read_meta(start_step), cfg, fingerprint, checkpoint_dir(workdir))
+    if is_main:
+        write_config(workdir, cfg)
+    meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
+
+    mesh = make_mesh(cfg.model)
+    process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    train_data = make_train_iterator(cfg, split="train", **process)
+    if start_step:
+        graphdef, abstract = abstract_train_state(cfg, vocab_size, mesh)
+        params, rest = split_for_checkpoint(abstract)
+        restored = checkpoints.restore(
+            start_step, abstract_params=params, abstract_train_state=rest, data_iterator=train_data
+        )
+        state = join_from_checkpoint(restored["params"], restored["train_state"])
+    else:
+        graphdef, state = init_train_state(cfg, vocab_size, mesh)
+    rows = batch_sharding(mesh)
+    train_step = make_train_step(cfg, graphdef, mesh)
+    eval_step = make_eval_step(cfg, graphdef, mesh)
+
+    def validate(state: Any) -> float | None:
+        nll, count = 0.0, 0.0
+        batches = make_eval_iterator(cfg, split="validation", **process)
+        for _, batch in zip(range(tc.eval_batches), batches):
+            batch_nll, batch_count = jax.device_get(eval_step(state, _global_batch(batch, rows)))
+            nll, count = nll + float(batch_nll), count + float(batch_count)
+        return nll / count / math.log(2) if count else None
+
+    throughput = _Throughput(
+        tokens_per_step=tc.global_batch * cfg.model.context,
+        flops_per_token=flops_per_token(cfg.model, vocab_size),
+        peak_flops=total_peak_flops()[0],
+    )
+    guard = NonFiniteGuard(tc.max_consecutive_nonfinite)
+    logger = MetricsLogger(workdir, start_step=start_step, total_steps=total_steps, enabled=is_main)
+    last_saved = start_step or None
+    final_loss = val_bits = None
+    preempted_by = None
+    step = start_step
+
+    def save(step: int, state: Any, metrics: Mapping[str, float] | None = None) -> None:
+        """Starts an async save, except amid non-finite steps: the last good checkpoint must survive."""
+        nonlocal last_saved
+        if guard.consecutive:
+            logger.write(f"not saving step {step}: {guard.consecutive} non-finite steps in a row")
+            return
+        throughput.pause()
+        params, rest = split_for_checkpoint(state)
+        if checkpoints.save(step, params=params, train_state=rest, data_iterator=train_data, meta=meta(step), metrics=metrics):
+            last_saved = step
+        throughput.resume()
+
+    def finish_step(step: int, metrics: Mapping[str, Any]) -> None:
+        """Host-side work for a step whose metrics have come back."""
+        nonlocal final_loss
+        values = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
+        throughput.step_done()
+        guard.update(int(values.get("skipped", 0)), step, last_saved, checkpoint_dir(workdir))
+        final_loss = values.get("loss", final_loss)
+        if step % tc.log_every == 0 or step == total_steps:
+            record = {k: v for k, v in values.items() if k != "skipped"}
+            record["skipped_steps"] = guard.total
+            record.update(throughput.report())
+            logger.log(step, record)
+        logger.advance(step)
+
+    try:
+        with StopRequest().installed() as stop:
+            pending: tuple[int, Any] | None = None
+            batches: Iterator[Mapping[str, Any]] = iter(train_data)
+            while step < total_steps:
+                batch = _global_batch(next(batches), rows)
+                state, metrics = train_step(state, batch)
+                step += 1
+                if pending is not None:
+                    finish_step(*pending)
+                pending = (step, metrics)
+                due_eval = step % tc.eval_every == 0 or step == total_steps
+                due_save = step % tc.checkpoint_every == 0 or step == total_steps
+                stopping = stop.agreed()
+                if not (due_eval or due_save or stopping):
+                    continue
+                finish_step(*pending)  # what follows depends on how this step went
+                pending = None
+                evaluated: dict[str, float] | None = None
+                if due_eval:
+                    throughput.pause()
+                    val_bits = validate(state)
+                    throughput.resume()
+                    if val_bits is not None:
+                        evaluated = {"val_bits_per_token": val_bits}
+                        logger.log(step, evaluated)
+                if stopping:
+                    preempted_by = stop.signal_name or "stop requested by another process"
+                    logger.write(f"{preempted_by}: saving step {step} and stopping")
+                if due_save or stopping:
+                    save(step, state, evaluated)
+                if stopping:
+                    break
+            if pending is not None:
+                finish_step(*pending)
+    finally:
+        checkpoints.wait()
+        checkpoints.close()
+        logger.close()
+    tokens_per_s, mfu = throughput.last or (None, None)
+    return TrainSummary(
+        workdir=workdir,
+        start_step=start_step,
+        final_step=step,
+        final_loss=final_loss,
+        val_bits_per_token=val_bits,
+        tokens_per_s=tokens_per_s,
+        mfu=mfu,
+        skipped_steps=guard.total,
+        preempted_by=preempted_by,
+    )
