@@ -1,0 +1,49 @@
+"""The 10 MuseNet instrument families and the General MIDI program -> family table (data, one place)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FAMILIES: tuple[str, ...] = (
+    "piano", "strings", "winds", "brass", "guitar", "bass", "organ", "plucked", "voice", "drums",
+)
+DRUMS = FAMILIES.index("drums")
+
+# General MIDI program ranges (0-based, inclusive) -> family. Drums come from the drum channel, not a program.
+_PROGRAM_RANGES: tuple[tuple[int, int, str], ...] = (
+    (0, 7, "piano"),  # acoustic / electric pianos, harpsichord, clavinet
+    (8, 15, "plucked"),  # chromatic percussion: celesta, glockenspiel, music box, vibraphone, ...
+    (16, 23, "organ"),  # organs, accordion, harmonica
+    (24, 31, "guitar"),
+    (32, 39, "bass"),
+    (40, 45, "strings"),  # violin, viola, cello, contrabass, tremolo, pizzicato
+    (46, 47, "plucked"),  # orchestral harp, timpani
+    (48, 51, "strings"),  # string ensembles, synth strings
+    (52, 54, "voice"),  # choir aahs, voice oohs, synth voice
+    (55, 55, "strings"),  # orchestra hit
+    (56, 63, "brass"),
+    (64, 79, "winds"),  # reeds and pipes
+    (80, 87, "winds"),  # synth leads play melodic lines
+    (88, 103, "strings"),  # synth pads and effects: sustained textures
+    (104, 108, "plucked"),  # sitar, banjo, shamisen, koto, kalimba
+    (109, 109, "winds"),  # bagpipe
+    (110, 110, "strings"),  # fiddle
+    (111, 111, "winds"),  # shanai
+    (112, 119, "plucked"),  # percussive: tinkle bell, agogo, steel drums, woodblock, ...
+    (120, 127, "piano"),  # sound effects: rare; kept rather than dropped
+)
+
+PROGRAM_TO_FAMILY: np.ndarray = np.empty(128, dtype=np.int8)
+for _lo, _hi, _name in _PROGRAM_RANGES:
+    PROGRAM_TO_FAMILY[_lo : _hi + 1] = FAMILIES.index(_name)
+
+# The GM program each family is written back as when decoding.
+FAMILY_PROGRAM: dict[str, int] = {
+    "piano": 0, "strings": 48, "winds": 73, "brass": 61, "guitar": 24,
+    "bass": 32, "organ": 19, "plucked": 46, "voice": 52, "drums": 0,
+}
+
+
+def family_of(program: int, is_drum: bool) -> int:
+    """Family index of a MIDI track: the drum channel wins over its program number."""
+    return DRUMS if is_drum else int(PROGRAM_TO_FAMILY[program])

@@ -1,0 +1,80 @@
+"""The boundary with MIDI objects: miditoolkit in, miditoolkit out; nothing else touches MIDI files."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import miditoolkit
+import numpy as np
+
+from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.families import DRUMS, FAMILIES, FAMILY_PROGRAM, family_of
+from musenet_jax.errors import UserError
+
+TICKS_PER_BEAT = 500  # with 120 bpm, one tick is exactly one millisecond
+TEMPO_BPM = 120.0
+DRUM_HIT_S = 0.1  # drums have note-on tokens only; decoded hits last this long
+
+
+class MidiReadError(UserError):
+    """A file that is not a readable MIDI file; the message names the file and the reason."""
+
+
+def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.MidiFile:
+    """Parses a MIDI file, turning every parser failure into one `MidiReadError` line."""
+    if isinstance(source, miditoolkit.MidiFile):
+        return source
+    path = pathlib.Path(source)
+    if not path.is_file():
+        raise MidiReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MidiReadError(f"{path}: empty file")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"MThd":
+            raise MidiReadError(f"{path}: not a MIDI file (no MThd header)")
+    try:
+        return miditoolkit.MidiFile(str(path))
+    except Exception as err:  # mido raises many types (EOFError, OSError, KeyError, ValueError...)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MidiReadError(f"{path}: corrupt MIDI ({reason})") from None
+
+
+def midi_to_events(midi: miditoolkit.MidiFile, max_seconds: float) -> Events:
+    """All notes of all tracks with times in seconds (tempo map applied), cut at `max_seconds`."""
+    if midi.max_tick <= 0 or not any(inst.notes for inst in midi.instruments):
+        return Events.empty()
+    tick_to_s = np.asarray(midi.get_tick_to_time_mapping(), dtype=np.float64)
+    columns: list[tuple[np.ndarray, ...]] = []
+    for inst in midi.instruments:
+        if not inst.notes:
+            continue
+        raw = np.array([(n.start, n.end, n.pitch, n.velocity) for n in inst.notes], dtype=np.int64)
+        starts = np.clip(raw[:, 0], 0, len(tick_to_s) - 1)
+        ends = np.clip(raw[:, 1], 0, len(tick_to_s) - 1)
+        family = np.full(len(raw), family_of(inst.program, inst.is_drum), np.int8)
+        columns.append((tick_to_s[starts], tick_to_s[ends], family, raw[:, 2], raw[:, 3]))
+    events = Events.from_columns(*(np.concatenate(c) for c in zip(*columns)))
+    keep = (events.start_s < max_seconds) & (events.velocity > 0)
+    events = events.select(keep)
+    return events.replace(end_s=np.minimum(np.maximum(events.end_s, events.start_s), max_seconds)).sorted()
+
+
+def events_to_midi(events: Events) -> miditoolkit.MidiFile:
+    """One track per family present, written with a fixed tempo so one tick is one millisecond."""
+    midi = miditoolkit.MidiFile(ticks_per_beat=TICKS_PER_BEAT)
+    midi.tempo_changes = [miditoolkit.TempoChange(TEMPO_BPM, 0)]
+    ticks_per_s = TICKS_PER_BEAT * TEMPO_BPM / 60.0
+    for family in np.unique(events.family):
+        rows = events.select(events.family == family)
+        name = FAMILIES[family]
+        inst = miditoolkit.Instrument(program=FAMILY_PROGRAM[name], is_drum=family == DRUMS, name=name)
+        starts = np.rint(rows.start_s * ticks_per_s).astype(np.int64)
+        ends = np.maximum(np.rint(rows.end_s * ticks_per_s).astype(np.int64), starts + 1)
+        inst.notes = [
+            miditoolkit.Note(velocity=int(v), pitch=int(p), start=int(s), end=int(e))
+            for v, p, s, e in zip(rows.velocity, rows.pitch, starts, ends)
+        ]
+        midi.instruments.append(inst)
+    midi.max_tick = max((n.end for inst in midi.instruments for n in inst.notes), default=0)
+    return midi

@@ -1,0 +1,154 @@
+"""The vocabulary: the one module that knows which id means which token.
+
+Layout, in id order: `<pad>`, `start`, `end`, one token per composer (+ `unknown`), one per instrument
+family, `wait:1..W`, then note tokens `family:vB:pitch` for every family, velocity bin B (0 = note-off;
+drums have no note-off) and pitch in [pitch_min, pitch_max]. Note ids are computed arithmetically, so
+encoding and decoding are vectorized.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import dataclasses
+
+import numpy as np
+
+from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.families import DRUMS, FAMILIES
+from musenet_jax.errors import unknown_choice
+
+KIND_PAD, KIND_START, KIND_END, KIND_COMPOSER, KIND_INSTRUMENT, KIND_WAIT, KIND_NOTE_ON, KIND_NOTE_OFF = range(8)
+KIND_NAMES: tuple[str, ...] = ("pad", "start", "end", "composer", "instrument", "wait", "note_on", "note_off")
+
+UNKNOWN_COMPOSER = "unknown"
+PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_name(pitch: int) -> str:
+    """MIDI 60 -> 'C4' (scientific pitch notation, C-1 = 0)."""
+    return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+class Vocabulary:
+    """Ids <-> token strings and the arithmetic of note ids, for one `EncodingConfig`."""
+
+    def __init__(self, cfg: EncodingConfig = EncodingConfig()):
+        self.cfg = cfg
+        self.composers: tuple[str, ...] = tuple(dict.fromkeys((*cfg.composers, UNKNOWN_COMPOSER)))
+        self.families: tuple[str, ...] = FAMILIES
+        self.num_pitches = cfg.pitch_max - cfg.pitch_min + 1
+        self.pad_id, self.start_id, self.end_id = 0, 1, 2
+        self.composer_base = 3
+        self.instrument_base = self.composer_base + len(self.composers)
+        self.wait_base = self.instrument_base + len(FAMILIES)  # id of wait:1
+        self.note_base = self.wait_base + cfg.max_wait_steps
+        # Per family: first note id and lowest velocity bin (drums start at bin 1: no note-off).
+        rows = [cfg.velocity_bins + (f != DRUMS) for f in range(len(FAMILIES))]
+        starts = np.concatenate([[0], np.cumsum(rows)[:-1]]) * self.num_pitches + self.note_base
+        self.family_note_base = starts.astype(np.int64)
+        self.family_min_bin = np.array([1 if f == DRUMS else 0 for f in range(len(FAMILIES))], np.int64)
+        self.size = int(self.note_base + sum(rows) * self.num_pitches)
+        self._build_tables(rows)
+
+    def _build_tables(self, rows: list[int]) -> None:
+        size = self.size
+        kinds = np.zeros(size, np.int8)
+        waits = np.zeros(size, np.int32)
+        # Note id -> (family, bin, pitch); -1 elsewhere.
+        note_family = np.full(size, -1, np.int16)
+        note_bin = np.full(size, -1, np.int16)
+        note_pitch = np.full(size, -1, np.int16)
+        kinds[[self.pad_id, self.start_id, self.end_id]] = (KIND_PAD, KIND_START, KIND_END)
+        kinds[self.composer_base : self.instrument_base] = KIND_COMPOSER
+        kinds[self.instrument_base : self.wait_base] = KIND_INSTRUMENT
+        kinds[self.wait_base : self.note_base] = KIND_WAIT
+        waits[self.wait_base : self.note_base] = np.arange(1, self.cfg.max_wait_steps + 1)
+        for family, n_rows in enumerate(rows):
+            base = self.family_note_base[family]
+            ids = np.arange(base, base + n_rows * self.num_pitches)
+            offset = ids - base
+            bins = offset // self.num_pitches + self.family_min_bin[family]
+            note_family[ids] = family
+            note_bin[ids] = bins
+            note_pitch[ids] = offset % self.num_pitches + self.cfg.pitch_min
+            kinds[ids] = np.where(bins == 0, KIND_NOTE_OFF, KIND_NOTE_ON)
+        self.token_kinds, self.wait_steps = kinds, waits
+        self.note_family, self.note_bin, self.note_pitch = note_family, note_bin, note_pitch
+
+    # ---- ids of named tokens -------------------------------------------------------------------
+    def composer_id(self, name: str | None) -> int:
+        """Id of a composer token; None means `unknown`; a misspelt name lists the valid ones."""
+        name = UNKNOWN_COMPOSER if name is None else name.strip().lower()
+        if name not in self.composers:
+            raise unknown_choice("composer", name, self.composers)
+        return self.composer_base + self.composers.index(name)
+
+    def instrument_id(self, family: str | int) -> int:
+        if isinstance(family, str):
+            if family not in FAMILIES:
+                raise unknown_choice("instrument", family, FAMILIES)
+            family = FAMILIES.index(family)
+        return self.instrument_base + int(family)
+
+    def wait_id(self, steps: int) -> int:
+        return self.wait_base + steps - 1
+
+    def note_ids(self, family: np.ndarray, velocity_bin: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+        """Vectorized (family, bin, pitch) -> id; bin 0 is a note-off (not valid for drums)."""
+        family = np.asarray(family, np.int64)
+        return (
+            self.family_note_base[family]
+            + (np.asarray(velocity_bin, np.int64) - self.family_min_bin[family]) * self.num_pitches
+            + (np.asarray(pitch, np.int64) - self.cfg.pitch_min)
+        ).astype(np.int32)
+
+    # ---- velocity bins -------------------------------------------------------------------------
+    def velocity_to_bin(self, velocity: np.ndarray) -> np.ndarray:
+        """MIDI velocity 1..127 -> bin 1..B (equal-width bins)."""
+        v = np.clip(np.asarray(velocity, np.int64), 1, 127)
+        return (1 + (v - 1) * self.cfg.velocity_bins // 127).astype(np.int16)
+
+    def bin_to_velocity(self, velocity_bin: np.ndarray) -> np.ndarray:
+        """Bin -> the velocity at the centre of its range (maps back to the same bin)."""
+        b = np.asarray(velocity_bin, np.int64)
+        low = 1 + -(-(b - 1) * 127 // self.cfg.velocity_bins)
+        high = 1 + -(-b * 127 // self.cfg.velocity_bins) - 1
+        return ((low + np.minimum(high, 127)) // 2).astype(np.int16)
+
+    # ---- strings ---------------------------------------------------------------------------------
+    @functools.cached_property
+    def strings(self) -> tuple[str, ...]:
+        out = ["<pad>", "start", "end"]
+        out += [f"composer:{c}" for c in self.composers]
+        out += [f"instrument:{f}" for f in FAMILIES]
+        out += [f"wait:{n}" for n in range(1, self.cfg.max_wait_steps + 1)]
+        ids = np.arange(self.note_base, self.size)
+        out += [
+            f"{FAMILIES[f]}:v{b}:{pitch_name(p)}"
+            for f, b, p in zip(self.note_family[ids], self.note_bin[ids], self.note_pitch[ids])
+        ]
+        return tuple(out)
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.strings)}
+
+    def string(self, token_id: int) -> str:
+        return self.strings[int(token_id)]
+
+    def id(self, token: str) -> int:
+        if token not in self._index:
+            raise unknown_choice("token", token, [s for s in self.strings if ":" not in s or s.startswith("composer")])
+        return self._index[token]
+
+    def groups(self) -> dict[str, int]:
+        """Token count per kind, for `musenet-jax vocab`."""
+        counts = np.bincount(self.token_kinds, minlength=len(KIND_NAMES))
+        return {name: int(n) for name, n in zip(KIND_NAMES, counts)}
+
+    def fingerprint(self) -> str:
+        """sha256 of the token strings and the encoding config: datasets and checkpoints must agree on it."""
+        payload = json.dumps({"tokens": self.strings, "config": dataclasses.asdict(self.cfg)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
