@@ -16,7 +16,7 @@ def _dry_run(script: str, *args: str) -> list[list[str]]:
 
 
 def test_tpu_pod_runs_setup_then_the_same_train_command_on_every_worker():
-    train_args = ["--config", "musenet_72l", "--workdir", "gs://bucket/runs/a b", "--set", "train.steps=10"]
+    train_args = ["--config", "musenet_72l", "--workdir", "/gcs/bucket/runs/a b", "--set", "train.steps=10"]
     commands = _dry_run(
         "tpu_pod.sh", "--dry-run", "--setup", "--tpu", "pod-1", "--zone", "us-east5-a", "--project", "p", "--", *train_args
     )
@@ -35,7 +35,7 @@ def test_tpu_pod_runs_setup_then_the_same_train_command_on_every_worker():
 
 
 def test_tpu_pod_without_setup_only_trains_and_bad_usage_fails():
-    commands = _dry_run("tpu_pod.sh", "--dry-run", "--tpu", "pod-1", "--zone", "z", "--", "--workdir", "gs://b/w")
+    commands = _dry_run("tpu_pod.sh", "--dry-run", "--tpu", "pod-1", "--zone", "z", "--", "--workdir", "/gcs/b/w")
     assert len(commands) == 1 and commands[0][4] == "ssh"
     proc = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), "--dry-run", "--zone", "z"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr

@@ -156,6 +156,11 @@ def train(cfg: Config, data_dir: str | pathlib.Path, workdir: str | pathlib.Path
     )
 
     workdir = str(workdir)
+    if "://" in workdir:
+        raise UserError(
+            f"--workdir {workdir} is a URL; use a path every host mounts (on Cloud TPU: the bucket mounted "
+            "with gcsfuse), since metrics.jsonl is appended to"
+        )
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps

@@ -1,0 +1,199 @@
+"""The training loop end to end on real shards: exact resume after SIGKILL, SIGTERM, non-finite batches.
+
+Training runs as `python -m musenet_jax.cli.main train ...` subprocesses (they see the 8 fake CPU
+devices of conftest's XLA_FLAGS), on a dataset built by `musenet-jax prepare` from a few music21 scores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from musenet_jax.config import load_config
+from musenet_jax.errors import UserError
+from musenet_jax.train import loop
+from musenet_jax.train.checkpoint import RunCheckpoints, restore_for_inference
+from musenet_jax.train.metrics import read_metrics
+
+# The tiny config made smaller still: seconds per run on 2 cores.
+TINY = [
+    "model.d_model=32",
+    "model.context=64",
+    "train.global_batch=8",
+    "train.steps=40",
+    "train.warmup_steps=4",
+    "train.log_every=1",
+    "train.checkpoint_every=5",
+    "train.eval_every=20",
+    "train.eval_batches=1",
+]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "musenet_jax.cli.main", *args]
+
+
+def _train_command(data_dir, workdir, *extra: str) -> list[str]:
+    sets = [arg for override in TINY for arg in ("--set", override)]
+    return _cli("train", "--config", "tiny", "--data-dir", str(data_dir), "--workdir", str(workdir), *sets, *extra)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tfds")
+    proc = subprocess.run(
+        _cli("prepare", "--source", "music21", "--limit", "24", "--data-dir", str(path)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return path
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Polls a file-system condition written by a running training process."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _losses(workdir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(workdir / "metrics.jsonl") if "loss" in r}
+
+
+def _params(workdir, step: int) -> list[np.ndarray]:
+    _, model, _ = restore_for_inference(workdir, step)
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_restart_reproduces_the_uninterrupted_run(data_dir, tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_train_command(data_dir, reference), check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(_train_command(data_dir, interrupted), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(lambda: (interrupted / "checkpoints" / "5").is_dir(), proc, "the first checkpoint")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    resumed_from = RunCheckpoints(interrupted, read_only=True).latest_step()
+    assert resumed_from is not None and resumed_from < 40
+
+    restart = subprocess.run(_train_command(data_dir, interrupted), capture_output=True, text=True, timeout=600)
+    assert restart.returncode == 0, restart.stderr[-3000:]
+    assert f"resumed from step {resumed_from}" in restart.stdout
+
+    expected, got = _losses(reference), _losses(interrupted)
+    assert sorted(got) == list(range(1, 41))
+    assert got == expected  # bit-identical, the steps after the restart included (same data order)
+    for a, b in zip(_params(reference, 40), _params(interrupted, 40), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(
+        _train_command(data_dir, workdir, "--set", "train.checkpoint_every=1000"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: len(_losses(workdir)) >= 2, proc, "two logged steps")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM" in out and "rerun the same command to resume" in out
+    saved = RunCheckpoints(workdir, read_only=True).all_steps()
+    assert len(saved) == 1 and 2 <= saved[0] < 40  # the step it stopped at, not a periodic one
+    assert max(_losses(workdir)) == saved[0]
+
+
+class _PoisonedBatches:
+    """The real iterator, with loss_mask = NaN on the batches `bad(n)` picks (n counts from 1)."""
+
+    def __init__(self, inner, bad) -> None:
+        self.inner, self.bad, self.n = inner, bad, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = dict(next(self.inner))
+        self.n += 1
+        if self.bad(self.n):
+            batch["loss_mask"] = np.full_like(batch["loss_mask"], np.nan)
+        return batch
+
+    def get_state(self):
+        return {"inner": self.inner.get_state(), "n": self.n}
+
+    def set_state(self, state) -> None:
+        self.inner.set_state(state["inner"])
+        self.n = state["n"]
+
+
+@pytest.mark.slow
+def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_checkpoint(
+    data_dir, tmp_path, monkeypatch
+):
+    from musenet_jax.data import pipeline
+
+    real = pipeline.make_train_iterator
+    cfg = load_config("tiny", [*TINY, "train.steps=12", "train.checkpoint_every=4", "train.max_consecutive_nonfinite=3"])
+
+    monkeypatch.setattr(pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n == 3))
+    summary = loop.train(cfg, data_dir, tmp_path / "one_bad")
+    assert summary.final_step == 12 and summary.skipped_steps == 1
+    records = {r["step"]: r for r in read_metrics(tmp_path / "one_bad" / "metrics.jsonl") if "loss" in r}
+    assert records[3]["loss"] == "nan" and records[2]["skipped_steps"] == 0 and records[3]["skipped_steps"] == 1
+    assert all(np.isfinite(records[s]["loss"]) for s in range(4, 13))
+    for leaf in _params(tmp_path / "one_bad", 12):
+        assert np.all(np.isfinite(leaf))
+
+    monkeypatch.setattr(pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n >= 6))
+    with pytest.raises(UserError, match="3 consecutive non-finite losses.*last good checkpoint is step 4"):
+        loop.train(cfg, data_dir, tmp_path / "diverged")
+    assert RunCheckpoints(tmp_path / "diverged", read_only=True).all_steps() == [4]
+    assert np.all([np.all(np.isfinite(leaf)) for leaf in _params(tmp_path / "diverged", 4)])
+
+
+def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
+    cfg = load_config("tiny", [*TINY, "train.steps=2", "train.eval_every=1000"])
+    loop.train(cfg, data_dir, tmp_path)
+    assert (tmp_path / "config.json").is_file()
+    changed = load_config("tiny", [*TINY, "train.steps=4", "model.n_layers=3"])
+    with pytest.raises(UserError, match="different model.n_layers"):
+        loop.train(changed, data_dir, tmp_path)
+    assert os.listdir(tmp_path / "checkpoints") == ["2"]
+
+
+def test_model_flops_count_the_pairs_the_attention_pattern_allows():
+    from pallas_kernels.patterns import layer_patterns
+
+    from musenet_jax.train.flops import attention_pairs_per_query, flops_per_token
+
+    cfg = load_config("tiny").model
+    n = cfg.context
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    per_layer = []
+    for layer in range(cfg.n_layers):
+        groups = layer_patterns(cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary)
+        per_layer.append(np.mean([np.asarray(p.allowed(i, j)).sum() / n for p in groups]))
+    pairs = float(np.mean(per_layer))
+    assert attention_pairs_per_query(cfg) == pytest.approx(pairs)
+    assert 1 < pairs < (n + 1) / 2  # sparser than causal attention
+    d, layers = cfg.d_model, cfg.n_layers
+    matmul_params = layers * (4 + 2 * cfg.mlp_ratio) * d * d + d * 100
+    assert flops_per_token(cfg, 100) == pytest.approx(6 * matmul_params + 12 * d * layers * pairs)
