@@ -1,0 +1,67 @@
+"""Round-trip fidelity on real MIDI shipped with installed packages, and the token format itself."""
+
+import numpy as np
+import pytest
+
+from midi_corpus import export_corpus_scores, packaged_midi_files
+from musenet_jax.encoding.fidelity import round_trip_fidelity
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import KIND_WAIT
+from musenet_jax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def real_midi(tmp_path_factory):
+    return packaged_midi_files() + export_corpus_scores(tmp_path_factory.mktemp("corpus"))
+
+
+def test_round_trip_keeps_99_percent_of_notes(real_midi):
+    tokenizer = Tokenizer()
+    matched = total = 0
+    for path in real_midi:
+        fraction, n = round_trip_fidelity(tokenizer, path)
+        matched += fraction * n
+        total += n
+    print(f"\nround-trip fidelity: {matched / total:.4%} of {total} notes in {len(real_midi)} files")
+    assert len(real_midi) >= 25 and total > 10_000
+    assert matched / total >= 0.99
+
+
+def test_sequence_layout(real_midi):
+    tokenizer = Tokenizer()
+    ids = tokenizer.encode(real_midi[0], composer="bach")
+    strings = tokenizer.to_strings(ids)
+    assert strings[0] == "composer:bach" and strings[1].startswith("instrument:") and "start" in strings[:12]
+    assert strings[-1] == "end"
+    assert ids.dtype == np.int32 and ids.max() < tokenizer.vocab.size
+    waits = tokenizer.vocab.wait_steps[ids]
+    assert waits.max() <= tokenizer.cfg.max_wait_steps
+    assert np.all(tokenizer.vocab.token_kinds[ids][waits > 0] == KIND_WAIT)
+
+
+def test_note_token_names_follow_musenet():
+    tokenizer = Tokenizer()
+    vocab = tokenizer.vocab
+    assert vocab.string(vocab.note_ids(0, 3, 67)) == "piano:v3:G4"
+    assert vocab.string(vocab.note_ids(0, 0, 60)) == "piano:v0:C4"
+    assert vocab.id("wait:12") == vocab.wait_id(12)
+    assert "drums:v0:C2" not in vocab.strings  # drums have note-ons only
+
+
+def test_long_gaps_become_several_waits():
+    tokenizer = Tokenizer()
+    from musenet_jax.encoding.events import Events
+
+    events = Events.from_columns([0.0, 5.0], [0.5, 5.5], [0, 0], [60, 62], [80, 80])
+    ids = tokenizer.events_to_ids(events)
+    waits = tokenizer.vocab.wait_steps[ids]
+    assert waits.sum() == 550  # last note-off at 5.5 s = 550 steps of 10 ms
+    assert waits.max() == 128
+    decoded = tokenizer.ids_to_events(ids)
+    np.testing.assert_allclose(decoded.start_s, [0.0, 5.0])
+    np.testing.assert_allclose(decoded.end_s, [0.5, 5.5])
+
+
+def test_unknown_composer_lists_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown composer 'bahc'; valid: bach"):
+        Tokenizer().encode(packaged_midi_files()[0], composer="bahc")
