@@ -4,3 +4,34 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+from midi_corpus import packaged_midi_files  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def music21_data_dir(tmp_path_factory):
+    """A small music21 subset built with the real TFDS builder, shared by the data and training tests."""
+    from musenet_jax.data.prepare import prepare
+
+    data_dir = tmp_path_factory.mktemp("tfds_music21")
+    prepare("music21", str(data_dir), limit=16, workers=2, show_progress=False)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def mixed_midi_dir(tmp_path_factory):
+    """Good MIDI (in composer sub-folders) mixed with a corrupt file, an empty file and a text file."""
+    root = tmp_path_factory.mktemp("midi_in")
+    good = packaged_midi_files()
+    for n, path in enumerate(good):
+        folder = root / ("bach" if n % 2 else "mozart")
+        folder.mkdir(exist_ok=True)
+        shutil.copy(path, folder / path.name)
+    (root / "corrupt.mid").write_bytes(good[0].read_bytes()[:40])
+    (root / "empty.mid").write_bytes(b"")
+    (root / "notes.mid").write_text("a text file named .mid")
+    return root

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vocab",
     "encode",
     "decode",
+    "prepare",
     "train",
     "bench",
 )

@@ -6,7 +6,7 @@ import dataclasses
 
 DEFAULT_COMPOSERS: tuple[str, ...] = (
     "bach", "beethoven", "mozart", "haydn", "handel", "schubert", "schumann", "chopin", "brahms",
-    "palestrina", "monteverdi", "josquin", "trecento", "ciconia", "luca", "folk", "ryansmammoth",
+    "palestrina", "monteverdi", "josquin", "trecento", "ciconia", "luca", "folk",
     "weber", "verdi", "corelli", "joplin", "jazz", "pop",
 )
 

@@ -18,7 +18,14 @@ DRUM_HIT_S = 0.1  # drums have note-on tokens only; decoded hits last this long
 
 
 class MidiReadError(UserError):
-    """A file that is not a readable MIDI file; the message names the file and the reason."""
+    """A file that is not a readable MIDI file; the message names the file and the reason.
+
+    `reason` is a short code (missing, empty, not_midi, corrupt) that reports group skipped files by.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.MidiFile:
@@ -27,17 +34,17 @@ def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.M
         return source
     path = pathlib.Path(source)
     if not path.is_file():
-        raise MidiReadError(f"{path}: no such file")
+        raise MidiReadError(f"{path}: no such file", "missing")
     if path.stat().st_size == 0:
-        raise MidiReadError(f"{path}: empty file")
+        raise MidiReadError(f"{path}: empty file", "empty")
     with open(path, "rb") as handle:
         if handle.read(4) != b"MThd":
-            raise MidiReadError(f"{path}: not a MIDI file (no MThd header)")
+            raise MidiReadError(f"{path}: not a MIDI file (no MThd header)", "not_midi")
     try:
         return miditoolkit.MidiFile(str(path))
     except Exception as err:  # mido raises many types (EOFError, OSError, KeyError, ValueError...)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MidiReadError(f"{path}: corrupt MIDI ({reason})") from None
+        raise MidiReadError(f"{path}: corrupt MIDI ({reason})", "corrupt") from None
 
 
 def midi_to_events(midi: miditoolkit.MidiFile, max_seconds: float) -> Events:

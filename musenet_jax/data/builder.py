@@ -1,0 +1,201 @@
+"""The `musenet_midi` TFDS builder: tokenized MIDI as ArrayRecord shards, readable without TensorFlow.
+
+Configs: `music21` (the embedded corpus, no download) and `midi_dir` (a user's folder as TFDS's manual
+dir). Conversion runs in worker processes; files that cannot be used are skipped, counted by reason and
+listed in `skipped_files.json` beside the dataset. The dataset's metadata records the encoding config and
+the vocabulary fingerprint so that a pipeline or checkpoint with another encoding refuses it.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from musenet_jax.data import convert as convert_lib
+from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
+from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.errors import UserError
+
+SOURCES = ("music21", "midi_dir")
+SKIPPED_REPORT = "skipped_files.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildStats:
+    """What a build did: the summary `musenet-jax prepare` prints and the report it writes."""
+
+    files_ok: int
+    skipped: list[dict[str, str]]
+    examples: dict[str, int]
+    tokens: dict[str, int]
+    per_composer: dict[str, dict[str, int]]
+
+
+class MusenetMidi(tfds.core.GeneratorBasedBuilder):
+    """Tokenized MIDI pieces with composer labels; one example per piece."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "MuseNet encoding, ArrayRecord shards."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="music21", description="music21's bundled scores, composer-labelled"),
+        tfds.core.BuilderConfig(name="midi_dir", description="a MIDI folder given as manual_dir"),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Put MIDI files in the manual dir; first-level sub-folders name composers."
+
+    def __init__(self, *, encoding: EncodingConfig = EncodingConfig(), limit: int | None = None,
+                 workers: int | None = None, show_progress: bool = True, **kwargs):
+        self.encoding = encoding
+        self.vocab = Vocabulary(encoding)
+        self.limit = limit
+        self.workers = workers or os.cpu_count() or 1
+        self.show_progress = show_progress
+        self.stats: BuildStats | None = None
+        super().__init__(file_format="array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                "composer": tfds.features.ClassLabel(names=list(self.vocab.composers)),
+                "source": tfds.features.Text(),
+                "duration_s": np.float32,
+                "n_notes": np.int32,
+            }),
+            metadata=tfds.core.MetadataDict(
+                encoding=dataclasses.asdict(self.encoding),
+                vocab_fingerprint=self.vocab.fingerprint(),
+                vocab_size=self.vocab.size,
+                limit=self.limit,
+            ),
+        )
+
+    def _list_sources(self, dl_manager) -> list[SourceFile]:
+        if self.builder_config.name == "music21":
+            sources = music21_sources()
+        else:
+            sources = midi_dir_sources(dl_manager.manual_dir, self.vocab.composers)
+        return spread_subset(sources, self.limit)
+
+    def _split_generators(self, dl_manager):
+        sources = self._list_sources(dl_manager)
+        if not sources:
+            raise UserError("no input files found" + (f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""))
+        results = self._convert_all(sources)
+        examples = [r for r in results if isinstance(r, convert_lib.Example)]
+        skipped = [r for r in results if isinstance(r, convert_lib.Skipped)]
+        splits = _assign_splits(examples)
+        self.stats = _stats(sources, splits, skipped)
+        return {name: self._generate_examples(items) for name, items in splits.items()}
+
+    def _convert_all(self, sources: list[SourceFile]) -> list:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(sources), desc="converting", unit="file", disable=not self.show_progress)
+        results = []
+        if self.workers == 1:
+            for source in sources:
+                results += convert_lib.convert(source, self.encoding)
+                bar.update()
+        else:
+            # spawn, not fork: the caller may have JAX (and its threads) loaded.
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+                futures = [pool.submit(convert_lib.convert, s, self.encoding) for s in sources]
+                for future in concurrent.futures.as_completed(futures):
+                    results += future.result()
+                    bar.update()
+        bar.close()
+        return sorted(results, key=lambda r: r.source)
+
+    def _generate_examples(self, items: list) -> Iterator[tuple[str, dict]]:
+        for ex in items:
+            yield ex.source, {
+                "ids": ex.ids.astype(np.int32), "composer": ex.composer, "source": ex.source,
+                "duration_s": np.float32(ex.duration_s), "n_notes": np.int32(ex.n_notes),
+            }
+
+
+def spread_subset(items: list, limit: int | None) -> list:
+    """`limit` items spread evenly over the (sorted) list, so a small subset still spans all composers."""
+    if not limit or limit >= len(items):
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def _assign_splits(examples: list) -> dict[str, list]:
+    """Hash splits; in a corpus too small to fill all three, the largest split lends a piece to an empty one."""
+    splits: dict[str, list] = {name: [] for name, _ in convert_lib.SPLIT_PERCENT}
+    for ex in examples:
+        splits[convert_lib.split_of(ex.source.split("#")[0])].append(ex)
+    for name, items in splits.items():
+        donor = max(splits, key=lambda s: len(splits[s]))
+        if not items and len(splits[donor]) > 1:
+            items.append(splits[donor].pop())
+    return splits
+
+
+def _stats(sources: list[SourceFile], splits: dict[str, list], skipped: list) -> BuildStats:
+    per_composer: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"examples": 0, "tokens": 0})
+    for items in splits.values():
+        for ex in items:
+            per_composer[ex.composer]["examples"] += 1
+            per_composer[ex.composer]["tokens"] += len(ex.ids)
+    ok_files = {ex.source.split("#")[0] for items in splits.values() for ex in items}
+    return BuildStats(
+        files_ok=len(ok_files),
+        skipped=[{"source": s.source, "reason": s.reason, "detail": s.detail} for s in skipped],
+        examples={name: len(items) for name, items in splits.items()},
+        tokens={name: int(sum(len(ex.ids) for ex in items)) for name, items in splits.items()},
+        per_composer=dict(sorted(per_composer.items())),
+    )
+
+
+def dataset_dir(data_dir: str | os.PathLike, source: str) -> pathlib.Path:
+    """Folder of one builder config (the version folders and the skipped-files report live in it)."""
+    return pathlib.Path(data_dir) / "musenet_midi" / source
+
+
+def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingConfig, **kwargs) -> MusenetMidi:
+    if source not in SOURCES:
+        from musenet_jax.errors import unknown_choice
+
+        raise unknown_choice("data source", source, SOURCES)
+    return MusenetMidi(config=source, data_dir=str(data_dir), encoding=encoding, **kwargs)
+
+
+def input_digest(builder: MusenetMidi, manual_dir: str | None) -> str:
+    """Hash of what a build would read (paths and sizes): equal digests mean an identical rebuild."""
+    if builder.builder_config.name == "music21":
+        listing = [s.source_id for s in music21_sources()]
+    else:
+        root = pathlib.Path(manual_dir or "")
+        listing = [f"{s.source_id}:{pathlib.Path(s.path).stat().st_size}" for s in midi_dir_sources(root, builder.vocab.composers)]
+    listing = spread_subset(listing, builder.limit)
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def read_skipped_report(data_dir: str | os.PathLike, source: str) -> list[dict[str, str]]:
+    path = dataset_dir(data_dir, source) / SKIPPED_REPORT
+    return json.loads(path.read_text())["skipped"] if path.exists() else []
+
+
+def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None:
+    """Refuses a dataset whose tokens were made with another vocabulary."""
+    expected = Vocabulary(encoding).fingerprint()
+    found = metadata.get("vocab_fingerprint")
+    if found != expected:
+        raise UserError(
+            f"{where} was encoded with vocabulary {str(found)[:12]}, but this config's encoding gives "
+            f"{expected[:12]}; rerun `musenet-jax prepare` with this config or use the dataset's encoding settings"
+        )

@@ -1,0 +1,97 @@
+"""One input file -> tokenized examples, or the reason it was skipped. Runs in worker processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+
+import numpy as np
+
+from musenet_jax.data.corpus import MAX_PIECES_PER_FILE, SourceFile
+from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.midi_io import MidiReadError
+from musenet_jax.encoding.tokenizer import Tokenizer
+
+MIN_NOTES = 8  # fewer notes than this is not a piece worth training on ("too short")
+SPLIT_PERCENT = (("train", 90), ("validation", 95), ("test", 100))  # cumulative
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    source: str
+    composer: str
+    ids: np.ndarray
+    duration_s: float
+    n_notes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    source: str
+    reason: str  # short code, for the summary
+    detail: str  # one line, for the report
+
+
+def split_of(source_id: str) -> str:
+    """Stable train/validation/test assignment (~90/5/5) from a hash of the source id."""
+    bucket = int(hashlib.sha1(source_id.encode()).hexdigest(), 16) % 100
+    return next(name for name, limit in SPLIT_PERCENT if bucket < limit)
+
+
+_TOKENIZERS: dict[EncodingConfig, Tokenizer] = {}
+
+
+def _tokenizer(cfg: EncodingConfig) -> Tokenizer:
+    if cfg not in _TOKENIZERS:
+        _TOKENIZERS[cfg] = Tokenizer(cfg)
+    return _TOKENIZERS[cfg]
+
+
+def _score_pieces(path: str) -> list:
+    """A music21 score, or the first pieces of an opus, as music21 streams."""
+    import music21
+
+    parsed = music21.converter.parse(path)
+    return list(parsed.scores)[:MAX_PIECES_PER_FILE] if isinstance(parsed, music21.stream.Opus) else [parsed]
+
+
+def _to_midi(piece):
+    """A music21 stream rendered to a miditoolkit object (in memory)."""
+    import miditoolkit
+    import music21
+
+    return miditoolkit.MidiFile(file=io.BytesIO(music21.midi.translate.streamToMidiFile(piece).writestr()))
+
+
+def _one_line(err: Exception) -> str:
+    return (str(err).splitlines()[0] if str(err) else type(err).__name__)[:200]
+
+
+def convert(source: SourceFile, cfg: EncodingConfig) -> list[Example | Skipped]:
+    """Tokenizes every piece of `source`; never raises, so one bad file cannot stop a build."""
+    tokenizer = _tokenizer(cfg)
+    try:
+        pieces = _score_pieces(source.path) if source.kind == "score" else [source.path]
+    except Exception as err:  # music21 raises many types on scores it cannot read
+        return [Skipped(source.source_id, "unreadable_score", _one_line(err))]
+    results: list[Example | Skipped] = []
+    for n, piece in enumerate(pieces):
+        piece_id = source.source_id if len(pieces) == 1 else f"{source.source_id}#{n}"
+        try:
+            events = tokenizer.midi_to_events(_to_midi(piece) if source.kind == "score" else piece)
+        except MidiReadError as err:
+            results.append(Skipped(piece_id, err.reason, str(err)))
+            continue
+        except Exception as err:  # a MIDI that parses but has broken tempo maps or events
+            reason = "unreadable_score" if source.kind == "score" else "corrupt"
+            results.append(Skipped(piece_id, reason, _one_line(err)))
+            continue
+        if len(events) == 0:
+            results.append(Skipped(piece_id, "no_notes", "no notes in the pitch range"))
+        elif len(events) < MIN_NOTES:
+            results.append(Skipped(piece_id, "too_short", f"{len(events)} notes (< {MIN_NOTES})"))
+        else:
+            ids = tokenizer.events_to_ids(events, source.composer)
+            results.append(Example(piece_id, source.composer, ids, float(events.end_s.max()), len(events)))
+    return results

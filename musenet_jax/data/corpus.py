@@ -1,0 +1,62 @@
+"""Which files make up a corpus and what composer label each gets.
+
+`music21`: the scores bundled with the music21 package, labelled by their corpus folder (the table
+below); analysis-only files (roman-numeral `.rntxt`) are left out. A file holding several pieces (an ABC
+opus) contributes up to `MAX_PIECES_PER_FILE` of them. `midi_dir`: every MIDI file below a folder, the
+composer being the first-level sub-folder's name when the vocabulary knows it, else `unknown`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+MAX_PIECES_PER_FILE = 25
+MIDI_SUFFIXES = frozenset({".mid", ".midi"})
+SCORE_SUFFIXES = frozenset({".krn", ".abc", ".mxl", ".xml", ".musicxml"})
+
+# music21 corpus folder -> composer label (unlisted folders are `unknown`).
+MUSIC21_COMPOSERS: dict[str, str] = {
+    "bach": "bach", "beethoven": "beethoven", "mozart": "mozart", "haydn": "haydn", "handel": "handel",
+    "schubert": "schubert", "schumann_robert": "schumann", "schumann_clara": "schumann", "chopin": "chopin",
+    "palestrina": "palestrina", "monteverdi": "monteverdi", "josquin": "josquin", "trecento": "trecento",
+    "ciconia": "ciconia", "luca": "luca", "weber": "weber", "verdi": "verdi", "corelli": "corelli",
+    "joplin": "joplin", "ryansMammoth": "folk", "oneills1850": "folk", "essenFolksong": "folk",
+    "airdsAirs": "folk", "miscFolk": "folk", "nottingham-dataset": "folk",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFile:
+    """One input file: where it is, its stable id (relative path, used for the split) and its label."""
+
+    path: str
+    source_id: str
+    composer: str
+    kind: str  # "midi" or "score"
+
+
+def music21_sources() -> list[SourceFile]:
+    import music21
+    from music21 import corpus
+
+    root = pathlib.Path(music21.__file__).parent / "corpus"
+    found = []
+    for path in sorted(map(pathlib.Path, corpus.getCorePaths())):
+        if path.suffix.lower() not in SCORE_SUFFIXES:
+            continue
+        rel = path.relative_to(root)
+        composer = MUSIC21_COMPOSERS.get(rel.parts[0], "unknown")
+        found.append(SourceFile(str(path), rel.as_posix(), composer, "score"))
+    return found
+
+
+def midi_dir_sources(folder: str | pathlib.Path, composers: tuple[str, ...]) -> list[SourceFile]:
+    """Every file with a MIDI suffix below `folder` (bad ones are skipped later, with a reason)."""
+    root = pathlib.Path(folder)
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES):
+        rel = path.relative_to(root)
+        label = rel.parts[0].lower() if len(rel.parts) > 1 else "unknown"
+        found.append(SourceFile(str(path), rel.as_posix(), label if label in composers else "unknown", "midi"))
+    return found

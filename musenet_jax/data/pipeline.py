@@ -1,0 +1,128 @@
+"""The grain input pipeline: TFDS ArrayRecord source -> shuffle -> augment + crop -> shard -> batch.
+
+Element randomness (augmentation, crop position) is drawn from the element's *global* position in the
+shuffled stream, and process p takes positions p, p + P, ...; so P processes together see exactly the
+batches one process would, and the iterator state (a position) restores exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import grain
+import numpy as np
+
+from musenet_jax.config import Config
+from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
+from musenet_jax.data.config import DataConfig
+from musenet_jax.encoding.augment import augment_ids
+from musenet_jax.encoding.timing import duration_steps, token_times
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
+
+Batch = dict[str, np.ndarray]
+READ_THREADS = 2
+
+
+def open_split(cfg: Config, split: str) -> Any:
+    """The TFDS data source of one split, after checking it was encoded with this config's vocabulary."""
+    data_dir, source = cfg.data.data_dir, cfg.data.source
+    builder = make_builder(source, data_dir, cfg.encoding, show_progress=False)
+    metadata = pathlib.Path(builder.data_dir) / "metadata.json"
+    if not metadata.exists():
+        raise UserError(
+            f"no prepared musenet_midi/{source} dataset under {data_dir!r}; "
+            f"run `musenet-jax prepare --source {source} --data-dir {data_dir}` first"
+        )
+    check_encoding(json.loads(metadata.read_text()), cfg.encoding, f"dataset {dataset_dir(data_dir, source)}")
+    if split not in builder.info.splits:
+        raise UserError(f"dataset has no split {split!r}; valid: {', '.join(builder.info.splits)}")
+    return builder.as_data_source(split=split)
+
+
+class CropExample:
+    """One piece -> one training row of `context + 1` tokens with the conditioning prefix at its head."""
+
+    def __init__(self, tokenizer: Tokenizer, data_cfg: DataConfig, context: int, augment: bool):
+        self.tokenizer, self.data_cfg, self.context, self.augment = tokenizer, data_cfg, context, augment
+
+    def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> Batch:
+        tokenizer, vocab = self.tokenizer, self.tokenizer.vocab
+        ids = np.asarray(element["ids"], np.int32)
+        if self.augment:
+            ids = augment_ids(tokenizer, ids, rng, self.data_cfg)
+        times = token_times(ids, vocab)
+        n_prefix = min(tokenizer.prefix_length(ids), self.context)
+        window = self.context + 1 - n_prefix
+        body = len(ids) - n_prefix
+        start = n_prefix + (int(rng.integers(0, body - window + 1)) if body > window else 0)
+        take = np.concatenate([np.arange(n_prefix), np.arange(start, min(start + window, len(ids)))])
+        length = len(take)
+        row = np.full(self.context + 1, vocab.pad_id, np.int32)
+        row_times = np.zeros(self.context + 1, np.int32)
+        row[:length], row_times[:length] = ids[take], times[take]
+        return {
+            "inputs": row[:-1],
+            "targets": row[1:],
+            "loss_mask": (np.arange(self.context) < length - 1).astype(np.float32),
+            "times": row_times[:-1],
+            "durations": np.int32(max(duration_steps(ids, vocab), 1)),
+        }
+
+
+def _per_process_batch(cfg: Config, process_count: int) -> int:
+    batch = cfg.train.global_batch
+    if batch % process_count:
+        raise UserError(f"train.global_batch={batch} is not divisible by the {process_count} processes")
+    return batch // process_count
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return process_index, process_count
+
+
+def make_train_iterator(cfg: Config, *, split: str = "train", process_index: int | None = None,
+                        process_count: int | None = None, seed: int | None = None) -> grain.DatasetIterator:
+    """Endless, shuffled anew each epoch, augmented; `get_state()`/`set_state()` restore exactly."""
+    index, count = _process(process_index, process_count)
+    seed = cfg.data.shuffle_seed if seed is None else seed
+    crop = CropExample(Tokenizer(cfg.encoding), cfg.data, cfg.model.context, augment=True)
+    ds = (
+        grain.MapDataset.source(open_split(cfg, split))
+        .shuffle(seed=seed)
+        .repeat()
+        .random_map(crop, seed=seed + 1)
+    )
+    ds = ds[index::count].batch(_per_process_batch(cfg, count), drop_remainder=True)
+    return _iterate(ds, cfg.data)
+
+
+def make_eval_iterator(cfg: Config, *, split: str = "validation", process_index: int | None = None,
+                       process_count: int | None = None) -> grain.DatasetIterator:
+    """One deterministic pass, no augmentation; the last batch is padded with fully masked rows."""
+    index, count = _process(process_index, process_count)
+    batch = _per_process_batch(cfg, count)
+    crop = CropExample(Tokenizer(cfg.encoding), cfg.data, cfg.model.context, augment=False)
+    ds = grain.MapDataset.source(open_split(cfg, split)).random_map(crop, seed=cfg.data.shuffle_seed)
+    ds = ds[index::count].batch(batch, drop_remainder=False).map(lambda b: _pad_batch(b, batch))
+    return _iterate(ds, cfg.data)
+
+
+def _pad_batch(batch: Batch, size: int) -> Batch:
+    short = size - len(batch["inputs"])
+    if short == 0:
+        return batch
+    return {k: np.concatenate([v, np.zeros((short, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+
+
+def _iterate(ds: grain.MapDataset, data_cfg: DataConfig) -> grain.DatasetIterator:
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=data_cfg.prefetch_buffer))
+    if data_cfg.worker_count > 0:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
+    return iter(it_ds)

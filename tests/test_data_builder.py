@@ -1,0 +1,85 @@
+"""The musenet_midi TFDS builder on real inputs: a music21 subset and a folder with bad files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from midi_corpus import packaged_midi_files
+from musenet_jax.config import load_config
+from musenet_jax.data.convert import MIN_NOTES
+from musenet_jax.data.builder import make_builder, read_skipped_report
+from musenet_jax.data.pipeline import open_split
+from musenet_jax.data.prepare import prepare
+from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
+
+
+def test_music21_subset_builds_with_composer_labels(music21_data_dir):
+    builder = make_builder("music21", music21_data_dir, EncodingConfig())
+    splits = builder.info.splits
+    assert set(splits) == {"train", "validation", "test"}
+    train = builder.as_data_source(split="train")
+    example = train[0]
+    assert example["ids"].dtype == np.int32 and example["n_notes"] >= 8
+    composers = builder.info.features["composer"]
+    labels = {composers.int2str(train[i]["composer"]) for i in range(len(train))}
+    assert labels - {"unknown"}, labels
+    tokenizer = Tokenizer()
+    assert tokenizer.composer_of(example["ids"]) == composers.int2str(example["composer"])
+
+
+def test_folder_with_bad_files(mixed_midi_dir, tmp_path):
+    summary = prepare("midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), workers=2, show_progress=False)
+    report = {entry["source"]: entry["reason"] for entry in read_skipped_report(tmp_path, "midi_dir")}
+    bad = {"corrupt.mid": "corrupt", "empty.mid": "empty", "notes.mid": "not_midi"}
+    assert {k: v for k, v in report.items() if v != "too_short"} == bad
+    tokenizer = Tokenizer()
+    short = {p.name for p in packaged_midi_files() if len(tokenizer.midi_to_events(p)) < MIN_NOTES}
+    assert {k.split("/")[-1] for k, v in report.items() if v == "too_short"} == short
+    n_good = len(packaged_midi_files()) - len(short)
+    assert summary.files_ok == n_good
+    assert sum(summary.examples.values()) == n_good
+    builder = make_builder("midi_dir", tmp_path, EncodingConfig())
+    sources = {builder.as_data_source(split=s)[i]["source"] for s in summary.examples
+               for i in range(summary.examples[s])}
+    assert {s.decode().split("/")[0] for s in sources} == {"bach", "mozart"}
+    again = prepare("midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), workers=2, show_progress=False)
+    assert again.reused and again.examples == summary.examples
+
+
+def test_split_is_stable_by_source_hash(music21_data_dir):
+    from musenet_jax.data.convert import split_of
+
+    assert split_of("bach/bwv66.6.mxl") == split_of("bach/bwv66.6.mxl")
+    shares = np.bincount([["train", "validation", "test"].index(split_of(f"x/{i}")) for i in range(4000)]) / 4000
+    np.testing.assert_allclose(shares, [0.9, 0.05, 0.05], atol=0.02)
+
+
+def test_mismatched_encoding_is_refused(music21_data_dir):
+    cfg = load_config("tiny", [f"data.data_dir={music21_data_dir}", "encoding.velocity_bins=8"])
+    with pytest.raises(UserError, match="rerun `musenet-jax prepare`"):
+        open_split(cfg, "train")
+
+
+def test_missing_dataset_says_what_to_run(tmp_path):
+    cfg = load_config("tiny", [f"data.data_dir={tmp_path}"])
+    with pytest.raises(UserError, match="musenet-jax prepare --source music21"):
+        open_split(cfg, "train")
+
+
+def test_prepare_cli_prints_a_summary(mixed_midi_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "musenet_jax.cli.main", "prepare", "--source", "midi_dir", "--midi-dir",
+         str(mixed_midi_dir), "--data-dir", str(tmp_path), "--workers", "1", "--json"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {k: v for k, v in summary["skipped_by_reason"].items() if k != "too_short"} == {
+        "corrupt": 1, "empty": 1, "not_midi": 1}
+    assert tfds.builder_from_directory(f"{tmp_path}/musenet_midi/midi_dir/1.0.0").info.splits
