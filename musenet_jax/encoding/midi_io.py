@@ -28,11 +28,8 @@ class MidiReadError(UserError):
         self.reason = reason
 
 
-def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.MidiFile:
-    """Parses a MIDI file, turning every parser failure into one `MidiReadError` line."""
-    if isinstance(source, miditoolkit.MidiFile):
-        return source
-    path = pathlib.Path(source)
+def check_midi_file(path: pathlib.Path) -> None:
+    """Cheap checks both parsers share, so a bad file gets the same reason whichever reads it."""
     if not path.is_file():
         raise MidiReadError(f"{path}: no such file", "missing")
     if path.stat().st_size == 0:
@@ -40,11 +37,23 @@ def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.M
     with open(path, "rb") as handle:
         if handle.read(4) != b"MThd":
             raise MidiReadError(f"{path}: not a MIDI file (no MThd header)", "not_midi")
+
+
+def _parse_failure(path: pathlib.Path, err: Exception) -> MidiReadError:
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return MidiReadError(f"{path}: corrupt MIDI ({reason})", "corrupt")
+
+
+def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.MidiFile:
+    """Parses a MIDI file, turning every parser failure into one `MidiReadError` line."""
+    if isinstance(source, miditoolkit.MidiFile):
+        return source
+    path = pathlib.Path(source)
+    check_midi_file(path)
     try:
         return miditoolkit.MidiFile(str(path))
     except Exception as err:  # mido raises many types (EOFError, OSError, KeyError, ValueError...)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MidiReadError(f"{path}: corrupt MIDI ({reason})", "corrupt") from None
+        raise _parse_failure(path, err) from None
 
 
 def midi_to_events(midi: miditoolkit.MidiFile, max_seconds: float) -> Events:
@@ -61,7 +70,34 @@ def midi_to_events(midi: miditoolkit.MidiFile, max_seconds: float) -> Events:
         ends = np.clip(raw[:, 1], 0, len(tick_to_s) - 1)
         family = np.full(len(raw), family_of(inst.program, inst.is_drum), np.int8)
         columns.append((tick_to_s[starts], tick_to_s[ends], family, raw[:, 2], raw[:, 3]))
-    events = Events.from_columns(*(np.concatenate(c) for c in zip(*columns)))
+    return _clip_to_piece(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))), max_seconds)
+
+
+def read_events_symusic(path: str | os.PathLike, max_seconds: float) -> Events:
+    """The same notes as `midi_to_events(read_midi(path))`, parsed by symusic (C++, ~10x faster)."""
+    import symusic
+
+    path = pathlib.Path(path)
+    check_midi_file(path)
+    try:
+        score = symusic.Score(str(path)).to("second")
+    except Exception as err:  # symusic raises RuntimeError / ValueError on malformed files
+        raise _parse_failure(path, err) from None
+    columns = []
+    for track in score.tracks:
+        notes = track.notes.numpy()
+        if len(notes["time"]) == 0:
+            continue
+        start = notes["time"].astype(np.float64)
+        family = np.full(len(start), family_of(track.program, track.is_drum), np.int8)
+        columns.append((start, start + notes["duration"], family, notes["pitch"], notes["velocity"]))
+    if not columns:
+        return Events.empty()
+    return _clip_to_piece(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))), max_seconds)
+
+
+def _clip_to_piece(events: Events, max_seconds: float) -> Events:
+    """Drops silent notes and notes after `max_seconds`; a note may not end before it starts."""
     keep = (events.start_s < max_seconds) & (events.velocity > 0)
     events = events.select(keep)
     return events.replace(end_s=np.minimum(np.maximum(events.end_s, events.start_s), max_seconds)).sorted()

@@ -8,6 +8,7 @@ before it is struck again; every note lasts at least one step.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections import defaultdict, deque
 
@@ -18,15 +19,28 @@ from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
+from musenet_jax.errors import unknown_choice
 from musenet_jax.encoding.vocab import KIND_COMPOSER, KIND_INSTRUMENT, KIND_NOTE_OFF, KIND_NOTE_ON, Vocabulary
 
 MidiSource = str | os.PathLike | miditoolkit.MidiFile
 
 
-class Tokenizer:
-    """The encoding of one `EncodingConfig`; `vocab` owns the ids."""
+PARSERS = ("auto", "symusic", "miditoolkit")
 
-    def __init__(self, cfg: EncodingConfig = EncodingConfig()):
+
+class Tokenizer:
+    """The encoding of one `EncodingConfig`; `vocab` owns the ids.
+
+    `parser` picks who reads MIDI files from disk: symusic (fast, the `fast-midi` extra) or miditoolkit;
+    `auto` uses symusic when it is installed. Both yield the same notes (tested).
+    """
+
+    def __init__(self, cfg: EncodingConfig = EncodingConfig(), parser: str = "auto"):
+        if parser not in PARSERS:
+            raise unknown_choice("MIDI parser", parser, PARSERS)
+        if parser == "auto":
+            parser = "symusic" if importlib.util.find_spec("symusic") else "miditoolkit"
+        self.parser = parser
         self.cfg = cfg
         self.vocab = Vocabulary(cfg)
         self.step_s = cfg.time_step_ms / 1000.0
@@ -34,7 +48,10 @@ class Tokenizer:
     # ---- MIDI boundary ---------------------------------------------------------------------------
     def midi_to_events(self, midi: MidiSource) -> Events:
         """Notes of a MIDI file (path or object) within the pitch range and the first `max_seconds`."""
-        events = midi_io.midi_to_events(midi_io.read_midi(midi), self.cfg.max_seconds)
+        if self.parser == "symusic" and not isinstance(midi, miditoolkit.MidiFile):
+            events = midi_io.read_events_symusic(midi, self.cfg.max_seconds)
+        else:
+            events = midi_io.midi_to_events(midi_io.read_midi(midi), self.cfg.max_seconds)
         in_range = (events.pitch >= self.cfg.pitch_min) & (events.pitch <= self.cfg.pitch_max)
         return events.select(in_range)
 
