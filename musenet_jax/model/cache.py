@@ -1,0 +1,30 @@
+"""The KV cache for sampling: keys and values of every layer for up to `max_len` positions.
+
+Shapes follow the layer stacking of `MuseNet` ([groups, blocks per group, ...], see transformer.py)
+so decoding scans over layer groups like training does. All sequences of a batch advance together:
+`length` is the number of positions already filled (the position of the next token).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class KVCache:
+    """k, v: [layer groups, blocks per group, batch, max_len, heads, head_dim]; length: int32 scalar."""
+
+    k: jax.Array
+    v: jax.Array
+    length: jax.Array
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    @classmethod
+    def zeros(cls, groups: int, per_group: int, batch: int, max_len: int, heads: int, head_dim: int, dtype) -> "KVCache":
+        shape = (groups, per_group, batch, max_len, heads, head_dim)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))

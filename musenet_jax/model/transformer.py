@@ -1,0 +1,196 @@
+"""`MuseNet`: the decoder (embeddings, stacked sparse-attention blocks, final norm, output projection),
+a critic head on the same trunk, and KV-cache sampling entry points.
+
+Layers are stored stacked: `layers` is one `BlockGroup` whose parameters carry a leading `layers`
+axis of n_layers / cycle groups. A group holds one block per position of the pattern cycle
+(`interleave` with patterns (strided, fixed) -> 2 blocks, strided then fixed; `merge` and
+`head_split` -> 1 block), so every scan step runs the same code. `scan_layers` picks between
+`nnx.scan` over the groups (one compiled body; fast compiles at 72 layers) and a Python loop over
+the same stacked parameters (so checkpoints work either way). `remat_policy` wraps each group in
+`nnx.remat`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.errors import UserError
+from musenet_jax.model.cache import KVCache
+from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.embeddings import MusicEmbedding
+from musenet_jax.model.modules import Block, layer_norm
+from musenet_jax.model.sharding import constrain, logical_init
+from pallas_kernels.patterns import Pattern, layer_patterns
+
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "full": None,  # save nothing: recompute the whole group in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def pattern_cycle(cfg: ModelConfig) -> tuple[tuple[Pattern, ...], ...]:
+    """Per-head-group patterns of each block position in a layer group (the repeating unit)."""
+    cycle = len(cfg.patterns) if cfg.pattern_layout == "interleave" else 1
+    kw = dict(stride=cfg.stride, summary=cfg.fixed_summary)
+    return tuple(layer_patterns(cfg.patterns, cfg.pattern_layout, layer, **kw) for layer in range(cycle))
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Shape constraints the layer stacking and head split need, as one-line user errors."""
+    if cfg.d_model % cfg.n_heads:
+        raise UserError(f"model.d_model={cfg.d_model} must be divisible by model.n_heads={cfg.n_heads}")
+    cycle = pattern_cycle(cfg)
+    if cfg.n_layers % len(cycle):
+        raise UserError(
+            f"model.n_layers={cfg.n_layers} must be a multiple of the {len(cycle)} interleaved patterns {cfg.patterns}"
+        )
+    if cfg.n_heads % len(cycle[0]):
+        raise UserError(f"model.n_heads={cfg.n_heads} cannot be split evenly over the patterns {cfg.patterns}")
+    if cfg.remat_policy != "none" and cfg.remat_policy not in REMAT_POLICIES:
+        raise UserError(f"unknown model.remat_policy {cfg.remat_policy!r}")
+
+
+class BlockGroup(nnx.Module):
+    """One block per position of the pattern cycle, applied in order."""
+
+    def __init__(self, cfg: ModelConfig, cycle: tuple[tuple[Pattern, ...], ...], *, rngs: nnx.Rngs):
+        self.blocks = nnx.List([Block(cfg, patterns, rngs=rngs) for patterns in cycle])
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """x [B, T, d] -> (x, (k, v) each [blocks, B, T, H, Dh])."""
+        ks, vs = [], []
+        for block in self.blocks:
+            x, k, v = block(x)
+            ks.append(k)
+            vs.append(v)
+        return x, (jnp.stack(ks), jnp.stack(vs))
+
+    def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array):
+        """One token through the group; caches [blocks, B, L, H, Dh]."""
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.decode(x, k_cache[i], v_cache[i], position)
+            ks.append(k)
+            vs.append(v)
+        return x, (jnp.stack(ks), jnp.stack(vs))
+
+
+class MuseNet(nnx.Module):
+    """The MuseNet decoder. `time_step_ms` is the encoding's time grid (EncodingConfig.time_step_ms),
+    needed to bucket `times` in milliseconds; pass `cfg.encoding.time_step_ms` when it is not the default."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, time_step_ms: int | None = None):
+        check_model_config(cfg)
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        time_step_ms = EncodingConfig().time_step_ms if time_step_ms is None else time_step_ms
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.embed = MusicEmbedding(cfg, vocab_size, time_step_ms, rngs=rngs)
+        cycle = pattern_cycle(cfg)
+        self.num_groups = cfg.n_layers // len(cycle)
+        self.per_group = len(cycle)
+
+        @nnx.split_rngs(splits=self.num_groups)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_groups(rngs: nnx.Rngs) -> BlockGroup:
+            return BlockGroup(cfg, cycle, rngs=rngs)
+
+        self.layers = make_groups(rngs)
+        self.final_norm = layer_norm(cfg, rngs=rngs)
+        init = nnx.initializers.normal(stddev=0.02)
+        zeros = nnx.initializers.zeros_init()
+        self.head = nnx.Linear(
+            cfg.d_model, vocab_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            kernel_init=logical_init(init, ("embed", "vocab")), bias_init=logical_init(zeros, ("vocab",)),
+        )
+        self.critic = nnx.Linear(
+            cfg.d_model, 1, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs,
+            kernel_init=logical_init(init, ("embed", None)), bias_init=logical_init(zeros, (None,)),
+        )
+
+    # --- layer stacking -------------------------------------------------------------------------
+
+    def _over_groups(self, fn: Callable[..., Any], x: jax.Array, *per_group: jax.Array) -> tuple[jax.Array, Any]:
+        """x, out_g = fn(group_g, x, *slices_g) for each layer group in order; outputs stacked on axis 0."""
+        if self.cfg.remat_policy != "none":
+            fn = nnx.remat(fn, policy=REMAT_POLICIES[self.cfg.remat_policy])
+        if self.cfg.scan_layers:
+            in_axes = (0, nnx.Carry) + (0,) * len(per_group)
+            return nnx.scan(fn, in_axes=in_axes, out_axes=(nnx.Carry, 0))(self.layers, x, *per_group)
+        graphdef, state = nnx.split(self.layers)
+        outs = []
+        for g in range(self.num_groups):
+            group = nnx.merge(graphdef, jax.tree.map(lambda a: a[g], state))
+            x, out = fn(group, x, *(a[g] for a in per_group))
+            outs.append(out)
+        return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
+
+    def _embed(self, inputs, positions, times, durations, mix=None) -> jax.Array:
+        x = self.embed(inputs, positions, times, durations)
+        if mix is not None:
+            perm, lam = mix
+            lam = lam.astype(x.dtype)[:, None, None]
+            x = lam * x + (1 - lam) * jnp.take(x, perm, axis=0)
+        return constrain(x, ("batch", "length", "embed"))
+
+    def _logits(self, h: jax.Array) -> jax.Array:
+        logits = self.head(self.final_norm(h).astype(h.dtype)).astype(jnp.float32)
+        return constrain(logits, ("batch", "length", "vocab"))
+
+    def _trunk(self, inputs, times, durations, mix=None) -> jax.Array:
+        positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
+        x = self._embed(inputs, positions, times, durations, mix)
+        x, _ = self._over_groups(lambda group, x: (group(x)[0], None), x)
+        return x
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def __call__(self, inputs: jax.Array, times: jax.Array, durations: jax.Array, *, mix=None) -> jax.Array:
+        """inputs/times [B, T] int32, durations [B] -> float32 logits [B, T, V].
+        `mix=(perm_index [B], lam [B])`: mixup of the summed input embeddings, lam*e_b + (1-lam)*e_perm[b]."""
+        return self._logits(self._trunk(inputs, times, durations, mix))
+
+    def critic_logits(self, inputs: jax.Array, times: jax.Array, durations: jax.Array, loss_mask: jax.Array) -> jax.Array:
+        """One real-vs-generated logit per sequence [B]: mean of final-normed hidden states over
+        `loss_mask` positions, then a linear map."""
+        h = self.final_norm(self._trunk(inputs, times, durations)).astype(jnp.float32)
+        mask = loss_mask.astype(jnp.float32)[..., None]
+        pooled = (h * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+        return self.critic(pooled)[:, 0]
+
+    def init_cache(self, batch: int, max_len: int) -> KVCache:
+        """Empty cache for `batch` sequences of up to `max_len` (<= context) tokens."""
+        if not 1 <= max_len <= self.cfg.context:
+            raise UserError(f"cache length {max_len} must be in [1, model.context={self.cfg.context}]")
+        head_dim = self.cfg.d_model // self.cfg.n_heads
+        return KVCache.zeros(
+            self.num_groups, self.per_group, batch, max_len, self.cfg.n_heads, head_dim, jnp.dtype(self.cfg.dtype)
+        )
+
+    def prefill(self, inputs: jax.Array, times: jax.Array, durations: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Run the prompt [B, T0] through an empty cache: (logits [B, T0, V], cache with length T0)."""
+        if inputs.shape[1] > cache.max_len:
+            raise UserError(f"prompt of {inputs.shape[1]} tokens does not fit a cache of {cache.max_len}")
+        positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
+        x = self._embed(inputs, positions, times, durations)
+        x, (k, v) = self._over_groups(lambda group, x: group(x), x)
+        k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), 0, axis=3)
+        v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), 0, axis=3)
+        return self._logits(x), KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32))
+
+    def decode_step(self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Append one token per sequence (token/time [B]) at position `cache.length`: (logits [B, V], cache)."""
+        position = cache.length
+        positions = jnp.broadcast_to(position, token.shape)[:, None]
+        x = self._embed(token[:, None], positions, time[:, None], durations)
+        x, (k, v) = self._over_groups(
+            lambda group, x, kc, vc: group.decode(x, kc, vc, position), x, cache.k, cache.v
+        )
+        return self._logits(x)[:, 0], KVCache(k, v, position + 1)
