@@ -40,7 +40,7 @@ def test_scan_and_remat_variants_agree_in_outputs_and_gradients():
     ]
     results = []
     for changes in variants:
-        cfg = tiny_model_config(n_layers=4, **changes)  # 2 groups: the scan really iterates
+        cfg = tiny_model_config(n_layers=4, attention="dense", **changes)  # 2 groups: the scan iterates
         model = MuseNet(cfg, VOCAB, rngs=nnx.Rngs(0))
 
         def loss(m):
@@ -56,10 +56,11 @@ def test_scan_and_remat_variants_agree_in_outputs_and_gradients():
 
 
 def test_mixup_blends_whole_sequences():
-    model = MuseNet(tiny_model_config(), VOCAB, rngs=nnx.Rngs(0))
+    model = MuseNet(tiny_model_config(attention="dense"), VOCAB, rngs=nnx.Rngs(0))
     b = batch()
-    plain = _forward(model, b)
     swap = jnp.array([1, 0], jnp.int32)
+    plain = _forward(model, b, (jnp.array([0, 1], jnp.int32), jnp.full(2, 0.3, jnp.float32)))  # identity perm: no-op
+    np.testing.assert_allclose(plain, nnx.jit(lambda m, b: m(b["inputs"], b["times"], b["durations"]))(model, b), atol=1e-5)
     kept = _forward(model, b, (swap, jnp.ones(2, jnp.float32)))
     swapped = _forward(model, b, (swap, jnp.zeros(2, jnp.float32)))
     halfway = _forward(model, b, (swap, jnp.full(2, 0.5, jnp.float32)))
@@ -69,7 +70,7 @@ def test_mixup_blends_whole_sequences():
 
 
 def test_critic_gives_one_logit_per_sequence_pooled_over_the_mask():
-    model = MuseNet(tiny_model_config(), VOCAB, rngs=nnx.Rngs(0))
+    model = MuseNet(tiny_model_config(attention="dense"), VOCAB, rngs=nnx.Rngs(0))
     b = batch()
     mask = jnp.zeros((2, 64)).at[:, :32].set(1.0)
     critic = nnx.jit(lambda m, b, mask: m.critic_logits(b["inputs"], b["times"], b["durations"], mask))
