@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "prepare",
     "train",
     "bench",
+    "model_info",
 )
 
 
