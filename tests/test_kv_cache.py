@@ -11,7 +11,9 @@ from musenet_jax.model.transformer import MuseNet
 
 
 @pytest.mark.parametrize(
-    "attention,layout", [("xla_blocksparse", "interleave"), ("dense", "head_split")], ids=["blocksparse-interleave", "dense-head_split"]
+    "attention,layout",
+    [("xla_blocksparse", "interleave"), ("dense", "head_split")],
+    ids=["blocksparse-interleave", "dense-head_split"],
 )
 def test_prefill_and_decode_match_full_forward(attention, layout):
     cfg = tiny_model_config(attention=attention, pattern_layout=layout, n_layers=4, stride=8, fixed_summary=2)

@@ -157,7 +157,9 @@ class MuseNet(nnx.Module):
         `mix=(perm_index [B], lam [B])`: mixup of the summed input embeddings, lam*e_b + (1-lam)*e_perm[b]."""
         return self._logits(self._trunk(inputs, times, durations, mix))
 
-    def critic_logits(self, inputs: jax.Array, times: jax.Array, durations: jax.Array, loss_mask: jax.Array) -> jax.Array:
+    def critic_logits(
+        self, inputs: jax.Array, times: jax.Array, durations: jax.Array, loss_mask: jax.Array
+    ) -> jax.Array:
         """One real-vs-generated logit per sequence [B]: mean of final-normed hidden states over
         `loss_mask` positions, then a linear map."""
         h = self.final_norm(self._trunk(inputs, times, durations)).astype(jnp.float32)
@@ -174,7 +176,9 @@ class MuseNet(nnx.Module):
             self.num_groups, self.per_group, batch, max_len, self.cfg.n_heads, head_dim, jnp.dtype(self.cfg.dtype)
         )
 
-    def prefill(self, inputs: jax.Array, times: jax.Array, durations: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    def prefill(
+        self, inputs: jax.Array, times: jax.Array, durations: jax.Array, cache: KVCache
+    ) -> tuple[jax.Array, KVCache]:
         """Run the prompt [B, T0] through an empty cache: (logits [B, T0, V], cache with length T0)."""
         if inputs.shape[1] > cache.max_len:
             raise UserError(f"prompt of {inputs.shape[1]} tokens does not fit a cache of {cache.max_len}")
@@ -185,7 +189,9 @@ class MuseNet(nnx.Module):
         v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), 0, axis=3)
         return self._logits(x), KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32))
 
-    def decode_step(self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    def decode_step(
+        self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache
+    ) -> tuple[jax.Array, KVCache]:
         """Append one token per sequence (token/time [B]) at position `cache.length`: (logits [B, V], cache)."""
         position = cache.length
         positions = jnp.broadcast_to(position, token.shape)[:, None]
