@@ -1,6 +1,5 @@
 """KV-cache sampling: prefill + one-token decode steps give the full forward's logits."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx

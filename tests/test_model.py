@@ -1,7 +1,5 @@
 """MuseNet forward: shapes and dtypes, embeddings, mixup, critic head, and layer stacking variants."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +43,8 @@ def test_scan_and_remat_variants_agree_in_outputs_and_gradients():
 
         def loss(m):
             logits = m(b["inputs"], b["times"], b["durations"])
-            return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, b["inputs"][..., None], -1)[..., 0])
+            picked = jnp.take_along_axis(logits, b["inputs"][..., None], -1)[..., 0]
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - picked)
 
         value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
         results.append((value, jax.tree.leaves(grads)))
@@ -60,7 +59,8 @@ def test_mixup_blends_whole_sequences():
     b = batch()
     swap = jnp.array([1, 0], jnp.int32)
     plain = _forward(model, b, (jnp.array([0, 1], jnp.int32), jnp.full(2, 0.3, jnp.float32)))  # identity perm: no-op
-    np.testing.assert_allclose(plain, nnx.jit(lambda m, b: m(b["inputs"], b["times"], b["durations"]))(model, b), atol=1e-5)
+    unmixed = nnx.jit(lambda m, b: m(b["inputs"], b["times"], b["durations"]))(model, b)
+    np.testing.assert_allclose(plain, unmixed, atol=1e-5)
     kept = _forward(model, b, (swap, jnp.ones(2, jnp.float32)))
     swapped = _forward(model, b, (swap, jnp.zeros(2, jnp.float32)))
     halfway = _forward(model, b, (swap, jnp.full(2, 0.5, jnp.float32)))

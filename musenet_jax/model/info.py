@@ -67,4 +67,6 @@ def model_info(cfg: ModelConfig, vocab_size: int) -> ModelInfo:
     from musenet_jax.train.flops import flops_per_token
 
     check_model_config(cfg)
-    return ModelInfo(vocab_size, count_parameters(cfg, vocab_size), flops_per_token(cfg, vocab_size), layer_attention(cfg))
+    return ModelInfo(
+        vocab_size, count_parameters(cfg, vocab_size), flops_per_token(cfg, vocab_size), layer_attention(cfg)
+    )
