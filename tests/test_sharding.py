@@ -1,5 +1,5 @@
 """Sharding: parameters carry the rules' shardings, and a (data, fsdp, tensor) mesh of 8 fake CPU
-devices gives the single-device loss and gradients."""
+devices gives the single-device loss, gradients and KV-cache decoding logits."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from model_inputs import VOCAB, batch, tiny_model_config
 
 from musenet_jax.errors import UserError
-from musenet_jax.model.sharding import logical_to_spec, make_mesh, model_shardings
+from musenet_jax.model.sharding import cache_shardings, logical_to_spec, make_mesh, model_shardings
 from musenet_jax.model.transformer import MuseNet
 
 MESH_CFG = dict(mesh_data=2, mesh_fsdp=2, mesh_tensor=2)
@@ -65,3 +65,17 @@ def test_sharded_model_gives_single_device_loss_and_gradients():
     np.testing.assert_allclose(loss_8, loss_1, rtol=1e-5)
     for g8, g1 in zip(jax.tree.leaves(grads_8), jax.tree.leaves(grads_1)):
         np.testing.assert_allclose(g8, g1, rtol=1e-3, atol=1e-6)
+
+    # Sampling on the mesh: a sharded cache, decoded token by token, gives the single-device logits.
+    full_1 = nnx.jit(lambda m, b: m(b["inputs"], b["times"], b["durations"]))(single, b)
+    cache = model.init_cache(4, 8)
+    kv_sharding = NamedSharding(mesh, PartitionSpec(None, None, ("data", "fsdp"), None, "tensor", None))
+    assert cache_shardings(cache, mesh).k == kv_sharding
+    cache = jax.device_put(cache, cache_shardings(cache, mesh))
+    step = nnx.jit(lambda m, tok, t, d, c: m.decode_step(tok, t, d, c))
+    with jax.set_mesh(mesh):
+        for pos in range(3):
+            logits, cache = step(model, sharded_batch["inputs"][:, pos], sharded_batch["times"][:, pos],
+                                 sharded_batch["durations"], cache)
+            np.testing.assert_allclose(logits, full_1[:, pos], rtol=1e-4, atol=2e-5)
+    assert cache.k.sharding.is_equivalent_to(kv_sharding, cache.k.ndim)  # stays put from step to step

@@ -11,6 +11,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+# Logical axis names of k and v (sharding.py maps them to mesh axes).
+CACHE_AXES: tuple[str | None, ...] = ("layers", None, "batch", "length", "heads", "kv")
+
 
 @struct.dataclass
 class KVCache:
@@ -25,6 +28,8 @@ class KVCache:
         return self.k.shape[3]
 
     @classmethod
-    def zeros(cls, groups: int, per_group: int, batch: int, max_len: int, heads: int, head_dim: int, dtype) -> "KVCache":
+    def zeros(
+        cls, groups: int, per_group: int, batch: int, max_len: int, heads: int, head_dim: int, dtype: jnp.dtype
+    ) -> "KVCache":
         shape = (groups, per_group, batch, max_len, heads, head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from musenet_jax.model.config import ModelConfig
-from musenet_jax.model.sharding import logical_init
+from musenet_jax.model.sharding import constrain, logical_init
 
 _EMBED_INIT = nnx.initializers.normal(stddev=0.02)
 
@@ -72,9 +72,17 @@ class MusicEmbedding(nnx.Module):
         """inputs/positions/times [B, T] int, durations [B] -> [B, T, d_model] in the compute dtype."""
         cfg = self.cfg
         return (
-            self.token(inputs)
-            + self.position(positions)
-            + self.timing(time_buckets(times, cfg, self.time_step_ms))
-            + self.part(piece_parts(times, durations, cfg))
-            + self.countdown(countdown_buckets(times, durations, cfg, self.time_step_ms))
+            _lookup(self.token, inputs)
+            + _lookup(self.position, positions)
+            + _lookup(self.timing, time_buckets(times, cfg, self.time_step_ms))
+            + _lookup(self.part, piece_parts(times, durations, cfg))
+            + _lookup(self.countdown, countdown_buckets(times, durations, cfg, self.time_step_ms))
         )
+
+
+def _lookup(table: nnx.Embed, ids: jax.Array) -> jax.Array:
+    """Rows of a table gathered whole first, as FSDP gathers any weight before use: a lookup into a
+    table sharded on embed would give embed-sharded rows that XLA can only reshard to batch-sharded
+    activations by replicating the whole [B, T, d_model] output on every device."""
+    weights = constrain(table.embedding[...], (None, None)).astype(table.dtype)
+    return constrain(jnp.take(weights, ids, axis=0), ("batch", "length", "embed"))

@@ -18,6 +18,10 @@ from pallas_kernels.attention import attend
 from pallas_kernels.patterns import Pattern
 from pallas_kernels.reference import masked_attention
 
+Shape = tuple[int, ...]
+Names = tuple[str, ...]
+KVTriple = tuple[jax.Array, jax.Array, jax.Array]
+
 _KERNEL_INIT = nnx.initializers.normal(stddev=0.02)
 _ZEROS = nnx.initializers.zeros_init()
 _ONES = nnx.initializers.ones_init()
@@ -48,7 +52,9 @@ class SparseSelfAttention(nnx.Module):
         self.head_dim = d // h
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
-        def projection(einsum: str, kernel_shape: tuple[int, ...], kernel_names: tuple[str, ...], bias_shape, bias_names):
+        def projection(
+            einsum: str, kernel_shape: Shape, kernel_names: Names, bias_shape: Shape, bias_names: Names
+        ) -> nnx.Einsum:
             return nnx.Einsum(
                 einsum, kernel_shape, bias_shape, dtype=dtype, param_dtype=param_dtype,
                 kernel_init=logical_init(_KERNEL_INIT, kernel_names), bias_init=logical_init(_ZEROS, bias_names),
@@ -61,21 +67,22 @@ class SparseSelfAttention(nnx.Module):
         self.value = projection("btd,dhk->bthk", in_shape, in_names, (h, self.head_dim), ("heads", "kv"))
         self.out = projection("bthk,hkd->btd", (h, self.head_dim, d), ("heads", "kv", "embed"), (d,), ("embed",))
 
-    def _qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def _qkv(self, x: jax.Array) -> KVTriple:
         names = ("batch", "length", "heads", "kv")
         return tuple(constrain(p(x), names) for p in (self.query, self.key, self.value))  # type: ignore[return-value]
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array) -> KVTriple:
         """x [B, T, d] -> (out [B, T, d], k, v [B, T, H, Dh]); k/v feed the cache when prefilling."""
         q, k, v = self._qkv(x)
         y = attend(q, k, v, self.patterns, backend=self.cfg.attention, block_size=self.cfg.block_size)
         return self.out(y), k, v
 
-    def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array):
+    def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array) -> KVTriple:
         """One token x [B, 1, d] at `position` against caches [B, L, H, Dh] -> (out, k_cache, v_cache)."""
         q, k, v = self._qkv(x)
         k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), position, axis=1)
         v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), position, axis=1)
+        k_cache, v_cache = (constrain(c, ("batch", "length", "heads", "kv")) for c in (k_cache, v_cache))
         allowed = allowed_row(self.patterns, self.cfg.n_heads, position, k_cache.shape[1])
         y = masked_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), allowed[None, :, None, :])
         return self.out(y), k_cache, v_cache
@@ -116,11 +123,12 @@ class Block(nnx.Module):
         x = x + self.mlp(self.mlp_norm(x).astype(self.dtype)).astype(self.dtype)
         return constrain(x, ("batch", "length", "embed"))
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array) -> KVTriple:
         """x [B, T, d] -> (x, k, v)."""
         attn_out, k, v = self.attn(self.attn_norm(x).astype(self.dtype))
         return self._finish(x, attn_out), k, v
 
-    def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array):
+    def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array) -> KVTriple:
+        """One token x [B, 1, d] at `position` against this block's caches -> (x, k_cache, v_cache)."""
         attn_out, k_cache, v_cache = self.attn.decode(self.attn_norm(x).astype(self.dtype), k_cache, v_cache, position)
         return self._finish(x, attn_out), k_cache, v_cache

@@ -1,5 +1,5 @@
 """Logical axis names -> mesh axes: one rules table for parameters and activations, the mesh, and
-the NamedShardings of a model's state.
+the NamedShardings of a model's state and of its KV cache.
 
 Every parameter is created with logical axis names (`logical_init`); activations are pinned with
 `constrain`. `LOGICAL_AXIS_RULES` maps each logical name to mesh axes. As in Flax's logical
@@ -21,6 +21,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from musenet_jax.errors import UserError
+from musenet_jax.model.cache import CACHE_AXES, KVCache
 from musenet_jax.model.config import ModelConfig
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
@@ -110,3 +111,10 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
 def model_shardings(model: nnx.Module, mesh: Mesh) -> Any:
     """NamedShardings of `nnx.state(model)` (same tree structure)."""
     return state_shardings(nnx.state(model), mesh)
+
+
+def cache_shardings(cache: KVCache, mesh: Mesh) -> KVCache:
+    """NamedShardings of a KV cache (same tree): sequences over data+fsdp, heads over tensor, like
+    the activations that fill it, so sampling on a mesh moves no cache between devices."""
+    kv = NamedSharding(mesh, logical_to_spec(CACHE_AXES, cache.k.shape, mesh))
+    return KVCache(kv, kv, NamedSharding(mesh, PartitionSpec()))

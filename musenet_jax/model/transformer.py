@@ -21,7 +21,7 @@ from flax import nnx
 
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError
-from musenet_jax.model.cache import KVCache
+from musenet_jax.model.cache import CACHE_AXES, KVCache
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
@@ -72,7 +72,9 @@ class BlockGroup(nnx.Module):
             vs.append(v)
         return x, (jnp.stack(ks), jnp.stack(vs))
 
-    def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array):
+    def decode(
+        self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """One token through the group; caches [blocks, B, L, H, Dh]."""
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
@@ -187,7 +189,7 @@ class MuseNet(nnx.Module):
         x, (k, v) = self._over_groups(lambda group, x: group(x), x)
         k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), 0, axis=3)
         v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), 0, axis=3)
-        return self._logits(x), KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32))
+        return self._logits(x), _pinned(KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32)))
 
     def decode_step(
         self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache
@@ -199,4 +201,9 @@ class MuseNet(nnx.Module):
         x, (k, v) = self._over_groups(
             lambda group, x, kc, vc: group.decode(x, kc, vc, position), x, cache.k, cache.v
         )
-        return self._logits(x)[:, 0], KVCache(k, v, position + 1)
+        return self._logits(x)[:, 0], _pinned(KVCache(k, v, position + 1))
+
+
+def _pinned(cache: KVCache) -> KVCache:
+    """The cache laid out like the activations that fill it (sharding.cache_shardings), step after step."""
+    return cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
