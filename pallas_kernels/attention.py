@@ -19,6 +19,7 @@ from musenet_jax.errors import UserError, unknown_choice
 from pallas_kernels.layouts import BlockLayout, PatternLayout, make_layout
 from pallas_kernels.patterns import Pattern
 from pallas_kernels.reference import dense_attention
+from pallas_kernels.sparse_flash import MIN_BLOCK, pallas_component
 from pallas_kernels.xla_blocksparse import blocksparse_attention
 
 BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
@@ -66,12 +67,16 @@ def sparse_attend(q: jax.Array, k: jax.Array, v: jax.Array, layout: PatternLayou
 
 
 def _component_fn(backend: str) -> ComponentFn:
-    if backend == "xla_blocksparse":
-        return blocksparse_attention
-    raise UserError(
-        "attention backend 'pallas' is not wired yet (the Pallas kernels land with issue 6); "
-        "use model.attention=xla_blocksparse or dense"
-    )
+    return pallas_component if backend == "pallas" else blocksparse_attention
+
+
+def backend_layout(pattern: Pattern, seq_len: int, *, backend: str, block_size: int) -> PatternLayout:
+    """The layout `backend` runs for `pattern` (the Pallas kernels take no block below MIN_BLOCK)."""
+    if backend != "pallas":
+        return make_layout(pattern, seq_len, block_size)
+    if block_size < MIN_BLOCK:
+        raise UserError(f"attention backend 'pallas' needs block_size >= {MIN_BLOCK}, got {block_size}")
+    return make_layout(pattern, seq_len, block_size, min_block_size=MIN_BLOCK)
 
 
 def attend(
@@ -98,6 +103,6 @@ def attend(
         if backend == "dense":
             outs.append(dense_attention(qg, kg, vg, pattern))
         else:
-            layout = make_layout(pattern, q.shape[1], block_size)
+            layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
             outs.append(sparse_attend(qg, kg, vg, layout, _component_fn(backend)))
     return outs[0] if groups == 1 else jnp.concatenate(outs, axis=2)

@@ -1,0 +1,182 @@
+"""Block-sparse flash attention for GPU (Pallas, Triton lowering).
+
+One program per (row block, batch, head): it reads its row of the block table and loops over just
+those blocks (`fori_loop` with the row's count as bound), slicing key/value (forward, dq) or
+query/output-gradient (dk/dv) blocks out of the head's whole sequence. Partial blocks apply their
+in-block mask (mask id 0 is the all-True block, so full blocks need no special case).
+
+Arrays are [batch, slots, heads, head_dim] as `attend` has them; head_dim must be a power of two >= 16
+(the caller pads). Row statistics (lse, delta) are [batch, heads, slots].
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from pallas_kernels.kernel_cost import block_sparse_cost
+from pallas_kernels.layouts import BlockLayout
+from pallas_kernels.reference import MASKED_SCORE
+
+_NT = (((1,), (1,)), ((), ()))  # a @ b.T
+_TN = (((0,), (0,)), ((), ()))  # a.T @ b
+
+
+def _params(dim: int) -> plgpu.CompilerParams:
+    """Triton compiler params: without them Pallas on GPU would pick the Mosaic GPU lowering."""
+    return plgpu.CompilerParams(num_warps=4 if dim <= 64 else 8, num_stages=2)
+
+
+def _whole(x: jax.Array) -> pl.BlockSpec:
+    """A table or mask stack passed whole; kernels read single entries."""
+    return pl.BlockSpec(x.shape, lambda *_: (0,) * x.ndim)
+
+
+def _tables(counts, indices, mask_ids, layout: BlockLayout) -> list[jax.Array]:
+    """One direction's tables plus the in-block masks (as int32: no boolean memory operands)."""
+    return [jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids, layout.masks)]
+
+
+def _seq_spec(length: int, dim: int) -> pl.BlockSpec:
+    """One head's whole sequence (blocks are sliced inside the kernel)."""
+    return pl.BlockSpec((None, length, None, dim), lambda r, b, h: (b, 0, h, 0))
+
+
+def _block_spec(block: int, dim: int) -> pl.BlockSpec:
+    return pl.BlockSpec((None, block, None, dim), lambda r, b, h: (b, r, h, 0))
+
+
+def _forward_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, bk: int):
+    r = pl.program_id(0)
+    q = q_ref[...]
+    bq, dim = q.shape
+
+    def body(j, carry):
+        acc, m_prev, l_prev = carry
+        keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
+        allowed = masks_ref[mids_ref[r, j]] != 0
+        s = lax.dot_general(q, k_ref[keys, :], _NT, preferred_element_type=jnp.float32)
+        s = jnp.where(allowed, s, MASKED_SCORE)
+        m_next = jnp.maximum(m_prev, s.max(axis=-1))
+        alpha = jnp.exp(m_prev - m_next)
+        p = jnp.where(allowed, jnp.exp(s - m_next[:, None]), 0.0)
+        v = v_ref[keys, :]
+        acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return acc, m_next, alpha * l_prev + p.sum(axis=-1)
+
+    init = (jnp.zeros((bq, dim), jnp.float32), jnp.full((bq,), -jnp.inf, jnp.float32), jnp.zeros((bq,), jnp.float32))
+    acc, m, l = lax.fori_loop(0, counts_ref[r], body, init)
+    seen = l > 0
+    safe = jnp.where(seen, l, 1.0)
+    o_ref[...] = (acc / safe[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(seen, m + jnp.log(safe), -jnp.inf)
+
+
+def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array]:
+    """q [B, Lq, H, D] (already scaled), k/v [B, Lk, H, D] -> out [B, Lq, H, D], lse [B, H, Lq] f32."""
+    batch, q_len, heads, dim = q.shape
+    bq, k_len = layout.block_q, k.shape[1]
+    tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids, layout)
+    return pl.pallas_call(
+        functools.partial(_forward_kernel, bk=layout.block_k),
+        grid=(layout.num_q_blocks, batch, heads),
+        in_specs=[*map(_whole, tables), _block_spec(bq, dim), _seq_spec(k_len, dim), _seq_spec(k_len, dim)],
+        out_specs=[_block_spec(bq, dim), pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))],
+        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32)],
+        compiler_params=_params(dim),
+        cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=q.dtype.itemsize, matmuls=2, streamed=2, resident=2),
+        interpret=interpret,
+        name="sparse_flash_fwd",
+    )(*tables, q, k, v)
+
+
+def _dq_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, *, bk: int):
+    r = pl.program_id(0)
+    q, do = q_ref[...], do_ref[...]
+    lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
+
+    def body(j, dq):
+        keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
+        allowed = masks_ref[mids_ref[r, j]] != 0
+        k = k_ref[keys, :]
+        s = lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
+        p = jnp.where(allowed, jnp.exp(s - lse), 0.0)
+        dp = lax.dot_general(do, v_ref[keys, :], _NT, preferred_element_type=jnp.float32)
+        ds = p * (dp - delta)
+        return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+
+    dq = lax.fori_loop(0, counts_ref[r], body, jnp.zeros(q.shape, jnp.float32))
+    dq_ref[...] = dq.astype(dq_ref.dtype)
+
+
+def _dkv_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, bq: int):
+    c = pl.program_id(0)
+    k, v = k_ref[...], v_ref[...]
+
+    def body(i, carry):
+        dk, dv = carry
+        rows = pl.ds(pl.multiple_of(idx_ref[c, i] * bq, bq), bq)
+        allowed = masks_ref[mids_ref[c, i]] != 0
+        q, do = q_ref[rows, :], do_ref[rows, :]
+        s = lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
+        p = jnp.where(allowed, jnp.exp(s - lse_ref[rows][:, None]), 0.0)  # [bq, bk]
+        dv = dv + lax.dot_general(p.astype(do.dtype), do, _TN, preferred_element_type=jnp.float32)
+        dp = lax.dot_general(do, v, _NT, preferred_element_type=jnp.float32)
+        ds = p * (dp - delta_ref[rows][:, None])
+        dk = dk + lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)
+        return dk, dv
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    dk, dv = lax.fori_loop(0, counts_ref[c], body, (zeros, zeros))
+    dk_ref[...] = dk.astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """dq, dk, dv given lse and delta [B, H, Lq] (delta = rowsum(out * dout) - dlse; lse finite)."""
+    batch, q_len, heads, dim = q.shape
+    bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
+    params, itemsize = _params(dim), q.dtype.itemsize
+    stat_block = pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))
+    stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
+
+    row_tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids, layout)
+    dq = pl.pallas_call(
+        functools.partial(_dq_kernel, bk=bk),
+        grid=(layout.num_q_blocks, batch, heads),
+        in_specs=[
+            *map(_whole, row_tables), _block_spec(bq, dim), _seq_spec(k_len, dim), _seq_spec(k_len, dim),
+            _block_spec(bq, dim), stat_block, stat_block,
+        ],
+        out_specs=_block_spec(bq, dim),
+        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+        compiler_params=params,
+        cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3),
+        interpret=interpret,
+        name="sparse_flash_dq",
+    )(*row_tables, q, k, v, do, lse, delta)
+
+    column_tables = _tables(layout.q_counts, layout.q_indices, layout.q_mask_ids, layout)
+    dk, dv = pl.pallas_call(
+        functools.partial(_dkv_kernel, bq=bq),
+        grid=(layout.num_k_blocks, batch, heads),
+        in_specs=[
+            *map(_whole, column_tables), _seq_spec(q_len, dim), _block_spec(bk, dim), _block_spec(bk, dim),
+            _seq_spec(q_len, dim), stat_whole, stat_whole,
+        ],
+        out_specs=[_block_spec(bk, dim), _block_spec(bk, dim)],
+        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        compiler_params=params,
+        cost_estimate=block_sparse_cost(
+            layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=4, streamed=2, resident=4, by_key_blocks=True
+        ),
+        interpret=interpret,
+        name="sparse_flash_dkv",
+    )(*column_tables, q, k, v, do, lse, delta)
+    return dq, dk, dv
+

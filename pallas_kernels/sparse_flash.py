@@ -1,0 +1,155 @@
+"""Block-sparse flash attention on one layout component: Pallas kernels tied together by `custom_vjp`.
+
+`sparse_flash_attention(q, k, v, layout)` has the component contract of layouts.py (q already scaled,
+returns the normalized output and the log-sum-exp per row). Which kernel runs is decided when the
+program is lowered, not when it is traced (`lax.platform_dependent`), so ahead-of-time compilation for a
+TPU or GPU from a CPU host gets the real kernel: Mosaic on TPU (flash_tpu), Triton on CUDA/ROCm
+(flash_gpu), and on CPU the TPU kernel in Pallas interpret mode (slow; for tests).
+
+Backward: the log-sum-exp is an output too (components are merged by it), so its cotangent enters the
+score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import PartitionSpec
+
+from pallas_kernels import flash_gpu, flash_tpu
+from pallas_kernels.layouts import BlockLayout
+
+Kernel = Literal["auto", "tpu", "gpu"]
+
+MIN_BLOCK = 16  # smallest block edge the kernels take (Triton dots need 16; Mosaic bf16 tiles are 16 rows)
+BATCH_AXES: tuple[str, ...] = ("data", "fsdp")  # mesh axes that split the batch inside shard_map
+HEAD_AXES: tuple[str, ...] = ("tensor",)  # mesh axes that split the heads
+
+_log = logging.getLogger(__name__)
+
+
+def _transpose_heads(*xs: jax.Array) -> tuple[jax.Array, ...]:
+    """[B, L, H, D] <-> [B, H, L, D] (the TPU kernels' layout: blocks must tile the last two dims)."""
+    return tuple(x.transpose(0, 2, 1, 3) for x in xs)
+
+
+def _tpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
+    out, lse = flash_tpu.forward(*_transpose_heads(q, k, v), layout, interpret=interpret)
+    return out.transpose(0, 2, 1, 3), lse[..., 0].transpose(0, 2, 1)
+
+
+def _tpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool):
+    stats = (x.transpose(0, 2, 1)[..., None] for x in (lse, delta))
+    grads = flash_tpu.backward(*_transpose_heads(q, k, v, dout), *stats, layout, interpret=interpret)
+    return _transpose_heads(*grads)
+
+
+def _pad_head_dim(*xs: jax.Array) -> tuple[jax.Array, ...]:
+    """Zero-pad head_dim to a power of two >= 16 (Triton block shapes); zeros change no score."""
+    dim = xs[0].shape[-1]
+    padded = max(MIN_BLOCK, 1 << (dim - 1).bit_length())
+    return tuple(jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, padded - dim))) for x in xs)
+
+
+def _gpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
+    out, lse = flash_gpu.forward(*_pad_head_dim(q, k, v), layout, interpret=interpret)
+    return out[..., : q.shape[-1]], lse.transpose(0, 2, 1)
+
+
+def _gpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool):
+    grads = flash_gpu.backward(*_pad_head_dim(q, k, v, dout), lse.transpose(0, 2, 1), delta.transpose(0, 2, 1), layout, interpret=interpret)
+    return tuple(g[..., : q.shape[-1]] for g in grads)
+
+
+def _run(kernel: Kernel, interpret: bool, tpu_fn, gpu_fn, layout: BlockLayout, *arrays: jax.Array):
+    """A forced kernel family, or the lowering platform's (interpreting the TPU kernel anywhere else)."""
+    if kernel == "tpu":
+        return tpu_fn(*arrays, layout=layout, interpret=interpret)
+    if kernel == "gpu":
+        return gpu_fn(*arrays, layout=layout, interpret=interpret)
+    return lax.platform_dependent(
+        *arrays,
+        tpu=functools.partial(tpu_fn, layout=layout, interpret=False),
+        cuda=functools.partial(gpu_fn, layout=layout, interpret=False),
+        rocm=functools.partial(gpu_fn, layout=layout, interpret=False),
+        default=functools.partial(tpu_fn, layout=layout, interpret=True),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _attention(q, k, v, layout: BlockLayout, kernel: Kernel, interpret: bool):
+    return _run(kernel, interpret, _tpu_forward, _gpu_forward, layout, q, k, v)
+
+
+def _attention_fwd(q, k, v, layout, kernel, interpret):
+    out, lse = _attention(q, k, v, layout, kernel, interpret)
+    return (out, lse), (q, k, v, out, lse)
+
+
+def _attention_bwd(layout, kernel, interpret, residuals, cotangents):
+    q, k, v, out, lse = residuals
+    dout, dlse = cotangents
+    delta = (out.astype(jnp.float32) * dout.astype(jnp.float32)).sum(axis=-1) - dlse
+    finite_lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
+    return _run(kernel, interpret, _tpu_backward, _gpu_backward, layout, q, k, v, dout.astype(q.dtype), finite_lse, delta)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def sparse_flash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout, *, kernel: Kernel = "auto", interpret: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """q [B, Lq, H, D] (already scaled), k/v [B, Lk, H, D] in the layout's slot order ->
+    out [B, Lq, H, D] (0 on rows with no key), lse [B, Lq, H] float32 (-inf on rows with no key).
+
+    kernel="auto" picks by lowering platform (interpreting on CPU); "tpu" / "gpu" force a kernel family,
+    e.g. to test the GPU kernel in interpret mode on CPU."""
+    if min(layout.block_q, layout.block_k) < MIN_BLOCK:
+        raise ValueError(f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}")
+    return _attention(q, k, v, layout, kernel, interpret)
+
+
+@functools.cache
+def _say_interpret_once() -> None:
+    _log.warning(
+        "attention backend 'pallas' on a CPU host: executed on CPU the kernels run in Pallas interpret mode "
+        "(slow, meant for tests); programs compiled for TPU or GPU get the real kernels"
+    )
+
+
+def _axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
+    """The mesh axes among `names` that evenly split a dimension of `size` (as the model's rules do)."""
+    axes: list[str] = []
+    for name in names:
+        if name in mesh.shape and size % (math.prod(mesh.shape[a] for a in axes) * mesh.shape[name]) == 0:
+            axes.append(name)
+    return tuple(axes)
+
+
+def pallas_component(q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout) -> tuple[jax.Array, jax.Array]:
+    """The `pallas` backend's component function for `attention.sparse_attend`: the kernel, inside
+    `jax.shard_map` over batch and heads when a mesh is set (Mosaic kernels are not auto-partitioned)."""
+    if jax.default_backend() == "cpu":
+        _say_interpret_once()
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return sparse_flash_attention(q, k, v, layout)
+    batch_axes = _axes(mesh, BATCH_AXES, q.shape[0])
+    head_axes = _axes(mesh, HEAD_AXES, q.shape[2])
+    qkv = PartitionSpec(batch_axes or None, None, head_axes or None, None)
+    stat = PartitionSpec(batch_axes or None, None, head_axes or None)
+    sharded = jax.shard_map(
+        functools.partial(sparse_flash_attention, layout=layout),
+        mesh=mesh,
+        in_specs=(qkv, qkv, qkv),
+        out_specs=(qkv, stat),
+        check_vma=False,  # pallas_call outputs carry no varying-axes annotation
+    )
+    return sharded(q, k, v)
