@@ -1,0 +1,239 @@
+"""Pallas block-sparse kernels (TPU Mosaic and GPU Triton families) in interpret mode on CPU equal the
+dense reference in outputs and dq/dk/dv, touch only the layout's active blocks, run inside shard_map on a
+mesh, and compile ahead of time for TPU topologies / lower to Triton for CUDA."""
+
+import functools
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from musenet_jax.errors import UserError
+from pallas_kernels import patterns as P
+from pallas_kernels import sparse_flash
+from pallas_kernels.attention import attend, backend_layout, sparse_attend
+from pallas_kernels.layouts import make_layout
+from pallas_kernels.sparse_flash import sparse_flash_attention
+
+BLOCK = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unoptimized_cpu_compiles():
+    """Interpret-mode kernels become large XLA programs; compiling them unoptimized halves the test time."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
+def _inputs(n, batch, heads, dim, dtype=jnp.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [jnp.asarray(rng.standard_normal((batch, n, heads, dim)), dtype) for _ in range(4)]
+
+
+def _gpu_attend(q, k, v, patterns):
+    """attend() with the GPU (Triton) kernel family forced, interpreted: same layouts, same merge."""
+    (pattern,) = patterns
+    layout = backend_layout(pattern, q.shape[1], backend="pallas", block_size=BLOCK)
+    kernel = functools.partial(sparse_flash_attention, kernel="gpu", interpret=True)
+    return sparse_attend(q, k, v, layout, kernel)
+
+
+def _out_and_grads(fn, q, k, v, cotangent):
+    def run(q, k, v):
+        out, pullback = jax.vjp(fn, q, k, v)
+        return out, pullback(cotangent)
+
+    return jax.jit(run)(q, k, v)
+
+
+def _backend(name):
+    return lambda q, k, v, patterns: attend(q, k, v, patterns, backend=name, block_size=BLOCK)
+
+
+# (pattern, seq_len, batch, heads, head_dim): 3 shapes per pattern, lengths that are not block multiples.
+CASES = [
+    (P.strided(8), 64, 2, 2, 16),
+    (P.strided(16), 100, 1, 3, 32),
+    (P.strided(8), 130, 2, 1, 8),
+    (P.fixed(16, 4), 64, 2, 2, 16),
+    (P.fixed(16, 4), 90, 1, 3, 32),
+    (P.fixed(32, 8), 128, 2, 1, 8),
+]
+FAMILIES = {"tpu": _backend("pallas"), "gpu": _gpu_attend}  # on CPU, attend(backend="pallas") runs the TPU kernels
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("pattern,n,batch,heads,dim", CASES, ids=[f"{c[0].name}-n{c[1]}-h{c[3]}-d{c[4]}" for c in CASES])
+def test_kernels_match_dense_in_float32(family, pattern, n, batch, heads, dim):
+    q, k, v, cotangent = _inputs(n, batch, heads, dim)
+    out_d, grads_d = _out_and_grads(lambda q, k, v: _backend("dense")(q, k, v, (pattern,)), q, k, v, cotangent)
+    out_p, grads_p = _out_and_grads(lambda q, k, v: FAMILIES[family](q, k, v, (pattern,)), q, k, v, cotangent)
+    np.testing.assert_allclose(out_p, out_d, atol=2e-6, rtol=1e-5)
+    for g_p, g_d in zip(grads_p, grads_d):  # dq, dk, dv
+        np.testing.assert_allclose(g_p, g_d, atol=5e-6, rtol=1e-5)
+    assert min(float(jnp.abs(g).max()) for g in grads_d) > 0.1  # the comparison is not between zeros
+
+
+BF16_TOLERANCE = 3e-2  # bf16 inputs, f32 accumulation: the kernel and the dense reference agree to ~1%
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kernels_in_bfloat16_stay_within_stated_tolerance(family):
+    q, k, v, cotangent = _inputs(80, 2, 2, 32, jnp.bfloat16)
+    pattern = (P.fixed(16, 4),)
+    out_d, grads_d = _out_and_grads(lambda q, k, v: _backend("dense")(q, k, v, pattern), q, k, v, cotangent)
+    out_p, grads_p = _out_and_grads(lambda q, k, v: FAMILIES[family](q, k, v, pattern), q, k, v, cotangent)
+    assert out_p.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads_p)
+    for got, want in zip((out_p, *grads_p), (out_d, *grads_d)):
+        got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+        np.testing.assert_allclose(got, want, atol=BF16_TOLERANCE, rtol=BF16_TOLERANCE)
+
+
+@pytest.mark.parametrize("family", ["tpu", "gpu"])
+def test_kernels_touch_only_the_active_blocks(family):
+    """Batch element r fills every block that the table row r (or column r) does not list with NaN:
+    a kernel that computed on any other block would turn that row's results into NaN. Together with the
+    equality to dense above (no active block skipped or counted twice) the kernels visit exactly the
+    active blocks."""
+    layout = make_layout(P.strided(8), 64, BLOCK, min_block_size=BLOCK)
+    for comp in layout.components:
+        lay = comp.layout
+        assert lay.num_q_blocks == lay.num_k_blocks
+        blocks, length = lay.num_q_blocks, lay.num_q_blocks * BLOCK
+        q, k, v, dout = _inputs(length, blocks, 1, 16, seed=1)
+
+        def poisoned(x, keep):  # keep[b, block]: block stays finite in batch element b
+            rows = np.repeat(keep, BLOCK, axis=1)[:, :, None, None]
+            return jnp.where(rows, x, jnp.nan)
+
+        active = np.zeros((blocks, blocks), bool)  # [q block, k block]
+        active[lay.q_block_ids, lay.k_block_ids] = True
+
+        def run(q, k, v, dout):
+            fn = functools.partial(sparse_flash_attention, layout=lay, kernel=family, interpret=True)
+            (out, _), pullback = jax.vjp(fn, q, k, v)
+            return (out, *pullback((dout, jnp.zeros(out.shape[:-1]))))
+
+        run = jax.jit(run)
+        clean = run(q, k, v, dout)
+        by_row = run(q, poisoned(k, active), poisoned(v, active), dout)  # element r keeps row r's key blocks
+        by_col = run(poisoned(q, active.T), k, v, poisoned(dout, active.T))  # element c keeps column c's query blocks
+        for r in range(blocks):
+            own = slice(r * BLOCK, (r + 1) * BLOCK)
+            for got, want in ((by_row[0], clean[0]), (by_row[1], clean[1])):  # out, dq of row r
+                np.testing.assert_allclose(got[r, own], want[r, own], atol=1e-6)
+            for got, want in ((by_col[2], clean[2]), (by_col[3], clean[3])):  # dk, dv of column r
+                np.testing.assert_allclose(got[r, own], want[r, own], atol=1e-6)
+        assert np.isnan(np.asarray(by_row[0])).any()  # the poison is really there
+
+
+def test_kernel_runs_inside_shard_map_over_batch_and_heads():
+    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    q, k, v, cotangent = _inputs(48, 4, 2, 16)
+    patterns = (P.strided(8), P.fixed(16, 4))  # head split: one head each, tensor axis splits them
+
+    def fn(q, k, v):
+        return attend(q, k, v, patterns, backend="pallas", block_size=BLOCK)
+
+    single = _out_and_grads(lambda q, k, v: _backend("dense")(q, k, v, patterns), q, k, v, cotangent)
+    spec = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))
+    with jax.set_mesh(mesh):
+        assert "shard_map" in str(jax.make_jaxpr(fn)(q, k, v))
+        sharded = _out_and_grads(fn, *(jax.device_put(x, spec) for x in (q, k, v, cotangent)))
+    for got, want in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+        np.testing.assert_allclose(got, want, atol=5e-6)
+
+
+def test_interpret_mode_is_announced_once(caplog):
+    sparse_flash._say_interpret_once.cache_clear()
+    q = jax.ShapeDtypeStruct((1, 64, 1, 16), jnp.float32)
+    with caplog.at_level(logging.WARNING, logger=sparse_flash.__name__):
+        for _ in range(2):
+            jax.eval_shape(lambda q: attend(q, q, q, (P.strided(8),), backend="pallas", block_size=BLOCK), q)
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert "interpret mode" in caplog.records[0].getMessage()
+
+
+def test_pallas_needs_blocks_of_16():
+    q = jnp.zeros((1, 32, 1, 16))
+    with pytest.raises(UserError, match="block_size >= 16"):
+        attend(q, q, q, (P.strided(8),), backend="pallas", block_size=8)
+
+
+def _tpu_topology_devices(topology):
+    """TPU devices described by libtpu without a TPU; several test processes may load libtpu at once."""
+    for key, value in {
+        "ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_SKIP_MDS_QUERY": "1",
+        "TPU_ACCELERATOR_TYPE": "v5p-8", "TPU_WORKER_HOSTNAMES": "localhost",
+    }.items():  # fmt: skip
+        os.environ.setdefault(key, value)
+    from jax.experimental import topologies
+
+    return topologies.get_topology_desc(topology, "tpu").devices
+
+
+def _fwd_bwd(backend, patterns):
+    def loss(q, k, v):
+        return attend(q, k, v, patterns, backend=backend, block_size=128).astype(jnp.float32).sum()
+
+    return jax.grad(loss, argnums=(0, 1, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("topology", ["v5p:2x2x1", "v5e:2x2"])
+def test_tpu_kernels_compile_ahead_of_time_for_topology(topology):
+    devices = _tpu_topology_devices(topology)
+    mesh = Mesh(np.asarray(devices).reshape(2, 1, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    spec = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))
+    x = jax.ShapeDtypeStruct((2, 512, 4, 64), jnp.bfloat16, sharding=spec)
+    patterns = (P.strided(32), P.fixed(128, 32))
+    flops = {}
+    with jax.set_mesh(mesh):
+        for backend in ("pallas", "dense"):
+            compiled = jax.jit(_fwd_bwd(backend, patterns)).lower(x, x, x).compile()
+            text = compiled.as_text()
+            assert ("tpu_custom_call" in text) == (backend == "pallas")
+            flops[backend] = compiled.cost_analysis()["flops"]
+    assert 0 < flops["pallas"] < 0.5 * flops["dense"]  # the kernels' cost estimates reach XLA's analysis
+
+
+def test_gpu_kernels_lower_to_triton_for_cuda():
+    x = jax.ShapeDtypeStruct((2, 256, 2, 64), jnp.bfloat16)
+    pattern = (P.strided(16),)  # 2 components x (forward, dq, dk/dv) = 6 Triton calls
+    lowered = jax.jit(_fwd_bwd("pallas", pattern)).trace(x, x, x).lower(lowering_platforms=("cuda",))
+    text = lowered.as_text()
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 6
+    assert "tpu_custom_call" not in text
+
+
+@pytest.mark.slow
+def test_tiny_model_with_pallas_matches_xla_blocksparse_in_loss_and_gradients():
+    from model_inputs import VOCAB, batch, tiny_model_config
+
+    from musenet_jax.model.transformer import MuseNet
+    from musenet_jax.train.step import summed_loss
+
+    b = batch(length=64)
+    b = b | {"targets": jnp.roll(b["inputs"], -1, axis=1), "loss_mask": jnp.ones(b["inputs"].shape, jnp.float32)}
+    results = {}
+    for backend in ("pallas", "xla_blocksparse"):
+        model = MuseNet(tiny_model_config(attention=backend), VOCAB, rngs=nnx.Rngs(0))
+
+        def loss(m):
+            total, count = summed_loss(m, b, jax.random.key(0), 0.0)
+            return total / count
+
+        value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
+        results[backend] = (value, jax.tree.leaves(grads))
+    (v_p, g_p), (v_x, g_x) = results["pallas"], results["xla_blocksparse"]
+    np.testing.assert_allclose(v_p, v_x, rtol=1e-6)
+    assert len(g_p) == len(g_x) > 10
+    for a, b_ in zip(g_p, g_x):
+        np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-6)
