@@ -24,7 +24,6 @@ from musenet_jax.model.transformer import MuseNet
 from musenet_jax.train.optimizer import learning_rate_schedule, make_optimizer
 
 Batch = Mapping[str, jax.Array]
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "times", "durations")
 
 
 @jax.tree_util.register_dataclass
@@ -86,6 +85,19 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
 
 
+def abstract_batch(cfg: Config, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes, dtypes and shardings of a global batch (`data/pipeline.py`'s layout), to lower against."""
+    rows, shape = batch_sharding(mesh), (cfg.train.global_batch, cfg.model.context)
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=rows)  # noqa: E731
+    return {
+        "inputs": spec(shape, jnp.int32),
+        "targets": spec(shape, jnp.int32),
+        "loss_mask": spec(shape, jnp.float32),
+        "times": spec(shape, jnp.int32),
+        "durations": spec(shape[:1], jnp.int32),
+    }
+
+
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Negative log-likelihood of each target token, in nats, computed in float32."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -141,6 +153,12 @@ def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, k
 
 def make_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """fn(state, batch) -> (state, metrics); a non-finite loss or gradient leaves params and optimizer untouched."""
+    return _under_mesh(jit_train_step(cfg, graphdef, mesh), mesh)
+
+
+def jit_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Any:
+    """The `jax.jit` object behind `make_train_step`, for ahead-of-time `.lower(...)`; trace it inside
+    `jax.set_mesh(mesh)` so the model's activation constraints apply. The state argument is donated."""
     from musenet_jax.encoding.vocab import Vocabulary
 
     if cfg.train.global_batch % cfg.train.grad_accum_steps:
@@ -176,9 +194,8 @@ def make_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Callable
         }
         return new_state, metrics
 
-    jitted = jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)),
-                     out_shardings=(shardings, replicated), donate_argnums=0)
-    return _under_mesh(jitted, mesh)
+    return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)),
+                   out_shardings=(shardings, replicated), donate_argnums=0)
 
 
 def make_eval_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Callable[[TrainState, Batch], tuple[jax.Array, jax.Array]]:
