@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "bench",
     "model_info",
+    "compile",
 )
 
 
