@@ -68,5 +68,13 @@ def test_process_shards_are_disjoint_and_cover_the_split(cfg, processes):
 def test_eval_iterator_is_finite_and_padded(cfg):
     batches = list(make_eval_iterator(cfg, split="test", process_index=0, process_count=1))
     n = len(open_split(cfg, "test"))
-    assert len(batches) == -(-n // 4)
+    assert len(batches) == -(-n // 4)  # one process: ceil(n / batch)
     assert int((batches[-1]["loss_mask"].sum(1) > 0).sum()) == n - 4 * (len(batches) - 1)
+
+
+def test_eval_batches_match_across_processes(cfg):
+    """Each eval batch is a collective step: every process must yield as many batches, covering the split once."""
+    shards = [list(make_eval_iterator(cfg, split="validation", process_index=p, process_count=2)) for p in range(2)]
+    assert len({len(s) for s in shards}) == 1
+    real_rows = sum(int((b["loss_mask"].sum(1) > 0).sum()) for s in shards for b in s)
+    assert real_rows == len(open_split(cfg, "validation"))

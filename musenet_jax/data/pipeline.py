@@ -105,20 +105,29 @@ def make_train_iterator(cfg: Config, *, split: str = "train", process_index: int
 
 def make_eval_iterator(cfg: Config, *, split: str = "validation", process_index: int | None = None,
                        process_count: int | None = None) -> grain.DatasetIterator:
-    """One deterministic pass, no augmentation; the last batch is padded with fully masked rows."""
+    """One deterministic pass, no augmentation. Every process yields the same number of batches (rows past
+    the end of the split are fully masked), because each batch is a collective step across processes."""
     index, count = _process(process_index, process_count)
     batch = _per_process_batch(cfg, count)
     crop = CropExample(Tokenizer(cfg.encoding), cfg.data, cfg.model.context, augment=False)
-    ds = grain.MapDataset.source(open_split(cfg, split)).random_map(crop, seed=cfg.data.shuffle_seed)
-    ds = ds[index::count].batch(batch, drop_remainder=False).map(lambda b: _pad_batch(b, batch))
+    source = open_split(cfg, split)
+    n = len(source)
+    rows_per_process = -(-(-(-n // count)) // batch) * batch
+    empty = _empty_row(cfg.model.context)
+
+    def row(position: int) -> Batch:
+        if position >= n:
+            return empty
+        return crop(source[position], np.random.default_rng([cfg.data.shuffle_seed, position]))
+
+    ds = grain.MapDataset.range(rows_per_process * count)[index::count].map(row).batch(batch)
     return _iterate(ds, cfg.data)
 
 
-def _pad_batch(batch: Batch, size: int) -> Batch:
-    short = size - len(batch["inputs"])
-    if short == 0:
-        return batch
-    return {k: np.concatenate([v, np.zeros((short, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+def _empty_row(context: int) -> Batch:
+    zeros = np.zeros(context, np.int32)
+    return {"inputs": zeros, "targets": zeros, "loss_mask": np.zeros(context, np.float32), "times": zeros,
+            "durations": np.int32(1)}
 
 
 def _iterate(ds: grain.MapDataset, data_cfg: DataConfig) -> grain.DatasetIterator:
