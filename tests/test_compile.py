@@ -62,4 +62,4 @@ def test_bad_mesh_is_one_line(capsys, mesh, message):
 
 def test_batch_that_does_not_split_over_the_mesh_is_refused(capsys):
     assert main([*ARGS, "--topology", "v5p:2x2x1", "--mesh", "data=1,fsdp=4,tensor=1", "--batch", "6"]) == 2
-    assert "global batch 6" in capsys.readouterr().err
+    assert "train.global_batch=6 must split" in capsys.readouterr().err

@@ -115,17 +115,11 @@ def compile_train_step(cfg: Config, topology: str) -> CompileReport:
     from musenet_jax.model.info import count_parameters
     from musenet_jax.model.sharding import make_mesh
     from musenet_jax.train.flops import flops_per_token
-    from musenet_jax.train.step import abstract_batch, abstract_train_state, jit_train_step
+    from musenet_jax.train.step import abstract_batch, abstract_train_state, check_batch_split, jit_train_step
 
     devices = topology_devices(topology)
     mesh = make_mesh(cfg.model, devices)
-    rows = mesh.shape["data"] * mesh.shape["fsdp"]
-    micro = cfg.train.global_batch // max(cfg.train.grad_accum_steps, 1)
-    if cfg.train.global_batch % cfg.train.grad_accum_steps or micro % rows:
-        raise UserError(
-            f"global batch {cfg.train.global_batch} / {cfg.train.grad_accum_steps} accumulation steps must "
-            f"split evenly over data x fsdp = {rows} devices"
-        )
+    check_batch_split(cfg, mesh)
     vocab_size = Vocabulary(cfg.encoding).size
     graphdef, state = abstract_train_state(cfg, vocab_size, mesh)
     batch = abstract_batch(cfg, mesh)

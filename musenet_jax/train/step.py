@@ -85,6 +85,16 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
 
 
+def check_batch_split(cfg: Config, mesh: Mesh) -> None:
+    """Each of the `grad_accum_steps` microbatches must split evenly over the batch axes of the mesh."""
+    rows, accum, batch = mesh.shape["data"] * mesh.shape["fsdp"], cfg.train.grad_accum_steps, cfg.train.global_batch
+    if accum < 1 or batch % (accum * rows):
+        from musenet_jax.errors import UserError
+
+        raise UserError(f"train.global_batch={batch} must split into train.grad_accum_steps={accum} microbatches "
+                        f"that divide evenly over data x fsdp = {rows} devices")
+
+
 def abstract_batch(cfg: Config, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes, dtypes and shardings of a global batch (`data/pipeline.py`'s layout), to lower against."""
     rows, shape = batch_sharding(mesh), (cfg.train.global_batch, cfg.model.context)
@@ -128,7 +138,8 @@ def summed_loss(model: MuseNet, batch: Batch, key: jax.Array, mixup_alpha: float
 
 
 def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, key: jax.Array):
-    """Gradient of the mean token loss over the whole batch, accumulated over `grad_accum_steps` slices."""
+    """Gradient of the mean token loss over the whole batch, accumulated over `grad_accum_steps` slices.
+    Microbatch i takes rows i, i + accum, ...: each device keeps its own rows, so slicing moves no data."""
     accum = cfg.train.grad_accum_steps
 
     def sums(p: Any, micro: Batch, k: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -138,7 +149,8 @@ def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, k
     if accum == 1:
         (nll, weight), grads = grad_fn(params, batch, key)
     else:
-        micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), dict(batch))
+        micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1),
+                             dict(batch))
 
         def body(carry, xs):
             micro_batch, k = xs
@@ -161,11 +173,7 @@ def jit_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Any:
     `jax.set_mesh(mesh)` so the model's activation constraints apply. The state argument is donated."""
     from musenet_jax.encoding.vocab import Vocabulary
 
-    if cfg.train.global_batch % cfg.train.grad_accum_steps:
-        from musenet_jax.errors import UserError
-
-        raise UserError(f"train.global_batch={cfg.train.global_batch} is not divisible by "
-                        f"train.grad_accum_steps={cfg.train.grad_accum_steps}")
+    check_batch_split(cfg, mesh)
     tx = make_optimizer(cfg.train)
     schedule = learning_rate_schedule(cfg.train)
     shardings = train_state_shardings(cfg, Vocabulary(cfg.encoding).size, mesh)
