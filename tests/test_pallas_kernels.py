@@ -3,8 +3,8 @@ dense reference in outputs and dq/dk/dv, touch only the layout's active blocks, 
 mesh, and compile ahead of time for TPU topologies / lower to Triton for CUDA."""
 
 import functools
+import json
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -167,18 +167,6 @@ def test_pallas_needs_blocks_of_16():
         attend(q, q, q, (P.strided(8),), backend="pallas", block_size=8)
 
 
-def _tpu_topology_devices(topology):
-    """TPU devices described by libtpu without a TPU; several test processes may load libtpu at once."""
-    for key, value in {
-        "ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_SKIP_MDS_QUERY": "1",
-        "TPU_ACCELERATOR_TYPE": "v5p-8", "TPU_WORKER_HOSTNAMES": "localhost",
-    }.items():  # fmt: skip
-        os.environ.setdefault(key, value)
-    from jax.experimental import topologies
-
-    return topologies.get_topology_desc(topology, "tpu").devices
-
-
 def _fwd_bwd(backend, patterns):
     def loss(q, k, v):
         return attend(q, k, v, patterns, backend=backend, block_size=128).astype(jnp.float32).sum()
@@ -189,7 +177,9 @@ def _fwd_bwd(backend, patterns):
 @pytest.mark.slow
 @pytest.mark.parametrize("topology", ["v5p:2x2x1", "v5e:2x2"])
 def test_tpu_kernels_compile_ahead_of_time_for_topology(topology):
-    devices = _tpu_topology_devices(topology)
+    from musenet_jax.train.compile import topology_devices
+
+    devices = topology_devices(topology)
     mesh = Mesh(np.asarray(devices).reshape(2, 1, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
     spec = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))
     x = jax.ShapeDtypeStruct((2, 512, 4, 64), jnp.bfloat16, sharding=spec)
@@ -237,3 +227,21 @@ def test_tiny_model_with_pallas_matches_xla_blocksparse_in_loss_and_gradients():
     assert len(g_p) == len(g_x) > 10
     for a, b_ in zip(g_p, g_x):
         np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense(capsys):
+    import argparse
+
+    from musenet_jax.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    argv = ["--seq", "512", "--pattern", "strided", "--stride", "32", "--heads", "2", "--dtype", "bfloat16"]
+    args = parser.parse_args(["bench", "attention", *argv, "--backends", "dense,pallas", "--json"])
+    assert args.run(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["backend"] for r in rows] == ["dense", "pallas"]
+    dense, pallas = rows
+    assert pallas["fwd_bwd_gflop"] > 0 and pallas["fwd_bwd_gbytes"] > 0
+    assert pallas["flops_ratio_fwd_bwd"] > 2 and pallas["density"] < 0.5  # counted from the active blocks

@@ -1,4 +1,4 @@
-"""Sparse attention backends vs dense: forward and forward+backward time, peak memory, density."""
+"""Sparse attention backends vs dense: forward and forward+backward time, peak memory, density (or TPU compiled cost)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import statistics
 import time
 
 from musenet_jax.errors import UserError, unknown_choice
+
+
+CPU_PALLAS_TOPOLOGY = "v5p:2x2x1"  # on a CPU host the Pallas kernels only interpret: report their TPU cost instead
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up; the median is reported")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument(
+        "--topology",
+        default=None,
+        help="compile ahead of time for one chip of this TPU topology (e.g. v5p:2x2x1) and report the compiled cost "
+        f"analysis instead of times; default on a CPU host when 'pallas' is among the backends: {CPU_PALLAS_TOPOLOGY}",
+    )
 
 
 def _csv(text: str, kind: str) -> list[str]:
@@ -61,38 +70,81 @@ def _peak_mb(compiled) -> float:
     return total / 2**20
 
 
-def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
+def _programs(args: argparse.Namespace, pattern, backend: str):
+    """forward(q, k, v) and forward_backward(q, k, v, cotangent) of one backend."""
     import jax
-    import jax.numpy as jnp
 
     from pallas_kernels.attention import attend
-    from pallas_kernels.layouts import make_layout
-
-    dtype = jnp.dtype(args.dtype)
-    shape = (args.batch, seq, args.heads, args.head_dim)
-    keys = jax.random.split(jax.random.key(seq), 4)
-    q, k, v, cotangent = (jax.random.normal(key, shape, dtype) for key in keys)
 
     def forward(q, k, v):
         return attend(q, k, v, (pattern,), backend=backend, block_size=args.block_size)
 
-    def forward_backward(q, k, v):
+    def forward_backward(q, k, v, cotangent):
         out, pullback = jax.vjp(forward, q, k, v)
         return out, pullback(cotangent)
 
-    fwd = jax.jit(forward).lower(q, k, v).compile()
-    fwd_bwd = jax.jit(forward_backward).lower(q, k, v).compile()
-    layout = make_layout(pattern, seq, args.block_size)
+    return forward, forward_backward
+
+
+def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
+    from pallas_kernels.attention import backend_layout
+
+    layout = backend_layout(pattern, seq, backend="xla_blocksparse" if backend == "dense" else backend, block_size=args.block_size)
     return {
         "pattern": pattern.name,
         "seq": seq,
         "backend": backend,
         "density": 1.0 if backend == "dense" else layout.density,
         "pattern_density": layout.pattern_density,
+    }
+
+
+def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    dtype = jnp.dtype(args.dtype)
+    shape = (args.batch, seq, args.heads, args.head_dim)
+    keys = jax.random.split(jax.random.key(seq), 4)
+    q, k, v, cotangent = (jax.random.normal(key, shape, dtype) for key in keys)
+    forward, forward_backward = _programs(args, pattern, backend)
+    fwd = jax.jit(forward).lower(q, k, v).compile()
+    fwd_bwd = jax.jit(forward_backward).lower(q, k, v, cotangent).compile()
+    return _densities(args, pattern, seq, backend) | {
         "fwd_ms": _median_ms(fwd, (q, k, v), args.repeats),
-        "fwd_bwd_ms": _median_ms(fwd_bwd, (q, k, v), args.repeats),
+        "fwd_bwd_ms": _median_ms(fwd_bwd, (q, k, v, cotangent), args.repeats),
         "peak_mem_mb": _peak_mb(fwd_bwd),
     }
+
+
+def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, device) -> dict:
+    """XLA's cost analysis of the programs compiled for one TPU chip (Pallas kernels count by their
+    layout-derived cost estimates, see pallas_kernels/kernel_cost.py)."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.ShapeDtypeStruct(
+        (args.batch, seq, args.heads, args.head_dim), jnp.dtype(args.dtype), sharding=jax.sharding.SingleDeviceSharding(device)
+    )
+    forward, forward_backward = _programs(args, pattern, backend)
+    fwd = jax.jit(forward).lower(x, x, x).compile().cost_analysis()
+    fwd_bwd = jax.jit(forward_backward).lower(x, x, x, x).compile().cost_analysis()
+    return _densities(args, pattern, seq, backend) | {
+        "fwd_gflop": fwd["flops"] / 1e9,
+        "fwd_bwd_gflop": fwd_bwd["flops"] / 1e9,
+        "fwd_bwd_gbytes": fwd_bwd["bytes accessed"] / 1e9,
+    }
+
+
+def _print_cost_table(rows: list[dict], topology: str) -> None:
+    print(f"compiled cost analysis for one chip of {topology} (no timing)")
+    print(f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_GF':>10}{'fwd+bwd_GF':>12}{'fwd+bwd_GB':>12}{'x_flops':>9}")
+    for r in rows:
+        ratio = f"{r['flops_ratio_fwd_bwd']:>9.2f}" if "flops_ratio_fwd_bwd" in r else ""
+        print(
+            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
+            f"{r['fwd_gflop']:>10.2f}{r['fwd_bwd_gflop']:>12.2f}{r['fwd_bwd_gbytes']:>12.3f}{ratio}"
+        )
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -122,18 +174,34 @@ def run(args: argparse.Namespace) -> int:
             raise unknown_choice("attention pattern", name, PATTERN_NAMES)
     patterns = [by_name(n, stride=args.stride, summary=args.summary) for n in names]
 
+    import jax
+
+    topology = args.topology or (CPU_PALLAS_TOPOLOGY if "pallas" in backends and jax.default_backend() == "cpu" else None)
+    if topology:
+        from musenet_jax.train.compile import topology_devices
+
+        device = topology_devices(topology)[0]
+
     rows = []
     for pattern in patterns:
         for seq in seqs:
-            group = [_measure(args, pattern, seq, backend) for backend in backends]
+            if topology:
+                group = [_compiled_cost(args, pattern, seq, backend, device) for backend in backends]
+            else:
+                group = [_measure(args, pattern, seq, backend) for backend in backends]
             dense = next((r for r in group if r["backend"] == "dense"), None)
             for r in group:
-                if dense is not None:
+                if dense is not None and topology:
+                    r["flops_ratio_fwd_bwd"] = dense["fwd_bwd_gflop"] / r["fwd_bwd_gflop"]
+                elif dense is not None:
                     r["speedup_fwd"] = dense["fwd_ms"] / r["fwd_ms"]
                     r["speedup_fwd_bwd"] = dense["fwd_bwd_ms"] / r["fwd_bwd_ms"]
                 if args.json:
                     print(json.dumps(r), flush=True)
             rows.extend(group)
     if not args.json:
-        _print_table(rows)
+        if topology:
+            _print_cost_table(rows, topology)
+        else:
+            _print_table(rows)
     return 0
