@@ -1,0 +1,85 @@
+"""The trained critic inside a run's work directory: `W/critic/params` (Orbax) and `W/critic/critic.json`.
+
+With the trunk frozen only the critic head is stored; fine-tuned, the whole parameter tree is. Sampling
+keeps using the language model's own parameters; the critic gets its own model object built from
+them with the stored parameters laid over, so fine-tuning the trunk never changes what is generated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+from musenet_jax.errors import UserError
+
+CRITIC_SUBDIR = "critic"
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticMeta:
+    """How the stored critic was trained and how well it did on held-out data."""
+
+    finetune_trunk: bool
+    steps: int
+    heldout_auc: float
+    heldout_real: int  # held-out windows of real pieces
+    heldout_fake: int
+    base_step: int  # the language-model checkpoint it was trained on
+    vocab_fingerprint: str
+
+
+def critic_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(workdir).resolve() / CRITIC_SUBDIR
+
+
+def save_critic(workdir: str | pathlib.Path, params: dict[str, Any], meta: CriticMeta) -> pathlib.Path:
+    """Writes the critic's parameters (a subtree of the model's pure dict) and its meta, replacing any."""
+    import orbax.checkpoint as ocp
+
+    folder = critic_dir(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(folder / "params", params, force=True)
+    checkpointer.wait_until_finished()
+    (folder / "critic.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    return folder
+
+
+def read_meta(workdir: str | pathlib.Path) -> CriticMeta | None:
+    path = critic_dir(workdir) / "critic.json"
+    if not path.is_file():
+        return None
+    return CriticMeta(**json.loads(path.read_text()))
+
+
+def load_critic(workdir: str | pathlib.Path, model: Any, fingerprint: str) -> tuple[Any, CriticMeta] | None:
+    """(a model whose critic head, and trunk when fine-tuned, are the trained ones, meta), or None when
+    no critic was trained in `workdir`."""
+    import jax
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    meta = read_meta(workdir)
+    if meta is None:
+        return None
+    if meta.vocab_fingerprint != fingerprint:
+        raise UserError(f"the critic in {critic_dir(workdir)} was trained with another vocabulary; retrain it")
+    graphdef, state = nnx.split(model)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    wanted = params if meta.finetune_trunk else {"critic": params["critic"]}
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), wanted)
+    restored = ocp.StandardCheckpointer().restore(critic_dir(workdir) / "params", abstract)
+    merged = nnx.to_pure_dict(state)
+    _overlay(merged, restored)
+    nnx.replace_by_pure_dict(state, merged)
+    return nnx.merge(graphdef, state), meta
+
+
+def _overlay(target: dict[str, Any], source: dict[str, Any]) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict):
+            _overlay(target[key], value)
+        else:
+            target[key] = value

@@ -1,0 +1,97 @@
+"""What a piece is asked to be: composer and instruments (the prefix), an optional intro, a length.
+
+A `Request` is the token prompt the sampler continues: `composer, instruments..., start`, then the
+intro's events (its `end` dropped). The instrument set is the requested families plus those the intro
+plays (the model saw prefixes listing every family present). Its length in time steps is the intro's
+duration plus the requested seconds; it feeds the countdown embedding and stops sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.encoding.timing import duration_steps
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import KIND_INSTRUMENT
+from musenet_jax.errors import UserError, unknown_choice
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One prompt to continue: tokens, how many of them are the prefix, and the target length."""
+
+    prompt: np.ndarray  # int32: prefix + intro events
+    prefix_length: int
+    target_steps: int  # whole piece, intro included
+    families: np.ndarray  # bool [len(FAMILIES)]: instruments the continuation may play
+
+
+def parse_instruments(text: str | Sequence[str]) -> list[str]:
+    """'piano,strings' -> ['piano', 'strings']; an unknown name is one line listing the valid ones."""
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise UserError(f"no instruments given; valid: {', '.join(FAMILIES)}")
+    for name in names:
+        if name not in FAMILIES:
+            raise unknown_choice("instrument", name, FAMILIES)
+    return names
+
+
+def seconds_to_steps(seconds: float, tokenizer: Tokenizer) -> int:
+    if seconds <= 0:
+        raise UserError(f"--seconds must be positive, got {seconds}")
+    return max(1, round(seconds * 1000 / tokenizer.cfg.time_step_ms))
+
+
+def intro_events(tokenizer: Tokenizer, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(event tokens without prefix and `end`, family indices it plays) of a MIDI intro."""
+    ids = tokenizer.encode(path)
+    n_prefix = tokenizer.prefix_length(ids)
+    body = ids[n_prefix:]
+    if len(body) and body[-1] == tokenizer.vocab.end_id:
+        body = body[:-1]
+    if not len(body):
+        raise UserError(f"{path}: the prompt has no notes to continue")
+    vocab = tokenizer.vocab
+    families = ids[:n_prefix][vocab.token_kinds[ids[:n_prefix]] == KIND_INSTRUMENT] - vocab.instrument_base
+    return body.astype(np.int32), families.astype(np.int64)
+
+
+def make_request(
+    tokenizer: Tokenizer,
+    composer: str,
+    instruments: str | Sequence[str],
+    seconds: float,
+    intro: str | os.PathLike | None = None,
+) -> Request:
+    """The prompt for `musenet-jax generate`: `seconds` of music after the optional intro."""
+    vocab = tokenizer.vocab
+    vocab.composer_id(composer)  # an unknown composer is a one-line error listing the valid ones
+    families = np.array([FAMILIES.index(n) for n in parse_instruments(instruments)], np.int64)
+    body = np.zeros(0, np.int32)
+    if intro is not None:
+        body, intro_families = intro_events(tokenizer, intro)
+        families = np.union1d(families, intro_families)
+    prefix = tokenizer.prefix(composer, families)
+    allowed = np.zeros(len(FAMILIES), bool)
+    allowed[families] = True
+    target = duration_steps(body, vocab) + seconds_to_steps(seconds, tokenizer)
+    return Request(np.concatenate([prefix, body]).astype(np.int32), len(prefix), target, allowed)
+
+
+def request_like(tokenizer: Tokenizer, piece: np.ndarray, max_seconds: float) -> Request:
+    """A prompt with a real piece's composer and instruments and its length (at most `max_seconds`):
+    the model's own samples under the conditions of the data, for the critic and for evaluation."""
+    n_prefix = tokenizer.prefix_length(piece)
+    prefix = np.asarray(piece[:n_prefix], np.int32)
+    vocab = tokenizer.vocab
+    families = prefix[vocab.token_kinds[prefix] == KIND_INSTRUMENT] - vocab.instrument_base
+    allowed = np.zeros(len(FAMILIES), bool)
+    allowed[families] = True
+    target = min(duration_steps(piece, vocab), seconds_to_steps(max_seconds, tokenizer))
+    return Request(prefix, n_prefix, max(target, 1), allowed)

@@ -1,0 +1,170 @@
+"""Which token may come next, so that a sampled sequence is exactly what its MIDI file encodes back to.
+
+The tokenizer writes one canonical token sequence per set of notes. Sampling under the same rules
+(a mask on the logits) makes every candidate canonical: decode -> MIDI -> encode returns the same
+tokens, and no note-off ever closes a note that is not sounding. The rules:
+1. within one time step, note-offs come before note-ons, each group in ascending id order, no repeats;
+2. a note-off only for a sounding note of that family and pitch, a note-on only for a silent one; a
+   drum is silent again once its decoded hit (`midi_io.DRUM_HIT_S`) has ended;
+3. the longest wait may be followed by any wait, a shorter wait only by an event or `end`
+   (the tokenizer splits a long gap into longest waits and one remainder);
+4. `end` only when no note sounds and the last token is not a wait (MIDI keeps no trailing silence);
+5. note-ons only of the allowed instrument families; never pad, composer, instrument or start tokens.
+The state is a small pytree updated inside the jitted decoding loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from musenet_jax.encoding import midi_io
+from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.vocab import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_WAIT, Vocabulary
+
+SOUNDING = np.iinfo(np.int32).max  # busy_until of a melodic note that is on until its note-off
+
+
+@dataclasses.dataclass(frozen=True)
+class GrammarTables:
+    """Per-id facts the rules need, as numpy arrays indexed by token id."""
+
+    slot: np.ndarray  # int32: family * num_pitches + pitch index of a note token, 0 otherwise
+    family: np.ndarray  # int32: family of a note token, 0 otherwise
+    is_on: np.ndarray  # bool
+    is_off: np.ndarray  # bool
+    is_wait: np.ndarray  # bool
+    is_short_wait: np.ndarray  # bool: a wait shorter than the longest
+    wait_steps: np.ndarray  # int32
+    order_key: np.ndarray  # int32: note-offs before note-ons, then by id (rule 1)
+    hold: np.ndarray  # int32: steps a note-on keeps its slot busy (SOUNDING for melodic notes)
+    num_slots: int
+    num_families: int
+    end_id: int
+    pad_id: int
+    wait_base: int  # id of wait:1
+    max_wait: int
+
+    @classmethod
+    def from_vocab(cls, vocab: Vocabulary) -> GrammarTables:
+        kinds = vocab.token_kinds
+        ids = np.arange(vocab.size)
+        is_note = vocab.note_family >= 0
+        family = np.where(is_note, vocab.note_family, 0).astype(np.int32)
+        pitch_index = np.where(is_note, vocab.note_pitch - vocab.cfg.pitch_min, 0)
+        drum_hit = math.ceil(midi_io.DRUM_HIT_S * 1000 / vocab.cfg.time_step_ms)
+        is_on = kinds == KIND_NOTE_ON
+        return cls(
+            slot=(family * vocab.num_pitches + pitch_index).astype(np.int32),
+            family=family,
+            is_on=is_on,
+            is_off=kinds == KIND_NOTE_OFF,
+            is_wait=kinds == KIND_WAIT,
+            is_short_wait=(kinds == KIND_WAIT) & (vocab.wait_steps < vocab.cfg.max_wait_steps),
+            wait_steps=vocab.wait_steps.astype(np.int32),
+            order_key=(is_on * vocab.size + ids).astype(np.int32),
+            hold=np.where(family == DRUMS, drum_hit, SOUNDING).astype(np.int32),
+            num_slots=len(vocab.families) * vocab.num_pitches,
+            num_families=len(vocab.families),
+            end_id=vocab.end_id,
+            pad_id=vocab.pad_id,
+            wait_base=vocab.wait_base,
+            max_wait=vocab.cfg.max_wait_steps,
+        )
+
+
+@struct.dataclass
+class GrammarState:
+    """Per sequence: the time so far, when each (family, pitch) is free, and what the last token was."""
+
+    time: jax.Array  # int32 [B]: time steps so far (sum of waits)
+    busy_until: jax.Array  # int32 [B, slots]: step from which a slot may sound again; SOUNDING while on
+    last_key: jax.Array  # int32 [B]: order key of the last event at this time step, -1 after a wait
+    after_wait: jax.Array  # bool [B]
+    after_short_wait: jax.Array  # bool [B]
+
+    @classmethod
+    def initial(cls, batch: int, tables: GrammarTables) -> GrammarState:
+        zeros = jnp.zeros((batch,), jnp.int32)
+        false = jnp.zeros((batch,), bool)
+        return cls(zeros, jnp.zeros((batch, tables.num_slots), jnp.int32), zeros - 1, false, false)
+
+
+def allowed_tokens(state: GrammarState, tables: GrammarTables, families_ok: jax.Array) -> jax.Array:
+    """bool [B, V]: the tokens the rules allow next; `families_ok` bool [B, families]."""
+    busy = jnp.take(state.busy_until, jnp.asarray(tables.slot), axis=1)
+    sounding = busy == SOUNDING
+    family_ok = jnp.take(families_ok, jnp.asarray(tables.family), axis=1)
+    note_on = jnp.asarray(tables.is_on)[None] & (busy <= state.time[:, None]) & family_ok
+    note_off = jnp.asarray(tables.is_off)[None] & sounding
+    in_order = jnp.asarray(tables.order_key)[None] > state.last_key[:, None]
+    wait = jnp.asarray(tables.is_wait)[None] & ~state.after_short_wait[:, None]
+    can_end = ~jnp.any(state.busy_until == SOUNDING, axis=1) & ~state.after_wait
+    end = (jnp.arange(len(tables.slot)) == tables.end_id)[None] & can_end[:, None]
+    return ((note_on | note_off) & in_order) | wait | end
+
+
+def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active: jax.Array) -> GrammarState:
+    """The state after `token` [B]; rows where `active` is False stay as they are."""
+    is_on = jnp.asarray(tables.is_on)[token]
+    is_off = jnp.asarray(tables.is_off)[token]
+    is_wait = jnp.asarray(tables.is_wait)[token]
+    slot = jnp.asarray(tables.slot)[token]
+    hold = jnp.asarray(tables.hold)[token]
+    time = state.time
+    struck = jnp.where(hold == SOUNDING, SOUNDING, time + hold)
+    rows = jnp.arange(token.shape[0])
+    old = state.busy_until[rows, slot]
+    new = jnp.where(active & is_on, struck, jnp.where(active & is_off, time, old))
+    is_note = is_on | is_off
+    keep = lambda new_value, old_value: jnp.where(active, new_value, old_value)  # noqa: E731
+    return GrammarState(
+        time=keep(time + jnp.asarray(tables.wait_steps)[token], time),
+        busy_until=state.busy_until.at[rows, slot].set(new),
+        last_key=keep(jnp.where(is_wait, -1, jnp.where(is_note, jnp.asarray(tables.order_key)[token], state.last_key)),
+                      state.last_key),
+        after_wait=keep(is_wait, state.after_wait),
+        after_short_wait=keep(jnp.asarray(tables.is_short_wait)[token], state.after_short_wait),
+    )
+
+
+def replay(tokens: jax.Array, tables: GrammarTables) -> GrammarState:
+    """The state after a whole prompt [B, T] (prefix tokens change nothing), with the same `advance`."""
+    batch = tokens.shape[0]
+    active = jnp.ones((batch,), bool)
+
+    def body(state: GrammarState, column: jax.Array) -> tuple[GrammarState, None]:
+        return advance(state, column, tables, active), None
+
+    state, _ = jax.lax.scan(body, GrammarState.initial(batch, tables), jnp.swapaxes(tokens, 0, 1))
+    return state
+
+
+def close_sequence(ids: np.ndarray, busy_until: np.ndarray, tables: GrammarTables) -> np.ndarray:
+    """`ids` cut short (by the requested length or the token budget) and ended canonically.
+
+    With nothing sounding, trailing waits are dropped (MIDI keeps no trailing silence); notes still
+    sounding get their note-offs, after a `wait:1` when the last token was an event (a note lasts at
+    least one step); then `end`. `busy_until` is the sequence's grammar state [slots].
+    """
+    ids = np.asarray(ids, np.int32)
+    offs = np.sort(_off_ids(np.flatnonzero(busy_until == SOUNDING), tables))
+    last_is_wait = len(ids) > 0 and bool(tables.is_wait[ids[-1]])
+    if len(offs) == 0:
+        waits = tables.is_wait[ids]
+        keep = int(np.flatnonzero(~waits)[-1]) + 1 if (~waits).any() else 0
+        return np.concatenate([ids[:keep], [tables.end_id]]).astype(np.int32)
+    lead = [] if last_is_wait else [tables.wait_base]  # wait:1
+    return np.concatenate([ids, lead, offs, [tables.end_id]]).astype(np.int32)
+
+
+def _off_ids(slots: np.ndarray, tables: GrammarTables) -> np.ndarray:
+    """Note-off id of each (family, pitch) slot."""
+    off_ids = np.flatnonzero(tables.is_off)
+    by_slot = dict(zip(tables.slot[off_ids].tolist(), off_ids.tolist()))
+    return np.array([by_slot[int(s)] for s in slots], np.int32)

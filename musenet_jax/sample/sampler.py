@@ -1,0 +1,232 @@
+"""Batched KV-cache decoding: N candidates continue one prompt, one token per step each.
+
+The prompt is prefilled into the cache once; then every step samples a token per candidate under the
+token grammar (`grammar.py`) and the creativity filters (`filtering.py`), appends it to the cache and
+stops a candidate at `end` or when its music reaches the requested length (the last wait is cut to
+land exactly on it). Steps run in jitted chunks (`lax.fori_loop`), so the host only looks in between
+to update the progress bar and to see whether everyone is done.
+
+A piece longer than the context slides on: when the cache is full it is rebuilt from the
+conditioning prefix and the latest tokens (`context // 2` in all), as training crops keep the prefix
+at the head of a window. Times stay absolute, so the timing and countdown embeddings do not notice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from musenet_jax.encoding.timing import token_times
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
+from musenet_jax.model.cache import KVCache
+from musenet_jax.model.transformer import MuseNet
+from musenet_jax.sample.conditioning import Request
+from musenet_jax.sample.filtering import SamplingSettings, draw
+from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens, close_sequence, replay
+
+CHUNK_STEPS = 32  # decoding steps per jitted call between progress updates
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One sampled piece: the whole token sequence and how the model liked its own tokens."""
+
+    ids: np.ndarray  # int32: prompt + sampled tokens (+ closing note-offs) + end
+    prompt_length: int  # tokens of prefix + intro at the head of `ids`
+    sampled: int  # tokens the model drew (closing tokens not included)
+    mean_logprob: float  # mean log-probability (nats) of the drawn tokens under the model, temperature 1
+    stopped_by: str  # "end", "length" or "budget"
+
+    @property
+    def continuation(self) -> np.ndarray:
+        return self.ids[self.prompt_length :]
+
+
+@struct.dataclass
+class DecodeState:
+    cache: KVCache
+    logits: jax.Array  # float32 [B, V]: next-token logits
+    tokens: jax.Array  # int32 [B, H]: every token so far (prompt first)
+    times: jax.Array  # int32 [B, H]: the time each token happens at
+    length: jax.Array  # int32: tokens in `tokens`
+    grammar: GrammarState
+    durations: jax.Array  # int32 [B]: requested piece length in steps
+    families: jax.Array  # bool [B, families]
+    done: jax.Array  # bool [B]
+    stop: jax.Array  # int8 [B]: 0 running, 1 end, 2 length
+    logprob: jax.Array  # float32 [B]: sum over drawn tokens
+    drawn: jax.Array  # int32 [B]
+    key: jax.Array
+
+
+class Sampler:
+    """Jitted prefill / decode chunk / window slide for one model and one set of sampling settings.
+
+    Compiled functions are kept between `sample` calls (one compile per prompt length and batch size).
+    """
+
+    def __init__(self, model: MuseNet, tokenizer: Tokenizer, settings: SamplingSettings = SamplingSettings()):
+        self.graphdef, self.params = nnx.split(model)
+        self.context = model.cfg.context
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.tables = GrammarTables.from_vocab(tokenizer.vocab)
+        self._prefill = jax.jit(self._prefill_impl, static_argnames=("head", "body"))
+        self._chunk = jax.jit(self._chunk_impl)
+        self._replay = jax.jit(functools.partial(replay, tables=self.tables))
+
+    # --- jitted pieces --------------------------------------------------------------------------
+
+    def _model(self, params: Any) -> MuseNet:
+        return nnx.merge(self.graphdef, params)
+
+    def _prefill_impl(self, params: Any, st: DecodeState, head: int, body: int) -> DecodeState:
+        """Rebuilds the cache from the first `head` tokens and the latest `body` ones."""
+        model = self._model(params)
+        inputs, times = st.tokens[:, :head], st.times[:, :head]
+        if body:
+            start = st.length - body
+            inputs = jnp.concatenate([inputs, jax.lax.dynamic_slice_in_dim(st.tokens, start, body, axis=1)], axis=1)
+            times = jnp.concatenate([times, jax.lax.dynamic_slice_in_dim(st.times, start, body, axis=1)], axis=1)
+        cache = model.init_cache(st.tokens.shape[0], self.context)
+        logits, cache = model.prefill(inputs, times, st.durations, cache)
+        return st.replace(cache=cache, logits=logits[:, -1])
+
+    def _chunk_impl(self, params: Any, st: DecodeState, steps: jax.Array) -> DecodeState:
+        tables = self.tables
+
+        def one(_: jax.Array, carry: tuple[Any, DecodeState]) -> tuple[Any, DecodeState]:
+            params, st = carry  # the parameters ride in the carry: NNX merges them at the loop's trace level
+            model = self._model(params)
+            key, sub = jax.random.split(st.key)
+            allowed = allowed_tokens(st.grammar, tables, st.families)
+            token = draw(sub, jnp.where(allowed, st.logits, -jnp.inf), self.settings)
+            logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
+            time = st.grammar.time
+            steps_of = jnp.asarray(tables.wait_steps)[token]
+            reaches = (steps_of > 0) & (time + steps_of >= st.durations)
+            token = jnp.where(reaches, tables.wait_base + st.durations - time - 1, token)  # cut the last wait
+            active = ~st.done
+            token = jnp.where(active, token, tables.pad_id)
+            ended = active & (token == tables.end_id)
+            logits, cache = model.decode_step(token, time, st.durations, st.cache)
+            return params, st.replace(
+                cache=cache,
+                logits=logits,
+                tokens=jax.lax.dynamic_update_slice_in_dim(st.tokens, token[:, None], st.length, axis=1),
+                times=jax.lax.dynamic_update_slice_in_dim(st.times, time[:, None], st.length, axis=1),
+                length=st.length + 1,
+                grammar=advance(st.grammar, token, tables, active),
+                done=st.done | ended | (active & reaches),
+                stop=jnp.where(ended, 1, jnp.where(active & reaches, 2, st.stop)).astype(jnp.int8),
+                logprob=st.logprob + jnp.where(active, logp, 0.0),
+                drawn=st.drawn + active.astype(jnp.int32),
+                key=key,
+            )
+
+        return jax.lax.fori_loop(0, steps, one, (params, st))[1]
+
+    # --- the host loop ----------------------------------------------------------------------------
+
+    def _initial_state(self, requests: Sequence[Request], history: int, seed: int) -> DecodeState:
+        vocab = self.tokenizer.vocab
+        prompt = np.stack([r.prompt for r in requests])
+        tokens = np.full((len(requests), history), vocab.pad_id, np.int32)
+        times = np.zeros((len(requests), history), np.int32)
+        tokens[:, : prompt.shape[1]] = prompt
+        times[:, : prompt.shape[1]] = token_times(prompt, vocab)
+        num = len(requests)
+        return DecodeState(
+            cache=None,
+            logits=None,
+            tokens=jnp.asarray(tokens),
+            times=jnp.asarray(times),
+            length=jnp.asarray(prompt.shape[1], jnp.int32),
+            grammar=self._replay(jnp.asarray(prompt)),
+            durations=jnp.asarray([r.target_steps for r in requests], jnp.int32),
+            families=jnp.asarray(np.stack([r.families for r in requests])),
+            done=jnp.zeros((num,), bool),
+            stop=jnp.zeros((num,), jnp.int8),
+            logprob=jnp.zeros((num,), jnp.float32),
+            drawn=jnp.zeros((num,), jnp.int32),
+            key=jax.random.key(seed),
+        )
+
+    def sample(
+        self,
+        requests: Sequence[Request],
+        *,
+        max_new_tokens: int,
+        seed: int = 0,
+        history: int | None = None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> list[Candidate]:
+        """One continuation per request, decoded as one batch; the prompts must have equal lengths and
+        prefixes (N candidates of one piece: the same request N times).
+
+        `history` (default: prompt + max_new_tokens) sizes the token buffer; callers sampling many
+        prompt lengths pass one value to reuse the compiled decoding loop. `progress(tokens_done,
+        music_seconds_of_the_slowest)` is called after each chunk.
+        """
+        if not requests or max_new_tokens < 1:
+            raise UserError("the number of samples and the token budget must be at least 1")
+        prompt_length, prefix_length = len(requests[0].prompt), requests[0].prefix_length
+        if any(len(r.prompt) != prompt_length or r.prefix_length != prefix_length for r in requests):
+            raise UserError("requests sampled together need prompts and prefixes of equal length")
+        keep = self.context // 2
+        if prefix_length >= keep:
+            raise UserError(f"a prefix of {prefix_length} tokens leaves no room in a context of {self.context}")
+        history = prompt_length + max_new_tokens if history is None else history
+        if history < prompt_length + max_new_tokens:
+            raise UserError(f"history {history} < prompt {prompt_length} + budget {max_new_tokens}")
+        st = self._initial_state(requests, history, seed)
+        if prompt_length < self.context:
+            st, in_cache = self._prefill(self.params, st, head=prompt_length, body=0), prompt_length
+        else:
+            st, in_cache = self._slide(st, prefix_length), keep
+        drawn = 0
+        step_s = self.tokenizer.cfg.time_step_ms / 1000
+        while drawn < max_new_tokens:
+            if in_cache == self.context:
+                st, in_cache = self._slide(st, prefix_length), keep
+            steps = min(CHUNK_STEPS, self.context - in_cache, max_new_tokens - drawn)
+            st = self._chunk(self.params, st, jnp.asarray(steps, jnp.int32))
+            drawn, in_cache = drawn + steps, in_cache + steps
+            done = np.asarray(st.done)
+            if progress is not None:
+                running = np.asarray(st.grammar.time)[~done]
+                slowest = running.min() if len(running) else max(r.target_steps for r in requests)
+                progress(steps, float(slowest) * step_s)
+            if done.all():
+                break
+        return self._candidates(st, prompt_length)
+
+    def _slide(self, st: DecodeState, prefix_length: int) -> DecodeState:
+        return self._prefill(self.params, st, head=prefix_length, body=self.context // 2 - prefix_length)
+
+    def _candidates(self, st: DecodeState, prompt_length: int) -> list[Candidate]:
+        tokens = np.asarray(st.tokens)[:, : int(st.length)]
+        busy = np.asarray(st.grammar.busy_until)
+        stop, drawn, logprob = np.asarray(st.stop), np.asarray(st.drawn), np.asarray(st.logprob)
+        out = []
+        for row in range(tokens.shape[0]):
+            ids = tokens[row, : prompt_length + int(drawn[row])]
+            if stop[row] != 1:
+                ids = close_sequence(ids, busy[row], self.tables)
+            out.append(Candidate(
+                ids=ids.astype(np.int32),
+                prompt_length=prompt_length,
+                sampled=int(drawn[row]),
+                mean_logprob=float(logprob[row] / max(int(drawn[row]), 1)),
+                stopped_by=("budget", "end", "length")[int(stop[row])],
+            ))
+        return out
+
