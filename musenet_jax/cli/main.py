@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "model_info",
     "compile",
+    "generate",
 )
 
 

@@ -68,8 +68,11 @@ def make_request(
     instruments: str | Sequence[str],
     seconds: float,
     intro: str | os.PathLike | None = None,
+    *,
+    restrict: bool = True,
 ) -> Request:
-    """The prompt for `musenet-jax generate`: `seconds` of music after the optional intro."""
+    """The prompt for `musenet-jax generate`: `seconds` of music after the optional intro; `restrict`
+    keeps the continuation to the prefix's instruments."""
     vocab = tokenizer.vocab
     vocab.composer_id(composer)  # an unknown composer is a one-line error listing the valid ones
     families = np.array([FAMILIES.index(n) for n in parse_instruments(instruments)], np.int64)
@@ -78,7 +81,7 @@ def make_request(
         body, intro_families = intro_events(tokenizer, intro)
         families = np.union1d(families, intro_families)
     prefix = tokenizer.prefix(composer, families)
-    allowed = np.zeros(len(FAMILIES), bool)
+    allowed = np.full(len(FAMILIES), not restrict)
     allowed[families] = True
     target = duration_steps(body, vocab) + seconds_to_steps(seconds, tokenizer)
     return Request(np.concatenate([prefix, body]).astype(np.int32), len(prefix), target, allowed)

@@ -1,0 +1,55 @@
+"""`musenet-jax generate`: compose N candidates with a checkpoint, ranked by the inner critic."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="sample pieces from a checkpoint (MIDI, piano roll, WAV) ranked by the critic",
+        description=(
+            "Continues a conditioning prefix (composer, instruments) and an optional MIDI intro with "
+            "KV-cache sampling. Writes OUT/sample_K.mid/.json/.png (.wav with FluidSynth) and "
+            "OUT/ranking.json, best first. --seconds is the length after the intro."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="WORKDIR", help="the training run's work directory")
+    parser.add_argument("--step", default="latest", help="checkpoint step: a number, latest or best (default: latest)")
+    parser.add_argument("--composer", required=True, help="composer / style token, e.g. bach")
+    parser.add_argument("--instruments", required=True, help="comma-separated families, e.g. piano,strings")
+    parser.add_argument("--prompt", metavar="INTRO.mid", help="a MIDI intro to continue")
+    parser.add_argument("--seconds", type=float, help="music to add, in seconds (default: sample.seconds)")
+    parser.add_argument("--temperature", type=float, help="0 = greedy (default: sample.temperature)")
+    parser.add_argument("--top-k", type=int, help="keep the K likeliest tokens; 0 = off (default: sample.top_k)")
+    parser.add_argument("--top-p", type=float, help="nucleus mass in (0, 1]; 1 = off (default: sample.top_p)")
+    parser.add_argument("--num-samples", type=int, help="candidates (default: sample.num_samples)")
+    parser.add_argument("--seed", type=int, help="sampling seed (default: sample.seed)")
+    parser.add_argument("--max-new-tokens", type=int, help="token budget per candidate (default: sample.max_new_tokens)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musenet_jax.sample.compose import GenerateOptions, generate
+
+    options = GenerateOptions(
+        composer=args.composer,
+        instruments=args.instruments,
+        intro=args.prompt,
+        seconds=args.seconds,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        step=args.step,
+    )
+    ranking = generate(args.checkpoint, args.out, options)
+    best = ranking[0]
+    score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
+    print(f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
+          f"mean log-prob {best['mean_logprob']:.3f}, {best['seconds']:.1f} s)")
+    return 0
