@@ -18,6 +18,9 @@ from musenet_jax.train.step import (
     init_train_state,
     make_eval_step,
     make_train_step,
+    mixup_draw,
+    mixup_groups,
+    partner_rows,
     train_state_shardings,
 )
 
@@ -113,6 +116,18 @@ def test_mixup_off_at_alpha_0_and_mixes_losses_with_the_embeddings_lambda(one_de
     plain_same = float(step(on(mesh, host), put(mesh, same))[1]["loss"])
     mixed_same = float(mixup(on(mesh, host), put(mesh, same))[1]["loss"])
     assert mixed_same == pytest.approx(plain_same, rel=1e-5)
+
+
+def test_mixup_partners_stay_within_a_devices_rows():
+    perm, lam = mixup_draw(jax.random.key(3), 12, 0.4, groups=4)
+    perm = np.asarray(perm)
+    assert sorted(perm) == list(range(12)) and np.all(perm // 3 == np.arange(12) // 3)
+    assert np.all((0 <= lam) & (lam <= 1))
+    x = np.arange(12 * 5).reshape(12, 5)
+    np.testing.assert_array_equal(partner_rows(jnp.asarray(x), jnp.asarray(perm), 4), x[perm])
+    mesh8 = make_mesh(dataclasses.replace(CFG.model, mesh_data=2, mesh_fsdp=2, mesh_tensor=2))
+    assert mixup_groups(with_train(global_batch=16, grad_accum_steps=2), mesh8) == 4
+    assert mixup_groups(with_train(global_batch=4), mesh8) == 1  # one row per device: any partner in the batch
 
 
 def test_a_non_finite_loss_skips_the_update_and_is_counted(one_device):

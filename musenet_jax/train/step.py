@@ -114,36 +114,60 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
-def _mixup_draw(key: jax.Array, batch_size: int, alpha: float) -> tuple[jax.Array, jax.Array]:
-    """A partner for every sequence and lambda ~ Beta(alpha, alpha) per sequence."""
+def mixup_draw(key: jax.Array, batch_size: int, alpha: float, groups: int) -> tuple[jax.Array, jax.Array]:
+    """A partner for every sequence, drawn among the `batch_size / groups` consecutive rows of its group
+    (the rows one device holds, so partners' targets never cross devices), and lambda ~ Beta(alpha, alpha)."""
     perm_key, lam_key = jax.random.split(key)
-    perm = jax.random.permutation(perm_key, batch_size)
+    block = batch_size // groups
+    local = jax.random.permutation(perm_key, jnp.broadcast_to(jnp.arange(block), (groups, block)), axis=1,
+                                   independent=True)
+    perm = (local + block * jnp.arange(groups)[:, None]).reshape(batch_size)
     lam = jax.random.beta(lam_key, alpha, alpha, (batch_size,))
     return perm, lam
 
 
-def summed_loss(model: MuseNet, batch: Batch, key: jax.Array, mixup_alpha: float) -> tuple[jax.Array, jax.Array]:
+def partner_rows(x: jax.Array, perm: jax.Array, groups: int) -> jax.Array:
+    """x[perm] for a group-local `perm`, written as a gather inside each group so that it stays local."""
+    grouped = x.reshape(groups, -1, *x.shape[1:])
+    local = (perm % grouped.shape[1]).reshape(groups, -1, *(1,) * (x.ndim - 1))
+    return jnp.take_along_axis(grouped, local, axis=1).reshape(x.shape)
+
+
+def summed_loss(
+    model: MuseNet, batch: Batch, key: jax.Array, mixup_alpha: float, groups: int = 1
+) -> tuple[jax.Array, jax.Array]:
     """(sum of token NLL, token weight). With mixup, each sequence's embeddings are mixed with a partner's
-    and its loss mixes both targets with the same lambda (MuseNet's embedding-space mixup)."""
+    and its loss mixes both targets with the same lambda (MuseNet's embedding-space mixup); partners are
+    drawn within `groups` equal blocks of consecutive rows (see `mixup_groups`)."""
     inputs, targets, mask = batch["inputs"], batch["targets"], batch["loss_mask"].astype(jnp.float32)
     if mixup_alpha <= 0:
         nll = token_nll(model(inputs, batch["times"], batch["durations"]), targets)
         return jnp.sum(nll * mask), jnp.sum(mask)
-    perm, lam = _mixup_draw(key, inputs.shape[0], mixup_alpha)
+    perm, lam = mixup_draw(key, inputs.shape[0], mixup_alpha, groups)
     logits = model(inputs, batch["times"], batch["durations"], mix=(perm, lam))
     lam = lam[:, None]
-    weight = lam * mask + (1 - lam) * mask[perm]
-    nll = lam * mask * token_nll(logits, targets) + (1 - lam) * mask[perm] * token_nll(logits, targets[perm])
+    partner_mask = partner_rows(mask, perm, groups)
+    partner_nll = token_nll(logits, partner_rows(targets, perm, groups))
+    weight = lam * mask + (1 - lam) * partner_mask
+    nll = lam * mask * token_nll(logits, targets) + (1 - lam) * partner_mask * partner_nll
     return jnp.sum(nll), jnp.sum(weight)
 
 
-def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, key: jax.Array):
+def mixup_groups(cfg: Config, mesh: Mesh) -> int:
+    """Mixup partners come from the same device's rows (no batch-wide gather on a pod), as long as a
+    device holds at least 2 rows of a microbatch; otherwise from the whole microbatch."""
+    rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro = cfg.train.global_batch // cfg.train.grad_accum_steps
+    return rows if micro // rows >= 2 else 1
+
+
+def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, key: jax.Array, groups: int):
     """Gradient of the mean token loss over the whole batch, accumulated over `grad_accum_steps` slices.
     Microbatch i takes rows i, i + accum, ...: each device keeps its own rows, so slicing moves no data."""
     accum = cfg.train.grad_accum_steps
 
     def sums(p: Any, micro: Batch, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return summed_loss(nnx.merge(graphdef, p), micro, k, cfg.train.mixup_alpha)
+        return summed_loss(nnx.merge(graphdef, p), micro, k, cfg.train.mixup_alpha, groups)
 
     grad_fn = jax.value_and_grad(sums, has_aux=True)
     if accum == 1:
@@ -174,6 +198,7 @@ def jit_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Any:
     from musenet_jax.encoding.vocab import Vocabulary
 
     check_batch_split(cfg, mesh)
+    groups = mixup_groups(cfg, mesh)
     tx = make_optimizer(cfg.train)
     schedule = learning_rate_schedule(cfg.train)
     shardings = train_state_shardings(cfg, Vocabulary(cfg.encoding).size, mesh)
@@ -181,7 +206,7 @@ def jit_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Any:
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         key, next_key = jax.random.split(jax.random.wrap_key_data(state.rng))
-        loss, grads = _gradients(cfg, graphdef, state.params, batch, key)
+        loss, grads = _gradients(cfg, graphdef, state.params, batch, key, groups)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
