@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "model_info",
     "compile",
     "generate",
+    "critic",
+    "eval",
 )
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,6 @@ class GenerateOptions:
     top_p: float | None = None
     max_new_tokens: int | None = None
     step: str = "latest"  # checkpoint step: a number, latest or best
-
-    def settings(self, sample_cfg: Any) -> SamplingSettings:
-        pick = lambda mine, default: default if mine is None else mine  # noqa: E731
-        return SamplingSettings(pick(self.temperature, sample_cfg.temperature), pick(self.top_k, sample_cfg.top_k),
-                                pick(self.top_p, sample_cfg.top_p))
 
 
 def generate(
@@ -71,7 +66,8 @@ def generate(
     budget = sc.max_new_tokens if options.max_new_tokens is None else options.max_new_tokens
     if budget < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {budget}")
-    sampler = Sampler(model, tokenizer, options.settings(sc))
+    settings = SamplingSettings.from_config(sc, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p)
+    sampler = Sampler(model, tokenizer, settings)
     with tqdm(total=budget, unit="tok", desc="sampling", disable=not show_progress) as bar:
 
         def progress(steps: int, music_s: float) -> None:
@@ -118,3 +114,13 @@ def generate(
                                                   "mean_logprob", "candidates": ranking}, indent=2) + "\n")
     return ranking
 
+
+
+def with_sample_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
+    """A checkpoint's config with `sample.key=value` overrides (other sections define the trained model)."""
+    from musenet_jax.config import apply_overrides, config_from_dict, parse_override
+
+    for text in overrides:
+        if parse_override(text)[0] != "sample":
+            raise UserError(f"--set {text}: only sample.* can change here; the other sections are the checkpoint's")
+    return config_from_dict(apply_overrides(cfg.to_dict(), overrides), name=cfg.name)

@@ -7,6 +7,7 @@ never exclude the most likely token, so a distribution with one finite logit sta
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,13 @@ class SamplingSettings:
             raise UserError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1] (1 = off), got {self.top_p}")
+
+    @classmethod
+    def from_config(cls, sample_cfg: Any, **overrides: float | int | None) -> SamplingSettings:
+        """The config's sample.temperature / top_k / top_p, with the non-None `overrides` on top."""
+        values = {f: getattr(sample_cfg, f) for f in ("temperature", "top_k", "top_p")}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 def top_k_filter(logits: jax.Array, k: int) -> jax.Array:

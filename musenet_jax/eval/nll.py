@@ -1,0 +1,69 @@
+"""Held-out negative log-likelihood in bits per token, overall and by the kind of the predicted token."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import (
+    KIND_COMPOSER,
+    KIND_END,
+    KIND_INSTRUMENT,
+    KIND_NOTE_OFF,
+    KIND_NOTE_ON,
+    KIND_START,
+    KIND_WAIT,
+)
+from musenet_jax.eval.windows import batched_windows
+from musenet_jax.train.step import token_nll
+
+# Report groups of token kinds; the conditioning prefix counts as one.
+KIND_GROUPS: dict[str, tuple[int, ...]] = {
+    "note_on": (KIND_NOTE_ON,),
+    "note_off": (KIND_NOTE_OFF,),
+    "wait": (KIND_WAIT,),
+    "prefix": (KIND_COMPOSER, KIND_INSTRUMENT, KIND_START),
+    "end": (KIND_END,),
+}
+EVAL_BATCH = 8
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _window_nll(graphdef: nnx.GraphDef, params: Any, rows: dict[str, jax.Array]) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+    return token_nll(model(rows["inputs"], rows["times"], rows["durations"]), rows["targets"])
+
+
+def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
+    """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind"} over every
+    token of the pieces after the first (each scored once, see `windows.py`)."""
+    graphdef, params = nnx.split(model)
+    group_of = np.full(len(tokenizer.vocab.token_kinds), -1, np.int64)
+    for g, kinds in enumerate(KIND_GROUPS.values()):
+        group_of[np.isin(tokenizer.vocab.token_kinds, kinds)] = g
+    nats = np.zeros(len(KIND_GROUPS))
+    counts = np.zeros(len(KIND_GROUPS))
+    for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
+        arrays = {k: jnp.asarray(rows[k]) for k in ("inputs", "targets", "times", "durations")}
+        nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)
+        groups = group_of[rows["targets"]]
+        scored = (rows["scored"] > 0) & (groups >= 0)
+        np.add.at(nats, groups[scored], nll[scored])
+        np.add.at(counts, groups[scored], 1)
+    bits = nats / math.log(2)
+    return {
+        "bits_per_token": float(bits.sum() / max(counts.sum(), 1)),
+        "bits_per_token_by_kind": {
+            name: (float(bits[g] / counts[g]) if counts[g] else None) for g, name in enumerate(KIND_GROUPS)
+        },
+        "tokens": int(counts.sum()),
+        "tokens_by_kind": {name: int(counts[g]) for g, name in enumerate(KIND_GROUPS)},
+    }
