@@ -1,7 +1,7 @@
 """`attend`: sparse causal attention with one pattern per head group, on a chosen backend.
 
 Backends: `dense` (masked reference, all n^2 scores), `xla_blocksparse` (only the layout's active
-blocks, plain XLA) and `pallas` (the block-sparse kernels). The sparse backends share `sparse_attend`:
+blocks, plain XLA) and `pallas` (the Pallas kernels of sparse_flash.py). The sparse backends share `sparse_attend`:
 it gathers q/k/v into each layout component's slot order, runs a component function
 `(q, k, v, BlockLayout) -> (out, lse)` and merges the components by log-sum-exp (see layouts.py).
 """

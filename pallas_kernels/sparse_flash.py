@@ -28,8 +28,11 @@ from pallas_kernels.layouts import BlockLayout
 Kernel = Literal["auto", "tpu", "gpu"]
 
 MIN_BLOCK = 16  # smallest block edge the kernels take (Triton dots need 16; Mosaic bf16 tiles are 16 rows)
-BATCH_AXES: tuple[str, ...] = ("data", "fsdp")  # mesh axes that split the batch inside shard_map
-HEAD_AXES: tuple[str, ...] = ("tensor",)  # mesh axes that split the heads
+# Mesh axes that split batch and heads inside shard_map: those of the model's logical axis rules
+# (musenet_jax.model.sharding.LOGICAL_AXIS_RULES "batch" / "heads"; a test keeps them equal), so the
+# kernel sees q/k/v exactly as the model shards them and nothing moves between devices.
+BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
+HEAD_AXES: tuple[str, ...] = ("tensor",)
 
 _log = logging.getLogger(__name__)
 

@@ -151,6 +151,13 @@ def test_kernel_runs_inside_shard_map_over_batch_and_heads():
         np.testing.assert_allclose(got, want, atol=5e-6)
 
 
+def test_shard_map_axes_follow_the_model_rules():
+    from musenet_jax.model.sharding import LOGICAL_AXIS_RULES
+
+    assert sparse_flash.BATCH_AXES == LOGICAL_AXIS_RULES["batch"]
+    assert sparse_flash.HEAD_AXES == LOGICAL_AXIS_RULES["heads"]
+
+
 def test_interpret_mode_is_announced_once(caplog):
     sparse_flash._say_interpret_once.cache_clear()
     q = jax.ShapeDtypeStruct((1, 64, 1, 16), jnp.float32)
