@@ -1,5 +1,7 @@
 """The grain pipeline: batch format, prefix kept, determinism, exact restore, disjoint process shards."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,15 @@ def test_eval_batches_match_across_processes(cfg):
     assert len({len(s) for s in shards}) == 1
     real_rows = sum(int((b["loss_mask"].sum(1) > 0).sum()) for s in shards for b in s)
     assert real_rows == len(open_split(cfg, "validation"))
+
+
+@pytest.mark.slow  # compiles the tiny train step
+def test_bench_data_reports_both_rates_and_their_ratio(music21_data_dir, capsys):
+    from musenet_jax.cli.main import main
+
+    args = ["bench", "data", "--config", "tiny", "--set", "model.context=64", "--set", "train.global_batch=8",
+            "--data-dir", str(music21_data_dir), "--batches", "2", "--steps", "1", "--rounds", "1", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pipeline_tokens_per_s"] > 0 and report["train_tokens_per_s"] > 0
+    assert report["ratio"] == report["pipeline_tokens_per_s"] / report["train_tokens_per_s"]
