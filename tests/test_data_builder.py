@@ -83,3 +83,30 @@ def test_prepare_cli_prints_a_summary(mixed_midi_dir, tmp_path):
     assert {k: v for k, v in summary["skipped_by_reason"].items() if k != "too_short"} == {
         "corrupt": 1, "empty": 1, "not_midi": 1}
     assert tfds.builder_from_directory(f"{tmp_path}/musenet_midi/midi_dir/1.0.0").info.splits
+
+
+def _pieces(data_dir, summary) -> dict[str, list[int]]:
+    builder = make_builder("midi_dir", data_dir, EncodingConfig())
+    return {ex["source"].decode(): ex["ids"].tolist() for split in summary.examples
+            for ex in builder.as_data_source(split=split)}
+
+
+def test_beam_direct_runner_builds_what_local_workers_build(mixed_midi_dir, tmp_path):
+    pytest.importorskip("apache_beam")
+    local = prepare("midi_dir", str(tmp_path / "local"), midi_dir=str(mixed_midi_dir), workers=1,
+                    show_progress=False)
+    beam = prepare("midi_dir", str(tmp_path / "beam"), midi_dir=str(mixed_midi_dir), show_progress=False,
+                   beam_options="--runner=DirectRunner")
+    assert beam.files_ok == local.files_ok and beam.skipped_by_reason == local.skipped_by_reason
+    assert read_skipped_report(tmp_path / "beam", "midi_dir") == read_skipped_report(tmp_path / "local", "midi_dir")
+    assert _pieces(tmp_path / "beam", beam) == _pieces(tmp_path / "local", local)
+
+
+def test_beam_options_without_beam_installed_is_a_user_error(mixed_midi_dir, tmp_path):
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match=r"musenet-jax\[beam\]"):
+            prepare("midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), beam_options="--runner=DirectRunner")
+    else:
+        pytest.skip("apache-beam is installed")

@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: data.data_dir of the config)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N input files")
     parser.add_argument("--workers", type=int, default=None, help="conversion processes (default: all cores)")
+    parser.add_argument("--beam-options", default=None, metavar="FLAGS",
+                        help='convert with Apache Beam instead of local processes, e.g. "--runner=DirectRunner" '
+                             "or Dataflow flags (needs the beam extra)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     summary = prepare(
         args.source or cfg.data.source, args.data_dir or cfg.data.data_dir, cfg.encoding,
         midi_dir=args.midi_dir or cfg.data.midi_dir or None, limit=args.limit, workers=args.workers,
-        show_progress=not args.json,
+        show_progress=not args.json, beam_options=args.beam_options,
     )
     print(json.dumps(dataclasses.asdict(summary)) if args.json else summary.describe())
     return 0

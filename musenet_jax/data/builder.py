@@ -1,9 +1,11 @@
 """The `musenet_midi` TFDS builder: tokenized MIDI as ArrayRecord shards, readable without TensorFlow.
 
 Configs: `music21` (the embedded corpus, no download) and `midi_dir` (a user's folder as TFDS's manual
-dir). Conversion runs in worker processes; files that cannot be used are skipped, counted by reason and
-listed in `skipped_files.json` beside the dataset. The dataset's metadata records the encoding config and
-the vocabulary fingerprint so that a pipeline or checkpoint with another encoding refuses it.
+dir). Conversion runs in worker processes on this machine, or, with `beam=True`, as an Apache Beam pipeline
+(`beam_convert.py`) on whatever runner the download config names. Files that cannot be used are skipped,
+counted by reason and listed in `skipped_files.json` beside the dataset. The dataset's metadata records
+the encoding config and the vocabulary fingerprint so that a pipeline or checkpoint with another encoding
+refuses it.
 """
 
 from __future__ import annotations
@@ -54,14 +56,29 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put MIDI files in the manual dir; first-level sub-folders name composers."
 
     def __init__(self, *, encoding: EncodingConfig = EncodingConfig(), limit: int | None = None,
-                 workers: int | None = None, show_progress: bool = True, **kwargs):
+                 workers: int | None = None, show_progress: bool = True, beam: bool = False, **kwargs):
         self.encoding = encoding
         self.vocab = Vocabulary(encoding)
         self.limit = limit
         self.workers = workers or os.cpu_count() or 1
         self.show_progress = show_progress
-        self.stats: BuildStats | None = None
+        self.beam = beam
+        self._stats: BuildStats | None = None
+        self._beam_splits: tuple[str, ...] = ()
         super().__init__(file_format="array_record", **kwargs)
+
+    @property
+    def stats(self) -> BuildStats | None:
+        """What the last `download_and_prepare` converted and skipped (None before a build)."""
+        if self._stats is None and self._beam_splits:
+            from musenet_jax.data.beam_convert import read_outcomes
+
+            kept, skipped = read_outcomes(self._beam_outcomes_dir(), self._beam_splits)
+            self._stats = _stats(kept, skipped)
+        return self._stats
+
+    def _beam_outcomes_dir(self):
+        return self.data_dir_root / self.name / self.builder_config.name / "beam_outcomes"
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -90,13 +107,31 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         sources = self._list_sources(dl_manager)
         if not sources:
-            raise UserError("no input files found" + (f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""))
+            where = f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""
+            raise UserError(f"no input files found{where}")
+        if self.beam:
+            return self._beam_split_transforms(sources)
         results = self._convert_all(sources)
         examples = [r for r in results if isinstance(r, convert_lib.Example)]
-        skipped = [r for r in results if isinstance(r, convert_lib.Skipped)]
+        skipped = [convert_lib.outcome(r) for r in results if isinstance(r, convert_lib.Skipped)]
         splits = _assign_splits(examples)
-        self.stats = _stats(sources, splits, skipped)
+        kept = {name: [convert_lib.outcome(ex) for ex in items] for name, items in splits.items()}
+        self._stats = _stats(kept, skipped)
         return {name: self._generate_examples(items) for name, items in splits.items()}
+
+    def _beam_split_transforms(self, sources: list[SourceFile]) -> dict:
+        """One Beam transform per split; files go to splits by hash before conversion (no lending: a corpus
+        big enough to need Beam fills every split), and a split with no files is left out."""
+        from musenet_jax.data.beam_convert import ConvertSplit
+
+        by_split: dict[str, list[SourceFile]] = {name: [] for name, _ in convert_lib.SPLIT_PERCENT}
+        for source in sources:
+            by_split[convert_lib.split_of(source.source_id)].append(source)
+        by_split = {name: items for name, items in by_split.items() if items}
+        self._beam_splits = tuple(by_split)
+        outcomes = self._beam_outcomes_dir()
+        return {name: ConvertSplit(items, self.encoding, str(outcomes / f"{name}.json"))
+                for name, items in by_split.items()}
 
     def _convert_all(self, sources: list[SourceFile]) -> list:
         from tqdm import tqdm
@@ -120,10 +155,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, items: list) -> Iterator[tuple[str, dict]]:
         for ex in items:
-            yield ex.source, {
-                "ids": ex.ids.astype(np.int32), "composer": ex.composer, "source": ex.source,
-                "duration_s": np.float32(ex.duration_s), "n_notes": np.int32(ex.n_notes),
-            }
+            yield ex.source, ex.features()
 
 
 def spread_subset(items: list, limit: int | None) -> list:
@@ -145,18 +177,18 @@ def _assign_splits(examples: list) -> dict[str, list]:
     return splits
 
 
-def _stats(sources: list[SourceFile], splits: dict[str, list], skipped: list) -> BuildStats:
+def _stats(kept: dict[str, list[dict]], skipped: list[dict[str, str]]) -> BuildStats:
+    """Statistics from `convert.outcome` records: the kept pieces of each split and the skipped ones."""
     per_composer: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"examples": 0, "tokens": 0})
-    for items in splits.values():
-        for ex in items:
-            per_composer[ex.composer]["examples"] += 1
-            per_composer[ex.composer]["tokens"] += len(ex.ids)
-    ok_files = {ex.source.split("#")[0] for items in splits.values() for ex in items}
+    for items in kept.values():
+        for piece in items:
+            per_composer[piece["composer"]]["examples"] += 1
+            per_composer[piece["composer"]]["tokens"] += piece["tokens"]
     return BuildStats(
-        files_ok=len(ok_files),
-        skipped=[{"source": s.source, "reason": s.reason, "detail": s.detail} for s in skipped],
-        examples={name: len(items) for name, items in splits.items()},
-        tokens={name: int(sum(len(ex.ids) for ex in items)) for name, items in splits.items()},
+        files_ok=len({piece["source"].split("#")[0] for items in kept.values() for piece in items}),
+        skipped=sorted(skipped, key=lambda s: s["source"]),
+        examples={name: len(items) for name, items in kept.items()},
+        tokens={name: sum(piece["tokens"] for piece in items) for name, items in kept.items()},
         per_composer=dict(sorted(per_composer.items())),
     )
 
@@ -180,7 +212,8 @@ def input_digest(builder: MusenetMidi, manual_dir: str | None) -> str:
         listing = [s.source_id for s in music21_sources()]
     else:
         root = pathlib.Path(manual_dir or "")
-        listing = [f"{s.source_id}:{pathlib.Path(s.path).stat().st_size}" for s in midi_dir_sources(root, builder.vocab.composers)]
+        sources = midi_dir_sources(root, builder.vocab.composers)
+        listing = [f"{s.source_id}:{pathlib.Path(s.path).stat().st_size}" for s in sources]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 

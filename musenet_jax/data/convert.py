@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,24 @@ class Example:
     duration_s: float
     n_notes: int
 
+    def features(self) -> dict[str, Any]:
+        """The example as the builder's TFDS features."""
+        return {"ids": self.ids.astype(np.int32), "composer": self.composer, "source": self.source,
+                "duration_s": np.float32(self.duration_s), "n_notes": np.int32(self.n_notes)}
+
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
     source: str
     reason: str  # short code, for the summary
     detail: str  # one line, for the report
+
+
+def outcome(result: Example | Skipped) -> dict[str, Any]:
+    """The small JSON-able record of one conversion result that a build's statistics are computed from."""
+    if isinstance(result, Example):
+        return {"source": result.source, "composer": result.composer, "tokens": int(len(result.ids))}
+    return {"source": result.source, "reason": result.reason, "detail": result.detail}
 
 
 def split_of(source_id: str) -> str:

@@ -1,8 +1,10 @@
 """Which files make up a corpus and what composer label each gets.
 
 `music21`: the scores bundled with the music21 package, labelled by their corpus folder (the table
-below); analysis-only files (roman-numeral `.rntxt`) are left out. A file holding several pieces (an ABC
-opus) contributes up to `MAX_PIECES_PER_FILE` of them. `midi_dir`: every MIDI file below a folder, the
+below; other composers, e.g. Schoenberg or C. P. E. Bach, are `unknown`). Left out: analysis-only files
+(roman-numeral `.rntxt`) and the folders in `MUSIC21_EXCLUDED` (notation and layout test files, theory
+exercises: not repertoire). A file holding several pieces (an ABC opus) contributes up to
+`MAX_PIECES_PER_FILE` of them. `midi_dir`: every MIDI file below a folder, the
 composer being the first-level sub-folder's name when the vocabulary knows it, else `unknown`.
 """
 
@@ -25,6 +27,8 @@ MUSIC21_COMPOSERS: dict[str, str] = {
     "airdsAirs": "folk", "miscFolk": "folk", "nottingham-dataset": "folk",
 }
 
+MUSIC21_EXCLUDED = frozenset({"demos", "theoryExercises"})
+
 
 @dataclasses.dataclass(frozen=True)
 class SourceFile:
@@ -46,6 +50,8 @@ def music21_sources() -> list[SourceFile]:
         if path.suffix.lower() not in SCORE_SUFFIXES:
             continue
         rel = path.relative_to(root)
+        if rel.parts[0] in MUSIC21_EXCLUDED:
+            continue
         composer = MUSIC21_COMPOSERS.get(rel.parts[0], "unknown")
         found.append(SourceFile(str(path), rel.as_posix(), composer, "score"))
     return found

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import pathlib
+import shlex
 import sys
 import time
 
@@ -42,12 +43,17 @@ class PrepareSummary:
 
 
 def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfig(), *, midi_dir: str | None = None,
-            limit: int | None = None, workers: int | None = None, show_progress: bool = True) -> PrepareSummary:
-    """Builds the dataset unless one built from the same input with the same encoding is already there."""
+            limit: int | None = None, workers: int | None = None, show_progress: bool = True,
+            beam_options: str | None = None) -> PrepareSummary:
+    """Builds the dataset unless one built from the same input with the same encoding is already there.
+
+    `beam_options` (Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ...") runs the
+    conversion as an Apache Beam pipeline instead of local worker processes."""
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
+    pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
     builder = builder_lib.make_builder(source, data_dir, encoding, limit=limit, workers=workers,
-                                       show_progress=show_progress)
+                                       show_progress=show_progress, beam=pipeline_options is not None)
     folder = builder_lib.dataset_dir(data_dir, source)
     inputs = {"digest": builder_lib.input_digest(builder, midi_dir), "fingerprint": builder.vocab.fingerprint(),
               "limit": limit}
@@ -57,9 +63,10 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
     start = time.perf_counter()
     import tensorflow_datasets as tfds
 
+    mode = tfds.download.GenerateMode
     config = tfds.download.DownloadConfig(
-        manual_dir=midi_dir, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
-        if not folder.exists() else tfds.download.GenerateMode.FORCE_REDOWNLOAD,
+        manual_dir=midi_dir, beam_options=pipeline_options,
+        download_mode=mode.FORCE_REDOWNLOAD if folder.exists() else mode.REUSE_CACHE_IF_EXISTS,
     )
     tfds.disable_progress_bar()  # our own bar covers the slow part; TFDS's shard bars are noise
     with contextlib.redirect_stdout(sys.stderr):  # TFDS prints status lines; stdout is for our summary
@@ -76,6 +83,14 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
     (folder / builder_lib.SKIPPED_REPORT).write_text(json.dumps({"skipped": stats.skipped}, indent=1))
     inputs_file.write_text(json.dumps({"inputs": inputs, "summary": dataclasses.asdict(summary)}, indent=1))
     return summary
+
+
+def _beam_pipeline_options(flags: str):
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise UserError("--beam-options needs Apache Beam: pip install 'musenet-jax[beam]'") from None
+    return PipelineOptions(shlex.split(flags))
 
 
 def _reused_summary(folder: pathlib.Path, saved: dict) -> PrepareSummary:
