@@ -1,0 +1,164 @@
+"""Sampling: creativity filters, the token grammar (every candidate re-encodes from its MIDI exactly),
+conditioning errors, requested length, and `musenet-jax generate` end to end on a trained tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from midi_corpus import export_corpus_scores
+from tiny_run import train_tiny
+
+from musenet_jax.cli.main import main
+from musenet_jax.config import load_config
+from musenet_jax.encoding.timing import duration_steps
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
+from musenet_jax.model.transformer import MuseNet
+from musenet_jax.sample import audio
+from musenet_jax.sample.conditioning import make_request
+from musenet_jax.sample.filtering import SamplingSettings, draw, top_k_filter, top_p_filter
+from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens
+from musenet_jax.sample.sampler import Sampler
+
+TOKENIZER = Tokenizer()
+
+
+def test_top_k_keeps_the_k_largest_logits():
+    logits = jnp.array([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = np.isfinite(np.asarray(top_k_filter(logits, 2)))[0]
+    assert kept.tolist() == [False, True, False, True, False]
+    assert np.isfinite(np.asarray(top_k_filter(logits, 0))).all()  # 0 = off
+
+
+@pytest.mark.parametrize("p,expected", [(0.5, 1), (0.7, 2), (0.8, 2), (0.81, 3), (0.96, 4), (1.0, 4)])
+def test_top_p_keeps_the_smallest_nucleus_reaching_p(p, expected):
+    probs = np.array([0.15, 0.5, 0.05, 0.3])  # sorted: 0.5, 0.3, 0.15, 0.05
+    kept = np.isfinite(np.asarray(top_p_filter(jnp.log(jnp.asarray(probs))[None], p)))[0]
+    assert kept.sum() == expected
+    assert kept[np.argsort(-probs)[:expected]].all()
+
+
+def test_draws_stay_inside_the_filtered_support_and_temperature_zero_is_greedy():
+    logits = jnp.log(jnp.array([[0.15, 0.5, 0.05, 0.3]]))
+    keys = jax.random.split(jax.random.key(0), 400)
+    draws = jax.vmap(lambda k: draw(k, logits, SamplingSettings(1.0, 3, 0.8)))(keys)
+    assert set(np.asarray(draws).ravel().tolist()) == {1, 3}  # top-p 0.8 of the renormalized top 3 = the 2 likeliest
+    assert int(draw(keys[0], logits, SamplingSettings(0.0))[0]) == 1
+    with pytest.raises(UserError, match="top-p"):
+        SamplingSettings(top_p=0.0)
+
+
+def test_grammar_allows_note_offs_only_of_sounding_notes_and_keeps_the_step_order():
+    vocab = TOKENIZER.vocab
+    tables = GrammarTables.from_vocab(vocab)
+    state = GrammarState.initial(1, tables)
+    families = jnp.ones((1, len(vocab.families)), bool)
+    c4_on, c4_off = vocab.id("piano:v2:C4"), vocab.id("piano:v0:C4")
+    e4_on = vocab.id("piano:v2:E4")
+    allowed = np.asarray(allowed_tokens(state, tables, families))[0]
+    assert allowed[c4_on] and not allowed[c4_off] and allowed[vocab.end_id] and not allowed[vocab.start_id]
+    state = advance(state, jnp.array([e4_on]), tables, jnp.array([True]))
+    allowed = np.asarray(allowed_tokens(state, tables, families))[0]
+    assert not allowed[c4_on]  # ascending ids within a step: C4 sorts before E4
+    assert not allowed[vocab.id("piano:v0:E4")]  # a note lasts at least one step
+    assert not allowed[vocab.end_id]  # E4 still sounds
+    state = advance(state, jnp.array([vocab.wait_id(3)]), tables, jnp.array([True]))
+    allowed = np.asarray(allowed_tokens(state, tables, families))[0]
+    assert allowed[vocab.id("piano:v0:E4")] and not allowed[vocab.id("piano:v1:E4")]  # E4 sounds: off yes, on no
+    assert not allowed[vocab.wait_id(5)]  # a short wait is never followed by another wait
+    only_strings = jnp.zeros((1, len(vocab.families)), bool).at[0, vocab.families.index("strings")].set(True)
+    allowed = np.asarray(allowed_tokens(state, tables, only_strings))[0]
+    assert not allowed[c4_on] and allowed[vocab.id("strings:v2:C4")]
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    cfg = load_config("tiny", ["model.d_model=32", "model.context=64"])
+    return MuseNet(cfg.model, TOKENIZER.vocab.size, rngs=nnx.Rngs(0))
+
+
+def test_every_sampled_sequence_is_what_its_midi_file_encodes_to(random_model, tmp_path):
+    """An untrained model draws wild sequences (drums, chords, long runs past the 64-token context);
+    the grammar still makes each one exactly the tokenizer's encoding of its own MIDI file."""
+    sampler = Sampler(random_model, TOKENIZER)
+    request = make_request(TOKENIZER, "jazz", "piano,drums,bass", 60.0)
+    candidates = sampler.sample([request] * 3, max_new_tokens=180, seed=1)
+    assert len({c.ids.tobytes() for c in candidates}) == 3
+    for k, cand in enumerate(candidates):
+        assert cand.stopped_by in ("end", "budget") and cand.sampled > 64 and np.isfinite(cand.mean_logprob)
+        path = tmp_path / f"{k}.mid"
+        TOKENIZER.decode(cand.ids).dump(str(path))
+        again = TOKENIZER.encode(path, composer="jazz")
+        np.testing.assert_array_equal(again[TOKENIZER.prefix_length(again):], cand.ids[request.prefix_length:])
+        families = set(TOKENIZER.ids_to_events(cand.ids).family.tolist())
+        assert families <= {TOKENIZER.vocab.families.index(f) for f in ("piano", "drums", "bass")}
+
+
+def test_sampling_stops_at_the_requested_length(random_model):
+    sampler = Sampler(random_model, TOKENIZER, SamplingSettings(top_k=300))
+    request = make_request(TOKENIZER, "bach", "piano", 0.3)
+    candidates = sampler.sample([request] * 2, max_new_tokens=150, seed=2)
+    assert any(c.stopped_by == "length" for c in candidates)
+    for cand in candidates:
+        assert duration_steps(cand.ids, TOKENIZER.vocab) <= request.target_steps == 30
+
+
+def test_unknown_composer_or_instrument_is_one_line_listing_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown composer 'bahc'; valid: bach, "):
+        make_request(TOKENIZER, "bahc", "piano", 5)
+    with pytest.raises(UserError, match=r"unknown instrument 'pinao'; valid: piano, "):
+        make_request(TOKENIZER, "bach", "pinao,strings", 5)
+
+
+def test_wav_rendering_or_one_explanation():
+    render, why_not = audio.renderer()
+    if render is None:
+        assert "apt-get install fluidsynth fluid-soundfont-gm" in why_not
+        return
+    events = TOKENIZER.ids_to_events(np.array([TOKENIZER.vocab.id("piano:v3:C4"), TOKENIZER.vocab.wait_id(50)]))
+    import tempfile
+    import wave
+
+    with tempfile.TemporaryDirectory() as folder:
+        render(events, f"{folder}/c4.wav")
+        with wave.open(f"{folder}/c4.wav") as wav:
+            assert wav.getnchannels() == 2 and wav.getnframes() >= audio.SAMPLE_RATE * (0.5 + audio.TAIL_S) - 1
+            assert np.abs(np.frombuffer(wav.readframes(wav.getnframes()), np.int16)).max() > 0
+
+
+@pytest.mark.slow
+def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir, tmp_path, capsys):
+    workdir = train_tiny(music21_data_dir, tmp_path / "run")
+    intro = export_corpus_scores(tmp_path / "corpus", ("bach/bwv66.6",))[0]
+    fakes = tmp_path / "fakes"
+    assert main(["critic", "make-fakes", "--checkpoint", str(workdir), "--num", "4", "--out", str(fakes)]) == 0
+    assert main(["critic", "train", "--checkpoint", str(workdir), "--fakes", str(fakes),
+                 "--set", "sample.critic_steps=3", "--set", "sample.critic_batch=4"]) == 0
+    assert "held-out ROC AUC" in capsys.readouterr().out
+    out = tmp_path / "out"
+    code = main(["generate", "--checkpoint", str(workdir), "--composer", "bach", "--instruments", "piano,strings",
+                 "--prompt", str(intro), "--seconds", "2", "--num-samples", "2", "--top-p", "0.95",
+                 "--max-new-tokens", "40", "--out", str(out)])
+    assert code == 0
+    prompt_body = TOKENIZER.encode(intro)[TOKENIZER.prefix_length(TOKENIZER.encode(intro)):-1]
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["ranked_by"] == "critic_score"
+    scores = [c["critic_score"] for c in ranking["candidates"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 2 and all(0 < s < 1 for s in scores)
+    for k in range(2):
+        saved = json.loads((out / f"sample_{k}.json").read_text())
+        ids, prompt_length = np.array(saved["ids"]), saved["prompt_length"]
+        prefix_length = prompt_length - len(prompt_body)
+        np.testing.assert_array_equal(ids[prefix_length:prompt_length], prompt_body)  # the intro, untouched
+        again = TOKENIZER.encode(out / f"sample_{k}.mid")
+        body = again[TOKENIZER.prefix_length(again):]
+        np.testing.assert_array_equal(body[len(prompt_body):], ids[prompt_length:])  # the continuation
+        assert (out / f"sample_{k}.png").stat().st_size > 0
+    assert main(["generate", "--checkpoint", str(workdir), "--composer", "bahc", "--instruments", "piano",
+                 "--out", str(out)]) == 2
+    assert "unknown composer 'bahc'; valid: bach" in capsys.readouterr().err
