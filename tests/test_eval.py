@@ -1,0 +1,105 @@
+"""`musenet-jax eval`: bits per token over whole pieces (each token scored once), musical statistics on
+pieces whose answers are known, and the command end to end on a trained tiny run."""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from tiny_run import train_tiny
+
+from musenet_jax.cli.main import main
+from musenet_jax.config import load_config
+from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.encoding.timing import duration_steps, token_times
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.eval.music_stats import distances, piece_stats, stats_table
+from musenet_jax.eval.nll import bits_per_token
+from musenet_jax.eval.windows import piece_windows
+from musenet_jax.model.transformer import MuseNet
+from musenet_jax.train.step import token_nll
+
+TOKENIZER = Tokenizer()
+PIANO = FAMILIES.index("piano")
+
+
+def random_piece(length: int, seed: int) -> np.ndarray:
+    """A prefix, then random note-on / wait tokens (the model need not like them), then `end`."""
+    vocab = TOKENIZER.vocab
+    rng = np.random.default_rng(seed)
+    body = rng.choice([vocab.id("piano:v3:C4"), vocab.id("piano:v2:E4"), vocab.wait_id(4), vocab.wait_id(12)],
+                      length - 4)
+    return np.array([vocab.composer_id("bach"), vocab.instrument_id("piano"), vocab.start_id, *body, vocab.end_id],
+                    np.int32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = load_config("tiny", ["model.d_model=32", "model.context=64"])
+    return MuseNet(cfg.model, TOKENIZER.vocab.size, rngs=nnx.Rngs(0), time_step_ms=cfg.encoding.time_step_ms)
+
+
+def test_bits_per_token_of_a_short_piece_is_its_full_forward_nll(model):
+    piece = random_piece(40, seed=0)
+    times = token_times(piece, TOKENIZER.vocab)
+    logits = model(jnp.asarray(piece[None, :-1]), jnp.asarray(times[None, :-1]),
+                   jnp.asarray([duration_steps(piece, TOKENIZER.vocab)]))
+    expected = np.asarray(token_nll(logits, jnp.asarray(piece[None, 1:])))[0].mean() / math.log(2)
+    report = bits_per_token(model, TOKENIZER, [piece])
+    assert report["tokens"] == len(piece) - 1
+    assert report["bits_per_token"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_long_pieces_score_every_token_once_and_kinds_add_up(model):
+    pieces = [random_piece(n, seed=n) for n in (30, 150, 300)]  # two longer than the 64-token context
+    for piece in pieces:
+        windows = piece_windows(TOKENIZER, piece, 64)
+        assert windows["scored"].sum() == len(piece) - 1
+        assert (windows["inputs"][:, :3] == piece[:3]).all()  # every window opens with the prefix
+    report = bits_per_token(model, TOKENIZER, pieces)
+    assert report["tokens"] == sum(len(p) - 1 for p in pieces) == sum(report["tokens_by_kind"].values())
+    weighted = sum(report["bits_per_token_by_kind"][k] * n for k, n in report["tokens_by_kind"].items() if n)
+    assert weighted / report["tokens"] == pytest.approx(report["bits_per_token"], rel=1e-6)
+    assert report["tokens_by_kind"]["end"] == 3 and report["tokens_by_kind"]["prefix"] == 2 * 3
+
+
+def test_statistics_of_a_c_major_triad_then_silence():
+    # C4 E4 G4 together for 1 s, then nothing until one short G4 at 3 s (0.1 s long).
+    events = Events.from_columns([0, 0, 0, 3.0], [1, 1, 1, 3.1], [PIANO] * 4, [60, 64, 67, 67], [80] * 4)
+    stats = piece_stats(events, step_s=0.01)
+    assert stats["scale_consistency"] == 1.0
+    assert stats["pitch_class_entropy"] == pytest.approx(-(0.25 * math.log2(0.25) * 2 + 0.5 * math.log2(0.5)))
+    assert stats["pitch_range"] == 7
+    assert stats["polyphony"] == pytest.approx((3 * 100 + 10) / 110)
+    assert stats["empty_time_rate"] == pytest.approx(200 / 310)
+    assert stats["note_density"] == pytest.approx(4 / 3.1)
+
+
+def test_distance_is_zero_for_the_same_pieces_and_grows_with_the_shift():
+    def triads(offset_s):
+        return [piece_stats(Events.from_columns([0, 0, 0], [1 + offset_s + k, 1, 1], [PIANO] * 3,
+                                                [60, 64, 67 + k], [80] * 3), 0.01) for k in range(4)]
+
+    same = distances(stats_table(triads(0)), stats_table(triads(0)))
+    assert all(v == 0 for v in same.values() if v is not None)
+    near = distances(stats_table(triads(0.5)), stats_table(triads(0)))
+    far = distances(stats_table(triads(2.0)), stats_table(triads(0)))
+    assert 0 < near["note_density"] < far["note_density"]
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_on_a_trained_tiny_run(music21_data_dir, tmp_path, capsys):
+    workdir = train_tiny(music21_data_dir, tmp_path / "run")
+    code = main(["eval", "--checkpoint", str(workdir), "--data-dir", str(music21_data_dir), "--split", "train",
+                 "--max-pieces", "3", "--num-samples", "2", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"bits_per_token", "bits_per_token_by_kind", "sample_stats", "test_stats", "stat_distance"} <= set(report)
+    assert report["pieces"] == 3 and report["num_samples"] == 2
+    assert 0 < report["bits_per_token"] < math.log2(TOKENIZER.vocab.size) + 2  # 3 steps: near uniform, finite
+    assert report["sample_stats"]["note_density"]["n"] > 0
+    assert main(["eval", "--checkpoint", str(workdir), "--num-samples", "-1"]) == 2
+    assert "--num-samples must not be negative" in capsys.readouterr().err
