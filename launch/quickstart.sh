@@ -12,7 +12,6 @@ limit_arg=()
 
 musenet-jax prepare --source music21 --data-dir "$DATA" "${limit_arg[@]}"
 musenet-jax train --config tiny --data-dir "$DATA" --workdir "$OUT/train" --steps "$STEPS"
-if musenet-jax generate --help >/dev/null 2>&1; then
-  musenet-jax generate --checkpoint "$OUT/train" --composer bach --instruments piano,strings \
-    --seconds 20 --num-samples 2 --out "$OUT/samples"
-fi
+musenet-jax generate --checkpoint "$OUT/train" --composer bach --instruments piano,strings \
+  --seconds 20 --num-samples 2 --out "$OUT/samples"
+echo "samples (MIDI, piano rolls, ranking.json) in $OUT/samples"

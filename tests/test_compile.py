@@ -63,3 +63,14 @@ def test_bad_mesh_is_one_line(capsys, mesh, message):
 def test_batch_that_does_not_split_over_the_mesh_is_refused(capsys):
     assert main([*ARGS, "--topology", "v5p:2x2x1", "--mesh", "data=1,fsdp=4,tensor=1", "--batch", "6"]) == 2
     assert "train.global_batch=6 must split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_train_step_compiles_for_v5p_with_the_pallas_kernels(capsys):
+    """The Mosaic kernels (forward and backward) inside the sharded, scanned train step, through libtpu."""
+    args = [*ARGS, "--set", "model.attention=pallas", "--topology", "v5p:2x2x1", "--mesh", "data=1,fsdp=2,tensor=2",
+            "--batch", "8", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["attention"] == "pallas" and report["fits"] and report["num_devices"] == 4
+    assert report["xla_flops_per_device"] > 0
