@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "decode",
     "prepare",
     "train",
+    "plot",
     "bench",
     "model_info",
     "compile",
