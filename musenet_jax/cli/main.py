@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from musenet_jax import __version__
 from musenet_jax.errors import UserError
+from musenet_jax.platform import default_to_cpu_without_accelerators
 
 # Subcommand modules, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand; user errors become one line on stderr and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    default_to_cpu_without_accelerators(os.environ)  # before any command imports JAX
     try:
         return int(args.run(args) or 0)
     except UserError as err:
