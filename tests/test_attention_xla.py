@@ -123,3 +123,15 @@ def test_attention_bench_prints_one_json_object_per_backend(capsys):
     assert rows[0]["density"] == 1.0 and rows[1]["pattern_density"] <= rows[1]["density"] < 1.0
     with pytest.raises(UserError, match="unknown attention backend 'xla'"):
         _bench(["--backends", "dense,xla"])
+
+
+def test_attention_bench_compares_with_jax_pallas_flash_attention(capsys):
+    """JAX's own flash kernel (Triton flavour, interpreted on CPU) as a side-by-side baseline."""
+    import json
+
+    argv = ["--seq", "128", "--pattern", "strided", "--heads", "1", "--head-dim", "16", "--stride", "16"]
+    assert _bench([*argv, "--backends", "dense,jax_flash", "--block-size", "16", "--repeats", "1", "--json"]) == 0
+    dense, flash = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert flash["backend"] == "jax_flash" and flash["density"] == 1.0  # one 128-block: the diagonal is all of it
+    assert dense["speedup_vs_jax_flash_fwd_bwd"] == flash["fwd_bwd_ms"] / dense["fwd_bwd_ms"]
+    assert flash["speedup_vs_jax_flash_fwd_bwd"] == 1.0

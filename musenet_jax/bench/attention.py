@@ -11,12 +11,19 @@ from musenet_jax.errors import UserError, unknown_choice
 
 
 CPU_PALLAS_TOPOLOGY = "v5p:2x2x1"  # on a CPU host the Pallas kernels only interpret: report their TPU cost instead
+# Baselines that only the benchmark knows: JAX's own Pallas flash attention (causal, dense: it computes every
+# block on or below the diagonal whatever the pattern), the TPU kernel for TPU topologies, the Triton one elsewhere.
+BASELINES: tuple[str, ...] = ("jax_flash",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq", default="1024,4096,8192", help="comma-separated sequence lengths")
     parser.add_argument("--pattern", default="strided,fixed", help="comma-separated patterns (strided, fixed)")
-    parser.add_argument("--backends", default="dense,xla_blocksparse", help="comma-separated attention backends")
+    parser.add_argument(
+        "--backends", default="dense,xla_blocksparse",
+        help="comma-separated attention backends (dense, xla_blocksparse, pallas) and baselines (jax_flash: JAX's "
+        "own Pallas flash attention, causal and dense)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
@@ -70,13 +77,15 @@ def _peak_mb(compiled) -> float:
     return total / 2**20
 
 
-def _programs(args: argparse.Namespace, pattern, backend: str):
+def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool):
     """forward(q, k, v) and forward_backward(q, k, v, cotangent) of one backend."""
     import jax
 
     from pallas_kernels.attention import attend
 
     def forward(q, k, v):
+        if backend == "jax_flash":
+            return _jax_flash(q, k, v, on_tpu=on_tpu)
         return attend(q, k, v, (pattern,), backend=backend, block_size=args.block_size)
 
     def forward_backward(q, k, v, cotangent):
@@ -86,15 +95,34 @@ def _programs(args: argparse.Namespace, pattern, backend: str):
     return forward, forward_backward
 
 
+def _jax_flash(q, k, v, *, on_tpu: bool):
+    """JAX's Pallas flash attention on [batch, seq, heads, dim] inputs, causal, scaled like ours."""
+    import jax
+
+    scale = q.shape[-1] ** -0.5
+    if on_tpu:
+        from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention
+
+        heads_first = (0, 2, 1, 3)  # the TPU kernel takes [batch, heads, seq, dim]
+        out = flash_attention(*(x.transpose(heads_first) for x in (q, k, v)), causal=True, sm_scale=scale)
+        return out.transpose(heads_first)
+    from jax.experimental.pallas.ops.gpu.attention import mha
+
+    return mha(q, k, v, None, sm_scale=scale, causal=True, interpret=jax.default_backend() == "cpu")
+
+
 def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     from pallas_kernels.attention import backend_layout
 
-    layout = backend_layout(pattern, seq, backend="xla_blocksparse" if backend == "dense" else backend, block_size=args.block_size)
+    layout = backend_layout(pattern, seq, backend="pallas" if backend == "pallas" else "xla_blocksparse",
+                            block_size=args.block_size)
+    blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
+    density = {"dense": 1.0, "jax_flash": (blocks + 1) / (2 * blocks)}.get(backend, layout.density)
     return {
         "pattern": pattern.name,
         "seq": seq,
         "backend": backend,
-        "density": 1.0 if backend == "dense" else layout.density,
+        "density": density,
         "pattern_density": layout.pattern_density,
     }
 
@@ -107,7 +135,7 @@ def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     shape = (args.batch, seq, args.heads, args.head_dim)
     keys = jax.random.split(jax.random.key(seq), 4)
     q, k, v, cotangent = (jax.random.normal(key, shape, dtype) for key in keys)
-    forward, forward_backward = _programs(args, pattern, backend)
+    forward, forward_backward = _programs(args, pattern, backend, on_tpu=False)
     fwd = jax.jit(forward).lower(q, k, v).compile()
     fwd_bwd = jax.jit(forward_backward).lower(q, k, v, cotangent).compile()
     return _densities(args, pattern, seq, backend) | {
@@ -126,7 +154,7 @@ def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, de
     x = jax.ShapeDtypeStruct(
         (args.batch, seq, args.heads, args.head_dim), jnp.dtype(args.dtype), sharding=jax.sharding.SingleDeviceSharding(device)
     )
-    forward, forward_backward = _programs(args, pattern, backend)
+    forward, forward_backward = _programs(args, pattern, backend, on_tpu=True)
     fwd = jax.jit(forward).lower(x, x, x).compile().cost_analysis()
     fwd_bwd = jax.jit(forward_backward).lower(x, x, x, x).compile().cost_analysis()
     return _densities(args, pattern, seq, backend) | {
@@ -138,9 +166,10 @@ def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, de
 
 def _print_cost_table(rows: list[dict], topology: str) -> None:
     print(f"compiled cost analysis for one chip of {topology} (no timing)")
-    print(f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_GF':>10}{'fwd+bwd_GF':>12}{'fwd+bwd_GB':>12}{'x_flops':>9}")
+    print(f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_GF':>10}{'fwd+bwd_GF':>12}{'fwd+bwd_GB':>12}{'x_flops':>9}{'x_vs_flash':>12}")
     for r in rows:
-        ratio = f"{r['flops_ratio_fwd_bwd']:>9.2f}" if "flops_ratio_fwd_bwd" in r else ""
+        ratio = f"{r['flops_ratio_fwd_bwd']:>9.2f}" if "flops_ratio_fwd_bwd" in r else f"{'':>9}"
+        ratio += f"{r['flops_ratio_vs_jax_flash']:>12.2f}" if "flops_ratio_vs_jax_flash" in r else ""
         print(
             f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
             f"{r['fwd_gflop']:>10.2f}{r['fwd_bwd_gflop']:>12.2f}{r['fwd_bwd_gbytes']:>12.3f}{ratio}"
@@ -148,11 +177,12 @@ def _print_cost_table(rows: list[dict], topology: str) -> None:
 
 
 def _print_table(rows: list[dict]) -> None:
-    header = f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_ms':>10}{'fwd+bwd_ms':>12}{'peak_MB':>10}{'x_fwd':>7}{'x_fwd+bwd':>10}{'0.5/d':>7}"
+    header = f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_ms':>10}{'fwd+bwd_ms':>12}{'peak_MB':>10}{'x_fwd':>7}{'x_fwd+bwd':>10}{'0.5/d':>7}{'x_vs_flash':>11}"
     print(header)
     for r in rows:
         speed = f"{r['speedup_fwd']:>7.2f}{r['speedup_fwd_bwd']:>10.2f}" if "speedup_fwd" in r else f"{'':>17}"
-        target = f"{0.5 / r['density']:>7.2f}" if r["backend"] != "dense" else ""
+        target = f"{0.5 / r['density']:>7.2f}" if r["backend"] != "dense" else f"{'':>7}"
+        target += f"{r['speedup_vs_jax_flash_fwd_bwd']:>11.2f}" if "speedup_vs_jax_flash_fwd_bwd" in r else ""
         print(
             f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
             f"{r['fwd_ms']:>10.1f}{r['fwd_bwd_ms']:>12.1f}{r['peak_mem_mb']:>10.1f}{speed}{target}"
@@ -166,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
     seqs = _positive_ints(args.seq, "seq")
     backends = _csv(args.backends, "backends")
     for name in backends:
-        if name not in BACKENDS:
-            raise unknown_choice("attention backend", name, BACKENDS)
+        if name not in BACKENDS + BASELINES:
+            raise unknown_choice("attention backend", name, BACKENDS + BASELINES)
     names = _csv(args.pattern, "pattern")
     for name in names:
         if name not in PATTERN_NAMES:
@@ -190,12 +220,17 @@ def run(args: argparse.Namespace) -> int:
             else:
                 group = [_measure(args, pattern, seq, backend) for backend in backends]
             dense = next((r for r in group if r["backend"] == "dense"), None)
+            flash = next((r for r in group if r["backend"] == "jax_flash"), None)
             for r in group:
                 if dense is not None and topology:
                     r["flops_ratio_fwd_bwd"] = dense["fwd_bwd_gflop"] / r["fwd_bwd_gflop"]
                 elif dense is not None:
                     r["speedup_fwd"] = dense["fwd_ms"] / r["fwd_ms"]
                     r["speedup_fwd_bwd"] = dense["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+                if flash is not None and topology:
+                    r["flops_ratio_vs_jax_flash"] = flash["fwd_bwd_gflop"] / r["fwd_bwd_gflop"]
+                elif flash is not None:
+                    r["speedup_vs_jax_flash_fwd_bwd"] = flash["fwd_bwd_ms"] / r["fwd_bwd_ms"]
                 if args.json:
                     print(json.dumps(r), flush=True)
             rows.extend(group)
