@@ -156,3 +156,16 @@ def test_any_iterator_with_get_state_and_set_state_is_checkpointed(tmp_path):
     fresh = iter(loader)
     checkpoints.restore(1, abstract_params=_abstract({"w": jnp.ones(2)}), data_iterator=fresh)
     np.testing.assert_array_equal(next(fresh), expected)
+
+
+def test_opening_a_run_read_only_says_nothing(tmp_path, caplog):
+    """Sampling and eval open checkpoints read-only on purpose; Orbax's warnings about it are not news."""
+    import logging
+
+    RunCheckpoints(tmp_path / "run", keep=1).wait()
+    absl_logger = logging.getLogger("absl")
+    for installed in list(absl_logger.filters):  # as in a fresh process that only samples
+        absl_logger.removeFilter(installed)
+    with caplog.at_level(logging.WARNING):
+        RunCheckpoints(tmp_path / "run", read_only=True)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

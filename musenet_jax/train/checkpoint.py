@@ -139,6 +139,9 @@ class RunCheckpoints:
                 ),
             ]
         )
+        absl_logger = logging.getLogger("absl")  # before the options: they warn when read-only
+        if not any(isinstance(f, _QuietUnvalidatedSaves) for f in absl_logger.filters):
+            absl_logger.addFilter(_QuietUnvalidatedSaves())
         options = ocp.CheckpointManagerOptions(
             preservation_policy=None if read_only else preservation,
             best_fn=lambda metrics: metrics[BEST_METRIC],
@@ -148,9 +151,6 @@ class RunCheckpoints:
             read_only=read_only,
             create=not read_only,
         )
-        absl_logger = logging.getLogger("absl")
-        if not any(isinstance(f, _QuietUnvalidatedSaves) for f in absl_logger.filters):
-            absl_logger.addFilter(_QuietUnvalidatedSaves())
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
