@@ -65,3 +65,17 @@ def test_long_gaps_become_several_waits():
 def test_unknown_composer_lists_the_valid_ones():
     with pytest.raises(UserError, match=r"unknown composer 'bahc'; valid: bach"):
         Tokenizer().encode(packaged_midi_files()[0], composer="bahc")
+
+
+@pytest.mark.parametrize("parser", ["symusic", "miditoolkit"])
+def test_a_midi_without_notes_is_prefix_and_end_and_decodes_to_an_empty_valid_file(parser, tmp_path):
+    import miditoolkit
+
+    miditoolkit.MidiFile().dump(tmp_path / "silence.mid")
+    tokenizer = Tokenizer(parser=parser)
+    ids = tokenizer.encode(tmp_path / "silence.mid", composer="bach")
+    assert tokenizer.to_strings(ids) == ["composer:bach", "start", "end"]
+    tokenizer.decode(ids).dump(tmp_path / "decoded.mid")
+    reread = miditoolkit.MidiFile(tmp_path / "decoded.mid")
+    assert sum(len(track.notes) for track in reread.instruments) == 0
+    np.testing.assert_array_equal(tokenizer.encode(tmp_path / "decoded.mid", composer="bach"), ids)
