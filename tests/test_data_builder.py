@@ -110,3 +110,38 @@ def test_beam_options_without_beam_installed_is_a_user_error(mixed_midi_dir, tmp
             prepare("midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), beam_options="--runner=DirectRunner")
     else:
         pytest.skip("apache-beam is installed")
+
+
+OVERFULL_SCORE = """<?xml version="1.0" encoding="UTF-8"?>
+<score-partwise version="3.1">
+  <part-list><score-part id="P1"><part-name>Violin</part-name></score-part></part-list>
+  <part id="P1">
+    <measure number="1">
+      <attributes><divisions>7</divisions><time><beats>4</beats><beat-type>4</beat-type></time></attributes>
+      <note><pitch><step>C</step><octave>4</octave></pitch><duration>28</duration><type>whole</type></note>
+      <note><pitch><step>D</step><octave>4</octave></pitch><duration>1</duration><type>32nd</type></note>
+    </measure>
+    <measure number="2">{quarters}</measure>
+    <measure number="3">{quarters}</measure>
+  </part>
+</score-partwise>
+""".replace("{quarters}", "<note><pitch><step>E</step><octave>4</octave></pitch><duration>7</duration><type>quarter</type></note>" * 4)
+
+
+def test_scores_music21_repairs_convert_without_warnings_on_the_terminal(tmp_path):
+    import warnings
+
+    import music21
+
+    from musenet_jax.data.convert import Example, convert
+    from musenet_jax.data.corpus import SourceFile
+
+    path = tmp_path / "overfull.musicxml"
+    path.write_text(OVERFULL_SCORE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = convert(SourceFile(str(path), "overfull.musicxml", "bach", "score"), EncodingConfig())
+    assert [type(r) for r in results] == [Example] and results[0].n_notes == 10
+    assert caught == []
+    with pytest.warns(UserWarning, match="overfull"):  # music21 does warn on this score
+        music21.converter.parse(path, forceSource=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import hashlib
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,11 +63,21 @@ def _tokenizer(cfg: EncodingConfig) -> Tokenizer:
     return _TOKENIZERS[cfg]
 
 
+@contextlib.contextmanager
+def _music21_repairs_quietly():
+    """music21 warns as it repairs scores (overfull measures, ...); each warning is one line between the
+    progress bar's updates that the user can do nothing about, so the build keeps them out of the terminal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"music21(\.|$)")
+        yield
+
+
 def _score_pieces(path: str) -> list:
     """A music21 score, or the first pieces of an opus, as music21 streams."""
     import music21
 
-    parsed = music21.converter.parse(path)
+    with _music21_repairs_quietly():
+        parsed = music21.converter.parse(path)
     return list(parsed.scores)[:MAX_PIECES_PER_FILE] if isinstance(parsed, music21.stream.Opus) else [parsed]
 
 
@@ -74,7 +86,9 @@ def _to_midi(piece):
     import miditoolkit
     import music21
 
-    return miditoolkit.MidiFile(file=io.BytesIO(music21.midi.translate.streamToMidiFile(piece).writestr()))
+    with _music21_repairs_quietly():
+        midi_bytes = music21.midi.translate.streamToMidiFile(piece).writestr()
+    return miditoolkit.MidiFile(file=io.BytesIO(midi_bytes))
 
 
 def _one_line(err: Exception) -> str:
