@@ -14,10 +14,12 @@ from collections.abc import MutableMapping
 ACCELERATOR_DEVICE_GLOBS: tuple[str, ...] = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*")
 
 
+def has_accelerator_device_files() -> bool:
+    """Whether this machine shows a TPU or NVIDIA GPU device file (cheap: no JAX, no libtpu)."""
+    return any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICE_GLOBS)
+
+
 def default_to_cpu_without_accelerators(environ: MutableMapping[str, str]) -> None:
     """Sets JAX_PLATFORMS=cpu in `environ` when it is unset and no TPU or GPU device file exists."""
-    if "JAX_PLATFORMS" in environ:
-        return
-    if any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICE_GLOBS):
-        return
-    environ["JAX_PLATFORMS"] = "cpu"
+    if "JAX_PLATFORMS" not in environ and not has_accelerator_device_files():
+        environ["JAX_PLATFORMS"] = "cpu"
