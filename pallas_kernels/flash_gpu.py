@@ -20,8 +20,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from pallas_kernels.kernel_cost import block_sparse_cost
-from pallas_kernels.layouts import BlockLayout
-from pallas_kernels.reference import MASKED_SCORE
+from pallas_kernels.block_layout import MASKED_SCORE, BlockLayout
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _TN = (((0,), (0,)), ((), ()))  # a.T @ b

@@ -19,8 +19,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.kernel_cost import block_sparse_cost
-from pallas_kernels.layouts import FULL_MASK_ID, BlockLayout
-from pallas_kernels.reference import MASKED_SCORE
+from pallas_kernels.block_layout import FULL_MASK_ID, MASKED_SCORE, BlockLayout
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _TN = (((0,), (0,)), ((), ()))  # a.T @ b

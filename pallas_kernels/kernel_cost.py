@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from jax.experimental import pallas as pl
 
-from pallas_kernels.layouts import BlockLayout
+from pallas_kernels.block_layout import BlockLayout
 
 
 def block_sparse_cost(

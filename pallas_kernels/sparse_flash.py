@@ -1,6 +1,6 @@
 """Block-sparse flash attention on one layout component: Pallas kernels tied together by `custom_vjp`.
 
-`sparse_flash_attention(q, k, v, layout)` has the component contract of layouts.py (q already scaled,
+`sparse_flash_attention(q, k, v, layout)` has the component contract of block_layout.py (q already scaled,
 returns the normalized output and the log-sum-exp per row). Which kernel runs is decided when the
 program is lowered, not when it is traced (`lax.platform_dependent`), so ahead-of-time compilation for a
 TPU or GPU from a CPU host gets the real kernel: Mosaic on TPU (flash_tpu), Triton on CUDA/ROCm
@@ -23,7 +23,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from pallas_kernels import flash_gpu, flash_tpu
-from pallas_kernels.layouts import BlockLayout
+from pallas_kernels.block_layout import BlockLayout
 
 Kernel = Literal["auto", "tpu", "gpu"]
 

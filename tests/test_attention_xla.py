@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from musenet_jax.errors import UserError
-from pallas_kernels import patterns as P
-from pallas_kernels.attention import attend
+from musenet_jax.attention import patterns as P
+from musenet_jax.attention.backends import attend
 
 BLOCK = 16
 

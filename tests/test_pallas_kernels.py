@@ -14,10 +14,10 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from musenet_jax.errors import UserError
-from pallas_kernels import patterns as P
+from musenet_jax.attention import patterns as P
 from pallas_kernels import sparse_flash
-from pallas_kernels.attention import attend, backend_layout, sparse_attend
-from pallas_kernels.layouts import make_layout
+from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
+from musenet_jax.attention.layouts import make_layout
 from pallas_kernels.sparse_flash import sparse_flash_attention
 
 BLOCK = 16

@@ -6,8 +6,8 @@ import pytest
 
 from musenet_jax.config import bundled_config_names, load_config
 from musenet_jax.errors import UserError
-from pallas_kernels import patterns as P
-from pallas_kernels.layouts import FULL_MASK_ID, make_layout
+from musenet_jax.attention import patterns as P
+from musenet_jax.attention.layouts import FULL_MASK_ID, make_layout
 
 
 def _strided_by_hand(n, l):

@@ -180,7 +180,7 @@ def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
 
 
 def test_model_flops_count_the_pairs_the_attention_pattern_allows():
-    from pallas_kernels.patterns import layer_patterns
+    from musenet_jax.attention.patterns import layer_patterns
 
     from musenet_jax.train.flops import attention_pairs_per_query, flops_per_token
 

@@ -81,7 +81,7 @@ def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool):
     """forward(q, k, v) and forward_backward(q, k, v, cotangent) of one backend."""
     import jax
 
-    from pallas_kernels.attention import attend
+    from musenet_jax.attention.backends import attend
 
     def forward(q, k, v):
         if backend == "jax_flash":
@@ -112,7 +112,7 @@ def _jax_flash(q, k, v, *, on_tpu: bool):
 
 
 def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
-    from pallas_kernels.attention import backend_layout
+    from musenet_jax.attention.backends import backend_layout
 
     layout = backend_layout(pattern, seq, backend="pallas" if backend == "pallas" else "xla_blocksparse",
                             block_size=args.block_size)
@@ -190,8 +190,8 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pallas_kernels.attention import BACKENDS
-    from pallas_kernels.patterns import PATTERN_NAMES, by_name
+    from musenet_jax.attention.backends import BACKENDS
+    from musenet_jax.attention.patterns import PATTERN_NAMES, by_name
 
     seqs = _positive_ints(args.seq, "seq")
     backends = _csv(args.backends, "backends")

@@ -44,8 +44,8 @@ def count_parameters(cfg: ModelConfig, vocab_size: int) -> int:
 
 def layer_attention(cfg: ModelConfig) -> tuple[LayerAttention, ...]:
     """Per-layer densities at the config's context and block size (layouts are cached per pattern)."""
-    from pallas_kernels.layouts import make_layout
-    from pallas_kernels.patterns import layer_patterns
+    from musenet_jax.attention.layouts import make_layout
+    from musenet_jax.attention.patterns import layer_patterns
 
     rows = []
     for layer in range(cfg.n_layers):

@@ -2,7 +2,7 @@
 
 Parameters are float32 with logical axis names; matmuls run in the config's compute dtype; LayerNorm
 statistics are taken in float32. Attention runs either over a whole sequence (training, prefill:
-`pallas_kernels.attention.attend` on the configured backend) or for one new token against a KV cache
+`musenet_jax.attention.backends.attend` on the configured backend) or for one new token against a KV cache
 (decode: the pattern's row of allowed keys as the mask of the dense reference).
 """
 
@@ -14,9 +14,9 @@ from flax import nnx
 
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.sharding import constrain, logical_init
-from pallas_kernels.attention import attend
-from pallas_kernels.patterns import Pattern
-from pallas_kernels.reference import masked_attention
+from musenet_jax.attention.backends import attend
+from musenet_jax.attention.patterns import Pattern
+from musenet_jax.attention.reference import masked_attention
 
 Shape = tuple[int, ...]
 Names = tuple[str, ...]

@@ -26,7 +26,7 @@ from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init
-from pallas_kernels.patterns import Pattern, layer_patterns
+from musenet_jax.attention.patterns import Pattern, layer_patterns
 
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "full": None,  # save nothing: recompute the whole group in the backward pass

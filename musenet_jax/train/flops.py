@@ -32,8 +32,8 @@ PEAK_FLOPS_BY_KIND: tuple[tuple[str, float], ...] = (
 
 def attention_pairs_per_query(cfg: ModelConfig) -> float:
     """Mean number of keys a query attends to, averaged over layers and head groups."""
-    from pallas_kernels.layouts import make_layout
-    from pallas_kernels.patterns import layer_patterns
+    from musenet_jax.attention.layouts import make_layout
+    from musenet_jax.attention.patterns import layer_patterns
 
     total = 0.0
     for layer in range(cfg.n_layers):

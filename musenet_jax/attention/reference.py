@@ -5,10 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.patterns import Pattern
-
-# Finite, so a row whose keys are all masked gives zeros instead of NaNs (and NaN-free gradients).
-MASKED_SCORE = -1e30
+from musenet_jax.attention.patterns import Pattern
+from pallas_kernels.block_layout import MASKED_SCORE
 
 
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:

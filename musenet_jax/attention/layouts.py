@@ -1,10 +1,10 @@
-"""Pattern + sequence length + block size -> block tables: the only thing attention kernels ever see.
+"""Pattern + sequence length + block size -> the block tables the kernels consume (`pallas_kernels.block_layout`).
 
 Format
 ------
 `make_layout(pattern, seq_len, block_size)` returns a `PatternLayout`: a few `Component`s whose allowed
 (query, key) pairs partition the pattern's. Each component is one block-sparse attention call in its own
-slot order; `attention.attend` runs every component and merges their results by log-sum-exp, which is
+slot order; `backends.attend` runs every component and merges their results by log-sum-exp, which is
 exact because the components are disjoint:
 
     for each component c:
@@ -21,18 +21,7 @@ inside l groups of ceil(n / l) slots, i.e. block-diagonal. fixed(l, c) is split 
 part (natural order) and the summary part whose keys are gathered into a compact sequence of the
 summary positions only. A union takes each pattern's components minus what earlier patterns allow.
 
-`BlockLayout` (one component; numpy arrays, all int32 unless noted; `A` = active blocks):
-  block_q, block_k, num_q_blocks, num_k_blocks: slot sequences are num_*_blocks * block_* long.
-  q_block_ids[A], k_block_ids[A], mask_ids[A]: every active block, sorted by (q block, k block).
-  masks: bool [num_masks, block_q, block_k], row = query slot. masks[0] is all True and means "full
-      block" (mask_id == FULL_MASK_ID == 0); partial blocks have mask_id >= 1 and must apply their mask.
-      Padding slots are never allowed, so they only ever appear inside partial blocks.
-  Forward tables, per query block r (splash-attention style):
-      kv_counts[num_q_blocks], kv_indices[num_q_blocks, W], kv_mask_ids[num_q_blocks, W]:
-      the first kv_counts[r] entries are the active key blocks of row r, ascending; later entries
-      repeat the last valid index (0 for an empty row) with mask id 0 and must be skipped by count.
-  Transposed tables for the dk/dv pass, per key block: q_counts, q_indices, q_mask_ids, same rules;
-      the mask id still refers to the [block_q, block_k] mask (not transposed).
+The tables of one component are a `pallas_kernels.block_layout.BlockLayout` (see its docstring).
 
 Block sizes: `block_size` is the largest edge. A component may use a smaller power-of-two edge (never
 below `min_block_size`): while the whole layout computes more than `max_waste` times the allowed pairs,
@@ -49,41 +38,13 @@ from typing import Any
 import numpy as np
 
 from musenet_jax.errors import UserError
-from pallas_kernels.patterns import Fixed, Pattern, Strided, Union
+from musenet_jax.attention.patterns import Fixed, Pattern, Strided, Union
+from pallas_kernels.block_layout import FULL_MASK_ID, BlockLayout, block_layout
 
-FULL_MASK_ID = 0
 _CHUNK_ELEMENTS = 1 << 22  # predicate evaluations per numpy step while scanning a component
 
 Predicate = Callable[[Any, Any], Any]
 Order = Callable[[int, int], np.ndarray]  # (seq_len, block) -> original position of each slot, -1 = pad
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class BlockLayout:
-    """Active blocks of one component, as a flat sorted list and as padded per-row / per-column tables."""
-
-    block_q: int
-    block_k: int
-    num_q_blocks: int
-    num_k_blocks: int
-    q_block_ids: np.ndarray
-    k_block_ids: np.ndarray
-    mask_ids: np.ndarray
-    masks: np.ndarray
-    kv_counts: np.ndarray
-    kv_indices: np.ndarray
-    kv_mask_ids: np.ndarray
-    q_counts: np.ndarray
-    q_indices: np.ndarray
-    q_mask_ids: np.ndarray
-
-    @property
-    def num_active(self) -> int:
-        return int(self.q_block_ids.size)
-
-    @property
-    def computed_pairs(self) -> int:
-        return self.num_active * self.block_q * self.block_k
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -244,22 +205,6 @@ def _minus(predicate: Predicate, earlier: tuple[Pattern, ...]) -> Predicate:
     return restricted
 
 
-def _padded_table(groups: np.ndarray, values: np.ndarray, mask_ids: np.ndarray, num_groups: int):
-    """Per-group lists (input sorted by group) padded to a common width by repeating the last entry."""
-    counts = np.bincount(groups, minlength=num_groups).astype(np.int32)
-    width = max(1, int(counts.max(initial=0)))
-    indices = np.zeros((num_groups, width), dtype=np.int32)
-    ids = np.full((num_groups, width), FULL_MASK_ID, dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    for g in range(num_groups):
-        n = counts[g]
-        if n:
-            indices[g, :n] = values[starts[g] : starts[g] + n]
-            indices[g, n:] = indices[g, n - 1]
-            ids[g, :n] = mask_ids[starts[g] : starts[g] + n]
-    return counts, indices, ids
-
-
 def _scan(q_index: np.ndarray, kv_index: np.ndarray, predicate: Predicate, bq: int, bk: int) -> tuple[BlockLayout, int]:
     """Evaluate the predicate block row by block row; keep active blocks and deduplicated partial masks."""
     nqb, nkb = q_index.size // bq, kv_index.size // bk
@@ -292,16 +237,7 @@ def _scan(q_index: np.ndarray, kv_index: np.ndarray, predicate: Predicate, bq: i
             q_ids.append(start + int(r))
             k_ids.append(int(kb))
             m_ids.append(mid)
-    q_arr, k_arr, m_arr = (np.asarray(x, dtype=np.int32) for x in (q_ids, k_ids, m_ids))
-    kv_counts, kv_indices, kv_mask_ids = _padded_table(q_arr, k_arr, m_arr, nqb)
-    by_key = np.lexsort((q_arr, k_arr))
-    q_counts, q_indices, q_mask_ids = _padded_table(k_arr[by_key], q_arr[by_key], m_arr[by_key], nkb)
-    layout = BlockLayout(
-        block_q=bq, block_k=bk, num_q_blocks=nqb, num_k_blocks=nkb,
-        q_block_ids=q_arr, k_block_ids=k_arr, mask_ids=m_arr, masks=np.stack(masks),
-        kv_counts=kv_counts, kv_indices=kv_indices, kv_mask_ids=kv_mask_ids,
-        q_counts=q_counts, q_indices=q_indices, q_mask_ids=q_mask_ids,
-    )  # fmt: skip
+    layout = block_layout(bq, bk, nqb, nkb, q_ids, k_ids, m_ids, np.stack(masks))
     return layout, allowed
 
 

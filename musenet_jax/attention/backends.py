@@ -16,11 +16,11 @@ import numpy as np
 from jax import lax
 
 from musenet_jax.errors import UserError, unknown_choice
-from pallas_kernels.layouts import BlockLayout, PatternLayout, make_layout
-from pallas_kernels.patterns import Pattern
-from pallas_kernels.reference import dense_attention
+from musenet_jax.attention.layouts import BlockLayout, PatternLayout, make_layout
+from musenet_jax.attention.patterns import Pattern
+from musenet_jax.attention.reference import dense_attention
 from pallas_kernels.sparse_flash import MIN_BLOCK, pallas_component
-from pallas_kernels.xla_blocksparse import blocksparse_attention
+from musenet_jax.attention.xla_blocksparse import blocksparse_attention
 
 BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
 

@@ -2,7 +2,7 @@
 
 Every active block of the flat list is one small batched matmul; row statistics are reduced over the
 blocks of a query block with sorted segment ops. Memory and FLOPs grow with the active blocks, not n^2,
-and autodiff gives the backward pass. Same contract as a Pallas component kernel (see layouts.py).
+and autodiff gives the backward pass. Same contract as a Pallas component kernel (see pallas_kernels/block_layout.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.layouts import BlockLayout
-from pallas_kernels.reference import MASKED_SCORE
+from pallas_kernels.block_layout import MASKED_SCORE, BlockLayout
 
 
 def _blocks(x: jax.Array, block: int) -> jax.Array:

@@ -2,7 +2,7 @@
 
 A pattern says which keys a query may see, causality included. Everything else is derived from
 `allowed`: the dense boolean mask of the reference (`Pattern.mask`), and the block tables of
-`pallas_kernels.layouts`. `allowed` uses only integer operators, so it works elementwise on numpy
+`musenet_jax.attention.layouts`. `allowed` uses only integer operators, so it works elementwise on numpy
 arrays and on traced `jax.numpy` arrays alike (the dense backend builds its mask inside `jit`).
 """
 
