@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import os
 import pathlib
 import types
 import typing
@@ -17,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from musenet_jax.critic.config import CriticConfig
 from musenet_jax.data.config import DataConfig
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError, closest_first
-from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.config import MeshConfig, ModelConfig
 from musenet_jax.sample.config import SampleConfig
 from musenet_jax.train.config import TrainConfig
 
@@ -31,10 +33,12 @@ class Config:
 
     name: str = "custom"
     model: ModelConfig = ModelConfig()
+    mesh: MeshConfig = MeshConfig()
     data: DataConfig = DataConfig()
     encoding: EncodingConfig = EncodingConfig()
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
+    critic: CriticConfig = CriticConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists); `config_from_dict` inverts it."""
@@ -42,6 +46,10 @@ class Config:
 
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)
+
+    def with_data_dir(self, data_dir: str | os.PathLike) -> Config:
+        """The same run reading its dataset from `data_dir`."""
+        return self.replace(data=dataclasses.replace(self.data, data_dir=str(data_dir)))
 
 
 SECTIONS: dict[str, type] = {name: hint for name, hint in typing.get_type_hints(Config).items() if name != "name"}
@@ -138,7 +146,7 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as err:  # a section's own __post_init__ validation
-        raise UserError(f"bad {section} config: {err}") from None
+        raise UserError(str(err)) from None
 
 
 def config_from_dict(data: Mapping[str, Any], name: str = "custom") -> Config:
@@ -186,3 +194,15 @@ def load_config(name_or_path: str = "tiny", overrides: Sequence[str] = ()) -> Co
     """Loads a bundled config by name or a YAML file by path, then applies `section.key=value` overrides."""
     name, data = _read_yaml(name_or_path)
     return config_from_dict(apply_overrides(data, overrides), name=name)
+
+
+def with_overrides(cfg: Config, overrides: Sequence[str], sections: Sequence[str]) -> Config:
+    """`cfg` (e.g. a trained run's saved config) with `section.key=value` overrides, only of `sections`."""
+    for text in overrides:
+        section = parse_override(text)[0]
+        if section not in sections:
+            raise UserError(
+                f"--set {text}: only {', '.join(s + '.*' for s in sections)} can change here; the other "
+                "sections define the trained model"
+            )
+    return config_from_dict(apply_overrides(cfg.to_dict(), overrides), name=cfg.name)

@@ -28,28 +28,24 @@ def _timed(fn, count: int) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import jax
 
     from musenet_jax.cli.common import config_from_args
     from musenet_jax.data.pipeline import make_train_iterator
-    from musenet_jax.encoding.vocab import Vocabulary
     from musenet_jax.model.sharding import make_mesh
-    from musenet_jax.train.step import batch_sharding, init_train_state, make_train_step
+    from musenet_jax.train.setup import make_train_setup
+    from musenet_jax.train.step import make_train_step
 
     if min(args.batches, args.steps, args.rounds) < 1:
         raise UserError("--batches, --steps and --rounds must be at least 1")
-    cfg = config_from_args(args)
-    if args.data_dir:
-        cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=args.data_dir))
+    cfg = config_from_args(args, {"data_dir": "data.data_dir"})
     iterator = make_train_iterator(cfg, process_index=0, process_count=1)
     first = next(iterator)  # opening the source and starting the read threads is not throughput
 
-    mesh = make_mesh(cfg.model)
-    graphdef, state = init_train_state(cfg, Vocabulary(cfg.encoding).size, mesh)
-    train_step = make_train_step(cfg, graphdef, mesh)
-    batch = jax.device_put(first, batch_sharding(mesh))
+    setup = make_train_setup(cfg, make_mesh(cfg.mesh))
+    state = setup.init_state()
+    train_step = make_train_step(setup)
+    batch = jax.device_put(first, setup.batch_sharding)
     state, metrics = train_step(state, batch)  # compile
     jax.block_until_ready(metrics)
 

@@ -22,22 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import jax
     import numpy as np
     from flax import nnx
 
     from musenet_jax.cli.common import config_from_args
     from musenet_jax.encoding.vocab import Vocabulary
-    from musenet_jax.model.transformer import MuseNet
+    from musenet_jax.model.transformer import build_model
 
     if min(args.context, args.batch, args.steps, args.rounds) < 1 or args.steps >= args.context:
         raise UserError("--context, --batch, --steps, --rounds must be >= 1 and --steps < --context")
-    cfg = config_from_args(args)
-    model_cfg = dataclasses.replace(cfg.model, context=args.context)
+    cfg = config_from_args(args, {"context": "model.context"})
     vocab_size = Vocabulary(cfg.encoding).size
-    model = MuseNet(model_cfg, vocab_size, rngs=nnx.Rngs(0), time_step_ms=cfg.encoding.time_step_ms)
+    model = build_model(cfg, vocab_size)
     graphdef, params = nnx.split(model)
     rng = np.random.default_rng(0)
     b, t = args.batch, args.context

@@ -37,27 +37,23 @@ def synthetic_batch(cfg, vocab_size: int, seed: int = 0) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import jax
 
     from musenet_jax.cli.common import config_from_args
-    from musenet_jax.encoding.vocab import Vocabulary
+    from musenet_jax.hardware import data_sheet_peak, measure_matmul_flops
+    from musenet_jax.model.info import flops_per_token
     from musenet_jax.model.sharding import make_mesh
-    from musenet_jax.train.flops import data_sheet_peak, flops_per_token, measure_matmul_flops
-    from musenet_jax.train.step import batch_sharding, check_batch_split, init_train_state, make_train_step
+    from musenet_jax.train.setup import make_train_setup
+    from musenet_jax.train.step import make_train_step
 
     if args.steps < 1 or args.rounds < 1 or (args.batch is not None and args.batch < 1):
         raise UserError("--steps, --rounds and --batch must be at least 1")
-    cfg = config_from_args(args)
-    if args.batch is not None:
-        cfg = cfg.replace(train=dataclasses.replace(cfg.train, global_batch=args.batch))
-    vocab_size = Vocabulary(cfg.encoding).size
-    mesh = make_mesh(cfg.model)
-    check_batch_split(cfg, mesh)
-    graphdef, state = init_train_state(cfg, vocab_size, mesh)
-    step = make_train_step(cfg, graphdef, mesh)
-    batch = jax.device_put(synthetic_batch(cfg, vocab_size), batch_sharding(mesh))
+    cfg = config_from_args(args, {"batch": "train.global_batch"})
+    setup = make_train_setup(cfg, make_mesh(cfg.mesh))
+    vocab_size = setup.vocab_size
+    state = setup.init_state()
+    step = make_train_step(setup)
+    batch = jax.device_put(synthetic_batch(cfg, vocab_size), setup.batch_sharding)
     state, metrics = step(state, batch)  # compile
     jax.block_until_ready(metrics)
 

@@ -6,7 +6,8 @@ import argparse
 import json
 import re
 
-from musenet_jax.cli.common import add_config_arguments, config_from_args
+from musenet_jax.cli.common import add_config_arguments, flag_overrides
+from musenet_jax.config import load_config
 from musenet_jax.errors import UserError, unknown_choice
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -21,14 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: train.global_batch)")
     parser.add_argument(
         "--mesh", default=None, metavar="data=N,fsdp=N,tensor=N",
-        help="mesh axis sizes (default: the config's model.mesh_*; one may be -1 = the rest)",
+        help="mesh axis sizes (default: the config's mesh.*; one may be -1 = the rest)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     parser.set_defaults(run=run)
 
 
-def parse_mesh(text: str) -> dict[str, int]:
-    """'data=1,fsdp=-1' -> {'data': 1, 'fsdp': -1}; axes not named keep the config's size."""
+def parse_mesh(text: str) -> list[str]:
+    """'data=1,fsdp=-1' -> ['mesh.data=1', 'mesh.fsdp=-1']; axes not named keep the config's size."""
     sizes: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         axis, sep, value = item.partition("=")
@@ -37,7 +38,7 @@ def parse_mesh(text: str) -> dict[str, int]:
         if not sep or not re.fullmatch(r"-?\d+", value.strip()):
             raise UserError(f"--mesh {item!r}: expected {axis}=INTEGER")
         sizes[axis] = int(value)
-    return sizes
+    return [f"mesh.{axis}={size}" for axis, size in sizes.items()]
 
 
 def _gib(n: float) -> str:
@@ -45,11 +46,12 @@ def _gib(n: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musenet_jax.train.compile import compile_train_step, with_mesh_and_batch
+    from musenet_jax.train.compile import compile_train_step
 
     if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch {args.batch}: must be at least 1")
-    cfg = with_mesh_and_batch(config_from_args(args), parse_mesh(args.mesh or ""), args.batch)
+    overrides = flag_overrides(args, {"batch": "train.global_batch"}) + parse_mesh(args.mesh or "")
+    cfg = load_config(args.config, overrides)
     report = compile_train_step(cfg, args.topology)
     if args.json:
         print(json.dumps(report.to_dict()))

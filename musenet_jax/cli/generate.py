@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from musenet_jax.cli.common import FlagKeys, add_run_arguments, run_from_args
+
+FLAGS: FlagKeys = {
+    "seconds": "sample.seconds",
+    "temperature": "sample.temperature",
+    "top_k": "sample.top_k",
+    "top_p": "sample.top_p",
+    "num_samples": "sample.num_samples",
+    "seed": "sample.seed",
+    "max_new_tokens": "sample.max_new_tokens",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,11 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Continues a conditioning prefix (composer, instruments) and an optional MIDI intro with "
             "KV-cache sampling. Writes OUT/sample_K.mid/.json/.png (.wav with FluidSynth) and "
-            "OUT/ranking.json, best first. --seconds is the length after the intro."
+            "OUT/ranking.json, best first. --seconds is the length after the intro. Each flag below "
+            "overrides the run's sample.* value of the same name."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, metavar="WORKDIR", help="the training run's work directory")
-    parser.add_argument("--step", default="latest", help="checkpoint step: a number, latest or best (default: latest)")
+    add_run_arguments(parser)
     parser.add_argument("--composer", required=True, help="composer / style token, e.g. bach")
     parser.add_argument("--instruments", required=True, help="comma-separated families, e.g. piano,strings")
     parser.add_argument("--prompt", metavar="INTRO.mid", help="a MIDI intro to continue")
@@ -32,22 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musenet_jax.sample.compose import GenerateOptions, generate
+    from musenet_jax.app.generate import generate
 
-    options = GenerateOptions(
-        composer=args.composer,
-        instruments=args.instruments,
-        intro=args.prompt,
-        seconds=args.seconds,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        step=args.step,
-    )
-    ranking = generate(args.checkpoint, args.out, options)
+    ranking = generate(run_from_args(args, FLAGS), args.out, composer=args.composer, instruments=args.instruments,
+                       intro=args.prompt)
     best = ranking[0]
     score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
     print(f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from musenet_jax.cli.common import add_config_arguments, config_from_args
+from musenet_jax.cli.common import FlagKeys, add_config_arguments, config_from_args
 from musenet_jax.errors import UserError
+
+FLAGS: FlagKeys = {"data_dir": "data.data_dir", "checkpoint_every": "train.checkpoint_every"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,18 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.train.distributed import DistributedSpec, initialize
 
     initialize(DistributedSpec(args.coordinator, args.num_processes, args.process_id, args.multihost))
-    overrides = list(args.overrides)
-    if args.checkpoint_every is not None:
-        if args.checkpoint_every < 1:
-            raise UserError("--checkpoint-every must be at least 1")
-        overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
     if args.steps is not None and args.steps < 0:
         raise UserError("--steps must not be negative")
-    args.overrides = overrides
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, FLAGS)
 
     from musenet_jax.train.loop import train
 
-    summary = train(cfg, args.data_dir or cfg.data.data_dir, args.workdir, steps=args.steps)
+    summary = train(cfg, args.workdir, steps=args.steps)
     print(summary.describe())
     return 0

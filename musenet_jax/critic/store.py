@@ -12,6 +12,10 @@ import json
 import pathlib
 from typing import Any
 
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
 from musenet_jax.errors import UserError
 
 CRITIC_SUBDIR = "critic"
@@ -36,8 +40,6 @@ def critic_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 
 def save_critic(workdir: str | pathlib.Path, params: dict[str, Any], meta: CriticMeta) -> pathlib.Path:
     """Writes the critic's parameters (a subtree of the model's pure dict) and its meta, replacing any."""
-    import orbax.checkpoint as ocp
-
     folder = critic_dir(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     checkpointer = ocp.StandardCheckpointer()
@@ -57,10 +59,6 @@ def read_meta(workdir: str | pathlib.Path) -> CriticMeta | None:
 def load_critic(workdir: str | pathlib.Path, model: Any, fingerprint: str) -> tuple[Any, CriticMeta] | None:
     """(a model whose critic head, and trunk when fine-tuned, are the trained ones, meta), or None when
     no critic was trained in `workdir`."""
-    import jax
-    import orbax.checkpoint as ocp
-    from flax import nnx
-
     meta = read_meta(workdir)
     if meta is None:
         return None

@@ -9,13 +9,20 @@ critic logit over all of a piece's windows (`scoring.critic_logits`), as when ra
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
 
 from musenet_jax.config import Config
+from musenet_jax.critic.auc import roc_auc
+from musenet_jax.critic.scoring import critic_logits
+from musenet_jax.data.pipeline import CropExample
 from musenet_jax.errors import UserError
 
 
@@ -65,33 +72,19 @@ def train_critic(
 ) -> tuple[dict[str, Any], float, float, int, int]:
     """Trains on real (1) vs generated (0); returns (trained params subtree, held-out AUC, last loss,
     held-out real count, held-out fake count). `model` is left untouched."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-    from tqdm import tqdm
-
-    from musenet_jax.critic.auc import roc_auc
-    from musenet_jax.critic.scoring import critic_logits
-    from musenet_jax.data.pipeline import CropExample
-
-    sc = cfg.sample
-    if sc.critic_batch < 2 or sc.critic_batch % 2:
-        raise UserError(f"sample.critic_batch must be an even number >= 2, got {sc.critic_batch}")
-    if sc.critic_steps < 1:
-        raise UserError(f"sample.critic_steps must be at least 1, got {sc.critic_steps}")
+    cc = cfg.critic
     rng = np.random.default_rng(seed)
-    real_train, real_held = split_heldout(len(reals), sc.critic_heldout, rng)
-    fake_train, fake_held = split_heldout(len(fakes), sc.critic_heldout, rng)
+    real_train, real_held = split_heldout(len(reals), cc.heldout, rng)
+    fake_train, fake_held = split_heldout(len(fakes), cc.heldout, rng)
 
     graphdef, state = nnx.split(model)
     # plain single-device arrays: the step's outputs then match its inputs and it compiles once
     params = jax.device_put(nnx.to_pure_dict(state), jax.local_devices()[0])
-    if sc.critic_finetune_trunk:
+    if cc.finetune_trunk:
         trainable, frozen = params, {}
     else:
         trainable, frozen = {"critic": params["critic"]}, {k: v for k, v in params.items() if k != "critic"}
-    tx = optax.adam(sc.critic_learning_rate)
+    tx = optax.adam(cc.learning_rate)
     opt_state = tx.init(trainable)
 
     @jax.jit
@@ -106,10 +99,10 @@ def train_critic(
         return optax.apply_updates(trainable, updates), opt_state, loss
 
     crop = CropExample(tokenizer, cfg.data, cfg.model.context, augment=False)
-    half = sc.critic_batch // 2
+    half = cc.batch // 2
     labels = jnp.concatenate([jnp.ones(half), jnp.zeros(half)])
     loss = float("nan")
-    with tqdm(range(sc.critic_steps), desc="critic", unit="step", disable=not show_progress) as bar:
+    with tqdm(range(cc.steps), desc="critic", unit="step", disable=not show_progress) as bar:
         for _ in bar:
             real_rows = training_rows(crop, reals, rng.choice(real_train, half), rng, tokenizer.vocab.pad_id)
             fake_rows = training_rows(crop, fakes, rng.choice(fake_train, half), rng, tokenizer.vocab.pad_id)
@@ -123,38 +116,3 @@ def train_critic(
     logits = critic_logits(critic, tokenizer, held)
     truth = np.concatenate([np.ones(len(real_held)), np.zeros(len(fake_held))])
     return trainable, roc_auc(logits, truth), loss, len(real_held), len(fake_held)
-
-
-def train_critic_in_workdir(
-    workdir: str | os.PathLike,
-    fakes_dir: str | os.PathLike,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    split: str = "train",
-    overrides: Sequence[str] = (),
-    seed: int = 0,
-    show_progress: bool = True,
-) -> CriticReport:
-    """Loads the run's latest checkpoint, real pieces of `split` and the fakes; trains; stores the critic."""
-    from musenet_jax.critic.fakes import load_fakes
-    from musenet_jax.critic.store import CriticMeta, save_critic
-    from musenet_jax.eval.pieces import load_split_pieces
-    from musenet_jax.sample.compose import with_sample_overrides
-    from musenet_jax.train.checkpoint import RunCheckpoints, restore_for_inference
-
-    cfg, model, tokenizer = restore_for_inference(workdir)
-    cfg = with_sample_overrides(cfg, overrides)
-    reals = load_split_pieces(cfg, data_dir, split)
-    fakes = load_fakes(fakes_dir, tokenizer)
-    params, auc, loss, held_real, held_fake = train_critic(cfg, model, tokenizer, reals, fakes, seed=seed,
-                                                           show_progress=show_progress)
-    checkpoints = RunCheckpoints(workdir, read_only=True)
-    try:
-        base_step = int(checkpoints.latest_step())
-    finally:
-        checkpoints.close()
-    meta = CriticMeta(cfg.sample.critic_finetune_trunk, cfg.sample.critic_steps, auc, held_real, held_fake,
-                      base_step, tokenizer.vocab.fingerprint())
-    folder = save_critic(workdir, params, meta)
-    return CriticReport(auc, loss, cfg.sample.critic_steps, held_real, held_fake, cfg.sample.critic_finetune_trunk,
-                        str(folder))

@@ -17,7 +17,7 @@ import numpy as np
 from musenet_jax.config import Config
 from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
-from musenet_jax.encoding.augment import augment_ids
+from musenet_jax.encoding.augment import AugmentRanges, augment_ids
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
@@ -46,13 +46,14 @@ class CropExample:
     """One piece -> one training row of `context + 1` tokens with the conditioning prefix at its head."""
 
     def __init__(self, tokenizer: Tokenizer, data_cfg: DataConfig, context: int, augment: bool):
-        self.tokenizer, self.data_cfg, self.context, self.augment = tokenizer, data_cfg, context, augment
+        self.tokenizer, self.context, self.augment = tokenizer, context, augment
+        self.ranges = AugmentRanges(data_cfg.transpose_semitones, data_cfg.velocity_scale, data_cfg.time_stretch)
 
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> Batch:
         tokenizer, vocab = self.tokenizer, self.tokenizer.vocab
         ids = np.asarray(element["ids"], np.int32)
         if self.augment:
-            ids = augment_ids(tokenizer, ids, rng, self.data_cfg)
+            ids = augment_ids(tokenizer, ids, rng, self.ranges)
         times = token_times(ids, vocab)
         n_prefix = min(tokenizer.prefix_length(ids), self.context)
         window = self.context + 1 - n_prefix

@@ -7,9 +7,10 @@ losing notes; only if the range is narrower than an octave is it dropped.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from musenet_jax.data.config import DataConfig
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
@@ -38,17 +39,26 @@ def stretch_time(events: Events, factor: float) -> Events:
     return events.replace(start_s=events.start_s * factor, end_s=events.end_s * factor)
 
 
-def random_augment(events: Events, rng: np.random.Generator, data_cfg: DataConfig, enc_cfg: EncodingConfig) -> Events:
-    """One random draw of all three augmentations within the ranges of `data_cfg` (0 turns one off)."""
-    k = data_cfg.transpose_semitones
+@dataclasses.dataclass(frozen=True)
+class AugmentRanges:
+    """How far each augmentation may go; 0 turns one off (the pipeline takes them from `data.*`)."""
+
+    transpose_semitones: int = 0  # uniformly in [-k, +k]
+    velocity_scale: float = 0.0  # a factor in [1 - s, 1 + s]
+    time_stretch: float = 0.0  # a factor in [1 - s, 1 + s]
+
+
+def random_augment(events: Events, rng: np.random.Generator, ranges: AugmentRanges, enc_cfg: EncodingConfig) -> Events:
+    """One random draw of all three augmentations within `ranges`."""
+    k = ranges.transpose_semitones
     semitones = int(rng.integers(-k, k + 1)) if k else 0
-    velocity = float(rng.uniform(1 - data_cfg.velocity_scale, 1 + data_cfg.velocity_scale))
-    stretch = float(rng.uniform(1 - data_cfg.time_stretch, 1 + data_cfg.time_stretch))
+    velocity = float(rng.uniform(1 - ranges.velocity_scale, 1 + ranges.velocity_scale))
+    stretch = float(rng.uniform(1 - ranges.time_stretch, 1 + ranges.time_stretch))
     events = stretch_time(scale_velocity(transpose(events, semitones, enc_cfg), velocity), stretch)
     return events.select(events.start_s < enc_cfg.max_seconds)
 
 
-def augment_ids(tokenizer, ids: np.ndarray, rng: np.random.Generator, data_cfg: DataConfig) -> np.ndarray:
+def augment_ids(tokenizer, ids: np.ndarray, rng: np.random.Generator, ranges: AugmentRanges) -> np.ndarray:
     """A token sequence re-encoded after `random_augment`, with the same composer in its prefix."""
-    events = random_augment(tokenizer.ids_to_events(ids), rng, data_cfg, tokenizer.cfg)
+    events = random_augment(tokenizer.ids_to_events(ids), rng, ranges, tokenizer.cfg)
     return tokenizer.events_to_ids(events, tokenizer.composer_of(ids))

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-
 import numpy as np
 
 from musenet_jax.config import Config
+from musenet_jax.data.pipeline import open_split
 from musenet_jax.errors import UserError
 
 
-def load_split_pieces(cfg: Config, data_dir: str | os.PathLike | None, split: str, limit: int | None = None) -> list[np.ndarray]:
-    """Token ids of the split's pieces, in the dataset's order (`limit` = the first N)."""
-    from musenet_jax.data.pipeline import open_split
-
-    if data_dir is not None:
-        cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
+def load_split_pieces(cfg: Config, split: str, limit: int | None = None) -> list[np.ndarray]:
+    """Token ids of the split's pieces in `data.data_dir`, in the dataset's order (`limit` = the first N)."""
     source = open_split(cfg, split)
     count = len(source) if limit is None else min(limit, len(source))
     pieces = [np.asarray(source[i]["ids"], np.int32) for i in range(count)]

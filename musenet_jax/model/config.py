@@ -1,9 +1,9 @@
-"""Model settings: size, attention pattern and backend, precision, rematerialization, mesh."""
+"""Model settings (what the parameters mean, and how they are computed) and the device mesh."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,49 @@ class ModelConfig:
     param_dtype: Literal["float32"] = "float32"
     remat_policy: Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"] = "full"
     scan_layers: bool = True
-    mesh_data: int = -1  # devices on the data axis; -1 = whatever is left
-    mesh_fsdp: int = 1
-    mesh_tensor: int = 1
+
+    # Keys that choose how the same parameters are computed; a run may resume with them changed.
+    EXECUTION_KEYS: ClassVar[tuple[str, ...]] = ("attention", "block_size", "dtype", "remat_policy", "scan_layers")
+    # The conditioning prefix alone takes up to 12 tokens (composer, 10 instruments, start); a context
+    # must leave room to continue it.
+    MIN_CONTEXT: ClassVar[int] = 32
+
+    def __post_init__(self) -> None:
+        """Every value against its meaning, so a bad one is one line before any work starts."""
+        for key in ("d_model", "n_layers", "n_heads", "mlp_ratio", "stride", "fixed_summary", "block_size",
+                    "time_buckets", "time_bucket_ms", "structure_parts", "countdown_buckets"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be a positive integer, got {getattr(self, key)}")
+        if self.context < self.MIN_CONTEXT:
+            raise ValueError(f"model.context={self.context} leaves no room to compose after the conditioning "
+                             f"prefix; use at least {self.MIN_CONTEXT}")
+        if not self.patterns:
+            raise ValueError("model.patterns needs at least one of strided, fixed")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
+        cycle = len(self.patterns) if self.pattern_layout == "interleave" else 1
+        if self.n_layers % cycle:
+            raise ValueError(f"model.n_layers={self.n_layers} must be a multiple of the {cycle} interleaved "
+                             f"patterns {', '.join(self.patterns)}")
+        head_groups = len(self.patterns) if self.pattern_layout == "head_split" else 1
+        if self.n_heads % head_groups:
+            raise ValueError(f"model.n_heads={self.n_heads} cannot be split evenly over the patterns "
+                             f"{', '.join(self.patterns)}")
+        if self.fixed_summary > self.stride:
+            raise ValueError(f"model.fixed_summary={self.fixed_summary} must not exceed model.stride={self.stride}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Devices per mesh axis; one may be -1 = whatever is left. Not part of what a checkpoint means:
+    a run saved on one slice resumes on another (Orbax reshards on restore)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def __post_init__(self) -> None:
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        if any(size == 0 or size < -1 for size in sizes.values()) or list(sizes.values()).count(-1) > 1:
+            shown = ", ".join(f"mesh.{k}={v}" for k, v in sizes.items())
+            raise ValueError(f"{shown}: each must be >= 1, and at most one may be -1 (the devices left)")

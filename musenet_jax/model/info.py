@@ -1,4 +1,10 @@
-"""What a model config amounts to: parameter count, FLOPs per token and attention density per layer."""
+"""What a model config amounts to: parameter count, FLOPs per token and attention density per layer.
+
+Model FLOPs count what the architecture needs, not what the hardware ends up doing: the matmuls
+(6 x matmul parameters per token for forward + backward, the PaLM convention) plus attention over the
+key positions the sparse pattern allows; recomputation (remat) and the blocks wasted by the block-sparse
+layout are not useful work and do not count. They are the numerator of MFU.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,13 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
+from flax import nnx
+
+from musenet_jax.attention.layouts import make_layout
+from musenet_jax.attention.patterns import layer_patterns
 from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.transformer import MuseNet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +36,7 @@ class LayerAttention:
 class ModelInfo:
     vocab_size: int
     parameters: int
-    train_flops_per_token: float  # forward + backward model FLOPs (train/flops.py)
+    train_flops_per_token: float  # forward + backward model FLOPs (`flops_per_token`)
     layers: tuple[LayerAttention, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -33,20 +45,12 @@ class ModelInfo:
 
 def count_parameters(cfg: ModelConfig, vocab_size: int) -> int:
     """Exact parameter count of `MuseNet(cfg, vocab_size)`, from abstract shapes (nothing allocated)."""
-    import jax
-    from flax import nnx
-
-    from musenet_jax.model.transformer import MuseNet
-
     abstract = nnx.eval_shape(lambda: MuseNet(cfg, vocab_size, rngs=nnx.Rngs(0)))
     return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
 
 def layer_attention(cfg: ModelConfig) -> tuple[LayerAttention, ...]:
     """Per-layer densities at the config's context and block size (layouts are cached per pattern)."""
-    from musenet_jax.attention.layouts import make_layout
-    from musenet_jax.attention.patterns import layer_patterns
-
     rows = []
     for layer in range(cfg.n_layers):
         groups = layer_patterns(cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary)
@@ -62,11 +66,18 @@ def layer_attention(cfg: ModelConfig) -> tuple[LayerAttention, ...]:
     return tuple(rows)
 
 
-def model_info(cfg: ModelConfig, vocab_size: int) -> ModelInfo:
-    from musenet_jax.model.transformer import check_model_config
-    from musenet_jax.train.flops import flops_per_token
+def flops_per_token(cfg: ModelConfig, vocab_size: int) -> float:
+    """Training (forward + backward) model FLOPs per token of a `context`-long sequence."""
+    d = cfg.d_model
+    per_layer_matmul_params = 4 * d * d + 2 * cfg.mlp_ratio * d * d  # q, k, v, out + the MLP
+    matmul_params = cfg.n_layers * per_layer_matmul_params + d * vocab_size  # + the output projection
+    # Mean keys a query attends to (pattern_density x n), over layers and head groups.
+    keys_per_query = sum(row.pattern_density for row in layer_attention(cfg)) / cfg.n_layers * cfg.context
+    # Q.K^T and P.V: 2 matmuls x 2 FLOPs x d per allowed pair, forward; backward doubles it twice over.
+    return 6.0 * matmul_params + 12 * d * cfg.n_layers * keys_per_query
 
-    check_model_config(cfg)
+
+def model_info(cfg: ModelConfig, vocab_size: int) -> ModelInfo:
     return ModelInfo(
         vocab_size, count_parameters(cfg, vocab_size), flops_per_token(cfg, vocab_size), layer_attention(cfg)
     )

@@ -22,7 +22,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from musenet_jax.errors import UserError
 from musenet_jax.model.cache import CACHE_AXES, KVCache
-from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.config import MeshConfig
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 
@@ -71,10 +71,10 @@ def constrain(x: jax.Array, names: Logical) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
 
 
-def make_mesh(model_cfg: ModelConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(mesh_cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """(data, fsdp, tensor) mesh over `devices` (default: all); one size may be -1 = whatever is left."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [model_cfg.mesh_data, model_cfg.mesh_fsdp, model_cfg.mesh_tensor]
+    sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
         raise UserError(f"mesh sizes (data, fsdp, tensor) = {tuple(sizes)}: each must be >= 1, at most one -1")
     known = math.prod(s for s in sizes if s != -1)

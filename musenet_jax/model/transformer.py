@@ -13,7 +13,7 @@ the same stacked parameters (so checkpoints work either way). `remat_policy` wra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,9 @@ from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init
 from musenet_jax.attention.patterns import Pattern, layer_patterns
 
+if TYPE_CHECKING:
+    from musenet_jax.config import Config
+
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "full": None,  # save nothing: recompute the whole group in the backward pass
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
@@ -40,21 +43,6 @@ def pattern_cycle(cfg: ModelConfig) -> tuple[tuple[Pattern, ...], ...]:
     cycle = len(cfg.patterns) if cfg.pattern_layout == "interleave" else 1
     kw = dict(stride=cfg.stride, summary=cfg.fixed_summary)
     return tuple(layer_patterns(cfg.patterns, cfg.pattern_layout, layer, **kw) for layer in range(cycle))
-
-
-def check_model_config(cfg: ModelConfig) -> None:
-    """Shape constraints the layer stacking and head split need, as one-line user errors."""
-    if cfg.d_model % cfg.n_heads:
-        raise UserError(f"model.d_model={cfg.d_model} must be divisible by model.n_heads={cfg.n_heads}")
-    cycle = pattern_cycle(cfg)
-    if cfg.n_layers % len(cycle):
-        raise UserError(
-            f"model.n_layers={cfg.n_layers} must be a multiple of the {len(cycle)} interleaved patterns {cfg.patterns}"
-        )
-    if cfg.n_heads % len(cycle[0]):
-        raise UserError(f"model.n_heads={cfg.n_heads} cannot be split evenly over the patterns {cfg.patterns}")
-    if cfg.remat_policy != "none" and cfg.remat_policy not in REMAT_POLICIES:
-        raise UserError(f"unknown model.remat_policy {cfg.remat_policy!r}")
 
 
 class BlockGroup(nnx.Module):
@@ -89,7 +77,6 @@ class MuseNet(nnx.Module):
     needed to bucket `times` in milliseconds; pass `cfg.encoding.time_step_ms` when it is not the default."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, time_step_ms: int | None = None):
-        check_model_config(cfg)
         self.cfg = cfg
         self.vocab_size = vocab_size
         time_step_ms = EncodingConfig().time_step_ms if time_step_ms is None else time_step_ms
@@ -129,7 +116,7 @@ class MuseNet(nnx.Module):
         graphdef, state = nnx.split(self.layers)
         outs = []
         for g in range(self.num_groups):
-            group = nnx.merge(graphdef, jax.tree.map(lambda a: a[g], state))
+            group = nnx.merge(graphdef, jax.tree.map(lambda a, g=g: a[g], state))
             x, out = fn(group, x, *(a[g] for a in per_group))
             outs.append(out)
         return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
@@ -207,3 +194,8 @@ class MuseNet(nnx.Module):
 def _pinned(cache: KVCache) -> KVCache:
     """The cache laid out like the activations that fill it (sharding.cache_shardings), step after step."""
     return cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
+
+
+def build_model(cfg: Config, vocab_size: int, seed: int = 0) -> MuseNet:
+    """The MuseNet of a run's config: its model section on its encoding's time grid."""
+    return MuseNet(cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms)

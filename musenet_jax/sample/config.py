@@ -1,5 +1,4 @@
-"""Sampling defaults: the co-composer's "creativity" knobs and how many candidates to draw; and the
-inner critic's training settings (it exists to rank those candidates)."""
+"""Sampling defaults: the co-composer's "creativity" knobs, how many candidates to draw and how long."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-    """Temperature, top-k / top-p truncation, candidate count and requested length; critic training."""
+    """Temperature, top-k / top-p truncation, candidate count and requested length."""
 
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
@@ -18,10 +17,17 @@ class SampleConfig:
     max_new_tokens: int = 2048
     seed: int = 0
     restrict_instruments: bool = True  # note-ons only of the requested (and intro's) instrument families
-    # The inner critic (musenet-jax critic ...): real vs the model's own samples.
-    critic_fakes: int = 64  # samples `critic make-fakes` draws by default
-    critic_steps: int = 200
-    critic_batch: int = 8  # rows per step, half real, half generated
-    critic_learning_rate: float = 1.0e-3
-    critic_finetune_trunk: bool = False  # False: only the critic head learns; True: the whole trunk too
-    critic_heldout: float = 0.25  # fraction of real and of generated pieces kept out for the AUC
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"sample.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"sample.top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sample.top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if self.num_samples < 1:
+            raise ValueError(f"sample.num_samples must be at least 1, got {self.num_samples}")
+        if not 0 < self.seconds < float("inf"):
+            raise ValueError(f"sample.seconds must be a positive, finite number of seconds, got {self.seconds}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"sample.max_new_tokens must be at least 1, got {self.max_new_tokens}")

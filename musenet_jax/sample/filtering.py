@@ -7,12 +7,11 @@ never exclude the most likely token, so a distribution with one finite logit sta
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
 from musenet_jax.errors import UserError
+from musenet_jax.sample.config import SampleConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,18 +24,16 @@ class SamplingSettings:
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
-            raise UserError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+            raise UserError(f"sample.temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
-            raise UserError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+            raise UserError(f"sample.top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1] (1 = off), got {self.top_p}")
+            raise UserError(f"sample.top_p must be in (0, 1] (1 = off), got {self.top_p}")
 
     @classmethod
-    def from_config(cls, sample_cfg: Any, **overrides: float | int | None) -> SamplingSettings:
-        """The config's sample.temperature / top_k / top_p, with the non-None `overrides` on top."""
-        values = {f: getattr(sample_cfg, f) for f in ("temperature", "top_k", "top_p")}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def from_config(cls, sample_cfg: SampleConfig) -> SamplingSettings:
+        """The filters of the config's sample.temperature / top_k / top_p."""
+        return cls(sample_cfg.temperature, sample_cfg.top_k, sample_cfg.top_p)
 
 
 def top_k_filter(logits: jax.Array, k: int) -> jax.Array:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -12,8 +14,6 @@ from musenet_jax.encoding.tokenizer import Tokenizer
 
 def family_colours() -> dict[str, tuple[float, float, float, float]]:
     """One fixed colour per instrument family (tab10 has exactly ten)."""
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10"]
     return {name: cmap(i) for i, name in enumerate(FAMILIES)}
 
@@ -21,15 +21,12 @@ def family_colours() -> dict[str, tuple[float, float, float, float]]:
 def save_pianoroll(
     tokenizer: Tokenizer, ids: np.ndarray, path: str | os.PathLike, *, prompt_seconds: float = 0.0, title: str = ""
 ) -> None:
-    """Writes the roll of `ids` to `path`; a dashed line marks where the intro ends (`prompt_seconds`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Writes the roll of `ids` to `path`; a dashed line marks where the intro ends (`prompt_seconds`).
+    A bare `Figure` (no pyplot): no global backend switch, so it is safe inside notebooks."""
     events = tokenizer.ids_to_events(ids)
     colours = family_colours()
-    fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
+    fig = Figure(figsize=(12, 4), dpi=100)
+    ax = fig.subplots()
     for family in np.unique(events.family):
         rows = events.select(events.family == family)
         name = FAMILIES[int(family)]
@@ -45,4 +42,3 @@ def save_pianoroll(
     ax.set_title(title or f"{len(events)} notes")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -20,6 +20,10 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
 from musenet_jax.config import Config, config_from_dict
 from musenet_jax.errors import UserError
 
@@ -77,11 +81,8 @@ def _iterator_args() -> tuple[type, type]:
     Like grain's own handler (one JSON file per process) but for any object with `get_state()` /
     `set_state()` returning JSON-able data or bytes, so wrapped or custom iterators checkpoint too.
     """
-    import orbax.checkpoint as ocp
 
     def state_file(directory: Any) -> Any:
-        import jax
-
         return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
 
     class IteratorStateHandler(ocp.CheckpointHandler):
@@ -124,9 +125,6 @@ class RunCheckpoints:
     """The checkpoints of one work directory: save every K steps, restore the latest or the best."""
 
     def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
-        import orbax.checkpoint as ocp
-        from orbax.checkpoint import checkpoint_managers as policies
-
         self.directory = checkpoint_dir(workdir)
         preservation = policies.AnyPreservationPolicy(
             [
@@ -178,8 +176,6 @@ class RunCheckpoints:
 
         `metrics` with `val_bits_per_token` make the step a candidate for "best".
         """
-        import orbax.checkpoint as ocp
-
         iterator_save, _ = _iterator_args()
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(params),
@@ -191,8 +187,6 @@ class RunCheckpoints:
         return self._manager.save(step, args=args, metrics=usable, force=force)
 
     def read_meta(self, step: int) -> CheckpointMeta:
-        import orbax.checkpoint as ocp
-
         raw = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         return CheckpointMeta(**raw)
 
@@ -209,8 +203,6 @@ class RunCheckpoints:
         Returns a dict with `params` and, when asked for, `train_state`; the data iterator, when given,
         is moved to the saved position in place.
         """
-        import orbax.checkpoint as ocp
-
         _, iterator_restore = _iterator_args()
         items: dict[str, Any] = {"params": ocp.args.StandardRestore(abstract_params)}
         if abstract_train_state is not None:
@@ -228,44 +220,20 @@ class RunCheckpoints:
         self._manager.close()
 
 
-def restore_for_inference(
-    workdir: str | pathlib.Path, step: int | str = "latest", *, mesh: Any | None = None
-) -> tuple[Config, Any, Any]:
-    """(config, model with restored parameters, tokenizer) of a run, for sampling, evaluation, the critic.
-
-    `step` is a step number, "latest" or "best" (lowest validation bits per token). Only the `params`
-    item is read. Without a `mesh` the model lands on one local device.
-    """
-    import jax
-    from flax import nnx
-
-    from musenet_jax.encoding.tokenizer import Tokenizer
-    from musenet_jax.model.sharding import make_mesh
-    from musenet_jax.train.step import abstract_train_state
-
-    directory = checkpoint_dir(workdir)
-    checkpoints = RunCheckpoints(workdir, read_only=True)
-    try:
-        if step == "latest":
-            chosen = checkpoints.latest_step()
-        elif step == "best":
-            chosen = checkpoints.best_step()
-        elif isinstance(step, int) or str(step).isdigit():
-            chosen = int(step)
-            if chosen not in checkpoints.all_steps():
-                steps = ", ".join(map(str, checkpoints.all_steps())) or "none"
-                raise UserError(f"no checkpoint for step {chosen} in {directory}; saved steps: {steps}")
-        else:
-            raise UserError(f"bad checkpoint step {step!r}; valid: latest, best or a step number")
-        if chosen is None:
-            raise UserError(f"no checkpoint in {directory}; train first with `musenet-jax train --workdir {workdir}`")
-        meta = checkpoints.read_meta(chosen)
-        cfg = meta.resolved_config()
-        tokenizer = Tokenizer(cfg.encoding)
-        check_fingerprint(meta, tokenizer.vocab.fingerprint(), directory)
-        mesh = mesh if mesh is not None else make_mesh(cfg.model, devices=jax.local_devices()[:1])
-        graphdef, abstract = abstract_train_state(cfg, meta.vocab_size, mesh)
-        params = checkpoints.restore(chosen, abstract_params=abstract.params)["params"]
-    finally:
-        checkpoints.close()
-    return cfg, nnx.merge(graphdef, params), tokenizer
+def choose_step(checkpoints: RunCheckpoints, step: int | str, workdir: str | pathlib.Path) -> int:
+    """A step number from "latest", "best" (lowest validation bits per token) or a saved step number."""
+    directory = checkpoints.directory
+    if step == "latest":
+        chosen = checkpoints.latest_step()
+    elif step == "best":
+        chosen = checkpoints.best_step()
+    elif isinstance(step, int) or str(step).isdigit():
+        chosen = int(step)
+        if chosen not in checkpoints.all_steps():
+            steps = ", ".join(map(str, checkpoints.all_steps())) or "none"
+            raise UserError(f"no checkpoint for step {chosen} in {directory}; saved steps: {steps}")
+    else:
+        raise UserError(f"bad checkpoint step {step!r}; valid: latest, best or a step number")
+    if chosen is None:
+        raise UserError(f"no checkpoint in {directory}; train first with `musenet-jax train --workdir {workdir}`")
+    return chosen

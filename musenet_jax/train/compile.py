@@ -7,7 +7,7 @@ mesh and batch can be checked against the chip's HBM before a pod is rented.
 
 FLOPs: XLA's `cost_analysis` counts the body of a `lax.scan` once, and the layers (and gradient
 accumulation) are scans, so its figure is reported as is but `flops_per_step` is analytic: the model
-FLOPs of `train/flops.py` (6 x matmul parameters + attention over the allowed pairs, per token) times
+FLOPs of `model/info.py` (6 x matmul parameters + attention over the allowed pairs, per token) times
 the tokens of a step, the same numerator as MFU (rematerialization not counted).
 """
 
@@ -20,11 +20,16 @@ import re
 import time
 from typing import Any
 
+import jax
+
 from musenet_jax.config import Config
 from musenet_jax.errors import UserError, unknown_choice
+from musenet_jax.hardware import HBM_GIB_PER_CHIP
+from musenet_jax.model.info import count_parameters, flops_per_token
+from musenet_jax.model.sharding import make_mesh
+from musenet_jax.train.setup import make_train_setup
+from musenet_jax.train.step import jit_train_step
 
-# HBM per chip by TPU generation (data sheets), in GiB; a chip's devices (cores) share it evenly.
-HBM_GIB_PER_CHIP: dict[str, int] = {"v2": 16, "v3": 32, "v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
 GIB = 1 << 30
 
 
@@ -97,33 +102,14 @@ def hbm_bytes_per_device(topology: str, devices: list[Any]) -> int:
     return HBM_GIB_PER_CHIP[topology.split(":", 1)[0]] * GIB * chips // len(devices)
 
 
-def with_mesh_and_batch(cfg: Config, mesh: dict[str, int] | None, batch: int | None) -> Config:
-    """`cfg` with the mesh axis sizes and global batch given on the command line."""
-    model, train = cfg.model, cfg.train
-    if mesh:
-        model = dataclasses.replace(model, **{f"mesh_{axis}": size for axis, size in mesh.items()})
-    if batch is not None:
-        train = dataclasses.replace(train, global_batch=batch)
-    return cfg.replace(model=model, train=train)
-
-
 def compile_train_step(cfg: Config, topology: str) -> CompileReport:
     """AOT-compiles `cfg`'s train step for `topology` with the config's mesh sizes and global batch."""
-    import jax
-
-    from musenet_jax.encoding.vocab import Vocabulary
-    from musenet_jax.model.info import count_parameters
-    from musenet_jax.model.sharding import make_mesh
-    from musenet_jax.train.flops import flops_per_token
-    from musenet_jax.train.step import abstract_batch, abstract_train_state, check_batch_split, jit_train_step
-
     devices = topology_devices(topology)
-    mesh = make_mesh(cfg.model, devices)
-    check_batch_split(cfg, mesh)
-    vocab_size = Vocabulary(cfg.encoding).size
-    graphdef, state = abstract_train_state(cfg, vocab_size, mesh)
-    batch = abstract_batch(cfg, mesh)
-    step = jit_train_step(cfg, graphdef, mesh)
+    mesh = make_mesh(cfg.mesh, devices)
+    setup = make_train_setup(cfg, mesh)
+    vocab_size = setup.vocab_size
+    state, batch = setup.abstract_state(), setup.abstract_batch()
+    step = jit_train_step(setup)
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         lowered = step.lower(state, batch)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+
 from musenet_jax.errors import UserError
 
 
@@ -34,8 +36,6 @@ def initialize(spec: DistributedSpec) -> None:
     """
     if not spec.explicit and not spec.multihost:
         return
-    import jax
-
     if spec.explicit:
         missing = [
             flag

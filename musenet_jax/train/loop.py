@@ -1,6 +1,6 @@
 """The training loop: one program per host, a mesh over all devices, resume from the latest checkpoint.
 
-`train(cfg, data_dir, workdir)` builds the mesh, restores or initializes the sharded train state,
+`train(cfg, workdir)` builds the mesh, restores or initializes the sharded train state,
 feeds each host's shard of the data into globally sharded batches, and runs the jitted train step.
 Around it: validation in bits per token, tokens/s and MFU, metrics to JSONL / TensorBoard / a progress
 bar, Orbax checkpoints (async), SIGTERM/SIGINT -> checkpoint and return, and a stop after too many
@@ -15,17 +15,25 @@ import json
 import math
 import pathlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import jax
+from etils import epath
+
 from musenet_jax.config import Config
+from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
+from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
+from musenet_jax.hardware import total_peak_flops
+from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.info import flops_per_token
+from musenet_jax.model.sharding import make_mesh
 from musenet_jax.train.checkpoint import CheckpointMeta, RunCheckpoints, check_fingerprint, checkpoint_dir
 from musenet_jax.train.metrics import MetricsLogger
 from musenet_jax.train.preemption import NonFiniteGuard, StopRequest
-
-# Config sections that must not change when a run is resumed: they define what the arrays mean.
-FROZEN_ON_RESUME: tuple[str, ...] = ("model", "encoding")
+from musenet_jax.train.setup import TrainState, make_train_setup
+from musenet_jax.train.step import make_eval_step, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,39 +72,49 @@ class TrainSummary:
 
 def write_config(workdir: str, cfg: Config) -> None:
     """`W/config.json`: the resolved config, loadable with `config_from_dict`."""
-    from etils import epath
-
     path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
 
-def _check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> None:
+def _changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any], section: str) -> list[str]:
+    return sorted(k for k in now.get(section, {}) if saved.get(section, {}).get(k) != now[section][k])
+
+
+def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> str | None:
+    """Refuses a resume whose config changes what the saved arrays mean (the encoding, the model's
+    architecture); returns one line naming the changes that only alter how they are computed (the mesh,
+    the attention backend, remat, compute dtype), or None when there are none."""
     check_fingerprint(meta, fingerprint, where)
-    saved = meta.config
-    now = cfg.to_dict()
-    for section in FROZEN_ON_RESUME:
-        changed = sorted(k for k in now[section] if saved.get(section, {}).get(k) != now[section][k])
-        if changed:
-            keys = ", ".join(f"{section}.{k}" for k in changed)
-            raise UserError(
-                f"{where} holds a run with different {keys}; resume with its config.json or use a new --workdir"
-            )
+    saved, now = meta.config, cfg.to_dict()
+    execution = set(ModelConfig.EXECUTION_KEYS)
+    model_changes = _changed_keys(saved, now, "model")
+    refused = [f"encoding.{k}" for k in _changed_keys(saved, now, "encoding")]
+    refused += [f"model.{k}" for k in model_changes if k not in execution]
+    if refused:
+        raise UserError(
+            f"{where} holds a run with different {', '.join(refused)}; resume with its config.json or use a new "
+            "--workdir"
+        )
+    allowed = [("model", k) for k in model_changes if k in execution]
+    allowed += [("mesh", k) for k in _changed_keys(saved, now, "mesh")]
+    if not allowed:
+        return None
+    changes = ", ".join(f"{s}.{k} {saved.get(s, {}).get(k)!r} -> {now[s][k]!r}" for s, k in allowed)
+    return f"resuming with {changes}"
 
 
-def split_for_checkpoint(state: Any) -> tuple[Any, Any]:
+def split_for_checkpoint(state: TrainState) -> tuple[Any, TrainState]:
     """TrainState -> (params, everything else): two checkpoint items, so inference reads params only."""
     return state.params, dataclasses.replace(state, params=None)
 
 
-def join_from_checkpoint(params: Any, rest: Any) -> Any:
+def join_from_checkpoint(params: Any, rest: TrainState) -> TrainState:
     return dataclasses.replace(rest, params=params)
 
 
 def _global_batch(batch: Mapping[str, Any], sharding: Any) -> dict[str, Any]:
     """This host's rows -> arrays spanning all hosts (rows are split over the batch mesh axes)."""
-    import jax
-
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
@@ -139,29 +157,32 @@ class _Throughput:
         return {"tokens_per_s": tokens_per_s, "mfu": mfu}
 
 
-def train(cfg: Config, data_dir: str | pathlib.Path, workdir: str | pathlib.Path, steps: int | None = None) -> TrainSummary:
-    """Trains until step `steps` (default `train.steps`), resuming from `workdir`'s latest checkpoint."""
-    import jax
+def _absolute_data_dir(cfg: Config) -> Config:
+    """The run records where its data is as an absolute path (bucket URLs as given), so that `eval`
+    and the critic find it from any directory."""
+    data_dir = cfg.data.data_dir
+    if "://" in data_dir:
+        return cfg
+    return cfg.replace(data=dataclasses.replace(cfg.data, data_dir=str(pathlib.Path(data_dir).resolve())))
 
-    from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
-    from musenet_jax.encoding.tokenizer import Tokenizer
-    from musenet_jax.model.sharding import make_mesh
-    from musenet_jax.train.flops import flops_per_token, total_peak_flops
-    from musenet_jax.train.step import (
-        abstract_train_state,
-        batch_sharding,
-        init_train_state,
-        make_eval_step,
-        make_train_step,
-    )
 
+def train(
+    cfg: Config,
+    workdir: str | pathlib.Path,
+    steps: int | None = None,
+    *,
+    devices: Sequence[Any] | None = None,
+    say: Callable[[str], None] = print,
+) -> TrainSummary:
+    """Trains until step `steps` (default `train.steps`) on the data in `data.data_dir`, resuming from
+    `workdir`'s latest checkpoint. `devices` (default: all) are the mesh's devices."""
     workdir = str(workdir)
     if "://" in workdir:
         raise UserError(
             f"--workdir {workdir} is a URL; use a path every host mounts (on Cloud TPU: the bucket mounted "
             "with gcsfuse), since metrics.jsonl is appended to"
         )
-    cfg = cfg.replace(data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
+    cfg = _absolute_data_dir(cfg)
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps
     if tc.global_batch % jax.process_count():
@@ -174,26 +195,27 @@ def train(cfg: Config, data_dir: str | pathlib.Path, workdir: str | pathlib.Path
     checkpoints = RunCheckpoints(workdir, keep=tc.keep_checkpoints)
     start_step = checkpoints.latest_step() or 0
     if start_step:
-        _check_resumable(checkpoints.read_meta(start_step), cfg, fingerprint, checkpoint_dir(workdir))
+        change = check_resumable(checkpoints.read_meta(start_step), cfg, fingerprint, checkpoint_dir(workdir))
+        if change and is_main:
+            say(change)
     if is_main:
         write_config(workdir, cfg)
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
 
-    mesh = make_mesh(cfg.model)
+    setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))
     process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     train_data = make_train_iterator(cfg, split="train", **process)
     if start_step:
-        graphdef, abstract = abstract_train_state(cfg, vocab_size, mesh)
-        params, rest = split_for_checkpoint(abstract)
+        params, rest = split_for_checkpoint(setup.abstract_state())
         restored = checkpoints.restore(
             start_step, abstract_params=params, abstract_train_state=rest, data_iterator=train_data
         )
         state = join_from_checkpoint(restored["params"], restored["train_state"])
     else:
-        graphdef, state = init_train_state(cfg, vocab_size, mesh)
-    rows = batch_sharding(mesh)
-    train_step = make_train_step(cfg, graphdef, mesh)
-    eval_step = make_eval_step(cfg, graphdef, mesh)
+        state = setup.init_state()
+    rows = setup.batch_sharding
+    train_step = make_train_step(setup)
+    eval_step = make_eval_step(setup)
 
     def validate(state: Any) -> float | None:
         nll, count = 0.0, 0.0

@@ -15,6 +15,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
 # The figures shown on the progress bar, in this order, with their formats.
 PROGRESS_FIELDS: tuple[tuple[str, str], ...] = (
     ("loss", ".4f"),
@@ -66,13 +69,9 @@ class MetricsLogger:
         kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= start_step]
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._jsonl = path.open("a", buffering=1)
-        from tensorboardX import SummaryWriter
-
         self._tb = SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1 if start_step else None)
         show = sys.stderr.isatty() if progress is None else progress
         if show:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
         self._shown: dict[str, Any] = {}
 

@@ -13,7 +13,9 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from musenet_jax.errors import UserError
 
@@ -42,13 +44,9 @@ class StopRequest:
 
     def agreed(self) -> bool:
         """True when any process was asked to stop; every process gets the same answer."""
-        import jax
-
         local = self.signal_name is not None
         if jax.process_count() == 1:
             return local
-        from jax.experimental import multihost_utils
-
         flags = multihost_utils.process_allgather(np.asarray(local, dtype=np.int32))
         return bool(np.any(flags))
 

@@ -1,14 +1,10 @@
 """The jitted train and eval steps: masked next-token cross-entropy, mixup, accumulation, NaN guard.
 
-The train state is a plain pytree (`TrainState`) of pure-dict parameters and optimizer state, so Orbax
-saves it as is and `nnx.merge(graphdef, state.params)` gives the model back. Every array is placed by
-the logical axis rules (`musenet_jax.model.sharding`); the steps are jitted with those shardings as
-explicit input and output shardings.
+Both are jitted with the shardings of the run's `TrainSetup` as explicit input and output shardings.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,96 +12,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from musenet_jax.config import Config
-from musenet_jax.model.sharding import state_shardings
 from musenet_jax.model.transformer import MuseNet
-from musenet_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from musenet_jax.train.setup import TrainSetup, TrainState
 
 Batch = Mapping[str, jax.Array]
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class TrainState:
-    params: Any  # pure nested dict of the model's nnx.Param arrays
-    opt_state: Any
-    step: jax.Array  # int32: train steps taken (skipped ones included)
-    rng: jax.Array  # uint32 key data, advanced every step (mixup draws)
-    skipped: jax.Array  # int32: updates skipped for a non-finite loss or gradient, in total
-
-
-def build_model(cfg: Config, vocab_size: int, seed: int = 0) -> MuseNet:
-    return MuseNet(cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms)
-
-
-def _fresh_state(cfg: Config, vocab_size: int) -> tuple[nnx.GraphDef, Callable[[], TrainState]]:
-    tx = make_optimizer(cfg.train)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(cfg, vocab_size)))
-
-    def init() -> TrainState:
-        params = nnx.to_pure_dict(nnx.state(build_model(cfg, vocab_size, cfg.train.seed), nnx.Param))
-        rng = jax.random.key_data(jax.random.key(cfg.train.seed + 1))
-        zero = jnp.zeros((), jnp.int32)
-        return TrainState(params, tx.init(params), zero, rng, zero)
-
-    return graphdef, init
-
-
-def train_state_shardings(cfg: Config, vocab_size: int, mesh: Mesh) -> TrainState:
-    """Where every array of the train state lives: params and their Adam moments by the rules, the rest replicated."""
-    abstract_model = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
-    params = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    tx = make_optimizer(cfg.train)
-    abstract_opt = jax.eval_shape(tx.init, jax.tree.map(lambda s: jax.ShapeDtypeStruct((), jnp.float32), params))
-    opt = optax.tree_utils.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract_opt, params, transform_non_params=lambda _: replicated
-    )
-    return TrainState(params, opt, replicated, replicated, replicated)
-
-
-def init_train_state(cfg: Config, vocab_size: int, mesh: Mesh) -> tuple[nnx.GraphDef, TrainState]:
-    """A fresh, sharded train state (parameters initialized directly on their devices)."""
-    graphdef, init = _fresh_state(cfg, vocab_size)
-    return graphdef, jax.jit(init, out_shardings=train_state_shardings(cfg, vocab_size, mesh))()
-
-
-def abstract_train_state(cfg: Config, vocab_size: int, mesh: Mesh) -> tuple[nnx.GraphDef, TrainState]:
-    """Shapes, dtypes and shardings of the train state without allocating it (to restore into)."""
-    graphdef, init = _fresh_state(cfg, vocab_size)
-    shapes = jax.eval_shape(init)
-    shardings = train_state_shardings(cfg, vocab_size, mesh)
-    return graphdef, jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batch rows split over the data and fsdp axes (the rules' `batch`)."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-
-
-def check_batch_split(cfg: Config, mesh: Mesh) -> None:
-    """Each of the `grad_accum_steps` microbatches must split evenly over the batch axes of the mesh."""
-    rows, accum, batch = mesh.shape["data"] * mesh.shape["fsdp"], cfg.train.grad_accum_steps, cfg.train.global_batch
-    if accum < 1 or batch % (accum * rows):
-        from musenet_jax.errors import UserError
-
-        raise UserError(f"train.global_batch={batch} must split into train.grad_accum_steps={accum} microbatches "
-                        f"that divide evenly over data x fsdp = {rows} devices")
-
-
-def abstract_batch(cfg: Config, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes, dtypes and shardings of a global batch (`data/pipeline.py`'s layout), to lower against."""
-    rows, shape = batch_sharding(mesh), (cfg.train.global_batch, cfg.model.context)
-    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=rows)  # noqa: E731
-    return {
-        "inputs": spec(shape, jnp.int32),
-        "targets": spec(shape, jnp.int32),
-        "loss_mask": spec(shape, jnp.float32),
-        "times": spec(shape, jnp.int32),
-        "durations": spec(shape[:1], jnp.int32),
-    }
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -187,22 +100,16 @@ def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, k
     return nll / weight, jax.tree.map(lambda g: g / weight, grads)
 
 
-def make_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_train_step(setup: TrainSetup) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """fn(state, batch) -> (state, metrics); a non-finite loss or gradient leaves params and optimizer untouched."""
-    return _under_mesh(jit_train_step(cfg, graphdef, mesh), mesh)
+    return _under_mesh(jit_train_step(setup), setup.mesh)
 
 
-def jit_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Any:
+def jit_train_step(setup: TrainSetup) -> Any:
     """The `jax.jit` object behind `make_train_step`, for ahead-of-time `.lower(...)`; trace it inside
     `jax.set_mesh(mesh)` so the model's activation constraints apply. The state argument is donated."""
-    from musenet_jax.encoding.vocab import Vocabulary
-
-    check_batch_split(cfg, mesh)
-    groups = mixup_groups(cfg, mesh)
-    tx = make_optimizer(cfg.train)
-    schedule = learning_rate_schedule(cfg.train)
-    shardings = train_state_shardings(cfg, Vocabulary(cfg.encoding).size, mesh)
-    replicated = NamedSharding(mesh, PartitionSpec())
+    cfg, graphdef, tx, schedule = setup.cfg, setup.graphdef, setup.optimizer, setup.schedule
+    groups = mixup_groups(cfg, setup.mesh)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         key, next_key = jax.random.split(jax.random.wrap_key_data(state.rng))
@@ -227,22 +134,21 @@ def jit_train_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Any:
         }
         return new_state, metrics
 
-    return jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)),
+    shardings, replicated = setup.state_shardings, setup.replicated
+    return jax.jit(step, in_shardings=(shardings, setup.batch_sharding),
                    out_shardings=(shardings, replicated), donate_argnums=0)
 
 
-def make_eval_step(cfg: Config, graphdef: nnx.GraphDef, mesh: Mesh) -> Callable[[TrainState, Batch], tuple[jax.Array, jax.Array]]:
+def make_eval_step(setup: TrainSetup) -> Callable[[TrainState, Batch], tuple[jax.Array, jax.Array]]:
     """fn(state, batch) -> (sum of token NLL in nats, token count) over the batch's unmasked targets."""
-    from musenet_jax.encoding.vocab import Vocabulary
-
-    shardings = train_state_shardings(cfg, Vocabulary(cfg.encoding).size, mesh)
-    replicated = NamedSharding(mesh, PartitionSpec())
 
     def step(state: TrainState, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        return summed_loss(nnx.merge(graphdef, state.params), batch, jax.random.key(0), 0.0)
+        return summed_loss(nnx.merge(setup.graphdef, state.params), batch, jax.random.key(0), 0.0)
 
-    jitted = jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(replicated, replicated))
-    return _under_mesh(jitted, mesh)
+    replicated = setup.replicated
+    jitted = jax.jit(step, in_shardings=(setup.state_shardings, setup.batch_sharding),
+                     out_shardings=(replicated, replicated))
+    return _under_mesh(jitted, setup.mesh)
 
 
 def _under_mesh(fn: Callable, mesh: Mesh) -> Callable:

@@ -6,7 +6,7 @@ import pathlib
 import shlex
 import subprocess
 
-LAUNCH = pathlib.Path(__file__).resolve().parent.parent / "launch"
+LAUNCH = pathlib.Path(__file__).resolve().parents[2] / "launch"
 
 
 def _dry_run(script: str, *args: str) -> list[list[str]]:

@@ -23,5 +23,5 @@ def train_tiny(data_dir: pathlib.Path, workdir: pathlib.Path, steps: int = 3) ->
     """Trains `steps` steps with the real loop (Orbax checkpoint at the end) and returns the work dir."""
     from musenet_jax.train.loop import train
 
-    train(load_config("tiny", TINY_RUN), data_dir, workdir, steps=steps)
+    train(load_config("tiny", [*TINY_RUN, f"data.data_dir={data_dir}"]), workdir, steps=steps)
     return workdir

@@ -3,7 +3,6 @@
 import numpy as np
 
 from midi_corpus import packaged_midi_files
-from musenet_jax.data.config import DataConfig
 from musenet_jax.encoding import augment
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
@@ -37,7 +36,7 @@ def test_scale_and_stretch():
 def test_augment_ids_is_deterministic_given_a_seed():
     tokenizer = Tokenizer()
     ids = tokenizer.encode(packaged_midi_files()[2], composer="mozart")
-    cfg = DataConfig(transpose_semitones=5, velocity_scale=0.2, time_stretch=0.1)
+    cfg = augment.AugmentRanges(transpose_semitones=5, velocity_scale=0.2, time_stretch=0.1)
     a = augment.augment_ids(tokenizer, ids, np.random.default_rng(7), cfg)
     b = augment.augment_ids(tokenizer, ids, np.random.default_rng(7), cfg)
     c = augment.augment_ids(tokenizer, ids, np.random.default_rng(8), cfg)
@@ -50,5 +49,5 @@ def test_augment_ids_is_deterministic_given_a_seed():
 def test_no_augmentation_is_identity():
     tokenizer = Tokenizer()
     ids = tokenizer.encode(packaged_midi_files()[2])
-    cfg = DataConfig(transpose_semitones=0, velocity_scale=0.0, time_stretch=0.0)
+    cfg = augment.AugmentRanges(transpose_semitones=0, velocity_scale=0.0, time_stretch=0.0)
     np.testing.assert_array_equal(augment.augment_ids(tokenizer, ids, np.random.default_rng(0), cfg), ids)

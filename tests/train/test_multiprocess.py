@@ -13,7 +13,7 @@ import pytest
 from musenet_jax.train.checkpoint import RunCheckpoints
 from musenet_jax.train.metrics import read_metrics
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 6
 OVERRIDES = [
     "model.d_model=32",

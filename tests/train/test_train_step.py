@@ -12,21 +12,14 @@ from flax import nnx
 from musenet_jax.config import load_config
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.model.sharding import make_mesh
+from musenet_jax.model.config import MeshConfig
 from musenet_jax.train.optimizer import learning_rate_schedule
-from musenet_jax.train.step import (
-    batch_sharding,
-    init_train_state,
-    make_eval_step,
-    make_train_step,
-    mixup_draw,
-    mixup_groups,
-    partner_rows,
-    train_state_shardings,
-)
+from musenet_jax.train.setup import make_train_setup
+from musenet_jax.train.step import make_eval_step, make_train_step, mixup_draw, mixup_groups, partner_rows
 
 CFG = load_config(
     "tiny",
-    ["model.context=64", "train.learning_rate=3e-3", "train.warmup_steps=1", "train.steps=20", "model.mesh_data=1"],
+    ["model.context=64", "train.learning_rate=3e-3", "train.warmup_steps=1", "train.steps=20", "mesh.data=1"],
 )
 VOCAB = Vocabulary(CFG.encoding).size
 
@@ -57,17 +50,17 @@ def make_batch(identical_rows: bool = False, seed: int = 0) -> dict[str, np.ndar
 @pytest.fixture(scope="module")
 def one_device():
     """Mesh of one device, the initial state on the host (steps donate their input state) and a step."""
-    mesh = make_mesh(CFG.model, jax.devices()[:1])
-    graphdef, state = init_train_state(CFG, VOCAB, mesh)
-    return mesh, graphdef, jax.device_get(state), make_train_step(CFG, graphdef, mesh)
+    mesh = make_mesh(CFG.mesh, jax.devices()[:1])
+    setup = make_train_setup(CFG, mesh)
+    return mesh, setup.graphdef, jax.device_get(setup.init_state()), make_train_step(setup)
 
 
 def on(mesh, host_state, cfg=CFG):
-    return jax.device_put(host_state, train_state_shardings(cfg, VOCAB, mesh))
+    return jax.device_put(host_state, make_train_setup(cfg, mesh).state_shardings)
 
 
 def put(mesh, batch):
-    return jax.device_put(batch, batch_sharding(mesh))
+    return jax.device_put(batch, make_train_setup(CFG, mesh).batch_sharding)
 
 
 def reference_loss(graphdef, params, batch) -> float:
@@ -98,7 +91,7 @@ def test_two_microbatches_give_the_whole_batch_update(one_device):
     mesh, graphdef, host, step = one_device
     whole, whole_metrics = step(on(mesh, host), put(mesh, make_batch()))
     cfg = with_train(grad_accum_steps=2)
-    accumulated, accum_metrics = make_train_step(cfg, graphdef, mesh)(on(mesh, host, cfg), put(mesh, make_batch()))
+    accumulated, accum_metrics = make_train_step(make_train_setup(cfg, mesh))(on(mesh, host, cfg), put(mesh, make_batch()))
     assert float(accum_metrics["loss"]) == pytest.approx(float(whole_metrics["loss"]), rel=1e-5)
     assert float(accum_metrics["grad_norm"]) == pytest.approx(float(whole_metrics["grad_norm"]), rel=1e-4)
     for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
@@ -107,7 +100,7 @@ def test_two_microbatches_give_the_whole_batch_update(one_device):
 
 def test_mixup_off_at_alpha_0_and_mixes_losses_with_the_embeddings_lambda(one_device):
     mesh, graphdef, host, step = one_device
-    mixup = make_train_step(with_train(mixup_alpha=0.4), graphdef, mesh)
+    mixup = make_train_step(make_train_setup(with_train(mixup_alpha=0.4), mesh))
     plain = float(step(on(mesh, host), put(mesh, make_batch()))[1]["loss"])
     mixed = float(mixup(on(mesh, host), put(mesh, make_batch()))[1]["loss"])
     assert np.isfinite(mixed) and abs(mixed - plain) > 1e-3
@@ -125,7 +118,7 @@ def test_mixup_partners_stay_within_a_devices_rows():
     assert np.all((0 <= lam) & (lam <= 1))
     x = np.arange(12 * 5).reshape(12, 5)
     np.testing.assert_array_equal(partner_rows(jnp.asarray(x), jnp.asarray(perm), 4), x[perm])
-    mesh8 = make_mesh(dataclasses.replace(CFG.model, mesh_data=2, mesh_fsdp=2, mesh_tensor=2))
+    mesh8 = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     assert mixup_groups(with_train(global_batch=16, grad_accum_steps=2), mesh8) == 4
     assert mixup_groups(with_train(global_batch=4), mesh8) == 1  # one row per device: any partner in the batch
 
@@ -144,7 +137,7 @@ def test_a_non_finite_loss_skips_the_update_and_is_counted(one_device):
 
 def test_eval_step_sums_nll_in_nats_over_unmasked_tokens(one_device):
     mesh, graphdef, host, _ = one_device
-    nll, count = make_eval_step(CFG, graphdef, mesh)(on(mesh, host), put(mesh, make_batch()))
+    nll, count = make_eval_step(make_train_setup(CFG, mesh))(on(mesh, host), put(mesh, make_batch()))
     batch = make_batch()
     assert float(count) == batch["loss_mask"].sum()
     assert float(nll) / float(count) == pytest.approx(reference_loss(graphdef, host.params, batch), rel=1e-5)
@@ -153,12 +146,12 @@ def test_eval_step_sums_nll_in_nats_over_unmasked_tokens(one_device):
 def test_eight_devices_with_fsdp_and_tensor_sharding_give_the_single_device_step(one_device):
     mesh, graphdef, host, step = one_device
     single, single_metrics = step(on(mesh, host), put(mesh, make_batch()))
-    cfg = CFG.replace(model=dataclasses.replace(CFG.model, mesh_data=1, mesh_fsdp=4, mesh_tensor=2))
-    mesh8 = make_mesh(cfg.model)
+    cfg = CFG.replace(mesh=MeshConfig(data=1, fsdp=4, tensor=2))
+    mesh8 = make_mesh(cfg.mesh)
     state8 = on(mesh8, host, cfg)
     query = state8.params["layers"]["blocks"][0]["attn"]["query"]["kernel"]
     assert len(query.sharding.device_set) == 8 and query.sharding.spec[1:3] == ("fsdp", "tensor")
-    sharded, metrics = make_train_step(cfg, graphdef, mesh8)(state8, put(mesh8, make_batch()))
+    sharded, metrics = make_train_step(make_train_setup(cfg, mesh8))(state8, put(mesh8, make_batch()))
     assert float(metrics["loss"]) == pytest.approx(float(single_metrics["loss"]), rel=1e-5)
     assert float(metrics["grad_norm"]) == pytest.approx(float(single_metrics["grad_norm"]), rel=1e-4)
     for a, b in zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params)):

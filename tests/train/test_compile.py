@@ -8,8 +8,7 @@ import pytest
 from musenet_jax.cli.main import main
 from musenet_jax.config import load_config
 from musenet_jax.encoding.vocab import Vocabulary
-from musenet_jax.model.info import count_parameters
-from musenet_jax.train.flops import flops_per_token
+from musenet_jax.model.info import count_parameters, flops_per_token
 
 ARGS = ["compile", "--config", "tiny", "--set", "model.context=64"]
 

@@ -49,7 +49,7 @@ def test_draws_stay_inside_the_filtered_support_and_temperature_zero_is_greedy()
     draws = jax.vmap(lambda k: draw(k, logits, SamplingSettings(1.0, 3, 0.8)))(keys)
     assert set(np.asarray(draws).ravel().tolist()) == {1, 3}  # top-p 0.8 of the renormalized top 3 = the 2 likeliest
     assert int(draw(keys[0], logits, SamplingSettings(0.0))[0]) == 1
-    with pytest.raises(UserError, match="top-p"):
+    with pytest.raises(UserError, match="sample.top_p"):
         SamplingSettings(top_p=0.0)
 
 
@@ -138,7 +138,7 @@ def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir
     fakes = tmp_path / "fakes"
     assert main(["critic", "make-fakes", "--checkpoint", str(workdir), "--num", "4", "--out", str(fakes)]) == 0
     assert main(["critic", "train", "--checkpoint", str(workdir), "--fakes", str(fakes),
-                 "--set", "sample.critic_steps=3", "--set", "sample.critic_batch=4"]) == 0
+                 "--set", "critic.steps=3", "--set", "critic.batch=4"]) == 0
     assert "held-out ROC AUC" in capsys.readouterr().out
     out = tmp_path / "out"
     code = main(["generate", "--checkpoint", str(workdir), "--composer", "bach", "--instruments", "piano,strings",

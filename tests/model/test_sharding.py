@@ -10,10 +10,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from model_inputs import VOCAB, batch, tiny_model_config
 
 from musenet_jax.errors import UserError
+from musenet_jax.model.config import MeshConfig
 from musenet_jax.model.sharding import cache_shardings, logical_to_spec, make_mesh, model_shardings
 from musenet_jax.model.transformer import MuseNet
 
-MESH_CFG = dict(mesh_data=2, mesh_fsdp=2, mesh_tensor=2)
+MESH_CFG = MeshConfig(data=2, fsdp=2, tensor=2)
 
 
 def _loss(model, b):
@@ -24,21 +25,21 @@ def _loss(model, b):
 
 
 def test_rules_map_logical_names_to_mesh_axes():
-    mesh = make_mesh(tiny_model_config(**MESH_CFG))
+    mesh = make_mesh(MESH_CFG)
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     # A mesh axis is used once per array: activations shard batch over data+fsdp and keep embed whole.
     assert logical_to_spec(("batch", "length", "embed")) == PartitionSpec(("data", "fsdp"), None, None)
     assert logical_to_spec(("embed", "mlp")) == PartitionSpec("fsdp", "tensor")
     # An axis that does not divide the dimension is dropped (odd vocabulary).
     assert logical_to_spec(("vocab", "embed"), (301, 64), mesh) == PartitionSpec(None, "fsdp")
-    assert make_mesh(tiny_model_config(mesh_data=-1, mesh_fsdp=4)).shape["data"] == 2
+    assert make_mesh(MeshConfig(data=-1, fsdp=4)).shape["data"] == 2
     with pytest.raises(UserError, match="needs 12 devices"):
-        make_mesh(tiny_model_config(mesh_data=3, mesh_fsdp=2, mesh_tensor=2))
+        make_mesh(MeshConfig(data=3, fsdp=2, tensor=2))
 
 
 def test_sharded_model_gives_single_device_loss_and_gradients():
-    cfg = tiny_model_config(**MESH_CFG)
-    mesh = make_mesh(cfg)
+    cfg = tiny_model_config()
+    mesh = make_mesh(MESH_CFG)
     b = batch(batch_size=4, length=cfg.context)
     grad_fn = nnx.jit(nnx.value_and_grad(_loss))
 

@@ -3,13 +3,16 @@
 import json
 
 import jax
+import numpy as np
+import pytest
 from flax import nnx
 
+from musenet_jax.attention.patterns import layer_patterns
 from musenet_jax.cli.main import main
 from musenet_jax.config import load_config
 from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.model.info import flops_per_token, layer_attention
 from musenet_jax.model.transformer import MuseNet
-from musenet_jax.train.flops import flops_per_token
 
 
 def test_model_info_json_for_tiny(capsys):
@@ -35,3 +38,19 @@ def test_model_info_bad_config_is_a_user_error(capsys):
     assert main(["model-info", "--config", "tiny", "--set", "model.n_layers=3"]) == 2
     err = capsys.readouterr().err
     assert "n_layers" in err and "Traceback" not in err
+
+
+def test_model_flops_count_the_pairs_the_attention_pattern_allows():
+    cfg = load_config("tiny").model
+    n = cfg.context
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    per_layer = []
+    for layer in range(cfg.n_layers):
+        groups = layer_patterns(cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary)
+        per_layer.append(np.mean([np.asarray(p.allowed(i, j)).sum() / n for p in groups]))
+    pairs = float(np.mean(per_layer))
+    assert np.mean([row.pattern_density * n for row in layer_attention(cfg)]) == pytest.approx(pairs)
+    assert 1 < pairs < (n + 1) / 2  # sparser than causal attention
+    d, layers = cfg.d_model, cfg.n_layers
+    matmul_params = layers * (4 + 2 * cfg.mlp_ratio) * d * d + d * 100
+    assert flops_per_token(cfg, 100) == pytest.approx(6 * matmul_params + 12 * d * layers * pairs)

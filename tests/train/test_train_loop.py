@@ -20,7 +20,8 @@ from flax import nnx
 from musenet_jax.config import load_config
 from musenet_jax.errors import UserError
 from musenet_jax.train import loop
-from musenet_jax.train.checkpoint import RunCheckpoints, restore_for_inference
+from musenet_jax.app.run import load_run
+from musenet_jax.train.checkpoint import RunCheckpoints
 from musenet_jax.train.metrics import read_metrics
 
 # The tiny config made smaller still: seconds per run on 2 cores.
@@ -73,7 +74,7 @@ def _losses(workdir) -> dict[int, float]:
 
 
 def _params(workdir, step: int) -> list[np.ndarray]:
-    _, model, _ = restore_for_inference(workdir, step)
+    model = load_run(workdir, step).model
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 
@@ -154,7 +155,7 @@ def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_ch
     cfg = load_config("tiny", [*TINY, "train.steps=12", "train.checkpoint_every=4", "train.max_consecutive_nonfinite=3"])
 
     monkeypatch.setattr(pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n == 3))
-    summary = loop.train(cfg, data_dir, tmp_path / "one_bad")
+    summary = loop.train(cfg.with_data_dir(data_dir), tmp_path / "one_bad")
     assert summary.final_step == 12 and summary.skipped_steps == 1
     records = {r["step"]: r for r in read_metrics(tmp_path / "one_bad" / "metrics.jsonl") if "loss" in r}
     assert records[3]["loss"] == "nan" and records[2]["skipped_steps"] == 0 and records[3]["skipped_steps"] == 1
@@ -164,36 +165,16 @@ def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_ch
 
     monkeypatch.setattr(pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n >= 6))
     with pytest.raises(UserError, match="3 consecutive non-finite losses.*last good checkpoint is step 4"):
-        loop.train(cfg, data_dir, tmp_path / "diverged")
+        loop.train(cfg.with_data_dir(data_dir), tmp_path / "diverged")
     assert RunCheckpoints(tmp_path / "diverged", read_only=True).all_steps() == [4]
     assert np.all([np.all(np.isfinite(leaf)) for leaf in _params(tmp_path / "diverged", 4)])
 
 
 def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
     cfg = load_config("tiny", [*TINY, "train.steps=2", "train.eval_every=1000"])
-    loop.train(cfg, data_dir, tmp_path)
+    loop.train(cfg.with_data_dir(data_dir), tmp_path)
     assert (tmp_path / "config.json").is_file()
     changed = load_config("tiny", [*TINY, "train.steps=4", "model.n_layers=3"])
     with pytest.raises(UserError, match="different model.n_layers"):
-        loop.train(changed, data_dir, tmp_path)
+        loop.train(changed.with_data_dir(data_dir), tmp_path)
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
-
-
-def test_model_flops_count_the_pairs_the_attention_pattern_allows():
-    from musenet_jax.attention.patterns import layer_patterns
-
-    from musenet_jax.train.flops import attention_pairs_per_query, flops_per_token
-
-    cfg = load_config("tiny").model
-    n = cfg.context
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    per_layer = []
-    for layer in range(cfg.n_layers):
-        groups = layer_patterns(cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary)
-        per_layer.append(np.mean([np.asarray(p.allowed(i, j)).sum() / n for p in groups]))
-    pairs = float(np.mean(per_layer))
-    assert attention_pairs_per_query(cfg) == pytest.approx(pairs)
-    assert 1 < pairs < (n + 1) / 2  # sparser than causal attention
-    d, layers = cfg.d_model, cfg.n_layers
-    matmul_params = layers * (4 + 2 * cfg.mlp_ratio) * d * d + d * 100
-    assert flops_per_token(cfg, 100) == pytest.approx(6 * matmul_params + 12 * d * layers * pairs)

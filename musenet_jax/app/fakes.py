@@ -1,0 +1,41 @@
+"""`critic make-fakes`: the model's own samples, conditioned like real pieces of a split, written as
+`fake_K.npy` (the exact tokens) and `fake_K.mid`."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+from tqdm import tqdm
+
+from musenet_jax.app.run import Run
+from musenet_jax.eval.pieces import load_split_pieces
+from musenet_jax.sample.filtering import SamplingSettings
+from musenet_jax.sample.like_data import sample_like_pieces
+from musenet_jax.sample.sampler import Sampler
+
+
+def make_fakes(
+    run: Run,
+    out_dir: str | os.PathLike,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    show_progress: bool = True,
+) -> int:
+    """Samples `critic.fakes` pieces conditioned like pieces of `split` (composer, instruments, length,
+    capped at `sample.seconds`); returns the count written."""
+    cfg, tokenizer = run.cfg, run.tokenizer
+    num = cfg.critic.fakes
+    pieces = load_split_pieces(cfg, split)
+    sampler = Sampler(run.model, tokenizer, SamplingSettings.from_config(cfg.sample))
+    with tqdm(total=num, unit="piece", desc="fakes", disable=not show_progress) as bar:
+        fakes = sample_like_pieces(sampler, pieces, num, max_seconds=cfg.sample.seconds,
+                                   max_new_tokens=cfg.sample.max_new_tokens, seed=seed, progress=bar.update)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for k, fake in enumerate(fakes):
+        np.save(out / f"fake_{k:05d}.npy", fake.ids)
+        tokenizer.decode(fake.ids).dump(str(out / f"fake_{k:05d}.mid"))
+    return len(fakes)

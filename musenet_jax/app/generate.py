@@ -1,0 +1,89 @@
+"""`generate`: N candidates from a loaded run, ranked by the inner critic, written out.
+
+Writes `sample_K.mid`, its tokens as `sample_K.json` (for `musenet-jax decode`), `sample_K.png` (piano
+roll) and, with FluidSynth, `sample_K.wav` per candidate, and `ranking.json`: candidates best first by
+the critic's probability that they are real music (by mean log-probability when no critic has been
+trained in the run's work directory). Lengths, counts and creativity come from the run's `sample`
+section (the command line overrides it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
+
+from musenet_jax.app.run import Run
+from musenet_jax.critic.scoring import critic_logits, probability_real
+from musenet_jax.critic.store import load_critic
+from musenet_jax.encoding.timing import duration_steps
+from musenet_jax.sample.audio import renderer
+from musenet_jax.sample.conditioning import make_request
+from musenet_jax.sample.filtering import SamplingSettings
+from musenet_jax.sample.pianoroll import save_pianoroll
+from musenet_jax.sample.sampler import Sampler
+
+
+def generate(
+    run: Run,
+    out_dir: str | os.PathLike,
+    *,
+    composer: str,
+    instruments: str,
+    intro: str | os.PathLike | None = None,
+    say: Callable[[str], None] = print,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Samples, scores and writes the candidates; returns the ranking (best first) as written."""
+    sc, tokenizer = run.cfg.sample, run.tokenizer
+    request = make_request(tokenizer, composer, instruments, sc.seconds, intro, restrict=sc.restrict_instruments)
+    sampler = Sampler(run.model, tokenizer, SamplingSettings.from_config(sc))
+    with tqdm(total=sc.max_new_tokens, unit="tok", desc="sampling", disable=not show_progress) as bar:
+
+        def progress(steps: int, music_s: float) -> None:
+            bar.update(steps)
+            bar.set_postfix_str(f"{music_s:.1f}/{request.target_steps * tokenizer.step_s:.1f} s")
+
+        candidates = sampler.sample([request] * sc.num_samples, max_new_tokens=sc.max_new_tokens, seed=sc.seed,
+                                    progress=progress)
+
+    critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
+    if critic is None:
+        scores = None
+        say(f"no trained critic in {run.workdir} (run `musenet-jax critic train`); ranking by mean log-probability")
+    else:
+        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    render, why_not = renderer()
+    if render is None:
+        say(why_not)
+    intro_s = duration_steps(request.prompt, tokenizer.vocab) * tokenizer.step_s
+    entries = []
+    for k, cand in enumerate(candidates):
+        stem = f"sample_{k}"
+        tokenizer.decode(cand.ids).dump(str(out / f"{stem}.mid"))
+        (out / f"{stem}.json").write_text(json.dumps({"ids": cand.ids.tolist(), "prompt_length": cand.prompt_length}))
+        save_pianoroll(tokenizer, cand.ids, out / f"{stem}.png", prompt_seconds=intro_s,
+                       title=f"{stem}: {composer}, {instruments}")
+        if render is not None:
+            render(tokenizer.ids_to_events(cand.ids), out / f"{stem}.wav")
+        entries.append({
+            "sample": k,
+            "midi": f"{stem}.mid",
+            "critic_score": None if scores is None else float(scores[k]),
+            "mean_logprob": cand.mean_logprob,
+            "tokens": int(cand.sampled),
+            "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
+            "stopped_by": cand.stopped_by,
+        })
+    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
+    ranking = sorted(entries, key=key)
+    ranked_by = "critic_score" if scores is not None else "mean_logprob"
+    (out / "ranking.json").write_text(json.dumps({"ranked_by": ranked_by, "candidates": ranking}, indent=2) + "\n")
+    return ranking

@@ -1,0 +1,66 @@
+"""A trained run, ready for inference: its config, its model with restored parameters, its tokenizer.
+
+Only the `params` item of a checkpoint is read, onto the shardings of a model built from the run's
+config; no optimizer, train state or data iterator is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+from musenet_jax.config import Config, with_overrides
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.model.config import MeshConfig
+from musenet_jax.model.sharding import make_mesh, state_shardings
+from musenet_jax.model.transformer import MuseNet, build_model
+from musenet_jax.train.checkpoint import RunCheckpoints, check_fingerprint, choose_step
+
+# Sections a user may change when using a trained run; the others define what its parameters mean.
+RUN_OVERRIDABLE: tuple[str, ...] = ("data", "sample", "critic")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+    """One checkpoint of a training run, loaded for sampling, scoring or evaluation."""
+
+    workdir: str
+    step: int
+    cfg: Config
+    model: MuseNet
+    tokenizer: Tokenizer
+
+
+def load_run(
+    workdir: str | pathlib.Path,
+    step: int | str = "latest",
+    *,
+    overrides: Sequence[str] = (),
+    mesh: Any | None = None,
+) -> Run:
+    """Loads `step` ("latest", "best" or a number) of the run in `workdir`, with `overrides`
+    (`section.key=value` of the data, sample and critic sections) applied to its saved config.
+    Without a `mesh` the model lands on one local device."""
+    checkpoints = RunCheckpoints(workdir, read_only=True)
+    try:
+        chosen = choose_step(checkpoints, step, workdir)
+        meta = checkpoints.read_meta(chosen)
+        cfg = with_overrides(meta.resolved_config(), overrides, RUN_OVERRIDABLE)
+        tokenizer = Tokenizer(cfg.encoding)
+        check_fingerprint(meta, tokenizer.vocab.fingerprint(), checkpoints.directory)
+        mesh = mesh if mesh is not None else make_mesh(MeshConfig(), devices=jax.local_devices()[:1])
+        abstract_model = nnx.eval_shape(lambda: build_model(cfg, meta.vocab_size))
+        shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
+        shapes = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
+        abstract = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+        )
+        params = checkpoints.restore(chosen, abstract_params=abstract)["params"]
+    finally:
+        checkpoints.close()
+    return Run(str(workdir), chosen, cfg, nnx.merge(nnx.graphdef(abstract_model), params), tokenizer)

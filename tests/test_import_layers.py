@@ -1,0 +1,123 @@
+"""The import graph climbs only downwards: every package imports only packages below it, so the
+libraries stay free of workflows and of each other's circles, and the kernels depend on jax alone.
+
+Read from the source with `ast` (imports inside functions count too), not from `sys.modules`.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Bottom to top. A package may import its own modules and those of lower layers only.
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"errors"}),
+    frozenset({"platform", "hardware", "config"}),
+    frozenset({"encoding"}),
+    frozenset({"data"}),
+    frozenset({"attention"}),
+    frozenset({"model"}),
+    frozenset({"train"}),
+    frozenset({"sample", "eval"}),
+    frozenset({"critic"}),
+    frozenset({"app"}),
+    frozenset({"bench", "cli"}),
+)
+LAYER_OF = {name: level for level, names in enumerate(LAYERS) for name in names}
+# Command-line plumbing that benchmarks may share with the commands (argument parsing, nothing else).
+SHARED_CLI = "musenet_jax.cli.common"
+
+
+def _package(module: str) -> str:
+    """`musenet_jax.sample.sampler` -> `sample`; `musenet_jax.config` -> `config`."""
+    return module.split(".")[1]
+
+
+def _imports(path: pathlib.Path, module: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the importing module's package
+                base = module.rsplit(".", node.level)[0]
+                names.add(f"{base}.{node.module}" if node.module else base)
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def _modules(package: str) -> list[tuple[str, pathlib.Path]]:
+    out = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return out
+
+
+def _edges() -> list[tuple[str, str]]:
+    edges = []
+    for module, path in _modules("musenet_jax"):
+        for name in _imports(path, module):
+            if name.startswith("musenet_jax.") and name.count(".") >= 1:
+                edges.append((module, name))
+    return edges
+
+
+def _violations() -> list[str]:
+    bad = []
+    for module, target in _edges():
+        if module.count(".") == 0:
+            continue  # the package's own __init__
+        source, dest = _package(module), _package(target)
+        if source == dest or dest not in LAYER_OF:
+            continue
+        if module == "musenet_jax.config" and target.endswith(".config"):
+            continue  # the composite config gathers every package's section dataclass
+        if target.startswith(SHARED_CLI) and source == "bench":
+            continue
+        if LAYER_OF[dest] >= LAYER_OF[source] and not (source in ("bench", "cli") and dest in ("bench", "cli")):
+            bad.append(f"{module} imports {target} ({source} -> {dest})")
+        if source == "bench" and dest == "cli" and not target.startswith(SHARED_CLI):
+            bad.append(f"{module} imports {target}: library logic belongs below the CLI")
+    return bad
+
+
+def test_every_package_is_in_a_layer():
+    packages = {p.name for p in (ROOT / "musenet_jax").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in (ROOT / "musenet_jax").glob("*.py") if p.stem != "__init__"}
+    assert packages | modules <= set(LAYER_OF) | {"configs"}, (packages | modules) - set(LAYER_OF)
+
+
+def test_no_import_climbs_a_layer():
+    assert _violations() == []
+
+
+def test_sample_critic_and_eval_import_no_workflow_and_form_no_circle():
+    edges = {(_package(m), _package(t)) for m, t in _edges() if m.count(".") >= 1}
+    for library in ("sample", "critic", "eval"):
+        assert (library, "app") not in edges and (library, "cli") not in edges
+    assert not ({("sample", "critic"), ("critic", "sample")} <= edges)
+    assert not ({("sample", "eval"), ("eval", "sample")} <= edges)
+    assert not ({("eval", "critic"), ("critic", "eval")} <= edges)
+
+
+@pytest.mark.parametrize("module,path", _modules("pallas_kernels"), ids=lambda x: str(x))
+def test_the_kernels_depend_on_jax_alone(module, path):
+    project = {n for n in _imports(path, module) if n.split(".")[0] == "musenet_jax"}
+    assert project == set(), f"{module} imports {sorted(project)}"
+
+
+def test_the_checker_sees_a_climbing_import(tmp_path, monkeypatch):
+    """The rule can fail: a model module importing a workflow is reported."""
+    fake_root = tmp_path / "repo"
+    (fake_root / "musenet_jax" / "model").mkdir(parents=True)
+    (fake_root / "musenet_jax" / "__init__.py").write_text("")
+    (fake_root / "musenet_jax" / "model" / "__init__.py").write_text("")
+    (fake_root / "musenet_jax" / "model" / "bad.py").write_text("from musenet_jax.app.run import load_run\n")
+    monkeypatch.setattr(__import__(__name__), "ROOT", fake_root)
+    assert _violations() == ["musenet_jax.model.bad imports musenet_jax.app.run (model -> app)"]
