@@ -14,9 +14,7 @@ from musenet_jax.errors import UserError
 from musenet_jax.eval.music_stats import distances, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import bits_per_token
 from musenet_jax.eval.pieces import load_split_pieces
-from musenet_jax.sample.filtering import SamplingSettings
 from musenet_jax.sample.like_data import sample_like_pieces
-from musenet_jax.sample.sampler import Sampler
 
 
 def evaluate(
@@ -52,7 +50,7 @@ def evaluate(
     report["test_stats"] = summary(test)
     report["num_samples"] = num
     if num:
-        sampler = Sampler(model, tokenizer, SamplingSettings.from_config(cfg.sample))
+        sampler = run.sampler()
         with tqdm(total=num, unit="piece", desc="samples", disable=not show_progress) as bar:
             samples = sample_like_pieces(sampler, pieces, num, max_seconds=seconds,
                                          max_new_tokens=cfg.sample.max_new_tokens, seed=seed, progress=bar.update)

@@ -11,9 +11,7 @@ from tqdm import tqdm
 
 from musenet_jax.app.run import Run
 from musenet_jax.eval.pieces import load_split_pieces
-from musenet_jax.sample.filtering import SamplingSettings
 from musenet_jax.sample.like_data import sample_like_pieces
-from musenet_jax.sample.sampler import Sampler
 
 
 def make_fakes(
@@ -29,7 +27,7 @@ def make_fakes(
     cfg, tokenizer = run.cfg, run.tokenizer
     num = cfg.critic.fakes
     pieces = load_split_pieces(cfg, split)
-    sampler = Sampler(run.model, tokenizer, SamplingSettings.from_config(cfg.sample))
+    sampler = run.sampler()
     with tqdm(total=num, unit="piece", desc="fakes", disable=not show_progress) as bar:
         fakes = sample_like_pieces(sampler, pieces, num, max_seconds=cfg.sample.seconds,
                                    max_new_tokens=cfg.sample.max_new_tokens, seed=seed, progress=bar.update)

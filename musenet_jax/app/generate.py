@@ -23,9 +23,7 @@ from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.conditioning import make_request
-from musenet_jax.sample.filtering import SamplingSettings
 from musenet_jax.sample.pianoroll import save_pianoroll
-from musenet_jax.sample.sampler import Sampler
 
 
 def generate(
@@ -41,7 +39,7 @@ def generate(
     """Samples, scores and writes the candidates; returns the ranking (best first) as written."""
     sc, tokenizer = run.cfg.sample, run.tokenizer
     request = make_request(tokenizer, composer, instruments, sc.seconds, intro, restrict=sc.restrict_instruments)
-    sampler = Sampler(run.model, tokenizer, SamplingSettings.from_config(sc))
+    sampler = run.sampler()
     with tqdm(total=sc.max_new_tokens, unit="tok", desc="sampling", disable=not show_progress) as bar:
 
         def progress(steps: int, music_s: float) -> None:

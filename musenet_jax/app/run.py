@@ -15,10 +15,14 @@ import jax
 from flax import nnx
 
 from musenet_jax.config import Config, with_overrides
+from musenet_jax.data.note_facts import NoteFacts, load_note_facts
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.model.config import MeshConfig
 from musenet_jax.model.sharding import make_mesh, state_shardings
 from musenet_jax.model.transformer import MuseNet, build_model
+from musenet_jax.sample.filtering import SamplingSettings
+from musenet_jax.sample.grammar import GrammarTables
+from musenet_jax.sample.sampler import Sampler
 from musenet_jax.train.checkpoint import RunCheckpoints, check_fingerprint, choose_step
 
 # Sections a user may change when using a trained run; the others define what its parameters mean.
@@ -34,6 +38,19 @@ class Run:
     cfg: Config
     model: MuseNet
     tokenizer: Tokenizer
+    note_facts: NoteFacts | None  # the train split's pitch ranges and note lengths, when recorded
+
+    def sampler(self) -> Sampler:
+        """A sampler with the run's `sample` settings and, where switched on, the data's note rules."""
+        sc = self.cfg.sample
+        tables = GrammarTables.from_vocab(
+            self.tokenizer.vocab,
+            self.note_facts,
+            pitch_range=sc.pitch_range_rule,
+            pitch_margin=self.cfg.data.transpose_semitones,  # the model saw pieces transposed this far
+            note_length=sc.note_length_rule,
+        )
+        return Sampler(self.model, self.tokenizer, SamplingSettings.from_config(sc), tables)
 
 
 def load_run(
@@ -63,4 +80,5 @@ def load_run(
         params = checkpoints.restore(chosen, abstract_params=abstract)["params"]
     finally:
         checkpoints.close()
-    return Run(str(workdir), chosen, cfg, nnx.merge(nnx.graphdef(abstract_model), params), tokenizer)
+    model = nnx.merge(nnx.graphdef(abstract_model), params)
+    return Run(str(workdir), chosen, cfg, model, tokenizer, load_note_facts(workdir))

@@ -17,6 +17,9 @@ class SampleConfig:
     max_new_tokens: int = 2048
     seed: int = 0
     restrict_instruments: bool = True  # note-ons only of the requested (and intro's) instrument families
+    # Rules from the training split's note facts (`data/note_facts.py`, `sample/grammar.py` rules 6, 7):
+    pitch_range_rule: bool = True  # each family's note-ons within the pitches it plays in the data
+    note_length_rule: bool = True  # release a note once it has sounded as long as the data's notes rarely do
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -10,6 +10,12 @@ tokens, and no note-off ever closes a note that is not sounding. The rules:
    (the tokenizer splits a long gap into longest waits and one remainder);
 4. `end` only when no note sounds and the last token is not a wait (MIDI keeps no trailing silence);
 5. note-ons only of the allowed instrument families; never pad, composer, instrument or start tokens.
+With the training split's `NoteFacts` two more rules may hold a model to what the data does:
+6. pitch range: a family's note-ons only within the pitches it plays in the data (widened by the
+   transposition the model was trained with);
+7. note length: a note that has sounded as long as its family's notes rarely do (the 99th percentile)
+   is released first thing at the next time step: while such note-offs are open, they are the only
+   choice.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -23,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from musenet_jax.data.note_facts import NoteFacts
 from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.families import DRUMS
 from musenet_jax.encoding.vocab import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_WAIT, Vocabulary
@@ -43,6 +50,8 @@ class GrammarTables:
     wait_steps: np.ndarray  # int32
     order_key: np.ndarray  # int32: note-offs before note-ons, then by id (rule 1)
     hold: np.ndarray  # int32: steps a note-on keeps its slot busy (SOUNDING for melodic notes)
+    on_in_range: np.ndarray  # bool: a note-on rule 6 allows (all True without facts)
+    length_limit: np.ndarray  # int32 [slots]: steps after which rule 7 releases a note (SOUNDING = never)
     num_slots: int
     num_families: int
     end_id: int
@@ -51,7 +60,17 @@ class GrammarTables:
     max_wait: int
 
     @classmethod
-    def from_vocab(cls, vocab: Vocabulary) -> GrammarTables:
+    def from_vocab(
+        cls,
+        vocab: Vocabulary,
+        facts: NoteFacts | None = None,
+        *,
+        pitch_range: bool = True,
+        pitch_margin: int = 0,
+        note_length: bool = True,
+    ) -> GrammarTables:
+        """Rules 1-5 always; with `facts`, rule 6 (`pitch_range`, widened by `pitch_margin` semitones)
+        and rule 7 (`note_length`) where switched on."""
         kinds = vocab.token_kinds
         ids = np.arange(vocab.size)
         is_note = vocab.note_family >= 0
@@ -59,6 +78,17 @@ class GrammarTables:
         pitch_index = np.where(is_note, vocab.note_pitch - vocab.cfg.pitch_min, 0)
         drum_hit = math.ceil(midi_io.DRUM_HIT_S * 1000 / vocab.cfg.time_step_ms)
         is_on = kinds == KIND_NOTE_ON
+        num_slots = len(vocab.families) * vocab.num_pitches
+        on_in_range = np.ones(vocab.size, bool)
+        length_limit = np.full(num_slots, SOUNDING, np.int32)
+        if facts is not None and pitch_range:
+            low = np.asarray(facts.pitch_low)[family] - pitch_margin
+            high = np.asarray(facts.pitch_high)[family] + pitch_margin
+            seen = np.asarray(facts.notes)[family] > 0
+            on_in_range = ~is_on | ~seen | ((vocab.note_pitch >= low) & (vocab.note_pitch <= high))
+        if facts is not None and note_length:
+            limits = np.where(np.asarray(facts.length_steps) > 0, facts.length_steps, SOUNDING)
+            length_limit = np.repeat(limits, vocab.num_pitches).astype(np.int32)
         return cls(
             slot=(family * vocab.num_pitches + pitch_index).astype(np.int32),
             family=family,
@@ -69,7 +99,9 @@ class GrammarTables:
             wait_steps=vocab.wait_steps.astype(np.int32),
             order_key=(is_on * vocab.size + ids).astype(np.int32),
             hold=np.where(family == DRUMS, drum_hit, SOUNDING).astype(np.int32),
-            num_slots=len(vocab.families) * vocab.num_pitches,
+            on_in_range=on_in_range,
+            length_limit=length_limit,
+            num_slots=num_slots,
             num_families=len(vocab.families),
             end_id=vocab.end_id,
             pad_id=vocab.pad_id,
@@ -84,6 +116,7 @@ class GrammarState:
 
     time: jax.Array  # int32 [B]: time steps so far (sum of waits)
     busy_until: jax.Array  # int32 [B, slots]: step from which a slot may sound again; SOUNDING while on
+    on_since: jax.Array  # int32 [B, slots]: step of the slot's latest note-on
     last_key: jax.Array  # int32 [B]: order key of the last event at this time step, -1 after a wait
     after_wait: jax.Array  # bool [B]
     after_short_wait: jax.Array  # bool [B]
@@ -92,7 +125,8 @@ class GrammarState:
     def initial(cls, batch: int, tables: GrammarTables) -> GrammarState:
         zeros = jnp.zeros((batch,), jnp.int32)
         false = jnp.zeros((batch,), bool)
-        return cls(zeros, jnp.zeros((batch, tables.num_slots), jnp.int32), zeros - 1, false, false)
+        slots = jnp.zeros((batch, tables.num_slots), jnp.int32)
+        return cls(zeros, slots, slots, zeros - 1, false, false)
 
 
 def allowed_tokens(state: GrammarState, tables: GrammarTables, families_ok: jax.Array) -> jax.Array:
@@ -100,13 +134,17 @@ def allowed_tokens(state: GrammarState, tables: GrammarTables, families_ok: jax.
     busy = jnp.take(state.busy_until, jnp.asarray(tables.slot), axis=1)
     sounding = busy == SOUNDING
     family_ok = jnp.take(families_ok, jnp.asarray(tables.family), axis=1)
-    note_on = jnp.asarray(tables.is_on)[None] & (busy <= state.time[:, None]) & family_ok
+    note_on = jnp.asarray(tables.is_on & tables.on_in_range)[None] & (busy <= state.time[:, None]) & family_ok
     note_off = jnp.asarray(tables.is_off)[None] & sounding
     in_order = jnp.asarray(tables.order_key)[None] > state.last_key[:, None]
     wait = jnp.asarray(tables.is_wait)[None] & ~state.after_short_wait[:, None]
     can_end = ~jnp.any(state.busy_until == SOUNDING, axis=1) & ~state.after_wait
     end = (jnp.arange(len(tables.slot)) == tables.end_id)[None] & can_end[:, None]
-    return ((note_on | note_off) & in_order) | wait | end
+    allowed = ((note_on | note_off) & in_order) | wait | end
+    held = state.time[:, None] - state.on_since >= jnp.asarray(tables.length_limit)[None]
+    overdue_slot = (state.busy_until == SOUNDING) & held  # [B, slots]
+    overdue = jnp.take(overdue_slot, jnp.asarray(tables.slot), axis=1) & note_off & in_order
+    return jnp.where(jnp.any(overdue, axis=1, keepdims=True), overdue, allowed)
 
 
 def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active: jax.Array) -> GrammarState:
@@ -123,9 +161,11 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
     new = jnp.where(active & is_on, struck, jnp.where(active & is_off, time, old))
     is_note = is_on | is_off
     keep = lambda new_value, old_value: jnp.where(active, new_value, old_value)  # noqa: E731
+    since = jnp.where(active & is_on, time, state.on_since[rows, slot])
     return GrammarState(
         time=keep(time + jnp.asarray(tables.wait_steps)[token], time),
         busy_until=state.busy_until.at[rows, slot].set(new),
+        on_since=state.on_since.at[rows, slot].set(since),
         last_key=keep(jnp.where(is_wait, -1, jnp.where(is_note, jnp.asarray(tables.order_key)[token], state.last_key)),
                       state.last_key),
         after_wait=keep(is_wait, state.after_wait),

@@ -73,12 +73,19 @@ class Sampler:
     Compiled functions are kept between `sample` calls (one compile per prompt length and batch size).
     """
 
-    def __init__(self, model: MuseNet, tokenizer: Tokenizer, settings: SamplingSettings = SamplingSettings()):
+    def __init__(
+        self,
+        model: MuseNet,
+        tokenizer: Tokenizer,
+        settings: SamplingSettings = SamplingSettings(),
+        tables: GrammarTables | None = None,
+    ):
+        """`tables`: the grammar (default: rules 1-5 of `grammar.py`, no facts of the data)."""
         self.graphdef, self.params = nnx.split(model)
         self.context = model.cfg.context
         self.tokenizer = tokenizer
         self.settings = settings
-        self.tables = GrammarTables.from_vocab(tokenizer.vocab)
+        self.tables = GrammarTables.from_vocab(tokenizer.vocab) if tables is None else tables
         self._prefill = jax.jit(self._prefill_impl, static_argnames=("head", "body"))
         self._chunk = jax.jit(self._chunk_impl)
         self._replay = jax.jit(functools.partial(replay, tables=self.tables))

@@ -22,6 +22,7 @@ import jax
 from etils import epath
 
 from musenet_jax.config import Config
+from musenet_jax.data.note_facts import load_note_facts, save_note_facts, split_note_facts
 from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
@@ -200,6 +201,8 @@ def train(
             say(change)
     if is_main:
         write_config(workdir, cfg)
+        if load_note_facts(workdir) is None:
+            save_note_facts(workdir, split_note_facts(cfg, "train"))
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
 
     setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))

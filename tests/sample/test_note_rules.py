@@ -1,0 +1,80 @@
+"""Grammar rules 6 and 7: the training split's pitch ranges and note lengths hold a sampled piece to what
+the data does; with the rules switched off (or no facts) the grammar is rules 1-5 alone."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from midi_corpus import packaged_midi_files
+
+from musenet_jax.data.note_facts import NoteFacts, load_note_facts, note_facts, save_note_facts
+from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens
+
+TOKENIZER = Tokenizer()
+VOCAB = TOKENIZER.vocab
+PIANO = FAMILIES.index("piano")
+
+
+def piano_facts(low: int = 60, high: int = 72, length: int = 10) -> NoteFacts:
+    """Only the piano seen in the data, C4..C5, notes rarely longer than `length` steps."""
+    count = [0] * len(FAMILIES)
+    count[PIANO] = 100
+    low_t, high_t, length_t = ([-1] * len(FAMILIES) for _ in range(3))
+    low_t[PIANO], high_t[PIANO], length_t[PIANO] = low, high, length
+    length_t = [max(x, 0) for x in length_t]
+    return NoteFacts(tuple(count), tuple(low_t), tuple(high_t), tuple(length_t), VOCAB.cfg.time_step_ms)
+
+
+def allowed(state, tables) -> np.ndarray:
+    return np.asarray(allowed_tokens(state, tables, jnp.ones((1, len(FAMILIES)), bool)))[0]
+
+
+def step(state, tables, token: str | int):
+    token_id = VOCAB.id(token) if isinstance(token, str) else token
+    return advance(state, jnp.array([token_id]), tables, jnp.array([True]))
+
+
+def test_pitch_range_rule_keeps_note_ons_within_the_datas_pitches_plus_the_margin():
+    ruled = GrammarTables.from_vocab(VOCAB, piano_facts(), pitch_margin=2)
+    free = GrammarTables.from_vocab(VOCAB, piano_facts(), pitch_range=False)
+    start = GrammarState.initial(1, ruled)
+    inside, edge, outside = VOCAB.id("piano:v2:C4"), VOCAB.id("piano:v2:D5"), VOCAB.id("piano:v2:E5")
+    assert allowed(start, ruled)[inside] and allowed(start, ruled)[edge] and not allowed(start, ruled)[outside]
+    assert allowed(start, ruled)[VOCAB.id("strings:v2:C1")]  # a family the data never played is not ruled
+    assert allowed(GrammarState.initial(1, free), free)[outside]
+
+
+def test_note_length_rule_releases_a_held_note_first_thing_at_the_next_step():
+    ruled = GrammarTables.from_vocab(VOCAB, piano_facts(length=10))
+    free = GrammarTables.from_vocab(VOCAB, piano_facts(length=10), note_length=False)
+    state_r = step(GrammarState.initial(1, ruled), ruled, "piano:v2:C4")
+    state_f = step(GrammarState.initial(1, free), free, "piano:v2:C4")
+    state_r, state_f = step(state_r, ruled, VOCAB.wait_id(6)), step(state_f, free, VOCAB.wait_id(6))
+    within = allowed(state_r, ruled)  # 6 steps: still within the data's lengths, nothing forced
+    assert within[VOCAB.id("piano:v2:E4")] and within[VOCAB.id("piano:v0:C4")] and within[VOCAB.end_id] == 0
+    state_r, state_f = step(state_r, ruled, "piano:v2:E4"), step(state_f, free, "piano:v2:E4")
+    state_r, state_f = step(state_r, ruled, VOCAB.wait_id(4)), step(state_f, free, VOCAB.wait_id(4))
+    forced = np.flatnonzero(allowed(state_r, ruled))
+    assert forced.tolist() == [VOCAB.id("piano:v0:C4")]  # C4 has sounded 10 steps; E4 only 4
+    assert allowed(state_f, free)[VOCAB.id("piano:v2:G4")] and allowed(state_f, free)[VOCAB.id("piano:v0:C4")]
+    state_r = step(state_r, ruled, "piano:v0:C4")
+    after = allowed(state_r, ruled)
+    assert after[VOCAB.id("piano:v2:G4")] and not after[VOCAB.id("piano:v0:C4")]  # released: the step goes on
+
+
+def test_note_facts_of_real_pieces_and_their_round_trip(tmp_path):
+    pieces = [TOKENIZER.encode(path) for path in packaged_midi_files()[:6]]
+    facts = note_facts(TOKENIZER, pieces)
+    events = [TOKENIZER.ids_to_events(ids) for ids in pieces]
+    families = np.concatenate([e.family for e in events])
+    pitches = np.concatenate([e.pitch for e in events])
+    assert sum(facts.notes) == len(families)
+    for family in np.unique(families):
+        mine = families == family
+        assert facts.pitch_low[family] == pitches[mine].min() and facts.pitch_high[family] == pitches[mine].max()
+    assert facts.length_steps[PIANO] > 0 or facts.notes[PIANO] == 0
+    save_note_facts(tmp_path, facts)
+    assert load_note_facts(tmp_path) == facts
+    assert load_note_facts(tmp_path / "elsewhere") is None
