@@ -17,11 +17,14 @@ CACHE_AXES: tuple[str | None, ...] = ("layers", None, "batch", "length", "heads"
 
 @struct.dataclass
 class KVCache:
-    """k, v: [layer groups, blocks per group, batch, max_len, heads, head_dim]; length: int32 scalar."""
+    """k, v: [layer groups, blocks per group, batch, max_len, heads, head_dim]; length: int32 scalar;
+    sounding: bool [batch, slots], the notes sounding after the last token (slots = 0 when the model
+    has no sounding-notes embedding)."""
 
     k: jax.Array
     v: jax.Array
     length: jax.Array
+    sounding: jax.Array
 
     @property
     def max_len(self) -> int:
@@ -29,7 +32,16 @@ class KVCache:
 
     @classmethod
     def zeros(
-        cls, groups: int, per_group: int, batch: int, max_len: int, heads: int, head_dim: int, dtype: jnp.dtype
-    ) -> "KVCache":
+        cls,
+        groups: int,
+        per_group: int,
+        batch: int,
+        max_len: int,
+        heads: int,
+        head_dim: int,
+        dtype: jnp.dtype,
+        slots: int = 0,
+    ) -> KVCache:
         shape = (groups, per_group, batch, max_len, heads, head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+        zeros = jnp.zeros(shape, dtype)
+        return cls(zeros, zeros, jnp.zeros((), jnp.int32), jnp.zeros((batch, slots), bool))

@@ -29,6 +29,8 @@ class ModelConfig:
     param_dtype: Literal["float32"] = "float32"
     remat_policy: Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"] = "full"
     scan_layers: bool = True
+    # An input embedding of the notes sounding at each position (model/sounding.py): beyond MuseNet.
+    sounding_embedding: bool = False
 
     # Keys that choose how the same parameters are computed; a run may resume with them changed.
     EXECUTION_KEYS: ClassVar[tuple[str, ...]] = ("attention", "block_size", "dtype", "remat_policy", "scan_layers")

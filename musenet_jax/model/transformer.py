@@ -20,12 +20,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.model.cache import CACHE_AXES, KVCache
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init
+from musenet_jax.model.sounding import SoundingNotes, note_slot_tables
 from musenet_jax.attention.patterns import Pattern, layer_patterns
 
 if TYPE_CHECKING:
@@ -76,12 +78,23 @@ class MuseNet(nnx.Module):
     """The MuseNet decoder. `time_step_ms` is the encoding's time grid (EncodingConfig.time_step_ms),
     needed to bucket `times` in milliseconds; pass `cfg.encoding.time_step_ms` when it is not the default."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, *, rngs: nnx.Rngs, time_step_ms: int | None = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        vocab_size: int,
+        *,
+        rngs: nnx.Rngs,
+        time_step_ms: int | None = None,
+        note_slots: tuple[tuple[int, ...], tuple[int, ...], int] | None = None,
+    ):
         self.cfg = cfg
         self.vocab_size = vocab_size
         time_step_ms = EncodingConfig().time_step_ms if time_step_ms is None else time_step_ms
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.embed = MusicEmbedding(cfg, vocab_size, time_step_ms, rngs=rngs)
+        if cfg.sounding_embedding and note_slots is None:
+            raise ValueError("model.sounding_embedding needs the vocabulary's note slots (see build_model)")
+        self.sounding = SoundingNotes(cfg, note_slots, rngs=rngs) if cfg.sounding_embedding else None
         cycle = pattern_cycle(cfg)
         self.num_groups = cfg.n_layers // len(cycle)
         self.per_group = len(cycle)
@@ -123,6 +136,8 @@ class MuseNet(nnx.Module):
 
     def _embed(self, inputs, positions, times, durations, mix=None) -> jax.Array:
         x = self.embed(inputs, positions, times, durations)
+        if self.sounding is not None:
+            x = x + self.sounding.embed(self.sounding.sounding(inputs))
         if mix is not None:
             perm, lam = mix
             lam = lam.astype(x.dtype)[:, None, None]
@@ -161,8 +176,10 @@ class MuseNet(nnx.Module):
         if not 1 <= max_len <= self.cfg.context:
             raise UserError(f"cache length {max_len} must be in [1, model.context={self.cfg.context}]")
         head_dim = self.cfg.d_model // self.cfg.n_heads
+        slots = 0 if self.sounding is None else self.sounding.num_slots
         return KVCache.zeros(
-            self.num_groups, self.per_group, batch, max_len, self.cfg.n_heads, head_dim, jnp.dtype(self.cfg.dtype)
+            self.num_groups, self.per_group, batch, max_len, self.cfg.n_heads, head_dim, jnp.dtype(self.cfg.dtype),
+            slots,
         )
 
     def prefill(
@@ -176,7 +193,8 @@ class MuseNet(nnx.Module):
         x, (k, v) = self._over_groups(lambda group, x: group(x), x)
         k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), 0, axis=3)
         v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), 0, axis=3)
-        return self._logits(x), _pinned(KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32)))
+        sounding = cache.sounding if self.sounding is None else self.sounding.sounding(inputs)[:, -1]
+        return self._logits(x), _pinned(KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32), sounding))
 
     def decode_step(
         self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache
@@ -184,11 +202,17 @@ class MuseNet(nnx.Module):
         """Append one token per sequence (token/time [B]) at position `cache.length`: (logits [B, V], cache)."""
         position = cache.length
         positions = jnp.broadcast_to(position, token.shape)[:, None]
-        x = self._embed(token[:, None], positions, time[:, None], durations)
+        sounding = cache.sounding
+        if self.sounding is None:
+            x = self._embed(token[:, None], positions, time[:, None], durations)
+        else:  # the set comes from the cache, not from the one token in view
+            sounding = self.sounding.step(token, sounding)
+            x = self.embed(token[:, None], positions, time[:, None], durations)
+            x = constrain(x + self.sounding.embed(sounding)[:, None], ("batch", "length", "embed"))
         x, (k, v) = self._over_groups(
             lambda group, x, kc, vc: group.decode(x, kc, vc, position), x, cache.k, cache.v
         )
-        return self._logits(x)[:, 0], _pinned(KVCache(k, v, position + 1))
+        return self._logits(x)[:, 0], _pinned(KVCache(k, v, position + 1, sounding))
 
 
 def _pinned(cache: KVCache) -> KVCache:
@@ -198,4 +222,6 @@ def _pinned(cache: KVCache) -> KVCache:
 
 def build_model(cfg: Config, vocab_size: int, seed: int = 0) -> MuseNet:
     """The MuseNet of a run's config: its model section on its encoding's time grid."""
-    return MuseNet(cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms)
+    slots = note_slot_tables(Vocabulary(cfg.encoding)) if cfg.model.sounding_embedding else None
+    return MuseNet(cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms,
+                   note_slots=slots)

@@ -1,0 +1,63 @@
+"""The sounding-notes embedding: the set it computes equals the grammar's, the full forward and the KV-cache
+decode give the same logits with it, and switched off it adds no parameter."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from midi_corpus import packaged_midi_files
+
+from musenet_jax.config import load_config
+from musenet_jax.encoding.timing import token_times
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.model.transformer import build_model
+from musenet_jax.sample.grammar import SOUNDING, GrammarTables, replay
+
+CFG = load_config("tiny", ["model.context=64", "model.sounding_embedding=true", "model.dtype=float32"])
+TOKENIZER = Tokenizer(CFG.encoding)
+
+
+def real_window(length: int = 64) -> np.ndarray:
+    ids = TOKENIZER.encode(packaged_midi_files()[2])
+    return ids[:length].astype(np.int32)
+
+
+def test_sounding_set_equals_the_grammars_at_every_position():
+    model = build_model(CFG, TOKENIZER.vocab.size)
+    ids = real_window()
+    sounding = np.asarray(model.sounding.sounding(jnp.asarray(ids[None])))[0]
+    tables = GrammarTables.from_vocab(TOKENIZER.vocab)
+    melodic = np.asarray(tables.hold)[np.asarray(tables.is_on)] == SOUNDING  # drums excluded
+    assert melodic.any()
+    for t in (5, 20, 40, len(ids) - 1):
+        state = replay(jnp.asarray(ids[None, : t + 1]), tables)
+        expected = np.asarray(state.busy_until)[0] == SOUNDING
+        np.testing.assert_array_equal(sounding[t], expected)
+    assert sounding[len(ids) - 1].any()
+
+
+def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():
+    model = build_model(CFG, TOKENIZER.vocab.size)
+    ids = real_window()
+    times = token_times(ids, TOKENIZER.vocab)[None].astype(np.int32)
+    inputs, durations = jnp.asarray(ids[None]), jnp.asarray([int(times[0, -1]) + 10], jnp.int32)
+    full = np.asarray(model(inputs, jnp.asarray(times), durations))[0]
+    head = 40
+    cache = model.init_cache(1, CFG.model.context)
+    logits, cache = model.prefill(inputs[:, :head], jnp.asarray(times[:, :head]), durations, cache)
+    np.testing.assert_allclose(np.asarray(logits)[0], full[:head], atol=2e-4, rtol=1e-4)
+    for t in range(head, len(ids)):
+        step_logits, cache = model.decode_step(inputs[:, t], jnp.asarray(times[:, t]), durations, cache)
+        np.testing.assert_allclose(np.asarray(step_logits)[0], full[t], atol=2e-4, rtol=1e-4)
+
+
+def test_switched_off_it_adds_no_parameter_and_on_it_adds_one_table():
+    off = load_config("tiny", ["model.context=64"])
+    vocab = Vocabulary(off.encoding)
+    count = lambda cfg: sum(x.size for x in jax.tree.leaves(nnx.state(build_model(cfg, vocab.size), nnx.Param)))  # noqa: E731
+    slots = len(vocab.families) * vocab.num_pitches
+    assert count(CFG) - count(off.replace(model=CFG.model.__class__(**{**off.model.__dict__, "dtype": "float32"}))) \
+        == slots * CFG.model.d_model
