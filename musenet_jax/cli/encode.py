@@ -9,36 +9,46 @@ import sys
 
 from musenet_jax.cli.common import add_config_arguments, config_from_args
 
-MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
+MIDI_SUFFIXES = (".mid", ".midi")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("encode", help="encode MIDI files (or folders of them) to token JSON")
     add_config_arguments(parser)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="MIDI files or folders (searched recursively)")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="MIDI files or folders (searched recursively)")
     parser.add_argument("-o", "--out", default="encoded", help="output folder (default: encoded)")
     parser.add_argument("--composer", default=None, help="composer token for the prefix (default: unknown)")
     parser.set_defaults(run=run)
 
 
 def midi_files(paths: list[str]) -> list[pathlib.Path]:
-    """Files as given, folders expanded to the MIDI files below them, in a stable order."""
+    """Files as given, folders expanded to the MIDI files below them (any suffix case), in a stable order.
+    Entries that are not folders are kept even when unreadable, so that each gets its reason."""
+    from musenet_jax.encoding.midi_io import shown
     from musenet_jax.errors import UserError
 
     found: list[pathlib.Path] = []
     for name in paths:
         path = pathlib.Path(name)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in MIDI_SUFFIXES and p.is_file())
-        elif path.exists():
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir())
+            if not inside:
+                print(f"musenet-jax encode: {shown(path)} is a folder with no MIDI files (.mid, .midi) below it",
+                      file=sys.stderr)
+            found += inside
+        elif path.exists() or path.is_symlink():
             found.append(path)
         else:
-            raise UserError(f"{path}: no such file or folder")
+            raise UserError(f"{shown(path)}: no such file or folder")
+    if not found:
+        raise UserError(f"no MIDI files to encode in {', '.join(map(shown, paths))}")
     return found
 
 
 def run(args: argparse.Namespace) -> int:
-    from musenet_jax.encoding.midi_io import MidiReadError
+    from musenet_jax.encoding.config import describe_cut
+    from musenet_jax.encoding.midi_io import MidiReadError, shown
     from musenet_jax.encoding.tokenizer import Tokenizer
 
     cfg = config_from_args(args)
@@ -47,22 +57,38 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = midi_files(args.paths)
-    written, failed = 0, []
+    written, failed, notes_cut = 0, [], 0
     used_names: set[str] = set()
+    cut = f"encoding.max_seconds={cfg.encoding.max_seconds:g}" if cfg.encoding.max_seconds else ""
     for path in files:
         try:
-            ids = tokenizer.encode(path, composer=args.composer)
+            read = tokenizer.read_notes(path)
         except MidiReadError as err:
             print(f"musenet-jax encode: skipped {err}", file=sys.stderr)
             failed.append(path)
             continue
+        if read.cut_notes and not len(read.events):
+            print(f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after {cut} s; "
+                  "nothing left to encode", file=sys.stderr)
+            failed.append(path)
+            continue
+        if read.cut_notes:
+            print(f"musenet-jax encode: {shown(path)}: cut {read.cut_notes} of "
+                  f"{read.cut_notes + len(read.events)} notes that start after {cut} s", file=sys.stderr)
+            notes_cut += read.cut_notes
+        ids = tokenizer.events_to_ids(read.events, args.composer)
         name = _unique_name(path.stem, used_names)
-        record = {"source": str(path), "composer": args.composer or "unknown",
+        record = {"source": shown(path), "composer": args.composer or "unknown",
                   "ids": ids.tolist(), "tokens": tokenizer.to_strings(ids)}
         (out / f"{name}.json").write_text(json.dumps(record))
         written += 1
-    print(f"encoded {written} of {len(files)} files into {out}/" + (f"; skipped {len(failed)}" if failed else ""))
-    return 1 if failed or not files else 0
+    line = f"encoded {written} of {len(files)} files into {out}/"
+    if cut:
+        line += f"; pieces {describe_cut(cfg.encoding.max_seconds)}: {notes_cut} notes cut"
+    if failed:
+        line += f"; skipped {len(failed)}: {', '.join(shown(p) for p in failed)}"
+    print(line)
+    return 1 if failed else 0
 
 
 def _unique_name(stem: str, used: set[str]) -> str:
