@@ -29,20 +29,21 @@ def midi_files(paths: list[str]) -> list[pathlib.Path]:
     from musenet_jax.errors import UserError
 
     found: list[pathlib.Path] = []
+    empty_folders = []
     for name in paths:
         path = pathlib.Path(name)
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir())
-            if not inside:
-                print(f"musenet-jax encode: {shown(path)} is a folder with no MIDI files (.mid, .midi) below it",
-                      file=sys.stderr)
+            empty_folders += [] if inside else [shown(path)]
             found += inside
         elif path.exists() or path.is_symlink():
             found.append(path)
         else:
             raise UserError(f"{shown(path)}: no such file or folder")
     if not found:
-        raise UserError(f"no MIDI files to encode in {', '.join(map(shown, paths))}")
+        raise UserError(f"no MIDI files (.mid, .midi) to encode in {', '.join(map(shown, paths))}")
+    for folder in empty_folders:
+        print(f"musenet-jax encode: {folder} is a folder with no MIDI files (.mid, .midi) below it", file=sys.stderr)
     return found
 
 

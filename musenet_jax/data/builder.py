@@ -114,7 +114,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         sources = self._list_sources(dl_manager)
         where = f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""
         if not sources:
-            raise UserError(f"no MIDI files (.mid, .midi) found{where}; nothing to prepare")
+            raise UserError(f"no input files found{where}; nothing to prepare")
         if self.beam:
             return self._beam_split_transforms(sources)
         results = self._convert_all(sources)

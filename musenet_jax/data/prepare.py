@@ -5,15 +5,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import io
 import json
 import pathlib
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 
 from musenet_jax.data import builder as builder_lib
+from musenet_jax.data.corpus import midi_dir_sources
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError
 
@@ -64,6 +65,8 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
     conversion as an Apache Beam pipeline instead of local worker processes."""
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
+    if source == "midi_dir" and not midi_dir_sources(midi_dir, encoding.composers):
+        raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
     pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
     probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit)
     folder = builder_lib.dataset_dir(data_dir, source)
@@ -95,7 +98,8 @@ def _build(builder: builder_lib.MusenetMidi, midi_dir: str | None, pipeline_opti
     start = time.perf_counter()
     config = tfds.download.DownloadConfig(manual_dir=midi_dir, beam_options=pipeline_options)
     tfds.disable_progress_bar()  # our own bar covers the slow part; TFDS's shard bars are noise
-    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints status lines; stdout is for our summary
+    # TFDS's status lines name the staging folder, not the dataset; the summary says where it went.
+    with contextlib.redirect_stdout(io.StringIO()):
         builder.download_and_prepare(download_config=config)
     wall = time.perf_counter() - start
     stats = builder.stats
