@@ -33,7 +33,8 @@ def midi_files(paths: list[str]) -> list[pathlib.Path]:
     for name in paths:
         path = pathlib.Path(name)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir())
+            inside = sorted(p for p in path.rglob("*")
+                            if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir())
             empty_folders += [] if inside else [shown(path)]
             found += inside
         elif path.exists() or path.is_symlink():
@@ -43,7 +44,8 @@ def midi_files(paths: list[str]) -> list[pathlib.Path]:
     if not found:
         raise UserError(f"no MIDI files (.mid, .midi) to encode in {', '.join(map(shown, paths))}")
     for folder in empty_folders:
-        print(f"musenet-jax encode: {folder} is a folder with no MIDI files (.mid, .midi) below it", file=sys.stderr)
+        print(f"musenet-jax encode: {folder} is a folder with no MIDI files (.mid, .midi) below it",
+              file=sys.stderr)
     return found
 
 
@@ -69,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
             failed.append(path)
             continue
         if read.cut_notes and not len(read.events):
-            print(f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after {cut} s; "
-                  "nothing left to encode", file=sys.stderr)
+            print(f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after "
+                  f"{cut} s; nothing left to encode", file=sys.stderr)
             failed.append(path)
             continue
         if read.cut_notes:

@@ -123,7 +123,8 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         if not examples:
             reasons = collections.Counter(s["reason"] for s in skipped)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
-            raise UserError(f"none of the {len(sources)} input files{where} could be used ({counts}); nothing to prepare")
+            raise UserError(f"none of the {len(sources)} input files{where} could be used ({counts}); "
+                            "nothing to prepare")
         splits = _assign_splits(examples)
         kept = {name: [convert_lib.outcome(ex) for ex in items] for name, items in splits.items()}
         self._stats = _stats(kept, skipped)

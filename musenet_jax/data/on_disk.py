@@ -25,7 +25,7 @@ def _prepare_command(data_dir: str | os.PathLike, source: str) -> str:
 
 
 def missing_dataset_error(data_dir: str | os.PathLike, source: str, version: str) -> UserError:
-    """No dataset of this version: says whether an older version or another source is there, and what to run."""
+    """No dataset of this version: says whether an older version or another source is there; what to run."""
     older = prepared_versions(data_dir, source)
     if older:
         found, metadata = list(older.items())[-1]
@@ -36,19 +36,19 @@ def missing_dataset_error(data_dir: str | os.PathLike, source: str, version: str
             f"rerun `{_prepare_command(data_dir, source)}`")
     others = [other for other in SOURCES if other != source and prepared_versions(data_dir, other)]
     there = (f"; the musenet_midi/{others[0]} dataset there is read with `--set data.source={others[0]}`"
-             if others else f"; another source is selected with `--set data.source=NAME` ({', '.join(SOURCES)})")
+             if others else f"; select another source with `--set data.source=NAME` ({', '.join(SOURCES)})")
     return UserError(f"no prepared musenet_midi/{source} dataset (data.source={source}) under "
                      f"{str(data_dir)!r}; run `{_prepare_command(data_dir, source)}` first{there}")
 
 
 def absent_split_error(data_dir: str | os.PathLike, source: str, split: str,
                        sizes: dict[str, int]) -> UserError:
-    """A split the dataset lacks: an empty one (a small corpus) says how to fill it; a misspelt one lists all."""
+    """A split the dataset lacks: an empty one (small corpus) says how to fill it; a misspelt one, all."""
     names = [name for name, _ in SPLIT_PERCENT]
     if split not in names:
         return UserError(f"dataset has no split {split!r}; valid: {', '.join(names)}")
     pieces = ", ".join(f"{name} {n}" for name, n in sizes.items())
     return UserError(
-        f"split {split!r} of musenet_midi/{source} under {str(data_dir)!r} is empty (pieces: {pieces}; a hash "
-        f"of each file's path picks its split); add MIDI files ({MIN_PIECES_FOR_ALL_SPLITS} usable pieces fill "
-        f"every split) and rerun `{_prepare_command(data_dir, source)}`")
+        f"split {split!r} of musenet_midi/{source} under {str(data_dir)!r} is empty (pieces: {pieces}; "
+        f"a hash of each file's path picks its split); add MIDI files ({MIN_PIECES_FOR_ALL_SPLITS} usable "
+        f"pieces fill every split) and rerun `{_prepare_command(data_dir, source)}`")

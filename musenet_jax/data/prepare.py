@@ -55,8 +55,8 @@ class PrepareSummary:
 
 
 def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfig(), *,
-            midi_dir: str | None = None, limit: int | None = None, workers: int | None = None, show_progress: bool = True,
-            beam_options: str | None = None) -> PrepareSummary:
+            midi_dir: str | None = None, limit: int | None = None, workers: int | None = None,
+            show_progress: bool = True, beam_options: str | None = None) -> PrepareSummary:
     """Builds the dataset unless one built from the same input with the same encoding is already there.
 
     The build goes to a folder beside the dataset and replaces it only once complete, so a failed or
@@ -83,7 +83,8 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
         summary = _build(builder, midi_dir, pipeline_options, str(folder))
         staged = builder_lib.dataset_dir(staging, source)
         record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
-        (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps({"skipped": builder.stats.skipped}, indent=1))
+        skipped = {"skipped": builder.stats.skipped}
+        (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
         (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
         _swap_in(staged, folder)
     finally:
