@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 
 from musenet_jax.data import convert as convert_lib
 from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
-from musenet_jax.encoding.config import EncodingConfig, describe_cut
+from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
 
@@ -249,18 +249,13 @@ def read_skipped_report(data_dir: str | os.PathLike, source: str) -> list[dict[s
 
 
 def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None:
-    """Refuses a dataset whose tokens were made with another vocabulary or whose pieces were cut elsewhere."""
+    """Refuses a dataset whose tokens were made with another vocabulary. Its cut (`max_seconds`, recorded in
+    the metadata) may differ from the config's: it decided which notes went in, not what a token means, and a
+    run resumed with its old config (cut at 240 s) must still read a dataset of whole pieces."""
     expected = Vocabulary(encoding).fingerprint()
     found = metadata.get("vocab_fingerprint")
     if found != expected:
         raise UserError(
             f"{where} was encoded with vocabulary {str(found)[:12]}, but this config's encoding gives "
             f"{expected[:12]}; rerun `musenet-jax prepare` with this config or use the dataset's encoding settings"
-        )
-    cut = metadata.get("encoding", {}).get("max_seconds")
-    if cut != encoding.max_seconds:
-        raise UserError(
-            f"{where} was prepared with pieces {describe_cut(cut)}, but this config's encoding has them "
-            f"{describe_cut(encoding.max_seconds)}; rerun `musenet-jax prepare` with this config or add "
-            f"`--set encoding.max_seconds={'null' if cut is None else f'{cut:g}'}`"
         )
