@@ -6,8 +6,12 @@ import argparse
 import json
 import pathlib
 import sys
+from typing import TYPE_CHECKING
 
 from musenet_jax.cli.common import add_config_arguments, config_from_args
+
+if TYPE_CHECKING:  # the CLI imports the tokenizer only when a command runs
+    from musenet_jax.encoding.tokenizer import NotesRead, Tokenizer
 
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -29,13 +33,14 @@ def midi_files(paths: list[str]) -> list[pathlib.Path]:
     from musenet_jax.errors import UserError
 
     found: list[pathlib.Path] = []
-    empty_folders = []
+    empty_folders: list[str] = []
     for name in paths:
         path = pathlib.Path(name)
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*")
                             if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir())
-            empty_folders += [] if inside else [shown(path)]
+            if not inside:
+                empty_folders.append(shown(path))
             found += inside
         elif path.exists() or path.is_symlink():
             found.append(path)
@@ -51,7 +56,7 @@ def midi_files(paths: list[str]) -> list[pathlib.Path]:
 
 def run(args: argparse.Namespace) -> int:
     from musenet_jax.encoding.config import describe_cut
-    from musenet_jax.encoding.midi_io import MidiReadError, shown
+    from musenet_jax.encoding.midi_io import shown
     from musenet_jax.encoding.tokenizer import Tokenizer
 
     cfg = config_from_args(args)
@@ -62,36 +67,46 @@ def run(args: argparse.Namespace) -> int:
     files = midi_files(args.paths)
     written, failed, notes_cut = 0, [], 0
     used_names: set[str] = set()
-    cut = f"encoding.max_seconds={cfg.encoding.max_seconds:g}" if cfg.encoding.max_seconds else ""
     for path in files:
-        try:
-            read = tokenizer.read_notes(path)
-        except MidiReadError as err:
-            print(f"musenet-jax encode: skipped {err}", file=sys.stderr)
+        read = _read_or_say_why_not(tokenizer, path)
+        if read is None:
             failed.append(path)
             continue
-        if read.cut_notes and not len(read.events):
-            print(f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after "
-                  f"{cut} s; nothing left to encode", file=sys.stderr)
-            failed.append(path)
-            continue
-        if read.cut_notes:
-            print(f"musenet-jax encode: {shown(path)}: cut {read.cut_notes} of "
-                  f"{read.cut_notes + len(read.events)} notes that start after {cut} s", file=sys.stderr)
-            notes_cut += read.cut_notes
+        notes_cut += read.cut_notes
         ids = tokenizer.events_to_ids(read.events, args.composer)
         name = _unique_name(path.stem, used_names)
         record = {"source": shown(path), "composer": args.composer or "unknown",
                   "ids": ids.tolist(), "tokens": tokenizer.to_strings(ids)}
         (out / f"{name}.json").write_text(json.dumps(record))
         written += 1
-    line = f"encoded {written} of {len(files)} files into {out}/"
-    if cut:
+    line = f"encoded {written} of {len(files)} files into {shown(out)}/"
+    if cfg.encoding.max_seconds is not None:
         line += f"; pieces {describe_cut(cfg.encoding.max_seconds)}: {notes_cut} notes cut"
     if failed:
         line += f"; skipped {len(failed)}: {', '.join(shown(p) for p in failed)}"
     print(line)
     return 1 if failed else 0
+
+
+def _read_or_say_why_not(tokenizer: Tokenizer, path: pathlib.Path) -> NotesRead | None:
+    """The notes of one file, saying on stderr what a cut removed; None, with the reason said, for a file
+    that cannot be read or that the cut empties (so the other files still get encoded)."""
+    from musenet_jax.encoding.midi_io import MidiReadError, shown
+
+    try:
+        read = tokenizer.read_notes(path)
+    except MidiReadError as err:
+        print(f"musenet-jax encode: skipped {err}", file=sys.stderr)
+        return None
+    cut = f"encoding.max_seconds={tokenizer.cfg.max_seconds:g} s" if read.cut_notes else ""
+    if read.cut_notes and not len(read.events):
+        print(f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after {cut}; "
+              "nothing left to encode", file=sys.stderr)
+        return None
+    if read.cut_notes:
+        print(f"musenet-jax encode: {shown(path)}: cut {read.cut_notes} of "
+              f"{read.cut_notes + len(read.events)} notes that start after {cut}", file=sys.stderr)
+    return read
 
 
 def _unique_name(stem: str, used: set[str]) -> str:
