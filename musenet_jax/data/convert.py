@@ -122,6 +122,7 @@ def convert(source: SourceFile, cfg: EncodingConfig) -> list[Example | Skipped]:
 
 def _example_or_skip(tokenizer: Tokenizer, source: SourceFile, piece_id: str,
                      read: NotesRead) -> Example | Skipped:
+    """A piece worth training on, or why not; a piece the cut emptied says so rather than `no_notes`."""
     events = read.events
     if len(events) == 0 and read.cut_notes:
         return Skipped(piece_id, "cut_away", f"all {read.cut_notes} notes start after encoding.max_seconds="

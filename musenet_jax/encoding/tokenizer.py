@@ -72,7 +72,8 @@ class Tokenizer:
         return self.read_notes(midi).events
 
     def encode(self, midi: MidiSource, composer: str | None = None) -> np.ndarray:
-        """A MIDI file as int32 token ids, conditioning prefix first and `end` last."""
+        """A MIDI file as int32 token ids, conditioning prefix first and `end` last (all of its notes unless
+        `max_seconds` is set; `read_notes` then tells how many the cut removed)."""
         return self.events_to_ids(self.midi_to_events(midi), composer)
 
     def decode(self, ids: np.ndarray) -> miditoolkit.MidiFile:
