@@ -23,7 +23,7 @@ def _best_pass(encode, files, repeat: int) -> tuple[float, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musenet_jax.cli.encode import midi_files
+    from musenet_jax.encoding.files import midi_files
     from musenet_jax.encoding.midi_io import MidiReadError
     from musenet_jax.encoding.tokenizer import Tokenizer
     from musenet_jax.errors import UserError

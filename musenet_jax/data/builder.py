@@ -3,8 +3,9 @@
 Configs: `music21` (the embedded corpus, no download) and `midi_dir` (a user's folder as TFDS's manual
 dir). Conversion runs in worker processes on this machine, or, with `beam=True`, as an Apache Beam pipeline
 (`beam_convert.py`) on whatever runner the download config names. Files that cannot be used are skipped,
-counted by reason and listed in `skipped_files.json` beside the dataset. The dataset's metadata records
-the encoding config and the vocabulary fingerprint so that a pipeline or checkpoint with another encoding
+counted by reason and listed in `skipped_files.json` beside the dataset. A split that gets no pieces (a
+small folder) is left out of the dataset rather than failing the build. The dataset's metadata records the
+encoding config and the vocabulary fingerprint so that a pipeline or checkpoint with another encoding
 refuses it.
 """
 
@@ -42,13 +43,18 @@ class BuildStats:
     examples: dict[str, int]
     tokens: dict[str, int]
     per_composer: dict[str, dict[str, int]]
+    notes_cut: int  # by `encoding.max_seconds`, from the pieces kept
+    pieces_cut: int
 
 
 class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     """Tokenized MIDI pieces with composer labels; one example per piece."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "MuseNet encoding, ArrayRecord shards."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "MuseNet encoding, ArrayRecord shards; every piece cut at 240 s.",
+        "2.0.0": "Pieces stored whole (encoding.max_seconds defaults to no cut); a split may be empty.",
+    }
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="music21", description="music21's bundled scores, composer-labelled"),
         tfds.core.BuilderConfig(name="midi_dir", description="a MIDI folder given as manual_dir"),
@@ -106,18 +112,24 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         sources = self._list_sources(dl_manager)
+        where = f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""
         if not sources:
-            where = f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""
-            raise UserError(f"no input files found{where}")
+            raise UserError(f"no input files found{where}; nothing to prepare")
         if self.beam:
             return self._beam_split_transforms(sources)
         results = self._convert_all(sources)
         examples = [r for r in results if isinstance(r, convert_lib.Example)]
         skipped = [convert_lib.outcome(r) for r in results if isinstance(r, convert_lib.Skipped)]
+        if not examples:
+            reasons = collections.Counter(s["reason"] for s in skipped)
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+            raise UserError(f"none of the {len(sources)} input files{where} could be used ({counts}); "
+                            "nothing to prepare")
         splits = _assign_splits(examples)
         kept = {name: [convert_lib.outcome(ex) for ex in items] for name, items in splits.items()}
         self._stats = _stats(kept, skipped)
-        return {name: self._generate_examples(items) for name, items in splits.items()}
+        # TFDS cannot finalize a split without examples: an empty one is left out (`open_split` says so).
+        return {name: self._generate_examples(items) for name, items in splits.items() if items}
 
     def _beam_split_transforms(self, sources: list[SourceFile]) -> dict:
         """One Beam transform per split; files go to splits by hash before conversion (no lending: a corpus
@@ -190,6 +202,8 @@ def _stats(kept: dict[str, list[dict]], skipped: list[dict[str, str]]) -> BuildS
         examples={name: len(items) for name, items in kept.items()},
         tokens={name: sum(piece["tokens"] for piece in items) for name, items in kept.items()},
         per_composer=dict(sorted(per_composer.items())),
+        notes_cut=sum(piece["cut_notes"] for items in kept.values() for piece in items),
+        pieces_cut=sum(piece["cut_notes"] > 0 for items in kept.values() for piece in items),
     )
 
 
@@ -199,10 +213,13 @@ def dataset_dir(data_dir: str | os.PathLike, source: str) -> pathlib.Path:
 
 
 def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingConfig, **kwargs) -> MusenetMidi:
+    """The builder of one source; a wrong source or a data dir that is a file is one line, not a traceback."""
     if source not in SOURCES:
         from musenet_jax.errors import unknown_choice
 
         raise unknown_choice("data source", source, SOURCES)
+    if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
+        raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")
     return MusenetMidi(config=source, data_dir=str(data_dir), encoding=encoding, **kwargs)
 
 
@@ -213,9 +230,17 @@ def input_digest(builder: MusenetMidi, manual_dir: str | None) -> str:
     else:
         root = pathlib.Path(manual_dir or "")
         sources = midi_dir_sources(root, builder.vocab.composers)
-        listing = [f"{s.source_id}:{pathlib.Path(s.path).stat().st_size}" for s in sources]
+        listing = [f"{s.source_id}:{_size(s.path)}" for s in sources]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def _size(path: str) -> int | None:
+    """Size of a file, None for one that cannot be looked at (a broken link): it is skipped with a reason."""
+    try:
+        return pathlib.Path(path).stat().st_size
+    except OSError:
+        return None
 
 
 def read_skipped_report(data_dir: str | os.PathLike, source: str) -> list[dict[str, str]]:
@@ -224,7 +249,9 @@ def read_skipped_report(data_dir: str | os.PathLike, source: str) -> list[dict[s
 
 
 def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None:
-    """Refuses a dataset whose tokens were made with another vocabulary."""
+    """Refuses a dataset whose tokens were made with another vocabulary. Its cut (`max_seconds`, recorded in
+    the metadata) may differ from the config's: it decided which notes went in, not what a token means, and a
+    run resumed with its old config (cut at 240 s) must still read a dataset of whole pieces."""
     expected = Vocabulary(encoding).fingerprint()
     found = metadata.get("vocab_fingerprint")
     if found != expected:

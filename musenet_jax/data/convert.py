@@ -14,7 +14,7 @@ import numpy as np
 from musenet_jax.data.corpus import MAX_PIECES_PER_FILE, SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.midi_io import MidiReadError
-from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.tokenizer import NotesRead, Tokenizer
 
 MIN_NOTES = 8  # fewer notes than this is not a piece worth training on ("too short")
 SPLIT_PERCENT = (("train", 90), ("validation", 95), ("test", 100))  # cumulative
@@ -27,6 +27,7 @@ class Example:
     ids: np.ndarray
     duration_s: float
     n_notes: int
+    cut_notes: int = 0  # notes after `encoding.max_seconds`, left out
 
     def features(self) -> dict[str, Any]:
         """The example as the builder's TFDS features."""
@@ -44,7 +45,8 @@ class Skipped:
 def outcome(result: Example | Skipped) -> dict[str, Any]:
     """The small JSON-able record of one conversion result that a build's statistics are computed from."""
     if isinstance(result, Example):
-        return {"source": result.source, "composer": result.composer, "tokens": int(len(result.ids))}
+        return {"source": result.source, "composer": result.composer, "tokens": int(len(result.ids)),
+                "cut_notes": result.cut_notes}
     return {"source": result.source, "reason": result.reason, "detail": result.detail}
 
 
@@ -106,7 +108,7 @@ def convert(source: SourceFile, cfg: EncodingConfig) -> list[Example | Skipped]:
     for n, piece in enumerate(pieces):
         piece_id = source.source_id if len(pieces) == 1 else f"{source.source_id}#{n}"
         try:
-            events = tokenizer.midi_to_events(_to_midi(piece) if source.kind == "score" else piece)
+            read = tokenizer.read_notes(_to_midi(piece) if source.kind == "score" else piece)
         except MidiReadError as err:
             results.append(Skipped(piece_id, err.reason, str(err)))
             continue
@@ -114,11 +116,20 @@ def convert(source: SourceFile, cfg: EncodingConfig) -> list[Example | Skipped]:
             reason = "unreadable_score" if source.kind == "score" else "corrupt"
             results.append(Skipped(piece_id, reason, _one_line(err)))
             continue
-        if len(events) == 0:
-            results.append(Skipped(piece_id, "no_notes", "no notes in the pitch range"))
-        elif len(events) < MIN_NOTES:
-            results.append(Skipped(piece_id, "too_short", f"{len(events)} notes (< {MIN_NOTES})"))
-        else:
-            ids = tokenizer.events_to_ids(events, source.composer)
-            results.append(Example(piece_id, source.composer, ids, float(events.end_s.max()), len(events)))
+        results.append(_example_or_skip(tokenizer, source, piece_id, read))
     return results
+
+
+def _example_or_skip(tokenizer: Tokenizer, source: SourceFile, piece_id: str,
+                     read: NotesRead) -> Example | Skipped:
+    """A piece worth training on, or why not; a piece the cut emptied says so rather than `no_notes`."""
+    events = read.events
+    if len(events) == 0 and read.cut_notes:
+        return Skipped(piece_id, "cut_away", f"all {read.cut_notes} notes start after encoding.max_seconds="
+                                             f"{tokenizer.cfg.max_seconds:g} s")
+    if len(events) == 0:
+        return Skipped(piece_id, "no_notes", "no notes in the pitch range")
+    if len(events) < MIN_NOTES:
+        return Skipped(piece_id, "too_short", f"{len(events)} notes (< {MIN_NOTES})")
+    ids = tokenizer.events_to_ids(events, source.composer)
+    return Example(piece_id, source.composer, ids, float(events.end_s.max()), len(events), read.cut_notes)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+from musenet_jax.encoding.midi_io import shown
+from musenet_jax.encoding.files import MIDI_SUFFIXES
+
 MAX_PIECES_PER_FILE = 25
-MIDI_SUFFIXES = frozenset({".mid", ".midi"})
 SCORE_SUFFIXES = frozenset({".krn", ".abc", ".mxl", ".xml", ".musicxml"})
 
 # music21 corpus folder -> composer label (unlisted folders are `unknown`).
@@ -58,11 +60,13 @@ def music21_sources() -> list[SourceFile]:
 
 
 def midi_dir_sources(folder: str | pathlib.Path, composers: tuple[str, ...]) -> list[SourceFile]:
-    """Every file with a MIDI suffix below `folder` (bad ones are skipped later, with a reason)."""
+    """Everything with a MIDI suffix below `folder` but folders: bad files, broken links and unreadable ones
+    are skipped later with their reason, not left out unsaid."""
     root = pathlib.Path(folder)
     found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES):
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir()):
         rel = path.relative_to(root)
         label = rel.parts[0].lower() if len(rel.parts) > 1 else "unknown"
-        found.append(SourceFile(str(path), rel.as_posix(), label if label in composers else "unknown", "midi"))
+        composer = label if label in composers else "unknown"
+        found.append(SourceFile(str(path), shown(rel.as_posix()), composer, "midi"))
     return found

@@ -17,6 +17,7 @@ import numpy as np
 from musenet_jax.config import Config
 from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
+from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
 from musenet_jax.encoding.augment import AugmentRanges, augment_ids
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -27,18 +28,17 @@ READ_THREADS = 2
 
 
 def open_split(cfg: Config, split: str) -> Any:
-    """The TFDS data source of one split, after checking it was encoded with this config's vocabulary."""
+    """The TFDS data source of one split, after checking it was encoded with this config's encoding; a missing
+    dataset or an empty split is one line saying what to run."""
     data_dir, source = cfg.data.data_dir, cfg.data.source
     builder = make_builder(source, data_dir, cfg.encoding, show_progress=False)
     metadata = pathlib.Path(builder.data_dir) / "metadata.json"
     if not metadata.exists():
-        raise UserError(
-            f"no prepared musenet_midi/{source} dataset under {data_dir!r}; "
-            f"run `musenet-jax prepare --source {source} --data-dir {data_dir}` first"
-        )
+        raise missing_dataset_error(data_dir, source, str(builder.version))
     check_encoding(json.loads(metadata.read_text()), cfg.encoding, f"dataset {dataset_dir(data_dir, source)}")
     if split not in builder.info.splits:
-        raise UserError(f"dataset has no split {split!r}; valid: {', '.join(builder.info.splits)}")
+        sizes = {name: info.num_examples for name, info in builder.info.splits.items()}
+        raise absent_split_error(data_dir, source, split, sizes)
     return builder.as_data_source(split=split)
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import io
 import json
 import pathlib
 import shlex
-import sys
+import shutil
+import tempfile
 import time
 
 from musenet_jax.data import builder as builder_lib
+from musenet_jax.data.corpus import midi_dir_sources
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError
 
@@ -29,60 +32,95 @@ class PrepareSummary:
     per_composer: dict[str, dict[str, int]]
     wall_s: float
     files_per_s: float
+    max_seconds: float | None  # encoding.max_seconds: None keeps pieces whole
+    notes_cut: int  # notes the cut removed from the pieces kept (pieces it emptied are skipped: cut_away)
+    pieces_cut: int
 
     def describe(self) -> str:
-        lines = [f"dataset: {self.dataset_dir}" + (" (already prepared from the same input; reused)" if self.reused else "")]
+        reused = " (already prepared from the same input; reused)" if self.reused else ""
+        lines = [f"dataset: {self.dataset_dir}{reused}"]
         skipped = sum(self.skipped_by_reason.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped_by_reason.items()))
         lines.append(f"files ok: {self.files_ok}; skipped: {skipped}" + (f" ({reasons})" if reasons else ""))
+        if self.max_seconds is not None:
+            lines.append(f"encoding.max_seconds={self.max_seconds:g}: cut {self.notes_cut:,} notes from "
+                         f"{self.pieces_cut} pieces")
         for split in self.examples:
-            lines.append(f"  {split:<10} {self.examples[split]:>7} examples {self.tokens[split]:>11,} tokens")
+            n, tokens = self.examples[split], self.tokens[split]
+            empty = "  (empty: add files to fill it)" if not n else ""
+            lines.append(f"  {split:<10} {n:>7} examples {tokens:>11,} tokens{empty}")
         if not self.reused:
             lines.append(f"wall time {self.wall_s:.1f} s, {self.files_per_s:.1f} files/s")
         return "\n".join(lines)
 
 
-def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfig(), *, midi_dir: str | None = None,
-            limit: int | None = None, workers: int | None = None, show_progress: bool = True,
-            beam_options: str | None = None) -> PrepareSummary:
+def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfig(), *,
+            midi_dir: str | None = None, limit: int | None = None, workers: int | None = None,
+            show_progress: bool = True, beam_options: str | None = None) -> PrepareSummary:
     """Builds the dataset unless one built from the same input with the same encoding is already there.
 
+    The build goes to a folder beside the dataset and replaces it only once complete, so a failed or
+    interrupted rebuild leaves the previous dataset (and its record of inputs) exactly as it was.
     `beam_options` (Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ...") runs the
     conversion as an Apache Beam pipeline instead of local worker processes."""
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
+    if source == "midi_dir" and not midi_dir_sources(midi_dir, encoding.composers):
+        raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
     pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
-    builder = builder_lib.make_builder(source, data_dir, encoding, limit=limit, workers=workers,
-                                       show_progress=show_progress, beam=pipeline_options is not None)
+    probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit)
     folder = builder_lib.dataset_dir(data_dir, source)
-    inputs = {"digest": builder_lib.input_digest(builder, midi_dir), "fingerprint": builder.vocab.fingerprint(),
-              "limit": limit}
+    inputs = {"digest": builder_lib.input_digest(probe, midi_dir), "fingerprint": probe.vocab.fingerprint(),
+              "max_seconds": encoding.max_seconds, "version": str(probe.version), "limit": limit}
     inputs_file = folder / BUILD_INPUTS
     if inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
-        return _reused_summary(folder, json.loads(inputs_file.read_text()))
-    start = time.perf_counter()
+        return _reused_summary(json.loads(inputs_file.read_text()))
+    pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=data_dir))
+    try:
+        builder = builder_lib.make_builder(source, staging, encoding, limit=limit, workers=workers,
+                                           show_progress=show_progress, beam=pipeline_options is not None)
+        summary = _build(builder, midi_dir, pipeline_options, str(folder))
+        staged = builder_lib.dataset_dir(staging, source)
+        record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
+        skipped = {"skipped": builder.stats.skipped}
+        (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
+        (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
+        _swap_in(staged, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _build(builder: builder_lib.MusenetMidi, midi_dir: str | None, pipeline_options,
+           shown_dir: str) -> PrepareSummary:
     import tensorflow_datasets as tfds
 
-    mode = tfds.download.GenerateMode
-    config = tfds.download.DownloadConfig(
-        manual_dir=midi_dir, beam_options=pipeline_options,
-        download_mode=mode.FORCE_REDOWNLOAD if folder.exists() else mode.REUSE_CACHE_IF_EXISTS,
-    )
+    start = time.perf_counter()
+    config = tfds.download.DownloadConfig(manual_dir=midi_dir, beam_options=pipeline_options)
     tfds.disable_progress_bar()  # our own bar covers the slow part; TFDS's shard bars are noise
-    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints status lines; stdout is for our summary
+    # TFDS's status lines name the staging folder, not the dataset; the summary says where it went.
+    with contextlib.redirect_stdout(io.StringIO()):
         builder.download_and_prepare(download_config=config)
     wall = time.perf_counter() - start
     stats = builder.stats
     files_total = stats.files_ok + len({s["source"].split("#")[0] for s in stats.skipped})
-    summary = PrepareSummary(
-        dataset_dir=str(folder), reused=False, files_ok=stats.files_ok,
+    return PrepareSummary(
+        dataset_dir=shown_dir, reused=False, files_ok=stats.files_ok,
         skipped_by_reason=dict(collections.Counter(s["reason"] for s in stats.skipped)),
         examples=stats.examples, tokens=stats.tokens, per_composer=stats.per_composer,
         wall_s=wall, files_per_s=files_total / wall if wall else 0.0,
+        max_seconds=builder.encoding.max_seconds, notes_cut=stats.notes_cut, pieces_cut=stats.pieces_cut,
     )
-    (folder / builder_lib.SKIPPED_REPORT).write_text(json.dumps({"skipped": stats.skipped}, indent=1))
-    inputs_file.write_text(json.dumps({"inputs": inputs, "summary": dataclasses.asdict(summary)}, indent=1))
-    return summary
+
+
+def _swap_in(staged: pathlib.Path, folder: pathlib.Path) -> None:
+    """Puts the complete new dataset where the old one was: two renames on one filesystem, the old dataset
+    moved into the staging folder (deleted with it) only once the new one is whole."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        folder.rename(staged.parent / "previous")
+    staged.rename(folder)
 
 
 def _beam_pipeline_options(flags: str):
@@ -93,6 +131,6 @@ def _beam_pipeline_options(flags: str):
     return PipelineOptions(shlex.split(flags))
 
 
-def _reused_summary(folder: pathlib.Path, saved: dict) -> PrepareSummary:
+def _reused_summary(saved: dict) -> PrepareSummary:
     summary = dict(saved["summary"], reused=True)
     return PrepareSummary(**summary)

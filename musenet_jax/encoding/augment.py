@@ -54,8 +54,7 @@ def random_augment(events: Events, rng: np.random.Generator, ranges: AugmentRang
     semitones = int(rng.integers(-k, k + 1)) if k else 0
     velocity = float(rng.uniform(1 - ranges.velocity_scale, 1 + ranges.velocity_scale))
     stretch = float(rng.uniform(1 - ranges.time_stretch, 1 + ranges.time_stretch))
-    events = stretch_time(scale_velocity(transpose(events, semitones, enc_cfg), velocity), stretch)
-    return events.select(events.start_s < enc_cfg.max_seconds)
+    return stretch_time(scale_velocity(transpose(events, semitones, enc_cfg), velocity), stretch)
 
 
 def augment_ids(tokenizer, ids: np.ndarray, rng: np.random.Generator, ranges: AugmentRanges) -> np.ndarray:

@@ -24,4 +24,15 @@ class EncodingConfig:
     pitch_min: int = 0
     pitch_max: int = 127
     composers: tuple[str, ...] = DEFAULT_COMPOSERS
-    max_seconds: float = 240.0  # pieces are cut here (MuseNet: up to 4 minutes)
+    # None keeps every note (pieces are stored whole and training crops windows anywhere in them); a number
+    # drops the notes that start later, and `encode` / `prepare` say how many.
+    max_seconds: float | None = None
+
+    def __post_init__(self):
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be seconds > 0 or null (no cut), not {self.max_seconds}")
+
+
+def describe_cut(max_seconds: float | None) -> str:
+    """`whole` or `cut at 240 s`: what `encoding.max_seconds` does to a piece, in words."""
+    return "whole" if max_seconds is None else f"cut at {max_seconds:g} s"

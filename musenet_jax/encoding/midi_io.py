@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 
@@ -20,7 +21,7 @@ DRUM_HIT_S = 0.1  # drums have note-on tokens only; decoded hits last this long
 class MidiReadError(UserError):
     """A file that is not a readable MIDI file; the message names the file and the reason.
 
-    `reason` is a short code (missing, empty, not_midi, corrupt) that reports group skipped files by.
+    `reason` is a short code (missing, unreadable, empty, not_midi, corrupt) that reports group files by.
     """
 
     def __init__(self, message: str, reason: str):
@@ -28,20 +29,40 @@ class MidiReadError(UserError):
         self.reason = reason
 
 
-def check_midi_file(path: pathlib.Path) -> None:
-    """Cheap checks both parsers share, so a bad file gets the same reason whichever reads it."""
+def shown(path: str | os.PathLike) -> str:
+    """A path as printable text: bytes of a name that is not UTF-8 appear as `\\xNN`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unreadable(path: pathlib.Path, why: str) -> MidiReadError:
+    return MidiReadError(f"{shown(path)}: unreadable: {why}", "unreadable")
+
+
+def read_midi_bytes(path: pathlib.Path) -> bytes:
+    """The bytes of a MIDI file after the checks both parsers share, so a bad file gets the same reason
+    whichever parser reads it; every OS failure (permission, broken link, a FIFO) is one reasoned line."""
+    if path.is_symlink() and not path.exists():
+        raise _unreadable(path, "broken symbolic link")
+    if not path.exists():
+        raise MidiReadError(f"{shown(path)}: no such file", "missing")
+    if path.is_dir():
+        raise _unreadable(path, "a folder, not a file")
     if not path.is_file():
-        raise MidiReadError(f"{path}: no such file", "missing")
-    if path.stat().st_size == 0:
-        raise MidiReadError(f"{path}: empty file", "empty")
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"MThd":
-            raise MidiReadError(f"{path}: not a MIDI file (no MThd header)", "not_midi")
+        raise _unreadable(path, "not a regular file (a pipe, socket or device)")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise _unreadable(path, (err.strerror or type(err).__name__).lower()) from None
+    if not data:
+        raise MidiReadError(f"{shown(path)}: empty file", "empty")
+    if data[:4] != b"MThd":
+        raise MidiReadError(f"{shown(path)}: not a MIDI file (no MThd header)", "not_midi")
+    return data
 
 
 def _parse_failure(path: pathlib.Path, err: Exception) -> MidiReadError:
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return MidiReadError(f"{path}: corrupt MIDI ({reason})", "corrupt")
+    return MidiReadError(f"{shown(path)}: corrupt MIDI ({reason})", "corrupt")
 
 
 def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.MidiFile:
@@ -49,15 +70,15 @@ def read_midi(source: str | os.PathLike | miditoolkit.MidiFile) -> miditoolkit.M
     if isinstance(source, miditoolkit.MidiFile):
         return source
     path = pathlib.Path(source)
-    check_midi_file(path)
+    data = read_midi_bytes(path)
     try:
-        return miditoolkit.MidiFile(str(path))
+        return miditoolkit.MidiFile(file=io.BytesIO(data))
     except Exception as err:  # mido raises many types (EOFError, OSError, KeyError, ValueError...)
         raise _parse_failure(path, err) from None
 
 
-def midi_to_events(midi: miditoolkit.MidiFile, max_seconds: float) -> Events:
-    """All notes of all tracks with times in seconds (tempo map applied), cut at `max_seconds`."""
+def midi_to_events(midi: miditoolkit.MidiFile) -> Events:
+    """All notes of all tracks with times in seconds (tempo map applied)."""
     if midi.max_tick <= 0 or not any(inst.notes for inst in midi.instruments):
         return Events.empty()
     tick_to_s = np.asarray(midi.get_tick_to_time_mapping(), dtype=np.float64)
@@ -70,17 +91,19 @@ def midi_to_events(midi: miditoolkit.MidiFile, max_seconds: float) -> Events:
         ends = np.clip(raw[:, 1], 0, len(tick_to_s) - 1)
         family = np.full(len(raw), family_of(inst.program, inst.is_drum), np.int8)
         columns.append((tick_to_s[starts], tick_to_s[ends], family, raw[:, 2], raw[:, 3]))
-    return _clip_to_piece(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))), max_seconds)
+    return _sounding(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))))
 
 
-def read_events_symusic(path: str | os.PathLike, max_seconds: float) -> Events:
-    """The same notes as `midi_to_events(read_midi(path))`, parsed by symusic (C++, ~10x faster)."""
+def read_events_symusic(path: str | os.PathLike) -> Events:
+    """The same notes as `midi_to_events(read_midi(path))`, parsed by symusic (C++, ~10x faster).
+
+    symusic gets the bytes, not the path: it cannot open a file whose name is not UTF-8."""
     import symusic
 
     path = pathlib.Path(path)
-    check_midi_file(path)
+    data = read_midi_bytes(path)
     try:
-        score = symusic.Score(str(path)).to("second")
+        score = symusic.Score.from_midi(data).to("second")
     except Exception as err:  # symusic raises RuntimeError / ValueError on malformed files
         raise _parse_failure(path, err) from None
     columns = []
@@ -93,14 +116,21 @@ def read_events_symusic(path: str | os.PathLike, max_seconds: float) -> Events:
         columns.append((start, start + notes["duration"], family, notes["pitch"], notes["velocity"]))
     if not columns:
         return Events.empty()
-    return _clip_to_piece(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))), max_seconds)
+    return _sounding(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))))
 
 
-def _clip_to_piece(events: Events, max_seconds: float) -> Events:
-    """Drops silent notes and notes after `max_seconds`; a note may not end before it starts."""
-    keep = (events.start_s < max_seconds) & (events.velocity > 0)
-    events = events.select(keep)
-    return events.replace(end_s=np.minimum(np.maximum(events.end_s, events.start_s), max_seconds)).sorted()
+def _sounding(events: Events) -> Events:
+    """Drops silent (velocity 0) notes, note-offs in disguise; a note may not end before it starts."""
+    events = events.select(events.velocity > 0)
+    return events.replace(end_s=np.maximum(events.end_s, events.start_s)).sorted()
+
+
+def cut_at(events: Events, max_seconds: float | None) -> Events:
+    """The notes that start before `max_seconds` (None: all), none sounding past it."""
+    if max_seconds is None:
+        return events
+    events = events.select(events.start_s < max_seconds)
+    return events.replace(end_s=np.minimum(events.end_s, max_seconds))
 
 
 def events_to_midi(events: Events) -> miditoolkit.MidiFile:

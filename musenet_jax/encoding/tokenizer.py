@@ -8,6 +8,7 @@ before it is struck again; every note lasts at least one step.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from collections import defaultdict, deque
@@ -28,6 +29,14 @@ MidiSource = str | os.PathLike | miditoolkit.MidiFile
 PARSERS = ("auto", "symusic", "miditoolkit")
 
 
+@dataclasses.dataclass(frozen=True)
+class NotesRead:
+    """The notes of one file the encoding keeps, and how many the `max_seconds` cut removed."""
+
+    events: Events
+    cut_notes: int
+
+
 class Tokenizer:
     """The encoding of one `EncodingConfig`; `vocab` owns the ids.
 
@@ -46,17 +55,25 @@ class Tokenizer:
         self.step_s = cfg.time_step_ms / 1000.0
 
     # ---- MIDI boundary ---------------------------------------------------------------------------
-    def midi_to_events(self, midi: MidiSource) -> Events:
-        """Notes of a MIDI file (path or object) within the pitch range and the first `max_seconds`."""
+    def read_notes(self, midi: MidiSource) -> NotesRead:
+        """Notes of a MIDI file (path or object) within the pitch range, cut at `max_seconds` if one is set,
+        with the count of notes the cut removed, so that callers can say so."""
         if self.parser == "symusic" and not isinstance(midi, miditoolkit.MidiFile):
-            events = midi_io.read_events_symusic(midi, self.cfg.max_seconds)
+            events = midi_io.read_events_symusic(midi)
         else:
-            events = midi_io.midi_to_events(midi_io.read_midi(midi), self.cfg.max_seconds)
+            events = midi_io.midi_to_events(midi_io.read_midi(midi))
         in_range = (events.pitch >= self.cfg.pitch_min) & (events.pitch <= self.cfg.pitch_max)
-        return events.select(in_range)
+        events = events.select(in_range)
+        kept = midi_io.cut_at(events, self.cfg.max_seconds)
+        return NotesRead(kept, len(events) - len(kept))
+
+    def midi_to_events(self, midi: MidiSource) -> Events:
+        """The notes `read_notes` keeps."""
+        return self.read_notes(midi).events
 
     def encode(self, midi: MidiSource, composer: str | None = None) -> np.ndarray:
-        """A MIDI file as int32 token ids, conditioning prefix first and `end` last."""
+        """A MIDI file as int32 token ids, conditioning prefix first and `end` last (all of its notes unless
+        `max_seconds` is set; `read_notes` then tells how many the cut removed)."""
         return self.events_to_ids(self.midi_to_events(midi), composer)
 
     def decode(self, ids: np.ndarray) -> miditoolkit.MidiFile:

@@ -23,6 +23,10 @@ KIND_PAD, KIND_START, KIND_END, KIND_COMPOSER, KIND_INSTRUMENT, KIND_WAIT, KIND_
 KIND_NAMES: tuple[str, ...] = ("pad", "start", "end", "composer", "instrument", "wait", "note_on", "note_off")
 
 UNKNOWN_COMPOSER = "unknown"
+# `max_seconds` decides which notes are kept, not what a token means, so it cannot change the fingerprint:
+# its slot in the hashed config keeps the value every fingerprint was made with before pieces were stored
+# whole, and checkpoints made since stay valid. (Datasets record their cut themselves: data/builder.py.)
+_FINGERPRINT_PINNED = {"max_seconds": 240.0}
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -150,5 +154,6 @@ class Vocabulary:
 
     def fingerprint(self) -> str:
         """sha256 of the token strings and the encoding config: datasets and checkpoints must agree on it."""
-        payload = json.dumps({"tokens": self.strings, "config": dataclasses.asdict(self.cfg)}, sort_keys=True)
+        config = dataclasses.asdict(self.cfg) | _FINGERPRINT_PINNED
+        payload = json.dumps({"tokens": self.strings, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

@@ -83,22 +83,22 @@ def _changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any], section: str
 
 
 def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> str | None:
-    """Refuses a resume whose config changes what the saved arrays mean (the encoding, the model's
-    architecture); returns one line naming the changes that only alter how they are computed (the mesh,
-    the attention backend, remat, compute dtype), or None when there are none."""
+    """Refuses a resume whose config changes what the saved arrays mean: the vocabulary (its fingerprint
+    covers every encoding key that changes a token's meaning) or the model's architecture. Returns one
+    line naming the changes that only alter how they are computed or fed (the mesh, the attention
+    backend, remat, compute dtype, an encoding cut), or None when there are none."""
     check_fingerprint(meta, fingerprint, where)
     saved, now = meta.config, cfg.to_dict()
     execution = set(ModelConfig.EXECUTION_KEYS)
     model_changes = _changed_keys(saved, now, "model")
-    refused = [f"encoding.{k}" for k in _changed_keys(saved, now, "encoding")]
-    refused += [f"model.{k}" for k in model_changes if k not in execution]
+    refused = [f"model.{k}" for k in model_changes if k not in execution]
     if refused:
         raise UserError(
             f"{where} holds a run with different {', '.join(refused)}; resume with its config.json or use a new "
             "--workdir"
         )
     allowed = [("model", k) for k in model_changes if k in execution]
-    allowed += [("mesh", k) for k in _changed_keys(saved, now, "mesh")]
+    allowed += [(section, k) for section in ("encoding", "mesh") for k in _changed_keys(saved, now, section)]
     if not allowed:
         return None
     changes = ", ".join(f"{s}.{k} {saved.get(s, {}).get(k)!r} -> {now[s][k]!r}" for s, k in allowed)

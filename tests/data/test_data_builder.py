@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from midi_corpus import packaged_midi_files
 from musenet_jax.config import load_config
 from musenet_jax.data.convert import MIN_NOTES
-from musenet_jax.data.builder import make_builder, read_skipped_report
+from musenet_jax.data.builder import MusenetMidi, make_builder, read_skipped_report
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.data.prepare import prepare
 from musenet_jax.encoding.config import EncodingConfig
@@ -82,7 +82,7 @@ def test_prepare_cli_prints_a_summary(mixed_midi_dir, tmp_path):
     summary = json.loads(result.stdout)
     assert {k: v for k, v in summary["skipped_by_reason"].items() if k != "too_short"} == {
         "corrupt": 1, "empty": 1, "not_midi": 1}
-    assert tfds.builder_from_directory(f"{tmp_path}/musenet_midi/midi_dir/1.0.0").info.splits
+    assert tfds.builder_from_directory(f"{tmp_path}/musenet_midi/midi_dir/{MusenetMidi.VERSION}").info.splits
 
 
 def _pieces(data_dir, summary) -> dict[str, list[int]]:

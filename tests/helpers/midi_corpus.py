@@ -27,3 +27,40 @@ def export_corpus_scores(out_dir: pathlib.Path, names: tuple[str, ...] = CORPUS_
             music21.corpus.parse(name).write("midi", fp=str(path))
         paths.append(path)
     return paths
+
+
+GM_DRUMS = (36, 42, 38, 42)  # kick, closed hi-hat, snare, closed hi-hat: a rock beat's cycle
+
+
+def concatenate_in_time(paths: list[pathlib.Path], out_path: pathlib.Path, minutes: float,
+                        with_drums: bool = False) -> pathlib.Path:
+    """Real MIDI files played one after another (cycling through `paths`) until `minutes` are reached: a
+    long piece with every source's tempo map and instruments. `with_drums` adds a drum-channel track playing
+    the onsets of each source's first track on a GM kit, since no packaged MIDI file has drums."""
+    tpq = 960
+    out = miditoolkit.MidiFile(ticks_per_beat=tpq)
+    out.tempo_changes = []
+    tracks: dict[tuple[int, bool], miditoolkit.Instrument] = {}
+    offset_tick, offset_s, n = 0, 0.0, 0
+    while offset_s < minutes * 60:
+        source = miditoolkit.MidiFile(str(paths[n % len(paths)]))
+        n += 1
+        scale = tpq / source.ticks_per_beat
+        move = lambda tick: offset_tick + round(tick * scale)  # noqa: E731
+        for tempo in source.tempo_changes or [miditoolkit.TempoChange(120.0, 0)]:
+            out.tempo_changes.append(miditoolkit.TempoChange(tempo.tempo, move(tempo.time)))
+        parts = [(inst.program, inst.is_drum, inst.notes) for inst in source.instruments]
+        if with_drums and source.instruments:
+            beat = [miditoolkit.Note(90 + 10 * (k % 2), GM_DRUMS[k % 4], note.start, note.start + 10)
+                    for k, note in enumerate(source.instruments[0].notes)]
+            parts.append((0, True, beat))
+        for program, is_drum, notes in parts:
+            track = tracks.setdefault((int(program), is_drum), miditoolkit.Instrument(int(program), is_drum))
+            track.notes += [miditoolkit.Note(x.velocity, x.pitch, move(x.start), move(x.end)) for x in notes]
+        source_end = max(source.max_tick, max((x.end for _, _, ns in parts for x in ns), default=0))
+        offset_s += source.get_tick_to_time_mapping()[source_end]
+        offset_tick = move(source_end) + tpq  # a beat of rest between pieces
+    out.instruments = list(tracks.values())
+    out.max_tick = max(x.end for track in out.instruments for x in track.notes)
+    out.dump(str(out_path))
+    return out_path
