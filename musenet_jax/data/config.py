@@ -18,3 +18,13 @@ class DataConfig:
     time_stretch: float = 0.05  # times scaled by a factor in [1 - s, 1 + s]
     worker_count: int = 0  # grain worker processes; 0 = in the main process
     prefetch_buffer: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.transpose_semitones <= 24:
+            raise ValueError(f"data.transpose_semitones must be in [0, 24], got {self.transpose_semitones}")
+        for key in ("velocity_scale", "time_stretch"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.worker_count < 0 or self.prefetch_buffer < 1:
+            raise ValueError(f"data.worker_count must be >= 0 and data.prefetch_buffer >= 1, got "
+                             f"{self.worker_count} and {self.prefetch_buffer}")

@@ -28,9 +28,15 @@ class EncodingConfig:
     # drops the notes that start later, and `encode` / `prepare` say how many.
     max_seconds: float | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        for key in ("time_step_ms", "max_wait_steps", "velocity_bins"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"encoding.{key} must be a positive integer, got {getattr(self, key)}")
+        if not 0 <= self.pitch_min <= self.pitch_max <= 127:
+            raise ValueError(f"encoding.pitch_min={self.pitch_min} and encoding.pitch_max={self.pitch_max} must "
+                             "satisfy 0 <= pitch_min <= pitch_max <= 127 (MIDI pitches)")
         if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be seconds > 0 or null (no cut), not {self.max_seconds}")
+            raise ValueError(f"encoding.max_seconds must be seconds > 0 or null (no cut), not {self.max_seconds}")
 
 
 def describe_cut(max_seconds: float | None) -> str:

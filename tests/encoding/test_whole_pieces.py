@@ -65,7 +65,7 @@ def test_fingerprint_does_not_depend_on_the_cut():
 
 
 def test_max_seconds_must_be_positive():
-    with pytest.raises(UserError, match=r"bad encoding config: max_seconds must be seconds > 0 or null"):
+    with pytest.raises(UserError, match=r"encoding.max_seconds must be seconds > 0 or null"):
         load_config("tiny", ["encoding.max_seconds=0"])
     assert load_config("tiny", ["encoding.max_seconds=null"]).encoding.max_seconds is None
 
