@@ -121,3 +121,30 @@ def test_the_checker_sees_a_climbing_import(tmp_path, monkeypatch):
     (fake_root / "musenet_jax" / "model" / "bad.py").write_text("from musenet_jax.app.run import load_run\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", fake_root)
     assert _violations() == ["musenet_jax.model.bad imports musenet_jax.app.run (model -> app)"]
+
+
+# Library modules import at the top; a function may import only these, each for a stated reason: optional
+# extras (Beam, FluidSynth), music21 (seconds to import, needed by one corpus source only) and libtpu's
+# topologies (read after the environment that quiets its TPU probe is set).
+LAZY_ALLOWED = ("apache_beam", "fluidsynth", "music21", "jax.experimental", "musenet_jax.data.beam_convert")
+
+
+def test_library_modules_import_at_the_top():
+    late = []
+    for package in ("musenet_jax", "pallas_kernels"):
+        for module, path in _modules(package):
+            if module.split(".")[1:2] in (["cli"], ["bench"]):
+                continue  # the CLI imports lazily on purpose: `musenet-jax encode` starts without JAX
+            tree = ast.parse(path.read_text(), str(path))
+            for function in ast.walk(tree):
+                if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Import):
+                        names = [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom):
+                        names = [node.module or ""]
+                    else:
+                        continue
+                    late += [f"{module}.{function.name} imports {n}" for n in names if not n.startswith(LAZY_ALLOWED)]
+    assert late == []

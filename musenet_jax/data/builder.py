@@ -23,12 +23,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tqdm import tqdm
 
 from musenet_jax.data import convert as convert_lib
 from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary
-from musenet_jax.errors import UserError
+from musenet_jax.errors import UserError, unknown_choice
 
 SOURCES = ("music21", "midi_dir")
 SKIPPED_REPORT = "skipped_files.json"
@@ -146,8 +147,6 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
                 for name, items in by_split.items()}
 
     def _convert_all(self, sources: list[SourceFile]) -> list:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(sources), desc="converting", unit="file", disable=not self.show_progress)
         results = []
         if self.workers == 1:
@@ -215,8 +214,6 @@ def dataset_dir(data_dir: str | os.PathLike, source: str) -> pathlib.Path:
 def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingConfig, **kwargs) -> MusenetMidi:
     """The builder of one source; a wrong source or a data dir that is a file is one line, not a traceback."""
     if source not in SOURCES:
-        from musenet_jax.errors import unknown_choice
-
         raise unknown_choice("data source", source, SOURCES)
     if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
         raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")

@@ -9,6 +9,7 @@ import io
 import warnings
 from typing import Any
 
+import miditoolkit
 import numpy as np
 
 from musenet_jax.data.corpus import MAX_PIECES_PER_FILE, SourceFile
@@ -76,7 +77,7 @@ def _music21_repairs_quietly():
 
 def _score_pieces(path: str) -> list:
     """A music21 score, or the first pieces of an opus, as music21 streams."""
-    import music21
+    import music21  # here: seconds to import, and only the music21 source needs it
 
     with _music21_repairs_quietly():
         parsed = music21.converter.parse(path)
@@ -85,8 +86,7 @@ def _score_pieces(path: str) -> list:
 
 def _to_midi(piece):
     """A music21 stream rendered to a miditoolkit object (in memory)."""
-    import miditoolkit
-    import music21
+    import music21  # here: seconds to import, and only the music21 source needs it
 
     with _music21_repairs_quietly():
         midi_bytes = music21.midi.translate.streamToMidiFile(piece).writestr()

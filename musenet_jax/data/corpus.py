@@ -43,7 +43,7 @@ class SourceFile:
 
 
 def music21_sources() -> list[SourceFile]:
-    import music21
+    import music21  # here: seconds to import, and only the music21 source needs it
     from music21 import corpus
 
     root = pathlib.Path(music21.__file__).parent / "corpus"

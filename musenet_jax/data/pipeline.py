@@ -12,6 +12,7 @@ import pathlib
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
 from musenet_jax.config import Config
@@ -82,8 +83,6 @@ def _per_process_batch(cfg: Config, process_count: int) -> int:
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
-        import jax
-
         return jax.process_index(), jax.process_count()
     return process_index, process_count
 

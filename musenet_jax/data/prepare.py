@@ -13,6 +13,8 @@ import shutil
 import tempfile
 import time
 
+import tensorflow_datasets as tfds
+
 from musenet_jax.data import builder as builder_lib
 from musenet_jax.data.corpus import midi_dir_sources
 from musenet_jax.encoding.config import EncodingConfig
@@ -94,8 +96,6 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
 
 def _build(builder: builder_lib.MusenetMidi, midi_dir: str | None, pipeline_options,
            shown_dir: str) -> PrepareSummary:
-    import tensorflow_datasets as tfds
-
     start = time.perf_counter()
     config = tfds.download.DownloadConfig(manual_dir=midi_dir, beam_options=pipeline_options)
     tfds.disable_progress_bar()  # our own bar covers the slow part; TFDS's shard bars are noise

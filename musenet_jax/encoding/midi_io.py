@@ -8,6 +8,7 @@ import pathlib
 
 import miditoolkit
 import numpy as np
+import symusic
 
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS, FAMILIES, FAMILY_PROGRAM, family_of
@@ -98,8 +99,6 @@ def read_events_symusic(path: str | os.PathLike) -> Events:
     """The same notes as `midi_to_events(read_midi(path))`, parsed by symusic (C++, ~10x faster).
 
     symusic gets the bytes, not the path: it cannot open a file whose name is not UTF-8."""
-    import symusic
-
     path = pathlib.Path(path)
     data = read_midi_bytes(path)
     try:
