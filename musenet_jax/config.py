@@ -52,7 +52,9 @@ class Config:
         return self.replace(data=dataclasses.replace(self.data, data_dir=str(data_dir)))
 
 
-SECTIONS: dict[str, type] = {name: hint for name, hint in typing.get_type_hints(Config).items() if name != "name"}
+SECTIONS: dict[str, type] = {
+    name: hint for name, hint in typing.get_type_hints(Config).items() if name != "name"
+}
 
 
 def _configs_root() -> Any:
@@ -99,7 +101,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         choices = typing.get_args(annotation)
         if value not in choices:
             shown = [str(c) for c in choices]
-            raise UserError(f"bad value {value!r} for {where}; valid: {', '.join(closest_first(str(value), shown))}")
+            raise UserError(
+                f"bad value {value!r} for {where}; valid: {', '.join(closest_first(str(value), shown))}"
+            )
         return value
     if origin in (tuple, Sequence) or annotation is tuple:
         (item_type, *_rest) = typing.get_args(annotation) or (str,)
@@ -140,7 +144,8 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
     for key, value in values.items():
         if key not in valid:
             raise UserError(
-                f"unknown key {section}.{key}; valid keys of {section}: {', '.join(closest_first(key, valid))}"
+                f"unknown key {section}.{key}; valid keys of {section}: "
+                f"{', '.join(closest_first(key, valid))}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
     try:

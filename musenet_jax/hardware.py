@@ -61,4 +61,7 @@ def total_peak_flops() -> tuple[float, str]:
     if per_device is not None:
         return per_device * jax.device_count(), f"data sheet ({device.device_kind} x {jax.device_count()})"
     per_host = measure_matmul_flops(device)
-    return per_host * jax.process_count(), f"measured fp32 matmul ({device.platform} x {jax.process_count()} hosts)"
+    return (
+        per_host * jax.process_count(),
+        f"measured fp32 matmul ({device.platform} x {jax.process_count()} hosts)",
+    )

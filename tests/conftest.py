@@ -8,7 +8,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
-
 from midi_corpus import packaged_midi_files  # noqa: E402
 
 

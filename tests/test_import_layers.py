@@ -80,7 +80,9 @@ def _violations() -> list[str]:
             continue  # the composite config gathers every package's section dataclass
         if target.startswith(SHARED_CLI) and source == "bench":
             continue
-        if LAYER_OF[dest] >= LAYER_OF[source] and not (source in ("bench", "cli") and dest in ("bench", "cli")):
+        if LAYER_OF[dest] >= LAYER_OF[source] and not (
+            source in ("bench", "cli") and dest in ("bench", "cli")
+        ):
             bad.append(f"{module} imports {target} ({source} -> {dest})")
         if source == "bench" and dest == "cli" and not target.startswith(SHARED_CLI):
             bad.append(f"{module} imports {target}: library logic belongs below the CLI")
@@ -88,7 +90,9 @@ def _violations() -> list[str]:
 
 
 def test_every_package_is_in_a_layer():
-    packages = {p.name for p in (ROOT / "musenet_jax").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    packages = {
+        p.name for p in (ROOT / "musenet_jax").iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    }
     modules = {p.stem for p in (ROOT / "musenet_jax").glob("*.py") if p.stem != "__init__"}
     assert packages | modules <= set(LAYER_OF) | {"configs"}, (packages | modules) - set(LAYER_OF)
 
@@ -146,5 +150,9 @@ def test_library_modules_import_at_the_top():
                         names = [node.module or ""]
                     else:
                         continue
-                    late += [f"{module}.{function.name} imports {n}" for n in names if not n.startswith(LAZY_ALLOWED)]
+                    late += [
+                        f"{module}.{function.name} imports {n}"
+                        for n in names
+                        if not n.startswith(LAZY_ALLOWED)
+                    ]
     assert late == []

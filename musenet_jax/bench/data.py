@@ -12,9 +12,13 @@ from musenet_jax.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, default="small")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: data.data_dir of the config)")
+    parser.add_argument(
+        "--data-dir", default=None, help="TFDS data dir (default: data.data_dir of the config)"
+    )
     parser.add_argument("--batches", type=int, default=20, help="pipeline batches timed per round")
-    parser.add_argument("--steps", type=int, default=3, help="train steps timed per round (after one compile step)")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="train steps timed per round (after one compile step)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternations of pipeline and train step")
     parser.add_argument("--json", action="store_true", help="one JSON object")
 
@@ -62,12 +66,20 @@ def run(args: argparse.Namespace) -> int:
         step_s.append(_timed(step, args.steps))
     tokens = cfg.train.global_batch * cfg.model.context
     pipeline, train = tokens / min(batch_s), tokens / min(step_s)
-    report = {"config": cfg.name, "global_batch": cfg.train.global_batch, "context": cfg.model.context,
-              "data_workers": cfg.data.worker_count, "pipeline_tokens_per_s": pipeline,
-              "train_tokens_per_s": train, "ratio": pipeline / train}
+    report = {
+        "config": cfg.name,
+        "global_batch": cfg.train.global_batch,
+        "context": cfg.model.context,
+        "data_workers": cfg.data.worker_count,
+        "pipeline_tokens_per_s": pipeline,
+        "train_tokens_per_s": train,
+        "ratio": pipeline / train,
+    }
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"pipeline {pipeline:,.0f} tokens/s, train step {train:,.0f} tokens/s ({cfg.name}, "
-              f"batch {cfg.train.global_batch} x {cfg.model.context}): pipeline/train = {report['ratio']:.1f}x")
+        print(
+            f"pipeline {pipeline:,.0f} tokens/s, train step {train:,.0f} tokens/s ({cfg.name}, "
+            f"batch {cfg.train.global_batch} x {cfg.model.context}): pipeline/train = {report['ratio']:.1f}x"
+        )
     return 0

@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=2048, help="sequence length the token is sampled at")
     parser.add_argument("--batch", type=int, default=1, help="sequences decoded together")
     parser.add_argument("--steps", type=int, default=32, help="timed decode steps per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of full forwards and decode steps")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternations of full forwards and decode steps"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object")
 
 
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         return model.prefill(tokens[:, :prompt], times[:, :prompt], durations, model.init_cache(b, t))[1]
 
     @jax.jit
-    def decode_all(params, cache, tokens, times, durations):  # the sampler's loop: steps inside one jitted call
+    def decode_all(
+        params, cache, tokens, times, durations
+    ):  # the sampler's loop: steps inside one jitted call
         def step(pos, carry):  # the parameters ride in the carry: NNX merges them at the loop's trace level
             params, cache = carry
             model = nnx.merge(graphdef, params)
@@ -93,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{cfg.name} at context {t}, batch {b} on {result['device']}: full forward "
-              f"{result['full_forward_ms_per_token']:.2f} ms/token, KV cache {result['kv_cache_ms_per_token']:.2f} "
-              f"ms/token -> {result['speedup']:.1f}x")
+        print(
+            f"{cfg.name} at context {t}, batch {b} on {result['device']}: full forward "
+            f"{result['full_forward_ms_per_token']:.2f} ms/token, "
+            f"KV cache {result['kv_cache_ms_per_token']:.2f} ms/token -> {result['speedup']:.1f}x"
+        )
     return 0

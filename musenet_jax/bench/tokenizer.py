@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import miditok
     except ImportError:
-        raise UserError("the tokenizer bench compares with MidiTok: pip install 'musenet-jax[bench]'") from None
+        raise UserError(
+            "the tokenizer bench compares with MidiTok: pip install 'musenet-jax[bench]'"
+        ) from None
     tokenizer = Tokenizer()
     files = []
     n_notes = 0
@@ -51,9 +53,18 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name, encode in contenders.items():
         seconds, tokens = _best_pass(encode, files, args.repeat)
-        rows.append({"tokenizer": name, "files": len(files), "notes": n_notes, "tokens": tokens, "seconds": seconds,
-                     "files_per_s": len(files) / seconds, "notes_per_s": n_notes / seconds,
-                     "tokens_per_s": tokens / seconds})
+        rows.append(
+            {
+                "tokenizer": name,
+                "files": len(files),
+                "notes": n_notes,
+                "tokens": tokens,
+                "seconds": seconds,
+                "files_per_s": len(files) / seconds,
+                "notes_per_s": n_notes / seconds,
+                "tokens_per_s": tokens / seconds,
+            }
+        )
     ratio = rows[0]["notes_per_s"] / rows[1]["notes_per_s"]
     if args.json:
         for row in rows:
@@ -61,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{'tokenizer':<14}{'files/s':>10}{'notes/s':>12}{'tokens/s':>12}")
     for row in rows:
-        print(f"{row['tokenizer']:<14}{row['files_per_s']:>10.1f}{row['notes_per_s']:>12.0f}{row['tokens_per_s']:>12.0f}")
-    print(f"musenet_jax / miditok notes/s: {ratio:.2f}x  ({len(files)} files, {n_notes} notes, best of {args.repeat})")
+        print(
+            f"{row['tokenizer']:<14}{row['files_per_s']:>10.1f}{row['notes_per_s']:>12.0f}{row['tokens_per_s']:>12.0f}"
+        )
+    print(
+        f"musenet_jax / miditok notes/s: {ratio:.2f}x  "
+        f"({len(files)} files, {n_notes} notes, best of {args.repeat})"
+    )
     return 0
 
 

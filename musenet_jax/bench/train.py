@@ -98,9 +98,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{cfg.name}: batch {report['global_batch']} x {report['context']}, {cfg.model.dtype}, "
-          f"attention {cfg.model.attention}, remat {cfg.model.remat_policy}, {report['devices']} {device.platform} device(s)")
-    print(f"step {report['step_ms']:.1f} ms (median {report['step_ms_median']:.1f}), "
-          f"{report['tokens_per_s']:,.0f} tokens/s, {report['achieved_flops'] / 1e9:.1f} GFLOP/s of model FLOPs")
+    print(
+        f"{cfg.name}: batch {report['global_batch']} x {report['context']}, {cfg.model.dtype}, "
+        f"attention {cfg.model.attention}, remat {cfg.model.remat_policy}, "
+        f"{report['devices']} {device.platform} device(s)"
+    )
+    print(
+        f"step {report['step_ms']:.1f} ms (median {report['step_ms_median']:.1f}), "
+        f"{report['tokens_per_s']:,.0f} tokens/s, {report['achieved_flops'] / 1e9:.1f} GFLOP/s of model FLOPs"
+    )
     print(f"peak {peak / 1e9:.1f} GFLOP/s ({report['peak_source']}) -> MFU {report['mfu']:.1%}")
     return 0

@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--topology", required=True, help="TPU slice, e.g. v5p:4x4x4, v5e:4x4, v4:2x2x1")
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: train.global_batch)")
     parser.add_argument(
-        "--mesh", default=None, metavar="data=N,fsdp=N,tensor=N",
+        "--mesh",
+        default=None,
+        metavar="data=N,fsdp=N,tensor=N",
         help="mesh axis sizes (default: the config's mesh.*; one may be -1 = the rest)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
@@ -57,18 +59,29 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict()))
         return 0
     mesh = ", ".join(f"{k}={v}" for k, v in report.mesh.items())
-    print(f"{report.config} train step on {report.topology} ({report.num_devices} x {report.device_kind}), "
-          f"mesh ({mesh}), global batch {report.global_batch} x {report.context} tokens"
-          f"{f' in {report.grad_accum_steps} microbatches' if report.grad_accum_steps > 1 else ''}, "
-          f"attention {report.attention}, {report.parameters / 1e6:,.1f} M parameters")
+    print(
+        f"{report.config} train step on {report.topology} ({report.num_devices} x {report.device_kind}), "
+        f"mesh ({mesh}), global batch {report.global_batch} x {report.context} tokens"
+        f"{f' in {report.grad_accum_steps} microbatches' if report.grad_accum_steps > 1 else ''}, "
+        f"attention {report.attention}, {report.parameters / 1e6:,.1f} M parameters"
+    )
     print(f"lowered in {report.lower_s:.1f} s, compiled in {report.compile_s:.1f} s")
     print("memory per device")
     print(f"  arguments     {_gib(report.argument_bytes)}")
-    print(f"  outputs       {_gib(report.output_bytes)} ({_gib(report.alias_bytes).strip()} aliased to donated arguments)")
+    print(
+        f"  outputs       {_gib(report.output_bytes)} "
+        f"({_gib(report.alias_bytes).strip()} aliased to donated arguments)"
+    )
     print(f"  temporaries   {_gib(report.temp_bytes)}")
     print(f"  code          {_gib(report.generated_code_bytes)}")
-    print(f"  total         {_gib(report.per_device_total_bytes)} of {_gib(report.hbm_bytes).strip()} HBM "
-          f"({report.per_device_total_bytes / report.hbm_bytes:.0%}) -> {'fits' if report.fits else 'DOES NOT FIT'}")
+    print(
+        f"  total         {_gib(report.per_device_total_bytes)} of {_gib(report.hbm_bytes).strip()} HBM "
+        f"({report.per_device_total_bytes / report.hbm_bytes:.0%}) -> "
+        f"{'fits' if report.fits else 'DOES NOT FIT'}"
+    )
     print(f"FLOPs per step  {report.flops_per_step:.4g} ({report.flops_source})")
-    print(f"XLA cost_analysis {report.xla_flops_per_device:.4g} FLOPs per device (counts each scanned body once)")
+    print(
+        f"XLA cost_analysis {report.xla_flops_per_device:.4g} FLOPs per device "
+        "(counts each scanned body once)"
+    )
     return 0

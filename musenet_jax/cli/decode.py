@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{path}: not a token JSON with an 'ids' list ({type(err).__name__})") from None
         bad = ids[(ids < 0) | (ids >= tokenizer.vocab.size)]
         if len(bad):
-            raise UserError(f"{path}: id {int(bad[0])} is outside the vocabulary (size {tokenizer.vocab.size})")
+            raise UserError(
+                f"{path}: id {int(bad[0])} is outside the vocabulary (size {tokenizer.vocab.size})"
+            )
         tokenizer.decode(ids).dump(str(out / f"{path.stem}.mid"))
     print(f"decoded {len(args.jsons)} files into {out}/")
     return 0

@@ -13,11 +13,13 @@ from musenet_jax.cli.common import add_config_arguments, config_from_args
 if TYPE_CHECKING:  # the CLI imports the tokenizer only when a command runs
     from musenet_jax.encoding.tokenizer import NotesRead, Tokenizer
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("encode", help="encode MIDI files (or folders of them) to token JSON")
     add_config_arguments(parser)
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="MIDI files or folders (searched recursively)")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="MIDI files or folders (searched recursively)"
+    )
     parser.add_argument("-o", "--out", default="encoded", help="output folder (default: encoded)")
     parser.add_argument("--composer", default=None, help="composer token for the prefix (default: unknown)")
     parser.set_defaults(run=run)
@@ -45,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
         notes_cut += read.cut_notes
         ids = tokenizer.events_to_ids(read.events, args.composer)
         name = _unique_name(path.stem, used_names)
-        record = {"source": shown(path), "composer": args.composer or "unknown",
-                  "ids": ids.tolist(), "tokens": tokenizer.to_strings(ids)}
+        record = {
+            "source": shown(path),
+            "composer": args.composer or "unknown",
+            "ids": ids.tolist(),
+            "tokens": tokenizer.to_strings(ids),
+        }
         (out / f"{name}.json").write_text(json.dumps(record))
         written += 1
     line = f"encoded {written} of {len(files)} files into {shown(out)}/"
@@ -70,12 +76,18 @@ def _read_or_say_why_not(tokenizer: Tokenizer, path: pathlib.Path) -> NotesRead 
         return None
     cut = f"encoding.max_seconds={tokenizer.cfg.max_seconds:g} s" if read.cut_notes else ""
     if read.cut_notes and not len(read.events):
-        print(f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after {cut}; "
-              "nothing left to encode", file=sys.stderr)
+        print(
+            f"musenet-jax encode: skipped {shown(path)}: all {read.cut_notes} notes start after {cut}; "
+            "nothing left to encode",
+            file=sys.stderr,
+        )
         return None
     if read.cut_notes:
-        print(f"musenet-jax encode: {shown(path)}: cut {read.cut_notes} of "
-              f"{read.cut_notes + len(read.events)} notes that start after {cut}", file=sys.stderr)
+        print(
+            f"musenet-jax encode: {shown(path)}: cut {read.cut_notes} of "
+            f"{read.cut_notes + len(read.events)} notes that start after {cut}",
+            file=sys.stderr,
+        )
     return read
 
 

@@ -9,7 +9,9 @@ from musenet_jax.cli.common import add_config_arguments, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("model-info", help="parameter count, FLOPs per token, attention density per layer")
+    parser = subparsers.add_parser(
+        "model-info", help="parameter count, FLOPs per token, attention density per layer"
+    )
     add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     parser.set_defaults(run=run)
@@ -25,11 +27,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict()))
         return 0
     m = cfg.model
-    print(f"{args.config}: {m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads, context {m.context}, "
-          f"vocab {info.vocab_size}, attention {m.attention} ({m.pattern_layout} {', '.join(m.patterns)})")
+    print(
+        f"{args.config}: {m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads, context {m.context}, "
+        f"vocab {info.vocab_size}, attention {m.attention} ({m.pattern_layout} {', '.join(m.patterns)})"
+    )
     print(f"parameters          {info.parameters:,} ({info.parameters / 1e6:.1f} M)")
     print(f"train FLOPs/token   {info.train_flops_per_token:.4g} (forward + backward)")
     print(f"{'layer':>5}  {'patterns':<28} {'allowed':>8} {'computed':>9}")
     for row in info.layers:
-        print(f"{row.layer:>5}  {' | '.join(row.patterns):<28} {row.pattern_density:>8.2%} {row.layout_density:>9.2%}")
+        print(
+            f"{row.layer:>5}  {' | '.join(row.patterns):<28} "
+            f"{row.pattern_density:>8.2%} {row.layout_density:>9.2%}"
+        )
     return 0

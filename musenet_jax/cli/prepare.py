@@ -10,17 +10,28 @@ from musenet_jax.cli.common import add_config_arguments, config_from_args
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "prepare", help="build the musenet_midi TFDS dataset from music21's corpus or a MIDI folder")
+        "prepare", help="build the musenet_midi TFDS dataset from music21's corpus or a MIDI folder"
+    )
     add_config_arguments(parser)
-    parser.add_argument("--source", choices=("music21", "midi_dir"), default=None,
-                        help="music21 (embedded default corpus) or midi_dir (default: data.source of the config)")
+    parser.add_argument(
+        "--source",
+        choices=("music21", "midi_dir"),
+        default=None,
+        help="music21 (embedded default corpus) or midi_dir (default: data.source of the config)",
+    )
     parser.add_argument("--midi-dir", default=None, help="folder of MIDI files; sub-folders name composers")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: data.data_dir of the config)")
+    parser.add_argument(
+        "--data-dir", default=None, help="TFDS data dir (default: data.data_dir of the config)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N input files")
     parser.add_argument("--workers", type=int, default=None, help="conversion processes (default: all cores)")
-    parser.add_argument("--beam-options", default=None, metavar="FLAGS",
-                        help='convert with Apache Beam instead of local processes, e.g. "--runner=DirectRunner" '
-                             "or Dataflow flags (needs the beam extra)")
+    parser.add_argument(
+        "--beam-options",
+        default=None,
+        metavar="FLAGS",
+        help='convert with Apache Beam instead of local processes, e.g. "--runner=DirectRunner" '
+        "or Dataflow flags (needs the beam extra)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 
@@ -32,9 +43,14 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     summary = prepare(
-        args.source or cfg.data.source, args.data_dir or cfg.data.data_dir, cfg.encoding,
-        midi_dir=args.midi_dir or cfg.data.midi_dir or None, limit=args.limit, workers=args.workers,
-        show_progress=not args.json, beam_options=args.beam_options,
+        args.source or cfg.data.source,
+        args.data_dir or cfg.data.data_dir,
+        cfg.encoding,
+        midi_dir=args.midi_dir or cfg.data.midi_dir or None,
+        limit=args.limit,
+        workers=args.workers,
+        show_progress=not args.json,
+        beam_options=args.beam_options,
     )
     print(json.dumps(dataclasses.asdict(summary)) if args.json else summary.describe())
     return 0

@@ -20,8 +20,13 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.encoding.vocab import Vocabulary
 
     vocab = Vocabulary(config_from_args(args).encoding)
-    report = {"size": vocab.size, "groups": vocab.groups(), "composers": list(vocab.composers),
-              "instruments": list(vocab.families), "fingerprint": vocab.fingerprint()}
+    report = {
+        "size": vocab.size,
+        "groups": vocab.groups(),
+        "composers": list(vocab.composers),
+        "instruments": list(vocab.families),
+        "fingerprint": vocab.fingerprint(),
+    }
     if args.tokens:
         report["tokens"] = list(vocab.strings)
     if args.json:

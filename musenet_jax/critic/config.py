@@ -22,7 +22,9 @@ class CriticConfig:
         if self.steps < 1:
             raise ValueError(f"critic.steps must be at least 1, got {self.steps}")
         if self.batch < 2 or self.batch % 2:
-            raise ValueError(f"critic.batch must be an even number >= 2 (half real, half generated), got {self.batch}")
+            raise ValueError(
+                f"critic.batch must be an even number >= 2 (half real, half generated), got {self.batch}"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"critic.learning_rate must be positive, got {self.learning_rate}")
         if not 0 < self.heldout < 1:

@@ -19,9 +19,15 @@ def load_fakes(folder: str | os.PathLike, tokenizer: Tokenizer) -> list[np.ndarr
     arrays = sorted(path.glob("*.npy"))
     if arrays:
         pieces = [np.load(p).astype(np.int32) for p in arrays]
-        bad = [p.name for p, ids in zip(arrays, pieces) if ids.ndim != 1 or ids.min() < 0 or ids.max() >= tokenizer.vocab.size]
+        bad = [
+            p.name
+            for p, ids in zip(arrays, pieces)
+            if ids.ndim != 1 or ids.min() < 0 or ids.max() >= tokenizer.vocab.size
+        ]
         if bad:
-            raise UserError(f"{path / bad[0]}: not token ids of this vocabulary (size {tokenizer.vocab.size})")
+            raise UserError(
+                f"{path / bad[0]}: not token ids of this vocabulary (size {tokenizer.vocab.size})"
+            )
         return pieces
     midis = sorted(path.glob("*.mid")) + sorted(path.glob("*.midi"))
     if not midis:

@@ -63,7 +63,9 @@ def load_critic(workdir: str | pathlib.Path, model: Any, fingerprint: str) -> tu
     if meta is None:
         return None
     if meta.vocab_fingerprint != fingerprint:
-        raise UserError(f"the critic in {critic_dir(workdir)} was trained with another vocabulary; retrain it")
+        raise UserError(
+            f"the critic in {critic_dir(workdir)} was trained with another vocabulary; retrain it"
+        )
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     wanted = params if meta.finetune_trunk else {"critic": params["critic"]}

@@ -38,9 +38,11 @@ class CriticReport:
 
     def describe(self) -> str:
         what = "critic head and trunk" if self.finetune_trunk else "critic head (trunk frozen)"
-        return (f"trained the {what} for {self.steps} steps (loss {self.final_loss:.4f}); held-out ROC AUC "
-                f"{self.heldout_auc:.3f} on {self.heldout_real} real vs {self.heldout_fake} generated pieces; "
-                f"saved to {self.saved_to}")
+        return (
+            f"trained the {what} for {self.steps} steps (loss {self.final_loss:.4f}); held-out ROC AUC "
+            f"{self.heldout_auc:.3f} on {self.heldout_real} real vs {self.heldout_fake} generated pieces; "
+            f"saved to {self.saved_to}"
+        )
 
 
 def split_heldout(count: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +54,9 @@ def split_heldout(count: int, fraction: float, rng: np.random.Generator) -> tupl
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def training_rows(crop: Any, pieces: Sequence[np.ndarray], picks: np.ndarray, rng: np.random.Generator, pad_id: int) -> dict[str, np.ndarray]:
+def training_rows(
+    crop: Any, pieces: Sequence[np.ndarray], picks: np.ndarray, rng: np.random.Generator, pad_id: int
+) -> dict[str, np.ndarray]:
     """Random crops of the picked pieces, stacked; `valid` marks the positions holding tokens."""
     rows = [crop({"ids": pieces[i]}, rng) for i in picks]
     batch = {k: np.stack([r[k] for r in rows]) for k in ("inputs", "times", "durations")}

@@ -54,7 +54,8 @@ def _write_json(records: list[dict], path: str) -> None:
 
 
 def read_outcomes(folder: epath.Path, splits: tuple[str, ...]) -> tuple[dict[str, list[dict]], list[dict]]:
-    """The kept pieces of each split and all skipped files, from the files `ConvertSplit` wrote (then removed)."""
+    """The kept pieces of each split and all skipped files, from the files `ConvertSplit` wrote
+    (then removed)."""
     kept, skipped = {}, []
     for split in splits:
         records = json.loads((folder / f"{split}.json").read_text())

@@ -62,8 +62,16 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put MIDI files in the manual dir; first-level sub-folders name composers."
 
-    def __init__(self, *, encoding: EncodingConfig = EncodingConfig(), limit: int | None = None,
-                 workers: int | None = None, show_progress: bool = True, beam: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        encoding: EncodingConfig = EncodingConfig(),
+        limit: int | None = None,
+        workers: int | None = None,
+        show_progress: bool = True,
+        beam: bool = False,
+        **kwargs,
+    ):
         self.encoding = encoding
         self.vocab = Vocabulary(encoding)
         self.limit = limit
@@ -89,13 +97,15 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                "composer": tfds.features.ClassLabel(names=list(self.vocab.composers)),
-                "source": tfds.features.Text(),
-                "duration_s": np.float32,
-                "n_notes": np.int32,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    "composer": tfds.features.ClassLabel(names=list(self.vocab.composers)),
+                    "source": tfds.features.Text(),
+                    "duration_s": np.float32,
+                    "n_notes": np.int32,
+                }
+            ),
             metadata=tfds.core.MetadataDict(
                 encoding=dataclasses.asdict(self.encoding),
                 vocab_fingerprint=self.vocab.fingerprint(),
@@ -124,8 +134,9 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         if not examples:
             reasons = collections.Counter(s["reason"] for s in skipped)
             counts = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
-            raise UserError(f"none of the {len(sources)} input files{where} could be used ({counts}); "
-                            "nothing to prepare")
+            raise UserError(
+                f"none of the {len(sources)} input files{where} could be used ({counts}); nothing to prepare"
+            )
         splits = _assign_splits(examples)
         kept = {name: [convert_lib.outcome(ex) for ex in items] for name, items in splits.items()}
         self._stats = _stats(kept, skipped)
@@ -143,8 +154,10 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         by_split = {name: items for name, items in by_split.items() if items}
         self._beam_splits = tuple(by_split)
         outcomes = self._beam_outcomes_dir()
-        return {name: ConvertSplit(items, self.encoding, str(outcomes / f"{name}.json"))
-                for name, items in by_split.items()}
+        return {
+            name: ConvertSplit(items, self.encoding, str(outcomes / f"{name}.json"))
+            for name, items in by_split.items()
+        }
 
     def _convert_all(self, sources: list[SourceFile]) -> list:
         bar = tqdm(total=len(sources), desc="converting", unit="file", disable=not self.show_progress)
@@ -177,11 +190,12 @@ def spread_subset(items: list, limit: int | None) -> list:
 
 
 def _assign_splits(examples: list) -> dict[str, list]:
-    """Hash splits; in a corpus too small to fill all three, the largest split lends a piece to an empty one."""
+    """Hash splits; in a corpus too small to fill all three, the largest split lends a piece to an
+    empty one."""
     splits: dict[str, list] = {name: [] for name, _ in convert_lib.SPLIT_PERCENT}
     for ex in examples:
         splits[convert_lib.split_of(ex.source.split("#")[0])].append(ex)
-    for name, items in splits.items():
+    for items in splits.values():
         donor = max(splits, key=lambda s: len(splits[s]))
         if not items and len(splits[donor]) > 1:
             items.append(splits[donor].pop())
@@ -254,5 +268,6 @@ def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None
     if found != expected:
         raise UserError(
             f"{where} was encoded with vocabulary {str(found)[:12]}, but this config's encoding gives "
-            f"{expected[:12]}; rerun `musenet-jax prepare` with this config or use the dataset's encoding settings"
+            f"{expected[:12]}; rerun `musenet-jax prepare` with this config or use the dataset's encoding "
+            "settings"
         )

@@ -26,5 +26,7 @@ class DataConfig:
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"data.{key} must be in [0, 1), got {getattr(self, key)}")
         if self.worker_count < 0 or self.prefetch_buffer < 1:
-            raise ValueError(f"data.worker_count must be >= 0 and data.prefetch_buffer >= 1, got "
-                             f"{self.worker_count} and {self.prefetch_buffer}")
+            raise ValueError(
+                f"data.worker_count must be >= 0 and data.prefetch_buffer >= 1, got "
+                f"{self.worker_count} and {self.prefetch_buffer}"
+            )

@@ -32,8 +32,13 @@ class Example:
 
     def features(self) -> dict[str, Any]:
         """The example as the builder's TFDS features."""
-        return {"ids": self.ids.astype(np.int32), "composer": self.composer, "source": self.source,
-                "duration_s": np.float32(self.duration_s), "n_notes": np.int32(self.n_notes)}
+        return {
+            "ids": self.ids.astype(np.int32),
+            "composer": self.composer,
+            "source": self.source,
+            "duration_s": np.float32(self.duration_s),
+            "n_notes": np.int32(self.n_notes),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +51,12 @@ class Skipped:
 def outcome(result: Example | Skipped) -> dict[str, Any]:
     """The small JSON-able record of one conversion result that a build's statistics are computed from."""
     if isinstance(result, Example):
-        return {"source": result.source, "composer": result.composer, "tokens": int(len(result.ids)),
-                "cut_notes": result.cut_notes}
+        return {
+            "source": result.source,
+            "composer": result.composer,
+            "tokens": int(len(result.ids)),
+            "cut_notes": result.cut_notes,
+        }
     return {"source": result.source, "reason": result.reason, "detail": result.detail}
 
 
@@ -120,13 +129,17 @@ def convert(source: SourceFile, cfg: EncodingConfig) -> list[Example | Skipped]:
     return results
 
 
-def _example_or_skip(tokenizer: Tokenizer, source: SourceFile, piece_id: str,
-                     read: NotesRead) -> Example | Skipped:
+def _example_or_skip(
+    tokenizer: Tokenizer, source: SourceFile, piece_id: str, read: NotesRead
+) -> Example | Skipped:
     """A piece worth training on, or why not; a piece the cut emptied says so rather than `no_notes`."""
     events = read.events
     if len(events) == 0 and read.cut_notes:
-        return Skipped(piece_id, "cut_away", f"all {read.cut_notes} notes start after encoding.max_seconds="
-                                             f"{tokenizer.cfg.max_seconds:g} s")
+        return Skipped(
+            piece_id,
+            "cut_away",
+            f"all {read.cut_notes} notes start after encoding.max_seconds={tokenizer.cfg.max_seconds:g} s",
+        )
     if len(events) == 0:
         return Skipped(piece_id, "no_notes", "no notes in the pitch range")
     if len(events) < MIN_NOTES:

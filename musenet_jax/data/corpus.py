@@ -13,20 +13,39 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from musenet_jax.encoding.midi_io import shown
 from musenet_jax.encoding.files import MIDI_SUFFIXES
+from musenet_jax.encoding.midi_io import shown
 
 MAX_PIECES_PER_FILE = 25
 SCORE_SUFFIXES = frozenset({".krn", ".abc", ".mxl", ".xml", ".musicxml"})
 
 # music21 corpus folder -> composer label (unlisted folders are `unknown`).
 MUSIC21_COMPOSERS: dict[str, str] = {
-    "bach": "bach", "beethoven": "beethoven", "mozart": "mozart", "haydn": "haydn", "handel": "handel",
-    "schubert": "schubert", "schumann_robert": "schumann", "schumann_clara": "schumann", "chopin": "chopin",
-    "palestrina": "palestrina", "monteverdi": "monteverdi", "josquin": "josquin", "trecento": "trecento",
-    "ciconia": "ciconia", "luca": "luca", "weber": "weber", "verdi": "verdi", "corelli": "corelli",
-    "joplin": "joplin", "ryansMammoth": "folk", "oneills1850": "folk", "essenFolksong": "folk",
-    "airdsAirs": "folk", "miscFolk": "folk", "nottingham-dataset": "folk",
+    "bach": "bach",
+    "beethoven": "beethoven",
+    "mozart": "mozart",
+    "haydn": "haydn",
+    "handel": "handel",
+    "schubert": "schubert",
+    "schumann_robert": "schumann",
+    "schumann_clara": "schumann",
+    "chopin": "chopin",
+    "palestrina": "palestrina",
+    "monteverdi": "monteverdi",
+    "josquin": "josquin",
+    "trecento": "trecento",
+    "ciconia": "ciconia",
+    "luca": "luca",
+    "weber": "weber",
+    "verdi": "verdi",
+    "corelli": "corelli",
+    "joplin": "joplin",
+    "ryansMammoth": "folk",
+    "oneills1850": "folk",
+    "essenFolksong": "folk",
+    "airdsAirs": "folk",
+    "miscFolk": "folk",
+    "nottingham-dataset": "folk",
 }
 
 MUSIC21_EXCLUDED = frozenset({"demos", "theoryExercises"})

@@ -41,8 +41,12 @@ class NoteFacts:
 
     @classmethod
     def from_dict(cls, data: dict) -> NoteFacts:
-        return cls(**{f.name: tuple(data[f.name]) if f.name != "time_step_ms" else int(data[f.name])
-                      for f in dataclasses.fields(cls)})
+        return cls(
+            **{
+                f.name: tuple(data[f.name]) if f.name != "time_step_ms" else int(data[f.name])
+                for f in dataclasses.fields(cls)
+            }
+        )
 
 
 def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:

@@ -33,16 +33,23 @@ def missing_dataset_error(data_dir: str | os.PathLike, source: str, version: str
         return UserError(
             f"musenet_midi/{source} under {str(data_dir)!r} is version {found} (pieces {cut}), made by an "
             f"older musenet-jax that this one ({version}) does not read; "
-            f"rerun `{_prepare_command(data_dir, source)}`")
+            f"rerun `{_prepare_command(data_dir, source)}`"
+        )
     others = [other for other in SOURCES if other != source and prepared_versions(data_dir, other)]
-    there = (f"; the musenet_midi/{others[0]} dataset there is read with `--set data.source={others[0]}`"
-             if others else f"; select another source with `--set data.source=NAME` ({', '.join(SOURCES)})")
-    return UserError(f"no prepared musenet_midi/{source} dataset (data.source={source}) under "
-                     f"{str(data_dir)!r}; run `{_prepare_command(data_dir, source)}` first{there}")
+    there = (
+        f"; the musenet_midi/{others[0]} dataset there is read with `--set data.source={others[0]}`"
+        if others
+        else f"; select another source with `--set data.source=NAME` ({', '.join(SOURCES)})"
+    )
+    return UserError(
+        f"no prepared musenet_midi/{source} dataset (data.source={source}) under "
+        f"{str(data_dir)!r}; run `{_prepare_command(data_dir, source)}` first{there}"
+    )
 
 
-def absent_split_error(data_dir: str | os.PathLike, source: str, split: str,
-                       sizes: dict[str, int]) -> UserError:
+def absent_split_error(
+    data_dir: str | os.PathLike, source: str, split: str, sizes: dict[str, int]
+) -> UserError:
     """A split the dataset lacks: an empty one (small corpus) says how to fill it; a misspelt one, all."""
     names = [name for name, _ in SPLIT_PERCENT]
     if split not in names:
@@ -51,4 +58,5 @@ def absent_split_error(data_dir: str | os.PathLike, source: str, split: str,
     return UserError(
         f"split {split!r} of musenet_midi/{source} under {str(data_dir)!r} is empty (pieces: {pieces}; "
         f"a hash of each file's path picks its split); add MIDI files ({MIN_PIECES_FOR_ALL_SPLITS} usable "
-        f"pieces fill every split) and rerun `{_prepare_command(data_dir, source)}`")
+        f"pieces fill every split) and rerun `{_prepare_command(data_dir, source)}`"
+    )

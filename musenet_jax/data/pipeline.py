@@ -8,6 +8,7 @@ batches one process would, and the iterator state (a position) restores exactly.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -48,7 +49,9 @@ class CropExample:
 
     def __init__(self, tokenizer: Tokenizer, data_cfg: DataConfig, context: int, augment: bool):
         self.tokenizer, self.context, self.augment = tokenizer, context, augment
-        self.ranges = AugmentRanges(data_cfg.transpose_semitones, data_cfg.velocity_scale, data_cfg.time_stretch)
+        self.ranges = AugmentRanges(
+            data_cfg.transpose_semitones, data_cfg.velocity_scale, data_cfg.time_stretch
+        )
 
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> Batch:
         tokenizer, vocab = self.tokenizer, self.tokenizer.vocab
@@ -87,8 +90,14 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
     return process_index, process_count
 
 
-def make_train_iterator(cfg: Config, *, split: str = "train", process_index: int | None = None,
-                        process_count: int | None = None, seed: int | None = None) -> grain.DatasetIterator:
+def make_train_iterator(
+    cfg: Config,
+    *,
+    split: str = "train",
+    process_index: int | None = None,
+    process_count: int | None = None,
+    seed: int | None = None,
+) -> grain.DatasetIterator:
     """Endless, shuffled anew each epoch, augmented; `get_state()`/`set_state()` restore exactly."""
     index, count = _process(process_index, process_count)
     seed = cfg.data.shuffle_seed if seed is None else seed
@@ -103,8 +112,13 @@ def make_train_iterator(cfg: Config, *, split: str = "train", process_index: int
     return _iterate(ds, cfg.data)
 
 
-def make_eval_iterator(cfg: Config, *, split: str = "validation", process_index: int | None = None,
-                       process_count: int | None = None) -> grain.DatasetIterator:
+def make_eval_iterator(
+    cfg: Config,
+    *,
+    split: str = "validation",
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DatasetIterator:
     """One deterministic pass, no augmentation. Every process yields the same number of batches (rows past
     the end of the split are fully masked), because each batch is a collective step across processes."""
     index, count = _process(process_index, process_count)
@@ -112,7 +126,7 @@ def make_eval_iterator(cfg: Config, *, split: str = "validation", process_index:
     crop = CropExample(Tokenizer(cfg.encoding), cfg.data, cfg.model.context, augment=False)
     source = open_split(cfg, split)
     n = len(source)
-    rows_per_process = -(-(-(-n // count)) // batch) * batch
+    rows_per_process = math.ceil(math.ceil(n / count) / batch) * batch
     empty = _empty_row(cfg.model.context)
 
     def row(position: int) -> Batch:
@@ -126,12 +140,19 @@ def make_eval_iterator(cfg: Config, *, split: str = "validation", process_index:
 
 def _empty_row(context: int) -> Batch:
     zeros = np.zeros(context, np.int32)
-    return {"inputs": zeros, "targets": zeros, "loss_mask": np.zeros(context, np.float32), "times": zeros,
-            "durations": np.int32(1)}
+    return {
+        "inputs": zeros,
+        "targets": zeros,
+        "loss_mask": np.zeros(context, np.float32),
+        "times": zeros,
+        "durations": np.int32(1),
+    }
 
 
 def _iterate(ds: grain.MapDataset, data_cfg: DataConfig) -> grain.DatasetIterator:
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=data_cfg.prefetch_buffer))
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=data_cfg.prefetch_buffer)
+    )
     if data_cfg.worker_count > 0:
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
     return iter(it_ds)

@@ -45,8 +45,10 @@ class PrepareSummary:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped_by_reason.items()))
         lines.append(f"files ok: {self.files_ok}; skipped: {skipped}" + (f" ({reasons})" if reasons else ""))
         if self.max_seconds is not None:
-            lines.append(f"encoding.max_seconds={self.max_seconds:g}: cut {self.notes_cut:,} notes from "
-                         f"{self.pieces_cut} pieces")
+            lines.append(
+                f"encoding.max_seconds={self.max_seconds:g}: cut {self.notes_cut:,} notes from "
+                f"{self.pieces_cut} pieces"
+            )
         for split in self.examples:
             n, tokens = self.examples[split], self.tokens[split]
             empty = "  (empty: add files to fill it)" if not n else ""
@@ -56,9 +58,17 @@ class PrepareSummary:
         return "\n".join(lines)
 
 
-def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfig(), *,
-            midi_dir: str | None = None, limit: int | None = None, workers: int | None = None,
-            show_progress: bool = True, beam_options: str | None = None) -> PrepareSummary:
+def prepare(
+    source: str,
+    data_dir: str,
+    encoding: EncodingConfig = EncodingConfig(),
+    *,
+    midi_dir: str | None = None,
+    limit: int | None = None,
+    workers: int | None = None,
+    show_progress: bool = True,
+    beam_options: str | None = None,
+) -> PrepareSummary:
     """Builds the dataset unless one built from the same input with the same encoding is already there.
 
     The build goes to a folder beside the dataset and replaces it only once complete, so a failed or
@@ -72,16 +82,28 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
     pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
     probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit)
     folder = builder_lib.dataset_dir(data_dir, source)
-    inputs = {"digest": builder_lib.input_digest(probe, midi_dir), "fingerprint": probe.vocab.fingerprint(),
-              "max_seconds": encoding.max_seconds, "version": str(probe.version), "limit": limit}
+    inputs = {
+        "digest": builder_lib.input_digest(probe, midi_dir),
+        "fingerprint": probe.vocab.fingerprint(),
+        "max_seconds": encoding.max_seconds,
+        "version": str(probe.version),
+        "limit": limit,
+    }
     inputs_file = folder / BUILD_INPUTS
     if inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
         return _reused_summary(json.loads(inputs_file.read_text()))
     pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=data_dir))
     try:
-        builder = builder_lib.make_builder(source, staging, encoding, limit=limit, workers=workers,
-                                           show_progress=show_progress, beam=pipeline_options is not None)
+        builder = builder_lib.make_builder(
+            source,
+            staging,
+            encoding,
+            limit=limit,
+            workers=workers,
+            show_progress=show_progress,
+            beam=pipeline_options is not None,
+        )
         summary = _build(builder, midi_dir, pipeline_options, str(folder))
         staged = builder_lib.dataset_dir(staging, source)
         record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
@@ -94,8 +116,9 @@ def prepare(source: str, data_dir: str, encoding: EncodingConfig = EncodingConfi
     return summary
 
 
-def _build(builder: builder_lib.MusenetMidi, midi_dir: str | None, pipeline_options,
-           shown_dir: str) -> PrepareSummary:
+def _build(
+    builder: builder_lib.MusenetMidi, midi_dir: str | None, pipeline_options, shown_dir: str
+) -> PrepareSummary:
     start = time.perf_counter()
     config = tfds.download.DownloadConfig(manual_dir=midi_dir, beam_options=pipeline_options)
     tfds.disable_progress_bar()  # our own bar covers the slow part; TFDS's shard bars are noise
@@ -106,11 +129,18 @@ def _build(builder: builder_lib.MusenetMidi, midi_dir: str | None, pipeline_opti
     stats = builder.stats
     files_total = stats.files_ok + len({s["source"].split("#")[0] for s in stats.skipped})
     return PrepareSummary(
-        dataset_dir=shown_dir, reused=False, files_ok=stats.files_ok,
+        dataset_dir=shown_dir,
+        reused=False,
+        files_ok=stats.files_ok,
         skipped_by_reason=dict(collections.Counter(s["reason"] for s in stats.skipped)),
-        examples=stats.examples, tokens=stats.tokens, per_composer=stats.per_composer,
-        wall_s=wall, files_per_s=files_total / wall if wall else 0.0,
-        max_seconds=builder.encoding.max_seconds, notes_cut=stats.notes_cut, pieces_cut=stats.pieces_cut,
+        examples=stats.examples,
+        tokens=stats.tokens,
+        per_composer=stats.per_composer,
+        wall_s=wall,
+        files_per_s=files_total / wall if wall else 0.0,
+        max_seconds=builder.encoding.max_seconds,
+        notes_cut=stats.notes_cut,
+        pieces_cut=stats.pieces_cut,
     )
 
 

@@ -48,7 +48,9 @@ class AugmentRanges:
     time_stretch: float = 0.0  # a factor in [1 - s, 1 + s]
 
 
-def random_augment(events: Events, rng: np.random.Generator, ranges: AugmentRanges, enc_cfg: EncodingConfig) -> Events:
+def random_augment(
+    events: Events, rng: np.random.Generator, ranges: AugmentRanges, enc_cfg: EncodingConfig
+) -> Events:
     """One random draw of all three augmentations within `ranges`."""
     k = ranges.transpose_semitones
     semitones = int(rng.integers(-k, k + 1)) if k else 0

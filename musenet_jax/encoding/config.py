@@ -5,9 +5,28 @@ from __future__ import annotations
 import dataclasses
 
 DEFAULT_COMPOSERS: tuple[str, ...] = (
-    "bach", "beethoven", "mozart", "haydn", "handel", "schubert", "schumann", "chopin", "brahms",
-    "palestrina", "monteverdi", "josquin", "trecento", "ciconia", "luca", "folk",
-    "weber", "verdi", "corelli", "joplin", "jazz", "pop",
+    "bach",
+    "beethoven",
+    "mozart",
+    "haydn",
+    "handel",
+    "schubert",
+    "schumann",
+    "chopin",
+    "brahms",
+    "palestrina",
+    "monteverdi",
+    "josquin",
+    "trecento",
+    "ciconia",
+    "luca",
+    "folk",
+    "weber",
+    "verdi",
+    "corelli",
+    "joplin",
+    "jazz",
+    "pop",
 )
 
 
@@ -33,10 +52,14 @@ class EncodingConfig:
             if getattr(self, key) < 1:
                 raise ValueError(f"encoding.{key} must be a positive integer, got {getattr(self, key)}")
         if not 0 <= self.pitch_min <= self.pitch_max <= 127:
-            raise ValueError(f"encoding.pitch_min={self.pitch_min} and encoding.pitch_max={self.pitch_max} must "
-                             "satisfy 0 <= pitch_min <= pitch_max <= 127 (MIDI pitches)")
+            raise ValueError(
+                f"encoding.pitch_min={self.pitch_min} and encoding.pitch_max={self.pitch_max} must "
+                "satisfy 0 <= pitch_min <= pitch_max <= 127 (MIDI pitches)"
+            )
         if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"encoding.max_seconds must be seconds > 0 or null (no cut), not {self.max_seconds}")
+            raise ValueError(
+                f"encoding.max_seconds must be seconds > 0 or null (no cut), not {self.max_seconds}"
+            )
 
 
 def describe_cut(max_seconds: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Notes as columns of numpy arrays: the format between MIDI objects and tokens, and what augmentation edits."""
+"""Notes as columns of numpy arrays: the format between MIDI objects and tokens, and what augmentation
+edits."""
 
 from __future__ import annotations
 

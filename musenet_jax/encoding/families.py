@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 FAMILIES: tuple[str, ...] = (
-    "piano", "strings", "winds", "brass", "guitar", "bass", "organ", "plucked", "voice", "drums",
+    "piano",
+    "strings",
+    "winds",
+    "brass",
+    "guitar",
+    "bass",
+    "organ",
+    "plucked",
+    "voice",
+    "drums",
 )
 DRUMS = FAMILIES.index("drums")
 
@@ -39,8 +48,16 @@ for _lo, _hi, _name in _PROGRAM_RANGES:
 
 # The GM program each family is written back as when decoding.
 FAMILY_PROGRAM: dict[str, int] = {
-    "piano": 0, "strings": 48, "winds": 73, "brass": 61, "guitar": 24,
-    "bass": 32, "organ": 19, "plucked": 46, "voice": 52, "drums": 0,
+    "piano": 0,
+    "strings": 48,
+    "winds": 73,
+    "brass": 61,
+    "guitar": 24,
+    "bass": 32,
+    "organ": 19,
+    "plucked": 46,
+    "voice": 52,
+    "drums": 0,
 }
 
 

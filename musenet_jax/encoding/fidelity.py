@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
-
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.vocab import Vocabulary
 
@@ -17,12 +15,14 @@ def matched_fraction(original: Events, decoded: Events, vocab: Vocabulary) -> fl
         return 1.0
     tolerance = vocab.cfg.time_step_ms / 1000.0 + 1e-9
     pool: defaultdict[tuple[int, int], list[tuple[float, int]]] = defaultdict(list)
-    for start, family, pitch, vbin in zip(decoded.start_s, decoded.family, decoded.pitch,
-                                          vocab.velocity_to_bin(decoded.velocity)):
+    for start, family, pitch, vbin in zip(
+        decoded.start_s, decoded.family, decoded.pitch, vocab.velocity_to_bin(decoded.velocity)
+    ):
         pool[(int(family), int(pitch))].append((float(start), int(vbin)))
     matched = 0
-    for start, family, pitch, vbin in zip(original.start_s, original.family, original.pitch,
-                                          vocab.velocity_to_bin(original.velocity)):
+    for start, family, pitch, vbin in zip(
+        original.start_s, original.family, original.pitch, vocab.velocity_to_bin(original.velocity)
+    ):
         candidates = pool[(int(family), int(pitch))]
         for k, (other_start, other_bin) in enumerate(candidates):
             if abs(other_start - start) <= tolerance and abs(other_bin - int(vbin)) <= 1:

@@ -20,7 +20,9 @@ def midi_files(paths: Sequence[str], say: Callable[[str], None] = print) -> list
     for name in paths:
         path = pathlib.Path(name)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir())
+            inside = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir()
+            )
             if not inside:
                 empty_folders.append(shown(path))
             found += inside

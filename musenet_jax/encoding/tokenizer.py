@@ -20,8 +20,8 @@ from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
-from musenet_jax.errors import unknown_choice
 from musenet_jax.encoding.vocab import KIND_COMPOSER, KIND_INSTRUMENT, KIND_NOTE_OFF, KIND_NOTE_ON, Vocabulary
+from musenet_jax.errors import unknown_choice
 
 MidiSource = str | os.PathLike | miditoolkit.MidiFile
 
@@ -97,10 +97,14 @@ class Tokenizer:
         bins = vocab.velocity_to_bin(events.velocity)
         melodic = events.family != DRUMS
         steps = np.concatenate([on_step, off_step[melodic]])
-        tokens = np.concatenate([
-            vocab.note_ids(events.family, bins, events.pitch),
-            vocab.note_ids(events.family[melodic], np.zeros(melodic.sum(), np.int64), events.pitch[melodic]),
-        ])
+        tokens = np.concatenate(
+            [
+                vocab.note_ids(events.family, bins, events.pitch),
+                vocab.note_ids(
+                    events.family[melodic], np.zeros(melodic.sum(), np.int64), events.pitch[melodic]
+                ),
+            ]
+        )
         is_on = np.concatenate([np.ones(len(events), np.int8), np.zeros(melodic.sum(), np.int8)])
         order = np.lexsort((tokens, is_on, steps))
         body = _interleave_waits(steps[order], tokens[order], vocab, self.cfg.max_wait_steps)
@@ -115,7 +119,11 @@ class Tokenizer:
         step_at = np.cumsum(vocab.wait_steps[ids]) - vocab.wait_steps[ids]
         end_step = int(step_at[-1] + vocab.wait_steps[ids[-1]]) if len(ids) else 0
         notes = np.flatnonzero((kinds == KIND_NOTE_ON) | (kinds == KIND_NOTE_OFF))
-        families, pitches, bins = (vocab.note_family[ids[notes]], vocab.note_pitch[ids[notes]], vocab.note_bin[ids[notes]])
+        families, pitches, bins = (
+            vocab.note_family[ids[notes]],
+            vocab.note_pitch[ids[notes]],
+            vocab.note_bin[ids[notes]],
+        )
         open_notes: defaultdict[tuple[int, int], deque[int]] = defaultdict(deque)
         on_rows, off_steps = [], []
         for row, (family, pitch, vbin) in enumerate(zip(families.tolist(), pitches.tolist(), bins.tolist())):
@@ -135,7 +143,10 @@ class Tokenizer:
         drum = families[on_rows_arr] == DRUMS if len(on_rows) else np.zeros(0, bool)
         end_s = np.where(drum, starts * self.step_s + midi_io.DRUM_HIT_S, offs * self.step_s)
         return Events.from_columns(
-            starts * self.step_s, end_s, families[on_rows_arr], pitches[on_rows_arr],
+            starts * self.step_s,
+            end_s,
+            families[on_rows_arr],
+            pitches[on_rows_arr],
             vocab.bin_to_velocity(bins[on_rows_arr]),
         ).sorted()
 

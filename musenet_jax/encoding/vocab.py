@@ -8,10 +8,10 @@ encoding and decoding are vectorized.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
-import dataclasses
 
 import numpy as np
 
@@ -19,7 +19,9 @@ from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.families import DRUMS, FAMILIES
 from musenet_jax.errors import unknown_choice
 
-KIND_PAD, KIND_START, KIND_END, KIND_COMPOSER, KIND_INSTRUMENT, KIND_WAIT, KIND_NOTE_ON, KIND_NOTE_OFF = range(8)
+KIND_PAD, KIND_START, KIND_END, KIND_COMPOSER, KIND_INSTRUMENT, KIND_WAIT, KIND_NOTE_ON, KIND_NOTE_OFF = (
+    range(8)
+)
 KIND_NAMES: tuple[str, ...] = ("pad", "start", "end", "composer", "instrument", "wait", "note_on", "note_off")
 
 UNKNOWN_COMPOSER = "unknown"
@@ -144,7 +146,9 @@ class Vocabulary:
 
     def id(self, token: str) -> int:
         if token not in self._index:
-            raise unknown_choice("token", token, [s for s in self.strings if ":" not in s or s.startswith("composer")])
+            raise unknown_choice(
+                "token", token, [s for s in self.strings if ":" not in s or s.startswith("composer")]
+            )
         return self._index[token]
 
     def groups(self) -> dict[str, int]:

@@ -20,13 +20,19 @@ from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
 
 STAT_NAMES: tuple[str, ...] = (
-    "pitch_class_entropy", "scale_consistency", "polyphony", "note_density", "empty_time_rate", "pitch_range",
+    "pitch_class_entropy",
+    "scale_consistency",
+    "polyphony",
+    "note_density",
+    "empty_time_rate",
+    "pitch_range",
 )
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 
 
 def piece_stats(events: Events, step_s: float) -> dict[str, float]:
-    """The statistics of one piece's notes on a grid of `step_s` seconds (NaN where undefined, e.g. no notes)."""
+    """The statistics of one piece's notes on a grid of `step_s` seconds (NaN where undefined, e.g. no
+    notes)."""
     out = dict.fromkeys(STAT_NAMES, float("nan"))
     if len(events) == 0:
         return out
@@ -61,7 +67,11 @@ def stats_table(pieces: list[dict[str, float]]) -> dict[str, np.ndarray]:
 def summary(values: dict[str, np.ndarray]) -> dict[str, dict[str, float | None]]:
     """Mean and standard deviation of each statistic (None when no piece defines it)."""
     return {
-        name: {"mean": float(v.mean()) if len(v) else None, "std": float(v.std()) if len(v) else None, "n": int(len(v))}
+        name: {
+            "mean": float(v.mean()) if len(v) else None,
+            "std": float(v.std()) if len(v) else None,
+            "n": int(len(v)),
+        }
         for name, v in values.items()
     }
 
@@ -80,7 +90,8 @@ def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def distances(samples: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """Per statistic, W1(samples, reference) / std(reference) (the raw W1 when the reference has no spread)."""
+    """Per statistic, W1(samples, reference) / std(reference) (the raw W1 when the reference has no
+    spread)."""
     out: dict[str, float | None] = {}
     for name in STAT_NAMES:
         s, r = samples[name], reference[name]

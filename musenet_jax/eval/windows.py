@@ -34,7 +34,9 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     scored = np.zeros((count, context), np.float32)
     valid = np.zeros((count, context), np.float32)
     for w in range(count):
-        take = np.concatenate([np.arange(n_prefix), np.arange(n_prefix + w * span, min(n_prefix + (w + 1) * span, len(ids)))])
+        take = np.concatenate(
+            [np.arange(n_prefix), np.arange(n_prefix + w * span, min(n_prefix + (w + 1) * span, len(ids)))]
+        )
         inputs[w, : len(take)], row_times[w, : len(take)] = ids[take], times[take]
         first = 0 if w == 0 else n_prefix - 1
         scored[w, first : len(take) - 1] = 1.0
@@ -50,7 +52,9 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     }
 
 
-def batched_windows(tokenizer: Tokenizer, pieces: Iterable[np.ndarray], context: int, batch: int) -> Iterator[Rows]:
+def batched_windows(
+    tokenizer: Tokenizer, pieces: Iterable[np.ndarray], context: int, batch: int
+) -> Iterator[Rows]:
     """Windows of many pieces in batches of exactly `batch` rows (the last padded with empty rows);
     `piece` names each row's piece (index in `pieces`), -1 on padding."""
     pending: list[Rows] = []
@@ -68,7 +72,10 @@ def batched_windows(tokenizer: Tokenizer, pieces: Iterable[np.ndarray], context:
             pending = [rest] if rows else []
     if rows:
         merged = _concat(pending)
-        yield {k: _pad(v, batch, -1 if k == "piece" else (1 if k == "durations" else 0)) for k, v in merged.items()}
+        yield {
+            k: _pad(v, batch, -1 if k == "piece" else (1 if k == "durations" else 0))
+            for k, v in merged.items()
+        }
 
 
 def _concat(parts: list[Rows]) -> Rows:

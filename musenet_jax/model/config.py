@@ -33,34 +33,61 @@ class ModelConfig:
     sounding_embedding: bool = False
 
     # Keys that choose how the same parameters are computed; a run may resume with them changed.
-    EXECUTION_KEYS: ClassVar[tuple[str, ...]] = ("attention", "block_size", "dtype", "remat_policy", "scan_layers")
+    EXECUTION_KEYS: ClassVar[tuple[str, ...]] = (
+        "attention",
+        "block_size",
+        "dtype",
+        "remat_policy",
+        "scan_layers",
+    )
     # The conditioning prefix alone takes up to 12 tokens (composer, 10 instruments, start); a context
     # must leave room to continue it.
     MIN_CONTEXT: ClassVar[int] = 32
 
     def __post_init__(self) -> None:
         """Every value against its meaning, so a bad one is one line before any work starts."""
-        for key in ("d_model", "n_layers", "n_heads", "mlp_ratio", "stride", "fixed_summary", "block_size",
-                    "time_buckets", "time_bucket_ms", "structure_parts", "countdown_buckets"):
+        for key in (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "mlp_ratio",
+            "stride",
+            "fixed_summary",
+            "block_size",
+            "time_buckets",
+            "time_bucket_ms",
+            "structure_parts",
+            "countdown_buckets",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be a positive integer, got {getattr(self, key)}")
         if self.context < self.MIN_CONTEXT:
-            raise ValueError(f"model.context={self.context} leaves no room to compose after the conditioning "
-                             f"prefix; use at least {self.MIN_CONTEXT}")
+            raise ValueError(
+                f"model.context={self.context} leaves no room to compose after the conditioning "
+                f"prefix; use at least {self.MIN_CONTEXT}"
+            )
         if not self.patterns:
             raise ValueError("model.patterns needs at least one of strided, fixed")
         if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
+            raise ValueError(
+                f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}"
+            )
         cycle = len(self.patterns) if self.pattern_layout == "interleave" else 1
         if self.n_layers % cycle:
-            raise ValueError(f"model.n_layers={self.n_layers} must be a multiple of the {cycle} interleaved "
-                             f"patterns {', '.join(self.patterns)}")
+            raise ValueError(
+                f"model.n_layers={self.n_layers} must be a multiple of the {cycle} interleaved "
+                f"patterns {', '.join(self.patterns)}"
+            )
         head_groups = len(self.patterns) if self.pattern_layout == "head_split" else 1
         if self.n_heads % head_groups:
-            raise ValueError(f"model.n_heads={self.n_heads} cannot be split evenly over the patterns "
-                             f"{', '.join(self.patterns)}")
+            raise ValueError(
+                f"model.n_heads={self.n_heads} cannot be split evenly over the patterns "
+                f"{', '.join(self.patterns)}"
+            )
         if self.fixed_summary > self.stride:
-            raise ValueError(f"model.fixed_summary={self.fixed_summary} must not exceed model.stride={self.stride}")
+            raise ValueError(
+                f"model.fixed_summary={self.fixed_summary} must not exceed model.stride={self.stride}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

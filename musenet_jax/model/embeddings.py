@@ -33,13 +33,16 @@ def time_buckets(times: jax.Array, cfg: ModelConfig, time_step_ms: int) -> jax.A
 
 
 def piece_parts(times: jax.Array, durations: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Which of `structure_parts` equal parts of the piece each token falls in; times [B, T], durations [B]."""
+    """Which of `structure_parts` equal parts of the piece each token falls in; times [B, T],
+    durations [B]."""
     total = jnp.maximum(durations.astype(jnp.int32), 1)[:, None]
     part = times.astype(jnp.int32) * cfg.structure_parts // total
     return jnp.clip(part, 0, cfg.structure_parts - 1)
 
 
-def countdown_buckets(times: jax.Array, durations: jax.Array, cfg: ModelConfig, time_step_ms: int) -> jax.Array:
+def countdown_buckets(
+    times: jax.Array, durations: jax.Array, cfg: ModelConfig, time_step_ms: int
+) -> jax.Array:
     """Log-spaced bucket of the time left until the piece ends (see the module docstring)."""
     left = jnp.maximum(durations.astype(jnp.int32)[:, None] - times.astype(jnp.int32), 0)
     left_buckets = left.astype(jnp.float32) * (time_step_ms / cfg.time_bucket_ms)
@@ -58,8 +61,12 @@ class MusicEmbedding(nnx.Module):
 
         def table(rows: int, names: tuple[str | None, str]) -> nnx.Embed:
             return nnx.Embed(
-                rows, cfg.d_model, dtype=dtype, param_dtype=jnp.dtype(cfg.param_dtype),
-                embedding_init=logical_init(_EMBED_INIT, names), rngs=rngs,
+                rows,
+                cfg.d_model,
+                dtype=dtype,
+                param_dtype=jnp.dtype(cfg.param_dtype),
+                embedding_init=logical_init(_EMBED_INIT, names),
+                rngs=rngs,
             )
 
         self.token = table(vocab_size, ("vocab", "embed"))
@@ -68,7 +75,9 @@ class MusicEmbedding(nnx.Module):
         self.part = table(cfg.structure_parts, (None, "embed"))
         self.countdown = table(cfg.countdown_buckets, (None, "embed"))
 
-    def __call__(self, inputs: jax.Array, positions: jax.Array, times: jax.Array, durations: jax.Array) -> jax.Array:
+    def __call__(
+        self, inputs: jax.Array, positions: jax.Array, times: jax.Array, durations: jax.Array
+    ) -> jax.Array:
         """inputs/positions/times [B, T] int, durations [B] -> [B, T, d_model] in the compute dtype."""
         cfg = self.cfg
         return (

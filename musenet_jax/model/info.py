@@ -53,7 +53,9 @@ def layer_attention(cfg: ModelConfig) -> tuple[LayerAttention, ...]:
     """Per-layer densities at the config's context and block size (layouts are cached per pattern)."""
     rows = []
     for layer in range(cfg.n_layers):
-        groups = layer_patterns(cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary)
+        groups = layer_patterns(
+            cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary
+        )
         layouts = [make_layout(p, cfg.context, cfg.block_size) for p in groups]
         rows.append(
             LayerAttention(

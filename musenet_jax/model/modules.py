@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from musenet_jax.model.config import ModelConfig
-from musenet_jax.model.sharding import constrain, logical_init
 from musenet_jax.attention.backends import attend
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import masked_attention
+from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.sharding import constrain, logical_init
 
 Shape = tuple[int, ...]
 Names = tuple[str, ...]
@@ -30,8 +30,13 @@ _ONES = nnx.initializers.ones_init()
 def layer_norm(cfg: ModelConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """LayerNorm over embed, computed in float32."""
     return nnx.LayerNorm(
-        cfg.d_model, epsilon=1e-5, dtype=jnp.float32, param_dtype=jnp.dtype(cfg.param_dtype),
-        scale_init=logical_init(_ONES, ("embed",)), bias_init=logical_init(_ZEROS, ("embed",)), rngs=rngs,
+        cfg.d_model,
+        epsilon=1e-5,
+        dtype=jnp.float32,
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        scale_init=logical_init(_ONES, ("embed",)),
+        bias_init=logical_init(_ZEROS, ("embed",)),
+        rngs=rngs,
     )
 
 
@@ -56,8 +61,13 @@ class SparseSelfAttention(nnx.Module):
             einsum: str, kernel_shape: Shape, kernel_names: Names, bias_shape: Shape, bias_names: Names
         ) -> nnx.Einsum:
             return nnx.Einsum(
-                einsum, kernel_shape, bias_shape, dtype=dtype, param_dtype=param_dtype,
-                kernel_init=logical_init(_KERNEL_INIT, kernel_names), bias_init=logical_init(_ZEROS, bias_names),
+                einsum,
+                kernel_shape,
+                bias_shape,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                kernel_init=logical_init(_KERNEL_INIT, kernel_names),
+                bias_init=logical_init(_ZEROS, bias_names),
                 rngs=rngs,
             )
 
@@ -65,7 +75,9 @@ class SparseSelfAttention(nnx.Module):
         self.query = projection("btd,dhk->bthk", in_shape, in_names, (h, self.head_dim), ("heads", "kv"))
         self.key = projection("btd,dhk->bthk", in_shape, in_names, (h, self.head_dim), ("heads", "kv"))
         self.value = projection("btd,dhk->bthk", in_shape, in_names, (h, self.head_dim), ("heads", "kv"))
-        self.out = projection("bthk,hkd->btd", (h, self.head_dim, d), ("heads", "kv", "embed"), (d,), ("embed",))
+        self.out = projection(
+            "bthk,hkd->btd", (h, self.head_dim, d), ("heads", "kv", "embed"), (d,), ("embed",)
+        )
 
     def _qkv(self, x: jax.Array) -> KVTriple:
         names = ("batch", "length", "heads", "kv")
@@ -95,12 +107,18 @@ class Mlp(nnx.Module):
         d, hidden = cfg.d_model, cfg.mlp_ratio * cfg.d_model
         kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
         self.up = nnx.Linear(
-            d, hidden, kernel_init=logical_init(_KERNEL_INIT, ("embed", "mlp")),
-            bias_init=logical_init(_ZEROS, ("mlp",)), **kw,
+            d,
+            hidden,
+            kernel_init=logical_init(_KERNEL_INIT, ("embed", "mlp")),
+            bias_init=logical_init(_ZEROS, ("mlp",)),
+            **kw,
         )
         self.down = nnx.Linear(
-            hidden, d, kernel_init=logical_init(_KERNEL_INIT, ("mlp", "embed")),
-            bias_init=logical_init(_ZEROS, ("embed",)), **kw,
+            hidden,
+            d,
+            kernel_init=logical_init(_KERNEL_INIT, ("mlp", "embed")),
+            bias_init=logical_init(_ZEROS, ("embed",)),
+            **kw,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -130,5 +148,7 @@ class Block(nnx.Module):
 
     def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array) -> KVTriple:
         """One token x [B, 1, d] at `position` against this block's caches -> (x, k_cache, v_cache)."""
-        attn_out, k_cache, v_cache = self.attn.decode(self.attn_norm(x).astype(self.dtype), k_cache, v_cache, position)
+        attn_out, k_cache, v_cache = self.attn.decode(
+            self.attn_norm(x).astype(self.dtype), k_cache, v_cache, position
+        )
         return self._finish(x, attn_out), k_cache, v_cache

@@ -45,8 +45,11 @@ def logical_init(init: Callable[..., Any], names: Logical) -> Callable[..., Any]
     return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
 
 
-def logical_to_spec(names: Logical, shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> PartitionSpec:
-    """PartitionSpec for logical `names`; with `shape` and `mesh`, axes that do not divide a dimension are dropped."""
+def logical_to_spec(
+    names: Logical, shape: Sequence[int] | None = None, mesh: Mesh | None = None
+) -> PartitionSpec:
+    """PartitionSpec for logical `names`; with `shape` and `mesh`, axes that do not divide a dimension
+    are dropped."""
     used: set[str] = set()
     spec: list[Any] = []
     for dim, name in enumerate(names):
@@ -76,7 +79,9 @@ def make_mesh(mesh_cfg: MeshConfig, devices: Sequence[jax.Device] | None = None)
     devices = list(jax.devices() if devices is None else devices)
     sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise UserError(f"mesh sizes (data, fsdp, tensor) = {tuple(sizes)}: each must be >= 1, at most one -1")
+        raise UserError(
+            f"mesh sizes (data, fsdp, tensor) = {tuple(sizes)}: each must be >= 1, at most one -1"
+        )
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:

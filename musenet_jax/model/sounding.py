@@ -29,15 +29,21 @@ def note_slot_tables(vocab: Vocabulary) -> tuple[tuple[int, ...], tuple[int, ...
     hashable tuples: the model keeps them as static structure, not as arrays to train or shard."""
     kinds = vocab.token_kinds
     melodic = (vocab.note_family >= 0) & (vocab.note_family != DRUMS)
-    slot = np.where(melodic, vocab.note_family * vocab.num_pitches + vocab.note_pitch - vocab.cfg.pitch_min, 0)
-    change = np.where(melodic & (kinds == KIND_NOTE_ON), 1, np.where(melodic & (kinds == KIND_NOTE_OFF), -1, 0))
+    slot = np.where(
+        melodic, vocab.note_family * vocab.num_pitches + vocab.note_pitch - vocab.cfg.pitch_min, 0
+    )
+    change = np.where(
+        melodic & (kinds == KIND_NOTE_ON), 1, np.where(melodic & (kinds == KIND_NOTE_OFF), -1, 0)
+    )
     return tuple(int(s) for s in slot), tuple(int(c) for c in change), len(vocab.families) * vocab.num_pitches
 
 
 class SoundingNotes(nnx.Module):
     """Sum of a learned [slots, d_model] table over the slots sounding after each token."""
 
-    def __init__(self, cfg: ModelConfig, tables: tuple[tuple[int, ...], tuple[int, ...], int], *, rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: ModelConfig, tables: tuple[tuple[int, ...], tuple[int, ...], int], *, rngs: nnx.Rngs
+    ):
         self.slot, self.change, self.num_slots = tables
         self.dtype = jnp.dtype(cfg.dtype)
         init = logical_init(nnx.initializers.normal(stddev=0.02), (None, "embed"))

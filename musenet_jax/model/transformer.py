@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from musenet_jax.attention.patterns import Pattern, layer_patterns
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
@@ -28,7 +29,6 @@ from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init
 from musenet_jax.model.sounding import SoundingNotes, note_slot_tables
-from musenet_jax.attention.patterns import Pattern, layer_patterns
 
 if TYPE_CHECKING:
     from musenet_jax.config import Config
@@ -109,17 +109,29 @@ class MuseNet(nnx.Module):
         init = nnx.initializers.normal(stddev=0.02)
         zeros = nnx.initializers.zeros_init()
         self.head = nnx.Linear(
-            cfg.d_model, vocab_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-            kernel_init=logical_init(init, ("embed", "vocab")), bias_init=logical_init(zeros, ("vocab",)),
+            cfg.d_model,
+            vocab_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            kernel_init=logical_init(init, ("embed", "vocab")),
+            bias_init=logical_init(zeros, ("vocab",)),
         )
         self.critic = nnx.Linear(
-            cfg.d_model, 1, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs,
-            kernel_init=logical_init(init, ("embed", None)), bias_init=logical_init(zeros, (None,)),
+            cfg.d_model,
+            1,
+            dtype=jnp.float32,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            kernel_init=logical_init(init, ("embed", None)),
+            bias_init=logical_init(zeros, (None,)),
         )
 
     # --- layer stacking -------------------------------------------------------------------------
 
-    def _over_groups(self, fn: Callable[..., Any], x: jax.Array, *per_group: jax.Array) -> tuple[jax.Array, Any]:
+    def _over_groups(
+        self, fn: Callable[..., Any], x: jax.Array, *per_group: jax.Array
+    ) -> tuple[jax.Array, Any]:
         """x, out_g = fn(group_g, x, *slices_g) for each layer group in order; outputs stacked on axis 0."""
         if self.cfg.remat_policy != "none":
             fn = nnx.remat(fn, policy=REMAT_POLICIES[self.cfg.remat_policy])
@@ -178,7 +190,13 @@ class MuseNet(nnx.Module):
         head_dim = self.cfg.d_model // self.cfg.n_heads
         slots = 0 if self.sounding is None else self.sounding.num_slots
         return KVCache.zeros(
-            self.num_groups, self.per_group, batch, max_len, self.cfg.n_heads, head_dim, jnp.dtype(self.cfg.dtype),
+            self.num_groups,
+            self.per_group,
+            batch,
+            max_len,
+            self.cfg.n_heads,
+            head_dim,
+            jnp.dtype(self.cfg.dtype),
             slots,
         )
 
@@ -199,7 +217,8 @@ class MuseNet(nnx.Module):
     def decode_step(
         self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache
     ) -> tuple[jax.Array, KVCache]:
-        """Append one token per sequence (token/time [B]) at position `cache.length`: (logits [B, V], cache)."""
+        """Append one token per sequence (token/time [B]) at position `cache.length`:
+        (logits [B, V], cache)."""
         position = cache.length
         positions = jnp.broadcast_to(position, token.shape)[:, None]
         sounding = cache.sounding
@@ -223,5 +242,6 @@ def _pinned(cache: KVCache) -> KVCache:
 def build_model(cfg: Config, vocab_size: int, seed: int = 0) -> MuseNet:
     """The MuseNet of a run's config: its model section on its encoding's time grid."""
     slots = note_slot_tables(Vocabulary(cfg.encoding)) if cfg.model.sounding_embedding else None
-    return MuseNet(cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms,
-                   note_slots=slots)
+    return MuseNet(
+        cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms, note_slots=slots
+    )

@@ -6,7 +6,19 @@ from musenet_jax.cli.main import main
 
 
 def test_bench_sample_reports_both_times_and_their_ratio(capsys):
-    args = ["bench", "sample", "--config", "tiny", "--context", "64", "--steps", "4", "--rounds", "1", "--json"]
+    args = [
+        "bench",
+        "sample",
+        "--config",
+        "tiny",
+        "--context",
+        "64",
+        "--steps",
+        "4",
+        "--rounds",
+        "1",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["context"] == 64 and report["config"] == "tiny"

@@ -6,8 +6,21 @@ from musenet_jax.cli.main import main
 
 
 def test_bench_train_reports_tokens_per_second_and_mfu(capsys):
-    args = ["bench", "train", "--config", "tiny", "--set", "model.context=64", "--batch", "8", "--steps", "1",
-            "--rounds", "1", "--json"]
+    args = [
+        "bench",
+        "train",
+        "--config",
+        "tiny",
+        "--set",
+        "model.context=64",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tokens_per_s"] == report["global_batch"] * report["context"] / (report["step_ms"] / 1e3)

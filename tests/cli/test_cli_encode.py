@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 import miditoolkit
-
 from midi_corpus import packaged_midi_files
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "musenet_jax.cli.main", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "musenet_jax.cli.main", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_encode_then_decode_real_files(tmp_path):
@@ -68,8 +69,10 @@ def test_vocab_json_reports_size_and_groups():
 
 
 def test_encode_does_not_import_jax(tmp_path):
-    code = ("import sys; from musenet_jax.cli.main import main; "
-            f"main(['encode', {str(packaged_midi_files()[0])!r}, '-o', {str(tmp_path)!r}]); "
-            "assert 'jax' not in sys.modules, 'encode imported jax'")
+    code = (
+        "import sys; from musenet_jax.cli.main import main; "
+        f"main(['encode', {str(packaged_midi_files()[0])!r}, '-o', {str(tmp_path)!r}]); "
+        "assert 'jax' not in sys.modules, 'encode imported jax'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -18,9 +18,24 @@ def _dry_run(script: str, *args: str) -> list[list[str]]:
 def test_tpu_pod_runs_setup_then_the_same_train_command_on_every_worker():
     train_args = ["--config", "musenet_72l", "--workdir", "/gcs/bucket/runs/a b", "--set", "train.steps=10"]
     commands = _dry_run(
-        "tpu_pod.sh", "--dry-run", "--setup", "--tpu", "pod-1", "--zone", "us-east5-a", "--project", "p", "--", *train_args
+        "tpu_pod.sh",
+        "--dry-run",
+        "--setup",
+        "--tpu",
+        "pod-1",
+        "--zone",
+        "us-east5-a",
+        "--project",
+        "p",
+        "--",
+        *train_args,
     )
-    assert [c[:2] for c in commands] == [["git", "-C"], ["gcloud", "compute"], ["gcloud", "compute"], ["gcloud", "compute"]]
+    assert [c[:2] for c in commands] == [
+        ["git", "-C"],
+        ["gcloud", "compute"],
+        ["gcloud", "compute"],
+        ["gcloud", "compute"],
+    ]
     scp, setup, train = commands[1:]
     for command in (scp, setup, train):
         assert "--worker=all" in command
@@ -35,9 +50,13 @@ def test_tpu_pod_runs_setup_then_the_same_train_command_on_every_worker():
 
 
 def test_tpu_pod_without_setup_only_trains_and_bad_usage_fails():
-    commands = _dry_run("tpu_pod.sh", "--dry-run", "--tpu", "pod-1", "--zone", "z", "--", "--workdir", "/gcs/b/w")
+    commands = _dry_run(
+        "tpu_pod.sh", "--dry-run", "--tpu", "pod-1", "--zone", "z", "--", "--workdir", "/gcs/b/w"
+    )
     assert len(commands) == 1 and commands[0][4] == "ssh"
-    proc = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), "--dry-run", "--zone", "z"], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(LAUNCH / "tpu_pod.sh"), "--dry-run", "--zone", "z"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "usage:" in proc.stderr
 
 
@@ -46,7 +65,9 @@ def test_gpu_slurm_runs_one_multihost_task_per_gpu():
     assert command[:2] == ["srun", "--kill-on-bad-exit=1"]
     assert command[2].endswith("/bin/musenet-jax")
     assert command[3:] == ["train", "--multihost", "--config", "small", "--workdir", "/shared/runs/x"]
-    directives = [line for line in (LAUNCH / "gpu_slurm.sbatch").read_text().splitlines() if line.startswith("#SBATCH")]
+    directives = [
+        line for line in (LAUNCH / "gpu_slurm.sbatch").read_text().splitlines() if line.startswith("#SBATCH")
+    ]
     assert "#SBATCH --signal=TERM@300" in directives  # time to checkpoint before the time limit
 
 

@@ -37,8 +37,11 @@ def test_average_ranks_share_ties():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=2, max_size=30)
-       .filter(lambda rows: 0 < sum(y for _, y in rows) < len(rows)))
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=2, max_size=30).filter(
+        lambda rows: 0 < sum(y for _, y in rows) < len(rows)
+    )
+)
 def test_auc_equals_the_pairwise_definition(rows):
     scores, labels = zip(*rows)  # small integer scores: many ties
     assert roc_auc(np.array(scores, float), np.array(labels)) == pytest.approx(pairwise_auc(scores, labels))
@@ -46,8 +49,11 @@ def test_auc_equals_the_pairwise_definition(rows):
 
 @pytest.mark.parametrize(
     "scores,labels,message",
-    [([0.1, 0.2], [1, 1], "at least one positive and one negative"), ([0.1, np.nan], [0, 1], "finite"),
-     ([0.1, 0.2, 0.3], [0, 1], "3 scores for 2 labels")],
+    [
+        ([0.1, 0.2], [1, 1], "at least one positive and one negative"),
+        ([0.1, np.nan], [0, 1], "finite"),
+        ([0.1, 0.2, 0.3], [0, 1], "3 scores for 2 labels"),
+    ],
 )
 def test_auc_refuses_what_it_cannot_score(scores, labels, message):
     with pytest.raises(ValueError, match=message):

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.config import load_config
-from musenet_jax.data.convert import MIN_NOTES
 from musenet_jax.data.builder import MusenetMidi, make_builder, read_skipped_report
+from musenet_jax.data.convert import MIN_NOTES
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.data.prepare import prepare
 from musenet_jax.encoding.config import EncodingConfig
@@ -45,8 +45,11 @@ def test_folder_with_bad_files(mixed_midi_dir, tmp_path):
     assert summary.files_ok == n_good
     assert sum(summary.examples.values()) == n_good
     builder = make_builder("midi_dir", tmp_path, EncodingConfig())
-    sources = {builder.as_data_source(split=s)[i]["source"] for s in summary.examples
-               for i in range(summary.examples[s])}
+    sources = {
+        builder.as_data_source(split=s)[i]["source"]
+        for s in summary.examples
+        for i in range(summary.examples[s])
+    }
     assert {s.decode().split("/")[0] for s in sources} == {"bach", "mozart"}
     again = prepare("midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), workers=2, show_progress=False)
     assert again.reused and again.examples == summary.examples
@@ -56,7 +59,9 @@ def test_split_is_stable_by_source_hash(music21_data_dir):
     from musenet_jax.data.convert import split_of
 
     assert split_of("bach/bwv66.6.mxl") == split_of("bach/bwv66.6.mxl")
-    shares = np.bincount([["train", "validation", "test"].index(split_of(f"x/{i}")) for i in range(4000)]) / 4000
+    shares = (
+        np.bincount([["train", "validation", "test"].index(split_of(f"x/{i}")) for i in range(4000)]) / 4000
+    )
     np.testing.assert_allclose(shares, [0.9, 0.05, 0.05], atol=0.02)
 
 
@@ -74,31 +79,59 @@ def test_missing_dataset_says_what_to_run(tmp_path):
 
 def test_prepare_cli_prints_a_summary(mixed_midi_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "musenet_jax.cli.main", "prepare", "--source", "midi_dir", "--midi-dir",
-         str(mixed_midi_dir), "--data-dir", str(tmp_path), "--workers", "1", "--json"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "musenet_jax.cli.main",
+            "prepare",
+            "--source",
+            "midi_dir",
+            "--midi-dir",
+            str(mixed_midi_dir),
+            "--data-dir",
+            str(tmp_path),
+            "--workers",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert {k: v for k, v in summary["skipped_by_reason"].items() if k != "too_short"} == {
-        "corrupt": 1, "empty": 1, "not_midi": 1}
+        "corrupt": 1,
+        "empty": 1,
+        "not_midi": 1,
+    }
     assert tfds.builder_from_directory(f"{tmp_path}/musenet_midi/midi_dir/{MusenetMidi.VERSION}").info.splits
 
 
 def _pieces(data_dir, summary) -> dict[str, list[int]]:
     builder = make_builder("midi_dir", data_dir, EncodingConfig())
-    return {ex["source"].decode(): ex["ids"].tolist() for split in summary.examples
-            for ex in builder.as_data_source(split=split)}
+    return {
+        ex["source"].decode(): ex["ids"].tolist()
+        for split in summary.examples
+        for ex in builder.as_data_source(split=split)
+    }
 
 
 def test_beam_direct_runner_builds_what_local_workers_build(mixed_midi_dir, tmp_path):
     pytest.importorskip("apache_beam")
-    local = prepare("midi_dir", str(tmp_path / "local"), midi_dir=str(mixed_midi_dir), workers=1,
-                    show_progress=False)
-    beam = prepare("midi_dir", str(tmp_path / "beam"), midi_dir=str(mixed_midi_dir), show_progress=False,
-                   beam_options="--runner=DirectRunner")
+    local = prepare(
+        "midi_dir", str(tmp_path / "local"), midi_dir=str(mixed_midi_dir), workers=1, show_progress=False
+    )
+    beam = prepare(
+        "midi_dir",
+        str(tmp_path / "beam"),
+        midi_dir=str(mixed_midi_dir),
+        show_progress=False,
+        beam_options="--runner=DirectRunner",
+    )
     assert beam.files_ok == local.files_ok and beam.skipped_by_reason == local.skipped_by_reason
-    assert read_skipped_report(tmp_path / "beam", "midi_dir") == read_skipped_report(tmp_path / "local", "midi_dir")
+    assert read_skipped_report(tmp_path / "beam", "midi_dir") == read_skipped_report(
+        tmp_path / "local", "midi_dir"
+    )
     assert _pieces(tmp_path / "beam", beam) == _pieces(tmp_path / "local", local)
 
 
@@ -107,7 +140,9 @@ def test_beam_options_without_beam_installed_is_a_user_error(mixed_midi_dir, tmp
         import apache_beam  # noqa: F401
     except ImportError:
         with pytest.raises(UserError, match=r"musenet-jax\[beam\]"):
-            prepare("midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), beam_options="--runner=DirectRunner")
+            prepare(
+                "midi_dir", str(tmp_path), midi_dir=str(mixed_midi_dir), beam_options="--runner=DirectRunner"
+            )
     else:
         pytest.skip("apache-beam is installed")
 
@@ -125,7 +160,11 @@ OVERFULL_SCORE = """<?xml version="1.0" encoding="UTF-8"?>
     <measure number="3">{quarters}</measure>
   </part>
 </score-partwise>
-""".replace("{quarters}", "<note><pitch><step>E</step><octave>4</octave></pitch><duration>7</duration><type>quarter</type></note>" * 4)
+""".replace(
+    "{quarters}",
+    "<note><pitch><step>E</step><octave>4</octave></pitch><duration>7</duration><type>quarter</type></note>"
+    * 4,
+)
 
 
 def test_scores_music21_repairs_convert_without_warnings_on_the_terminal(tmp_path):

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.config import load_config
 from musenet_jax.data import builder as builder_lib
 from musenet_jax.data.pipeline import open_split
@@ -32,8 +32,12 @@ def _without_root_file_access() -> None:
 
 def cli(*args, no_root_access: bool = False):
     preexec = _without_root_file_access if no_root_access and os.geteuid() == 0 else None
-    return subprocess.run([sys.executable, "-m", "musenet_jax.cli.main", *args],
-                          capture_output=True, text=True, preexec_fn=preexec)
+    return subprocess.run(
+        [sys.executable, "-m", "musenet_jax.cli.main", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+    )
 
 
 def one_error_line(result, status: int = 2) -> str:
@@ -58,11 +62,23 @@ def folder_of(tmp_path, files, name="in"):
 
 
 def prepare_cli(midi_dir, data_dir, *extra, no_root_access: bool = False):
-    return cli("prepare", "--source", "midi_dir", "--midi-dir", str(midi_dir), "--data-dir", str(data_dir),
-               "--workers", "1", *extra, no_root_access=no_root_access)
+    return cli(
+        "prepare",
+        "--source",
+        "midi_dir",
+        "--midi-dir",
+        str(midi_dir),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        "1",
+        *extra,
+        no_root_access=no_root_access,
+    )
 
 
 # 1. A failed rebuild must not destroy the dataset.
+
 
 def test_failed_rebuild_leaves_the_previous_dataset(tmp_path, monkeypatch):
     midi_dir, data_dir = folder_of(tmp_path, good_files(4)), tmp_path / "tfds"
@@ -89,6 +105,7 @@ def test_failed_rebuild_leaves_the_previous_dataset(tmp_path, monkeypatch):
 
 # 2. Small and odd corpora.
 
+
 def test_one_file_folder_builds_with_empty_splits_said(tmp_path):
     midi_dir, data_dir = folder_of(tmp_path, good_files(1)), tmp_path / "tfds"
     result = prepare_cli(midi_dir, data_dir, "--json")
@@ -104,8 +121,13 @@ def test_one_file_folder_builds_with_empty_splits_said(tmp_path):
 
 
 def test_three_files_fill_every_split(tmp_path):
-    summary = prepare("midi_dir", str(tmp_path / "tfds"), midi_dir=str(folder_of(tmp_path, good_files(3))),
-                      workers=1, show_progress=False)
+    summary = prepare(
+        "midi_dir",
+        str(tmp_path / "tfds"),
+        midi_dir=str(folder_of(tmp_path, good_files(3))),
+        workers=1,
+        show_progress=False,
+    )
     assert sorted(summary.examples.values()) == [1, 1, 1]
 
 
@@ -132,6 +154,7 @@ def test_data_dir_that_is_a_file_is_one_line(tmp_path):
 
 # 3. A file name that is not UTF-8.
 
+
 def test_file_name_that_is_not_utf8_is_kept(tmp_path):
     midi_dir, data_dir = folder_of(tmp_path, good_files(3)), tmp_path / "tfds"
     latin1 = os.fsdecode(b"caf\xe9.mid")
@@ -139,8 +162,9 @@ def test_file_name_that_is_not_utf8_is_kept(tmp_path):
     summary = prepare("midi_dir", str(data_dir), midi_dir=str(midi_dir), workers=1, show_progress=False)
     assert summary.files_ok == 4 and not summary.skipped_by_reason
     builder = builder_lib.make_builder("midi_dir", data_dir, EncodingConfig())
-    sources = {ex["source"].decode() for split in builder.info.splits
-               for ex in builder.as_data_source(split=split)}
+    sources = {
+        ex["source"].decode() for split in builder.info.splits for ex in builder.as_data_source(split=split)
+    }
     assert "caf\\xe9.mid" in sources
     result = cli("encode", str(midi_dir / latin1), "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
@@ -149,6 +173,7 @@ def test_file_name_that_is_not_utf8_is_kept(tmp_path):
 
 
 # 4. Unreadable files: the right reason, and the files after them still encoded.
+
 
 @pytest.fixture()
 def unreadable_folder(tmp_path):
@@ -190,6 +215,7 @@ def test_prepare_gives_unreadable_files_their_reason(unreadable_folder, tmp_path
 
 # 5. A folder named .mid.
 
+
 def test_encode_a_folder_named_mid(tmp_path):
     folder = folder_of(tmp_path, good_files(2), name="x.mid")
     result = cli("encode", str(folder), "-o", str(tmp_path / "out"))
@@ -202,10 +228,16 @@ def test_encode_a_folder_named_mid(tmp_path):
 
 # 6. The missing-dataset error names the source and how to pick another.
 
+
 def test_missing_dataset_names_the_source_to_select(tmp_path):
     data_dir = tmp_path / "tfds"
-    prepare("midi_dir", str(data_dir), midi_dir=str(folder_of(tmp_path, good_files(3))), workers=1,
-            show_progress=False)
+    prepare(
+        "midi_dir",
+        str(data_dir),
+        midi_dir=str(folder_of(tmp_path, good_files(3))),
+        workers=1,
+        show_progress=False,
+    )
     cfg = load_config("tiny", [f"data.data_dir={data_dir}"])
     with pytest.raises(UserError) as caught:
         open_split(cfg, "train")

@@ -13,7 +13,9 @@ from musenet_jax.encoding.vocab import KIND_COMPOSER
 
 @pytest.fixture(scope="module")
 def cfg(music21_data_dir):
-    return load_config("tiny", [f"data.data_dir={music21_data_dir}", "train.global_batch=4", "model.context=64"])
+    return load_config(
+        "tiny", [f"data.data_dir={music21_data_dir}", "train.global_batch=4", "model.context=64"]
+    )
 
 
 def take(iterator, n):
@@ -54,9 +56,17 @@ def test_restore_mid_epoch_gives_the_following_batches(cfg):
 @pytest.mark.parametrize("processes", [2, 4])
 def test_process_shards_are_disjoint_and_cover_the_split(cfg, processes):
     n = len(open_split(cfg, "train"))
-    single = [row for b in take(make_train_iterator(cfg, process_index=0, process_count=1), n // 4) for row in b["inputs"]]
+    single = [
+        row
+        for b in take(make_train_iterator(cfg, process_index=0, process_count=1), n // 4)
+        for row in b["inputs"]
+    ]
     shards = [
-        [row for b in take(make_train_iterator(cfg, process_index=p, process_count=processes), n // 4) for row in b["inputs"]]
+        [
+            row
+            for b in take(make_train_iterator(cfg, process_index=p, process_count=processes), n // 4)
+            for row in b["inputs"]
+        ]
         for p in range(processes)
     ]
     # process p holds global positions p, p + P, ...: together exactly the single-process stream
@@ -75,8 +85,11 @@ def test_eval_iterator_is_finite_and_padded(cfg):
 
 
 def test_eval_batches_match_across_processes(cfg):
-    """Each eval batch is a collective step: every process must yield as many batches, covering the split once."""
-    shards = [list(make_eval_iterator(cfg, split="validation", process_index=p, process_count=2)) for p in range(2)]
+    """Each eval batch is a collective step: every process must yield as many batches, covering the
+    split once."""
+    shards = [
+        list(make_eval_iterator(cfg, split="validation", process_index=p, process_count=2)) for p in range(2)
+    ]
     assert len({len(s) for s in shards}) == 1
     real_rows = sum(int((b["loss_mask"].sum(1) > 0).sum()) for s in shards for b in s)
     assert real_rows == len(open_split(cfg, "validation"))
@@ -86,8 +99,25 @@ def test_eval_batches_match_across_processes(cfg):
 def test_bench_data_reports_both_rates_and_their_ratio(music21_data_dir, capsys):
     from musenet_jax.cli.main import main
 
-    args = ["bench", "data", "--config", "tiny", "--set", "model.context=64", "--set", "train.global_batch=8",
-            "--data-dir", str(music21_data_dir), "--batches", "2", "--steps", "1", "--rounds", "1", "--json"]
+    args = [
+        "bench",
+        "data",
+        "--config",
+        "tiny",
+        "--set",
+        "model.context=64",
+        "--set",
+        "train.global_batch=8",
+        "--data-dir",
+        str(music21_data_dir),
+        "--batches",
+        "2",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["pipeline_tokens_per_s"] > 0 and report["train_tokens_per_s"] > 0

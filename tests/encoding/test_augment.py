@@ -1,8 +1,8 @@
 """Augmentation: deterministic given a seed, drums untouched, out-of-range notes folded by octaves."""
 
 import numpy as np
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.encoding import augment
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events

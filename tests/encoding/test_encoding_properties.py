@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from musenet_jax.encoding.tokenizer import Tokenizer
 
 TOKENIZER = Tokenizer()
-valid_ids = st.lists(st.integers(0, TOKENIZER.vocab.size - 1), max_size=300).map(lambda x: np.array(x, np.int64))
+valid_ids = st.lists(st.integers(0, TOKENIZER.vocab.size - 1), max_size=300).map(
+    lambda x: np.array(x, np.int64)
+)
 # Sequences that look like music: mostly notes and waits.
 note_or_wait = st.one_of(
     st.integers(TOKENIZER.vocab.wait_base, TOKENIZER.vocab.size - 1),

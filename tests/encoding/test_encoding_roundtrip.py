@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from midi_corpus import export_corpus_scores, packaged_midi_files
+
 from musenet_jax.encoding.fidelity import round_trip_fidelity
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import KIND_WAIT

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from midi_corpus import export_corpus_scores, packaged_midi_files
+
 from musenet_jax.encoding.midi_io import MidiReadError
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError

@@ -8,8 +8,8 @@ import sys
 import miditoolkit
 import numpy as np
 import pytest
-
 from midi_corpus import concatenate_in_time, export_corpus_scores, packaged_midi_files
+
 from musenet_jax.config import load_config
 from musenet_jax.data.builder import make_builder
 from musenet_jax.data.pipeline import CropExample, open_split
@@ -34,8 +34,10 @@ def long_files(tmp_path_factory):
     sources = packaged_midi_files() + export_corpus_scores(folder / "scores")
     by_name = {p.name: p for p in sources}
     band = [by_name[name] for name in ("test04.mid", "1390.mid", "test09.mid")]
-    return [concatenate_in_time(sources, folder / "concert.mid", minutes=40),
-            concatenate_in_time(band, folder / "band_with_drums.mid", minutes=30, with_drums=True)]
+    return [
+        concatenate_in_time(sources, folder / "concert.mid", minutes=40),
+        concatenate_in_time(band, folder / "band_with_drums.mid", minutes=30, with_drums=True),
+    ]
 
 
 def all_notes(path) -> midi_io.Events:
@@ -71,8 +73,9 @@ def test_max_seconds_must_be_positive():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "musenet_jax.cli.main", *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "musenet_jax.cli.main", *args], capture_output=True, text=True
+    )
 
 
 def test_encode_says_how_many_notes_a_cut_removes(long_files, tmp_path):
@@ -112,8 +115,11 @@ def test_prepare_stores_long_pieces_whole(long_dataset, long_files):
     data_dir, _, summary = long_dataset
     assert summary.notes_cut == 0 and summary.max_seconds is None
     builder = make_builder("midi_dir", data_dir, EncodingConfig())
-    stored = {ex["source"].decode(): ex for split in builder.info.splits
-              for ex in builder.as_data_source(split=split)}
+    stored = {
+        ex["source"].decode(): ex
+        for split in builder.info.splits
+        for ex in builder.as_data_source(split=split)
+    }
     for path in long_files:
         assert stored[path.name]["n_notes"] == len(all_notes(path))
         assert stored[path.name]["duration_s"] > 30 * 60
@@ -136,15 +142,36 @@ def test_training_crops_carry_whole_piece_timing(long_dataset):
 def test_prepare_reports_the_notes_a_cut_removes(long_dataset, long_files, tmp_path):
     _, midi_dir, _ = long_dataset
     expected = sum(int((all_notes(p).start_s >= 90).sum()) for p in long_files)
-    result = cli("prepare", "--source", "midi_dir", "--midi-dir", str(midi_dir), "--data-dir", str(tmp_path),
-                 "--workers", "1", "--json", "--set", "encoding.max_seconds=90")
+    result = cli(
+        "prepare",
+        "--source",
+        "midi_dir",
+        "--midi-dir",
+        str(midi_dir),
+        "--data-dir",
+        str(tmp_path),
+        "--workers",
+        "1",
+        "--json",
+        "--set",
+        "encoding.max_seconds=90",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["notes_cut"] == expected and summary["pieces_cut"] == 2 and summary["max_seconds"] == 90
     record = json.loads((tmp_path / "musenet_midi" / "midi_dir" / "build_inputs.json").read_text())
     assert record["summary"]["notes_cut"] == expected
-    text = cli("prepare", "--source", "midi_dir", "--midi-dir", str(midi_dir), "--data-dir", str(tmp_path),
-               "--set", "encoding.max_seconds=90")
+    text = cli(
+        "prepare",
+        "--source",
+        "midi_dir",
+        "--midi-dir",
+        str(midi_dir),
+        "--data-dir",
+        str(tmp_path),
+        "--set",
+        "encoding.max_seconds=90",
+    )
     assert f"encoding.max_seconds=90: cut {expected:,} notes from 2 pieces" in text.stdout
     metadata = json.loads((tmp_path / "musenet_midi" / "midi_dir" / "2.0.0" / "metadata.json").read_text())
     assert metadata["encoding"]["max_seconds"] == 90

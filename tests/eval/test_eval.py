@@ -30,10 +30,13 @@ def random_piece(length: int, seed: int) -> np.ndarray:
     """A prefix, then random note-on / wait tokens (the model need not like them), then `end`."""
     vocab = TOKENIZER.vocab
     rng = np.random.default_rng(seed)
-    body = rng.choice([vocab.id("piano:v3:C4"), vocab.id("piano:v2:E4"), vocab.wait_id(4), vocab.wait_id(12)],
-                      length - 4)
-    return np.array([vocab.composer_id("bach"), vocab.instrument_id("piano"), vocab.start_id, *body, vocab.end_id],
-                    np.int32)
+    body = rng.choice(
+        [vocab.id("piano:v3:C4"), vocab.id("piano:v2:E4"), vocab.wait_id(4), vocab.wait_id(12)], length - 4
+    )
+    return np.array(
+        [vocab.composer_id("bach"), vocab.instrument_id("piano"), vocab.start_id, *body, vocab.end_id],
+        np.int32,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,11 @@ def model():
 def test_bits_per_token_of_a_short_piece_is_its_full_forward_nll(model):
     piece = random_piece(40, seed=0)
     times = token_times(piece, TOKENIZER.vocab)
-    logits = model(jnp.asarray(piece[None, :-1]), jnp.asarray(times[None, :-1]),
-                   jnp.asarray([duration_steps(piece, TOKENIZER.vocab)]))
+    logits = model(
+        jnp.asarray(piece[None, :-1]),
+        jnp.asarray(times[None, :-1]),
+        jnp.asarray([duration_steps(piece, TOKENIZER.vocab)]),
+    )
     expected = np.asarray(token_nll(logits, jnp.asarray(piece[None, 1:])))[0].mean() / math.log(2)
     report = bits_per_token(model, TOKENIZER, [piece])
     assert report["tokens"] == len(piece) - 1
@@ -80,8 +86,15 @@ def test_statistics_of_a_c_major_triad_then_silence():
 
 def test_distance_is_zero_for_the_same_pieces_and_grows_with_the_shift():
     def triads(offset_s):
-        return [piece_stats(Events.from_columns([0, 0, 0], [1 + offset_s + k, 1, 1], [PIANO] * 3,
-                                                [60, 64, 67 + k], [80] * 3), 0.01) for k in range(4)]
+        return [
+            piece_stats(
+                Events.from_columns(
+                    [0, 0, 0], [1 + offset_s + k, 1, 1], [PIANO] * 3, [60, 64, 67 + k], [80] * 3
+                ),
+                0.01,
+            )
+            for k in range(4)
+        ]
 
     same = distances(stats_table(triads(0)), stats_table(triads(0)))
     assert all(v == 0 for v in same.values() if v is not None)
@@ -93,11 +106,27 @@ def test_distance_is_zero_for_the_same_pieces_and_grows_with_the_shift():
 @pytest.mark.slow
 def test_eval_end_to_end_on_a_trained_tiny_run(music21_data_dir, tmp_path, capsys):
     workdir = train_tiny(music21_data_dir, tmp_path / "run")
-    code = main(["eval", "--checkpoint", str(workdir), "--data-dir", str(music21_data_dir), "--split", "train",
-                 "--max-pieces", "3", "--num-samples", "2", "--json"])
+    code = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(workdir),
+            "--data-dir",
+            str(music21_data_dir),
+            "--split",
+            "train",
+            "--max-pieces",
+            "3",
+            "--num-samples",
+            "2",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert {"bits_per_token", "bits_per_token_by_kind", "sample_stats", "test_stats", "stat_distance"} <= set(report)
+    assert {"bits_per_token", "bits_per_token_by_kind", "sample_stats", "test_stats", "stat_distance"} <= set(
+        report
+    )
     assert report["pieces"] == 3 and report["num_samples"] == 2
     assert 0 < report["bits_per_token"] < math.log2(TOKENIZER.vocab.size) + 2  # 3 steps: near uniform, finite
     assert report["sample_stats"]["note_density"]["n"] > 0

@@ -8,7 +8,12 @@ import pathlib
 import miditoolkit
 import music21
 
-CORPUS_SCORES = ("bach/bwv66.6", "mozart/k80/movement1", "beethoven/opus18no1/movement1", "monteverdi/madrigal.3.1")
+CORPUS_SCORES = (
+    "bach/bwv66.6",
+    "mozart/k80/movement1",
+    "beethoven/opus18no1/movement1",
+    "monteverdi/madrigal.3.1",
+)
 
 
 def packaged_midi_files() -> list[pathlib.Path]:
@@ -32,8 +37,9 @@ def export_corpus_scores(out_dir: pathlib.Path, names: tuple[str, ...] = CORPUS_
 GM_DRUMS = (36, 42, 38, 42)  # kick, closed hi-hat, snare, closed hi-hat: a rock beat's cycle
 
 
-def concatenate_in_time(paths: list[pathlib.Path], out_path: pathlib.Path, minutes: float,
-                        with_drums: bool = False) -> pathlib.Path:
+def concatenate_in_time(
+    paths: list[pathlib.Path], out_path: pathlib.Path, minutes: float, with_drums: bool = False
+) -> pathlib.Path:
     """Real MIDI files played one after another (cycling through `paths`) until `minutes` are reached: a
     long piece with every source's tempo map and instruments. `with_drums` adds a drum-channel track playing
     the onsets of each source's first track on a GM kit, since no packaged MIDI file has drums."""
@@ -46,13 +52,15 @@ def concatenate_in_time(paths: list[pathlib.Path], out_path: pathlib.Path, minut
         source = miditoolkit.MidiFile(str(paths[n % len(paths)]))
         n += 1
         scale = tpq / source.ticks_per_beat
-        move = lambda tick: offset_tick + round(tick * scale)  # noqa: E731
+        move = lambda tick, offset_tick=offset_tick, scale=scale: offset_tick + round(tick * scale)  # noqa: E731
         for tempo in source.tempo_changes or [miditoolkit.TempoChange(120.0, 0)]:
             out.tempo_changes.append(miditoolkit.TempoChange(tempo.tempo, move(tempo.time)))
         parts = [(inst.program, inst.is_drum, inst.notes) for inst in source.instruments]
         if with_drums and source.instruments:
-            beat = [miditoolkit.Note(90 + 10 * (k % 2), GM_DRUMS[k % 4], note.start, note.start + 10)
-                    for k, note in enumerate(source.instruments[0].notes)]
+            beat = [
+                miditoolkit.Note(90 + 10 * (k % 2), GM_DRUMS[k % 4], note.start, note.start + 10)
+                for k, note in enumerate(source.instruments[0].notes)
+            ]
             parts.append((0, True, beat))
         for program, is_drum, notes in parts:
             track = tracks.setdefault((int(program), is_drum), miditoolkit.Instrument(int(program), is_drum))

@@ -22,7 +22,9 @@ def test_prefill_and_decode_match_full_forward(attention, layout):
 
     prompt = 21  # not a multiple of the block or the stride
     cache = model.init_cache(2, 56)
-    prefill = nnx.jit(lambda m, b, c: m.prefill(b["inputs"][:, :prompt], b["times"][:, :prompt], b["durations"], c))
+    prefill = nnx.jit(
+        lambda m, b, c: m.prefill(b["inputs"][:, :prompt], b["times"][:, :prompt], b["durations"], c)
+    )
     logits, cache = prefill(model, b, cache)
     np.testing.assert_allclose(logits, full[:, :prompt], atol=2e-5)
     assert int(cache.length) == prompt

@@ -24,7 +24,8 @@ def test_bf16_forward_gives_float32_logits_with_float32_params():
     assert np.isfinite(np.asarray(logits)).all()
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert params and all(p.dtype == jnp.float32 for p in params)
-    # Parameters are stored stacked per layer group: interleave of 2 patterns, 2 layers -> 1 group of 2 blocks.
+    # Parameters are stored stacked per layer group: interleave of 2 patterns, 2 layers -> 1 group of
+    # 2 blocks.
     assert model.layers.blocks[0].mlp.up.kernel.shape == (1, cfg.d_model, cfg.mlp_ratio * cfg.d_model)
 
 
@@ -57,7 +58,9 @@ def test_mixup_blends_whole_sequences():
     model = MuseNet(tiny_model_config(attention="dense"), VOCAB, rngs=nnx.Rngs(0))
     b = batch()
     swap = jnp.array([1, 0], jnp.int32)
-    plain = _forward(model, b, (jnp.array([0, 1], jnp.int32), jnp.full(2, 0.3, jnp.float32)))  # identity perm: no-op
+    plain = _forward(
+        model, b, (jnp.array([0, 1], jnp.int32), jnp.full(2, 0.3, jnp.float32))
+    )  # identity perm: no-op
     unmixed = nnx.jit(lambda m, b: m(b["inputs"], b["times"], b["durations"]))(model, b)
     np.testing.assert_allclose(plain, unmixed, atol=1e-5)
     kept = _forward(model, b, (swap, jnp.ones(2, jnp.float32)))
@@ -85,7 +88,9 @@ def test_critic_gives_one_logit_per_sequence_pooled_over_the_mask():
 def test_timing_embeddings_buckets():
     cfg = tiny_model_config()
     times = jnp.array([[0, 1, 11, 12, 10**6]], jnp.int32)  # 10 ms steps, 120 ms buckets
-    np.testing.assert_array_equal(embeddings.time_buckets(times, cfg, 10), [[0, 0, 0, 1, cfg.time_buckets - 1]])
+    np.testing.assert_array_equal(
+        embeddings.time_buckets(times, cfg, 10), [[0, 0, 0, 1, cfg.time_buckets - 1]]
+    )
     durations = jnp.array([1000], jnp.int32)
     steps = jnp.asarray(np.append(np.arange(0, 1000, 7), 1000), jnp.int32)[None]
     parts = np.asarray(embeddings.piece_parts(steps, durations, cfg))[0]

@@ -46,7 +46,9 @@ def test_model_flops_count_the_pairs_the_attention_pattern_allows():
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     per_layer = []
     for layer in range(cfg.n_layers):
-        groups = layer_patterns(cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary)
+        groups = layer_patterns(
+            cfg.patterns, cfg.pattern_layout, layer, stride=cfg.stride, summary=cfg.fixed_summary
+        )
         per_layer.append(np.mean([np.asarray(p.allowed(i, j)).sum() / n for p in groups]))
     pairs = float(np.mean(per_layer))
     assert np.mean([row.pattern_density * n for row in layer_attention(cfg)]) == pytest.approx(pairs)

@@ -61,7 +61,9 @@ def test_sharded_model_gives_single_device_loss_and_gradients():
     assert up.sharding.spec == PartitionSpec(None, "fsdp", "tensor")
 
     with jax.set_mesh(mesh):
-        assert "sharding_constraint" in nnx.jit(_loss).lower(model, sharded_batch).as_text()  # activations are pinned
+        assert (
+            "sharding_constraint" in nnx.jit(_loss).lower(model, sharded_batch).as_text()
+        )  # activations are pinned
         loss_8, grads_8 = grad_fn(model, sharded_batch)
     np.testing.assert_allclose(loss_8, loss_1, rtol=1e-5)
     for g8, g1 in zip(jax.tree.leaves(grads_8), jax.tree.leaves(grads_1)):
@@ -76,7 +78,12 @@ def test_sharded_model_gives_single_device_loss_and_gradients():
     step = nnx.jit(lambda m, tok, t, d, c: m.decode_step(tok, t, d, c))
     with jax.set_mesh(mesh):
         for pos in range(3):
-            logits, cache = step(model, sharded_batch["inputs"][:, pos], sharded_batch["times"][:, pos],
-                                 sharded_batch["durations"], cache)
+            logits, cache = step(
+                model,
+                sharded_batch["inputs"][:, pos],
+                sharded_batch["times"][:, pos],
+                sharded_batch["durations"],
+                cache,
+            )
             np.testing.assert_allclose(logits, full_1[:, pos], rtol=1e-4, atol=2e-5)
     assert cache.k.sharding.is_equivalent_to(kv_sharding, cache.k.ndim)  # stays put from step to step

@@ -3,6 +3,8 @@ decode give the same logits with it, and switched off it adds no parameter."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,10 +56,14 @@ def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():
         np.testing.assert_allclose(np.asarray(step_logits)[0], full[t], atol=2e-4, rtol=1e-4)
 
 
+def parameter_count(cfg) -> int:
+    model = build_model(cfg, Vocabulary(cfg.encoding).size)
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
 def test_switched_off_it_adds_no_parameter_and_on_it_adds_one_table():
-    off = load_config("tiny", ["model.context=64"])
-    vocab = Vocabulary(off.encoding)
-    count = lambda cfg: sum(x.size for x in jax.tree.leaves(nnx.state(build_model(cfg, vocab.size), nnx.Param)))  # noqa: E731
+    off = CFG.replace(model=dataclasses.replace(CFG.model, sounding_embedding=False))
+    vocab = Vocabulary(CFG.encoding)
     slots = len(vocab.families) * vocab.num_pitches
-    assert count(CFG) - count(off.replace(model=CFG.model.__class__(**{**off.model.__dict__, "dtype": "float32"}))) \
-        == slots * CFG.model.d_model
+    assert parameter_count(CFG) - parameter_count(off) == slots * CFG.model.d_model
+    assert build_model(off, vocab.size).sounding is None
