@@ -44,16 +44,18 @@ def test_sounding_set_equals_the_grammars_at_every_position():
 def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():
     model = build_model(CFG, TOKENIZER.vocab.size)
     ids = real_window()
-    times = token_times(ids, TOKENIZER.vocab)[None].astype(np.int32)
+    times = jnp.asarray(token_times(ids, TOKENIZER.vocab)[None].astype(np.int32))
     inputs, durations = jnp.asarray(ids[None]), jnp.asarray([int(times[0, -1]) + 10], jnp.int32)
-    full = np.asarray(model(inputs, jnp.asarray(times), durations))[0]
+    full = np.asarray(nnx.jit(lambda m, i, t, d: m(i, t, d))(model, inputs, times, durations))[0]
     head = 40
-    cache = model.init_cache(1, CFG.model.context)
-    logits, cache = model.prefill(inputs[:, :head], jnp.asarray(times[:, :head]), durations, cache)
+    prefill = nnx.jit(lambda m, i, t, d, c: m.prefill(i, t, d, c))
+    logits, cache = prefill(model, inputs[:, :head], times[:, :head], durations, model.init_cache(1, 64))
     np.testing.assert_allclose(np.asarray(logits)[0], full[:head], atol=2e-4, rtol=1e-4)
+    step = nnx.jit(lambda m, tok, t, d, c: m.decode_step(tok, t, d, c))
     for t in range(head, len(ids)):
-        step_logits, cache = model.decode_step(inputs[:, t], jnp.asarray(times[:, t]), durations, cache)
+        step_logits, cache = step(model, inputs[:, t], times[:, t], durations, cache)
         np.testing.assert_allclose(np.asarray(step_logits)[0], full[t], atol=2e-4, rtol=1e-4)
+    assert np.asarray(cache.sounding).any()
 
 
 def parameter_count(cfg) -> int:
