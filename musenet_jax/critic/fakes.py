@@ -15,7 +15,7 @@ def load_fakes(folder: str | os.PathLike, tokenizer: Tokenizer) -> list[np.ndarr
     """Token ids of generated pieces: the `.npy` files of `make-fakes`, else any `.mid` files (encoded)."""
     path = pathlib.Path(folder)
     if not path.is_dir():
-        raise UserError(f"--fakes {folder}: no such folder; make one with `musenet-jax critic make-fakes`")
+        raise UserError(f"fakes folder {folder} does not exist; make one with `musenet-jax critic make-fakes`")
     arrays = sorted(path.glob("*.npy"))
     if arrays:
         pieces = [np.load(p).astype(np.int32) for p in arrays]
@@ -31,5 +31,5 @@ def load_fakes(folder: str | os.PathLike, tokenizer: Tokenizer) -> list[np.ndarr
         return pieces
     midis = sorted(path.glob("*.mid")) + sorted(path.glob("*.midi"))
     if not midis:
-        raise UserError(f"--fakes {folder} holds no .npy or .mid files")
+        raise UserError(f"fakes folder {folder} holds no .npy or .mid files")
     return [tokenizer.encode(p) for p in midis]
