@@ -2,8 +2,10 @@
 
 One program per (row block, batch, head): it reads its row of the block table and loops over just
 those blocks (`fori_loop` with the row's count as bound), slicing key/value (forward, dq) or
-query/output-gradient (dk/dv) blocks out of the head's whole sequence. Partial blocks apply their
-in-block mask (mask id 0 is the all-True block, so full blocks need no special case).
+query/output-gradient (dk/dv) blocks out of the head's whole sequence. A full block (mask id 0) takes a
+branch with no mask load, compare or select; only partial blocks load their in-block mask (int8).
+Blocks are at least 64 on both sides (the Pallas backend's layouts use 128) and powers of two
+(sparse_flash.pallas_block_size refuses others in one line instead of a Triton lowering error).
 
 Arrays are [batch, slots, heads, head_dim] as `attend` has them; head_dim must be a power of two >= 16
 (the caller pads). Row statistics (lse, delta) are [batch, heads, slots].
@@ -20,15 +22,39 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from pallas_kernels.kernel_cost import block_sparse_cost
-from pallas_kernels.block_layout import MASKED_SCORE, BlockLayout
+from pallas_kernels.block_layout import FULL_MASK_ID, MASKED_SCORE, BlockLayout
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _TN = (((0,), (0,)), ((), ()))  # a.T @ b
 
 
-def _params(dim: int) -> plgpu.CompilerParams:
-    """Triton compiler params: without them Pallas on GPU would pick the Mosaic GPU lowering."""
-    return plgpu.CompilerParams(num_warps=4 if dim <= 64 else 8, num_stages=2)
+MIN_BLOCK = 64
+
+
+def _params(dim: int, block_q: int, block_k: int) -> plgpu.CompilerParams:
+    """Triton compiler params per block shape (without them Pallas on GPU would pick the Mosaic GPU
+    lowering): 4 warps for blocks up to 64 x 128 at head_dim <= 64, 8 beyond (as JAX's flash kernel does
+    for wide heads); software pipelining depth 2, or 3 for small head dims whose tiles leave shared memory."""
+    work = block_q * block_k * max(dim, 64) // 64
+    num_warps = 4 if work <= 64 * 128 else 8
+    return plgpu.CompilerParams(num_warps=num_warps, num_stages=3 if dim <= 32 else 2)
+
+
+def _check(layout: BlockLayout) -> None:
+    for edge in (layout.block_q, layout.block_k):
+        if edge < MIN_BLOCK or edge & (edge - 1):
+            raise ValueError(f"the Triton kernels need power-of-two blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}")
+
+
+def _masked(mids_ref, masks_ref, r, j, step, carry):
+    """`step(carry, allowed)` with allowed=None on full blocks (no mask load) or the block's mask."""
+    mid = mids_ref[r, j]
+    return lax.cond(
+        mid == FULL_MASK_ID,
+        lambda c: step(c, None),
+        lambda c: step(c, masks_ref[mid] != 0),
+        carry,
+    )
 
 
 def _whole(x: jax.Array) -> pl.BlockSpec:
@@ -37,8 +63,8 @@ def _whole(x: jax.Array) -> pl.BlockSpec:
 
 
 def _tables(counts, indices, mask_ids, layout: BlockLayout) -> list[jax.Array]:
-    """One direction's tables plus the in-block masks (as int32: no boolean memory operands)."""
-    return [jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids, layout.masks)]
+    """One direction's tables plus the in-block masks (int8: no boolean memory operands)."""
+    return [*(jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids)), jnp.asarray(layout.masks, jnp.int8)]
 
 
 def _seq_spec(length: int, dim: int) -> pl.BlockSpec:
@@ -56,17 +82,22 @@ def _forward_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_re
     bq, dim = q.shape
 
     def body(j, carry):
-        acc, m_prev, l_prev = carry
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
-        allowed = masks_ref[mids_ref[r, j]] != 0
         s = lax.dot_general(q, k_ref[keys, :], _NT, preferred_element_type=jnp.float32)
-        s = jnp.where(allowed, s, MASKED_SCORE)
-        m_next = jnp.maximum(m_prev, s.max(axis=-1))
-        alpha = jnp.exp(m_prev - m_next)
-        p = jnp.where(allowed, jnp.exp(s - m_next[:, None]), 0.0)
         v = v_ref[keys, :]
-        acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-        return acc, m_next, alpha * l_prev + p.sum(axis=-1)
+
+        def step(carry, allowed):
+            acc, m_prev, l_prev = carry
+            scores = s if allowed is None else jnp.where(allowed, s, MASKED_SCORE)
+            m_next = jnp.maximum(m_prev, scores.max(axis=-1))
+            alpha = jnp.exp(m_prev - m_next)
+            p = jnp.exp(scores - m_next[:, None])
+            if allowed is not None:
+                p = jnp.where(allowed, p, 0.0)
+            acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+            return acc, m_next, alpha * l_prev + p.sum(axis=-1)
+
+        return _masked(mids_ref, masks_ref, r, j, step, carry)
 
     init = (jnp.zeros((bq, dim), jnp.float32), jnp.full((bq,), -jnp.inf, jnp.float32), jnp.zeros((bq,), jnp.float32))
     acc, m, l = lax.fori_loop(0, counts_ref[r], body, init)
@@ -80,6 +111,7 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
     """q [B, Lq, H, D] (already scaled), k/v [B, Lk, H, D] -> out [B, Lq, H, D], lse [B, H, Lq] f32."""
     batch, q_len, heads, dim = q.shape
     bq, k_len = layout.block_q, k.shape[1]
+    _check(layout)
     tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids, layout)
     return pl.pallas_call(
         functools.partial(_forward_kernel, bk=layout.block_k),
@@ -87,7 +119,7 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
         in_specs=[*map(_whole, tables), _block_spec(bq, dim), _seq_spec(k_len, dim), _seq_spec(k_len, dim)],
         out_specs=[_block_spec(bq, dim), pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))],
         out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32)],
-        compiler_params=_params(dim),
+        compiler_params=_params(dim, bq, layout.block_k),
         cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=q.dtype.itemsize, matmuls=2, streamed=2, resident=2),
         interpret=interpret,
         name="sparse_flash_fwd",
@@ -101,13 +133,18 @@ def _dq_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, do
 
     def body(j, dq):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
-        allowed = masks_ref[mids_ref[r, j]] != 0
         k = k_ref[keys, :]
         s = lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
-        p = jnp.where(allowed, jnp.exp(s - lse), 0.0)
         dp = lax.dot_general(do, v_ref[keys, :], _NT, preferred_element_type=jnp.float32)
-        ds = p * (dp - delta)
-        return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+
+        def step(dq, allowed):
+            p = jnp.exp(s - lse)
+            if allowed is not None:
+                p = jnp.where(allowed, p, 0.0)
+            ds = p * (dp - delta)
+            return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+
+        return _masked(mids_ref, masks_ref, r, j, step, dq)
 
     dq = lax.fori_loop(0, counts_ref[r], body, jnp.zeros(q.shape, jnp.float32))
     dq_ref[...] = dq.astype(dq_ref.dtype)
@@ -118,17 +155,23 @@ def _dkv_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, d
     k, v = k_ref[...], v_ref[...]
 
     def body(i, carry):
-        dk, dv = carry
         rows = pl.ds(pl.multiple_of(idx_ref[c, i] * bq, bq), bq)
-        allowed = masks_ref[mids_ref[c, i]] != 0
         q, do = q_ref[rows, :], do_ref[rows, :]
         s = lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
-        p = jnp.where(allowed, jnp.exp(s - lse_ref[rows][:, None]), 0.0)  # [bq, bk]
-        dv = dv + lax.dot_general(p.astype(do.dtype), do, _TN, preferred_element_type=jnp.float32)
         dp = lax.dot_general(do, v, _NT, preferred_element_type=jnp.float32)
-        ds = p * (dp - delta_ref[rows][:, None])
-        dk = dk + lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)
-        return dk, dv
+        lse, delta = lse_ref[rows][:, None], delta_ref[rows][:, None]
+
+        def step(carry, allowed):
+            dk, dv = carry
+            p = jnp.exp(s - lse)  # [bq, bk]
+            if allowed is not None:
+                p = jnp.where(allowed, p, 0.0)
+            dv = dv + lax.dot_general(p.astype(do.dtype), do, _TN, preferred_element_type=jnp.float32)
+            ds = p * (dp - delta)
+            dk = dk + lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)
+            return dk, dv
+
+        return _masked(mids_ref, masks_ref, c, i, step, carry)
 
     zeros = jnp.zeros(k.shape, jnp.float32)
     dk, dv = lax.fori_loop(0, counts_ref[c], body, (zeros, zeros))
@@ -140,7 +183,8 @@ def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -
     """dq, dk, dv given lse and delta [B, H, Lq] (delta = rowsum(out * dout) - dlse; lse finite)."""
     batch, q_len, heads, dim = q.shape
     bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
-    params, itemsize = _params(dim), q.dtype.itemsize
+    _check(layout)
+    params, itemsize = _params(dim, bq, bk), q.dtype.itemsize
     stat_block = pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))
     stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
 

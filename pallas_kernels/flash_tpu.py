@@ -1,15 +1,30 @@
-"""Block-sparse flash attention for TPU (Pallas Mosaic): block tables as scalar-prefetch operands.
+"""Block-sparse flash attention for TPU (Pallas Mosaic), shaped for the hardware.
 
-The grid is (batch, heads, row block, table column). Scalar prefetch hands the kernels the padded
-per-row tables of a `BlockLayout`; BlockSpec index maps read them to DMA only the active key blocks
-(forward, dq) or query blocks (dk/dv). Table columns past a row's count repeat the last block index,
-so Pallas fetches nothing new, and the kernel body is skipped by `pl.when`. Partial blocks fetch their
-[block_q, block_k] mask; full blocks re-use the last fetched mask block (no DMA) and ignore it.
+Grid: (batch, head group, step). A step is one active block of the layout; the steps of a pass are the
+layout's active blocks flattened into one sorted list (splash-attention style), so there are no padded
+table columns to skip and the number of grid steps equals the number of active blocks (plus one step
+for a row with no active block, which still has to write its zeros). Each step processes `hb` heads
+(a head group: heads share the layout), so one step carries hb x [block_q, block_k] scores instead of
+one; the per-step overhead (~0.35 us) is paid once per group.
 
-Arrays here are [batch, heads, slots, head_dim]; row statistics (lse, delta) are [batch, heads, slots, 1].
+Scalar-prefetch tables are four flat int32 vectors of length `steps`:
+  rows[s]   the block whose output the step accumulates (query block; key block in the dk/dv pass),
+  cols[s]   the streamed block (key block; query block in the dk/dv pass),
+  kinds[s]  (mask id + 1) * 4 + flags: mask id -1 = empty row (no work), 0 = full block, >= 1 partial;
+            flags bit 0 = first step of its row (init), bit 1 = last (finish),
+  fetch[s]  which mask block the step DMAs: its own if partial, else the last one fetched (no new DMA).
+Full blocks take a branch with no mask load, compare or select at all.
+
+Layouts: q/k/v/out [batch, heads, slots, head_dim]; row statistics (lse, delta) lane-dense
+[batch, heads, 1, slots] (a block of them is one [1, block] row, not a [block, 1] column padded to
+(8, 128) tiles). The dk/dv kernel computes transposed scores s^T = k q^T ([block_k, block_q]) so that
+every matmul is NN or NT (no transposed-LHS matmul, hence no transposes inserted by Mosaic) and the
+statistics broadcast along lanes; its masks are stored transposed.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -22,189 +37,263 @@ from pallas_kernels.kernel_cost import block_sparse_cost
 from pallas_kernels.block_layout import FULL_MASK_ID, MASKED_SCORE, BlockLayout
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
-_TN = (((0,), (0,)), ((), ()))  # a.T @ b
-_SEMANTICS = ("parallel", "parallel", "parallel", "arbitrary")
+_SEMANTICS = ("parallel", "parallel", "arbitrary")
+_LANES = 128
+_FIRST, _LAST = 1, 2
+EMPTY_MASK_ID = -1
+# Heads processed per grid step: the largest divisor of the head count whose q/k/v blocks stay within
+# this many head_dim columns in total (VMEM per step stays ~ a few MiB at 128 x 128 blocks).
+MAX_STEP_COLUMNS = 1024
 
 
-def _mask_fetch_ids(mask_ids: np.ndarray) -> np.ndarray:
-    """Which mask block each grid step DMAs: its own if partial, else the last partial one (no new fetch)."""
-    flat = mask_ids.reshape(-1)
-    last_partial = np.maximum.accumulate(np.where(flat != FULL_MASK_ID, np.arange(flat.size), -1))
-    fetch = np.where(last_partial >= 0, flat[np.maximum(last_partial, 0)], FULL_MASK_ID)
-    return fetch.reshape(mask_ids.shape).astype(np.int32)
+def heads_per_step(heads: int, dim: int) -> int:
+    """How many heads one grid step processes (all share the layout): largest divisor within budget."""
+    limit = max(1, MAX_STEP_COLUMNS // max(dim, 1))
+    return max(d for d in range(1, heads + 1) if heads % d == 0 and d <= limit)
 
 
-def _row_tables(layout: BlockLayout) -> tuple[jax.Array, ...]:
-    """Forward / dq tables: per query block, its active key blocks."""
-    tables = (layout.kv_counts, layout.kv_indices, layout.kv_mask_ids, _mask_fetch_ids(layout.kv_mask_ids))
-    return tuple(jnp.asarray(t, jnp.int32) for t in tables)
+def flat_steps(counts: np.ndarray, indices: np.ndarray, mask_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-row padded tables -> the flat step list (rows, cols, kinds, fetch) described in the docstring."""
+    rows, cols, mids = [], [], []
+    last_col = 0
+    for r, count in enumerate(counts):
+        if count == 0:
+            rows.append(r), cols.append(last_col), mids.append(EMPTY_MASK_ID)
+            continue
+        for j in range(int(count)):
+            rows.append(r), cols.append(int(indices[r, j])), mids.append(int(mask_ids[r, j]))
+        last_col = cols[-1]
+    rows_a, cols_a, mids_a = (np.asarray(x, np.int32) for x in (rows, cols, mids))
+    first = np.r_[True, rows_a[1:] != rows_a[:-1]]
+    last = np.r_[rows_a[1:] != rows_a[:-1], True]
+    kinds = (mids_a + 1) * 4 + first * _FIRST + last * _LAST
+    partial = mids_a > FULL_MASK_ID
+    last_partial = np.maximum.accumulate(np.where(partial, np.arange(mids_a.size), -1))
+    fetch = np.where(last_partial >= 0, mids_a[np.maximum(last_partial, 0)], FULL_MASK_ID)
+    return rows_a, cols_a, kinds.astype(np.int32), fetch.astype(np.int32)
 
 
-def _column_tables(layout: BlockLayout) -> tuple[jax.Array, ...]:
-    """dk/dv tables: per key block, its active query blocks."""
-    tables = (layout.q_counts, layout.q_indices, layout.q_mask_ids, _mask_fetch_ids(layout.q_mask_ids))
-    return tuple(jnp.asarray(t, jnp.int32) for t in tables)
+def _row_steps(layout: BlockLayout) -> tuple[np.ndarray, ...]:
+    """Forward / dq: per query block, its active key blocks."""
+    return flat_steps(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids)
 
 
-def _allowed(mask_ref, mask_id) -> jax.Array:
-    """In-block mask of this step; a full block ignores whatever mask block happens to be resident."""
-    return (mask_ref[...] != 0) | (mask_id == FULL_MASK_ID)
+def _column_steps(layout: BlockLayout) -> tuple[np.ndarray, ...]:
+    """dk/dv: per key block, its active query blocks."""
+    return flat_steps(layout.q_counts, layout.q_indices, layout.q_mask_ids)
 
 
-def _specs(layout: BlockLayout, dim: int):
-    """BlockSpecs shared by the kernels: `own` follows the grid's row block, `table` the table entry."""
-    bq, bk = layout.block_q, layout.block_k
-
-    def own(block):
-        return pl.BlockSpec((None, None, block, dim), lambda b, h, r, j, *_: (b, h, r, 0))
-
-    def table(block, width=dim):
-        return pl.BlockSpec((None, None, block, width), lambda b, h, r, j, counts, idx, *_: (b, h, idx[r, j], 0))
-
-    def stat_own(block):
-        return pl.BlockSpec((None, None, block, 1), lambda b, h, r, j, *_: (b, h, r, 0))
-
-    mask = pl.BlockSpec((None, bq, bk), lambda b, h, r, j, counts, idx, mids, fetch: (fetch[r, j], 0, 0))
-    return own, table, stat_own, mask
+def grid_steps(layout: BlockLayout, *, batch: int, heads: int, dim: int) -> dict[str, int]:
+    """Grid steps of the forward, dq and dk/dv kernels for one component (what the compiled kernels'
+    iteration_bounds multiply out to)."""
+    groups = batch * (heads // heads_per_step(heads, dim))
+    rows, cols = _row_steps(layout)[0].size, _column_steps(layout)[0].size
+    return {"fwd": groups * rows, "dq": groups * rows, "dkv": groups * cols}
 
 
-def _forward_kernel(counts, idx, mids, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s):
-    r, j = pl.program_id(2), pl.program_id(3)
+def _masks(layout: BlockLayout, *, transposed: bool) -> jax.Array:
+    """Deduplicated partial masks as int32 [num_masks, a, b] (Mosaic has no boolean memory operands);
+    only ever DMA'd for partial blocks."""
+    masks = layout.masks.transpose(0, 2, 1) if transposed else layout.masks
+    return jnp.asarray(masks.astype(np.int32))
 
-    @pl.when(j == 0)
+
+def _decode(kinds, s):
+    kind = kinds[s]
+    return lax.shift_right_logical(kind, 2) - 1, (kind & _FIRST) != 0, (kind & _LAST) != 0
+
+
+def _branches(mid, step):
+    """Run `step(masked)` only for active blocks: the full-block variant never touches the mask."""
+
+    @pl.when(mid == FULL_MASK_ID)
+    def _full():
+        step(False)
+
+    @pl.when(mid > FULL_MASK_ID)
+    def _partial():
+        step(True)
+
+
+def _specs(hb: int, dim: int, bq: int, bk: int, *, rows_block: int, cols_block: int):
+    """BlockSpecs: `own` follows the step's row block, `streamed` its column block; stats are lane rows."""
+
+    def own(block=rows_block):
+        return pl.BlockSpec((None, hb, block, dim), lambda b, g, s, rows, cols, *_: (b, g, rows[s], 0))
+
+    def streamed(block=cols_block):
+        return pl.BlockSpec((None, hb, block, dim), lambda b, g, s, rows, cols, *_: (b, g, cols[s], 0))
+
+    def stat_own(block=rows_block):
+        return pl.BlockSpec((None, hb, 1, block), lambda b, g, s, rows, cols, *_: (b, g, 0, rows[s]))
+
+    def stat_streamed(block=cols_block):
+        return pl.BlockSpec((None, hb, 1, block), lambda b, g, s, rows, cols, *_: (b, g, 0, cols[s]))
+
+    def mask(a, c):
+        return pl.BlockSpec((None, a, c), lambda b, g, s, rows, cols, kinds, fetch: (fetch[s], 0, 0))
+
+    return own, streamed, stat_own, stat_streamed, mask
+
+
+def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb):
+    mid, first, last = _decode(kinds, pl.program_id(2))
+
+    @pl.when(first)
     def _init():
         m_s[...] = jnp.full_like(m_s, -jnp.inf)
         l_s[...] = jnp.zeros_like(l_s)
         acc_s[...] = jnp.zeros_like(acc_s)
 
-    @pl.when(j < counts[r])
-    def _step():
-        allowed = _allowed(mask_ref, mids[r, j])
-        s = lax.dot_general(q_ref[...], k_ref[...], _NT, preferred_element_type=jnp.float32)
-        s = jnp.where(allowed, s, MASKED_SCORE)
-        m_prev = m_s[...]
-        m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
-        alpha = jnp.exp(m_prev - m_next)
-        p = jnp.where(allowed, jnp.exp(s - m_next), 0.0)
-        l_s[...] = alpha * l_s[...] + p.sum(axis=-1, keepdims=True)
-        v = v_ref[...]
-        acc_s[...] = alpha * acc_s[...] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-        m_s[...] = m_next
+    def step(masked: bool):
+        allowed = mask_ref[...] != 0 if masked else None
+        for h in range(hb):
+            s = lax.dot_general(q_ref[h], k_ref[h], _NT, preferred_element_type=jnp.float32)
+            if masked:
+                s = jnp.where(allowed, s, MASKED_SCORE)
+            m_prev = m_s[h]  # [bq, 128], lane-replicated
+            m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
+            alpha = jnp.exp(m_prev - m_next)
+            p = jnp.exp(s - m_next[:, :1])
+            if masked:
+                p = jnp.where(allowed, p, 0.0)
+            l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
+            v = v_ref[h]
+            acc_s[h] = alpha[:, :1] * acc_s[h] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+            m_s[h] = m_next
 
-    @pl.when(j == pl.num_programs(3) - 1)
+    _branches(mid, step)
+
+    @pl.when(last)
     def _finish():
-        l = l_s[...]
-        seen = l > 0
-        safe = jnp.where(seen, l, 1.0)
-        o_ref[...] = (acc_s[...] / safe).astype(o_ref.dtype)
-        lse_ref[...] = jnp.where(seen, m_s[...] + jnp.log(safe), -jnp.inf)
+        for h in range(hb):
+            l = l_s[h]
+            seen = l > 0
+            safe = jnp.where(seen, l, 1.0)
+            o_ref[h] = (acc_s[h] / safe[:, :1]).astype(o_ref.dtype)
+            lse = jnp.where(seen, m_s[h] + jnp.log(safe), -jnp.inf)  # [bq, 128], every lane the same
+            lse_ref[h] = lse.T[:1, :]  # one lane-dense row
 
 
 def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array]:
-    """q [B, H, Lq, D] (already scaled), k/v [B, H, Lk, D] -> out [B, H, Lq, D], lse [B, H, Lq, 1] f32."""
+    """q [B, H, Lq, D] (already scaled), k/v [B, H, Lk, D] -> out [B, H, Lq, D], lse [B, H, 1, Lq] f32."""
     batch, heads, q_len, dim = q.shape
-    bq = layout.block_q
-    own, table, stat_own, mask = _specs(layout, dim)
+    bq, bk = layout.block_q, layout.block_k
+    hb = heads_per_step(heads, dim)
+    steps = _row_steps(layout)
+    own, streamed, stat_own, _, mask = _specs(hb, dim, bq, bk, rows_block=bq, cols_block=bk)
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=4,
-        grid=(batch, heads, layout.num_q_blocks, layout.kv_indices.shape[1]),
-        in_specs=[own(bq), table(layout.block_k), table(layout.block_k), mask],
-        out_specs=[own(bq), stat_own(bq)],
-        scratch_shapes=[pltpu.VMEM((bq, 1), jnp.float32), pltpu.VMEM((bq, 1), jnp.float32), pltpu.VMEM((bq, dim), jnp.float32)],
+        grid=(batch, heads // hb, steps[0].size),
+        in_specs=[own(), streamed(), streamed(), mask(bq, bk)],
+        out_specs=[own(), stat_own()],
+        scratch_shapes=[
+            pltpu.VMEM((hb, bq, _LANES), jnp.float32),
+            pltpu.VMEM((hb, bq, _LANES), jnp.float32),
+            pltpu.VMEM((hb, bq, dim), jnp.float32),
+        ],
     )
     return pl.pallas_call(
-        _forward_kernel,
+        functools.partial(_forward_kernel, hb=hb),
         grid_spec=grid_spec,
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, q_len, 1), jnp.float32)],
+        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, 1, q_len), jnp.float32)],
         compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),
         cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=q.dtype.itemsize, matmuls=2, streamed=2, resident=2),
         interpret=interpret,
         name="sparse_flash_fwd",
-    )(*_row_tables(layout), q, k, v, _int_masks(layout))
+    )(*map(jnp.asarray, steps), q, k, v, _masks(layout, transposed=False))
 
 
-def _dq_kernel(counts, idx, mids, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dq_ref, dq_s):
-    r, j = pl.program_id(2), pl.program_id(3)
+def _dq_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dq_ref, dq_s, *, hb):
+    mid, first, last = _decode(kinds, pl.program_id(2))
 
-    @pl.when(j == 0)
+    @pl.when(first)
     def _init():
         dq_s[...] = jnp.zeros_like(dq_s)
 
-    @pl.when(j < counts[r])
-    def _step():
-        allowed = _allowed(mask_ref, mids[r, j])
-        k, v = k_ref[...], v_ref[...]
-        s = lax.dot_general(q_ref[...], k, _NT, preferred_element_type=jnp.float32)
-        p = jnp.where(allowed, jnp.exp(s - lse_ref[...]), 0.0)
-        dp = lax.dot_general(do_ref[...], v, _NT, preferred_element_type=jnp.float32)
-        ds = p * (dp - delta_ref[...])
-        dq_s[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+    def step(masked: bool):
+        allowed = mask_ref[...] != 0 if masked else None
+        for h in range(hb):
+            k = k_ref[h]
+            s = lax.dot_general(q_ref[h], k, _NT, preferred_element_type=jnp.float32)
+            p = jnp.exp(s - lse_ref[h, 0][:, None])
+            if masked:
+                p = jnp.where(allowed, p, 0.0)
+            dp = lax.dot_general(do_ref[h], v_ref[h], _NT, preferred_element_type=jnp.float32)
+            ds = p * (dp - delta_ref[h, 0][:, None])
+            dq_s[h] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
-    @pl.when(j == pl.num_programs(3) - 1)
+    _branches(mid, step)
+
+    @pl.when(last)
     def _finish():
         dq_ref[...] = dq_s[...].astype(dq_ref.dtype)
 
 
-def _dkv_kernel(counts, idx, mids, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dk_ref, dv_ref, dk_s, dv_s):
-    c, i = pl.program_id(2), pl.program_id(3)
+def _dkv_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dk_ref, dv_ref, dk_s, dv_s, *, hb):
+    mid, first, last = _decode(kinds, pl.program_id(2))
 
-    @pl.when(i == 0)
+    @pl.when(first)
     def _init():
         dk_s[...] = jnp.zeros_like(dk_s)
         dv_s[...] = jnp.zeros_like(dv_s)
 
-    @pl.when(i < counts[c])
-    def _step():
-        allowed = _allowed(mask_ref, mids[c, i])
-        q, do = q_ref[...], do_ref[...]
-        s = lax.dot_general(q, k_ref[...], _NT, preferred_element_type=jnp.float32)
-        p = jnp.where(allowed, jnp.exp(s - lse_ref[...]), 0.0)  # [bq, bk]
-        dv_s[...] += lax.dot_general(p.astype(do.dtype), do, _TN, preferred_element_type=jnp.float32)
-        dp = lax.dot_general(do, v_ref[...], _NT, preferred_element_type=jnp.float32)
-        ds = p * (dp - delta_ref[...])
-        dk_s[...] += lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)
+    def step(masked: bool):
+        allowed = mask_ref[...] != 0 if masked else None  # [bk, bq], stored transposed
+        for h in range(hb):
+            q, do = q_ref[h], do_ref[h]
+            s_t = lax.dot_general(k_ref[h], q, _NT, preferred_element_type=jnp.float32)  # [bk, bq]
+            p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
+            if masked:
+                p_t = jnp.where(allowed, p_t, 0.0)
+            dv_s[h] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
+            dp_t = lax.dot_general(v_ref[h], do, _NT, preferred_element_type=jnp.float32)
+            ds_t = p_t * (dp_t - delta_ref[h])
+            dk_s[h] += jnp.dot(ds_t.astype(q.dtype), q, preferred_element_type=jnp.float32)
 
-    @pl.when(i == pl.num_programs(3) - 1)
+    _branches(mid, step)
+
+    @pl.when(last)
     def _finish():
         dk_ref[...] = dk_s[...].astype(dk_ref.dtype)
         dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
 
 
 def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """dq, dk, dv given lse and delta [B, H, Lq, 1] (delta = rowsum(out * dout) - dlse; lse finite)."""
+    """dq, dk, dv given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse finite)."""
     batch, heads, _, dim = q.shape
     bq, bk = layout.block_q, layout.block_k
-    own, table, stat_own, mask = _specs(layout, dim)
-    masks = _int_masks(layout)
+    hb = heads_per_step(heads, dim)
     params, itemsize = pltpu.CompilerParams(dimension_semantics=_SEMANTICS), q.dtype.itemsize
 
+    row_steps = _row_steps(layout)
+    own, streamed, stat_own, _, mask = _specs(hb, dim, bq, bk, rows_block=bq, cols_block=bk)
     dq = pl.pallas_call(
-        _dq_kernel,
+        functools.partial(_dq_kernel, hb=hb),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
-            grid=(batch, heads, layout.num_q_blocks, layout.kv_indices.shape[1]),
-            in_specs=[own(bq), table(bk), table(bk), own(bq), stat_own(bq), stat_own(bq), mask],
-            out_specs=own(bq),
-            scratch_shapes=[pltpu.VMEM((bq, dim), jnp.float32)],
+            grid=(batch, heads // hb, row_steps[0].size),
+            in_specs=[own(), streamed(), streamed(), own(), stat_own(), stat_own(), mask(bq, bk)],
+            out_specs=own(),
+            scratch_shapes=[pltpu.VMEM((hb, bq, dim), jnp.float32)],
         ),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=params,
         cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3),
         interpret=interpret,
         name="sparse_flash_dq",
-    )(*_row_tables(layout), q, k, v, do, lse, delta, masks)
+    )(*map(jnp.asarray, row_steps), q, k, v, do, lse, delta, _masks(layout, transposed=False))
 
-    def stat_table(block):
-        return table(block, width=1)
-
+    col_steps = _column_steps(layout)
+    own, streamed, _, stat_streamed, mask = _specs(hb, dim, bq, bk, rows_block=bk, cols_block=bq)
     dk, dv = pl.pallas_call(
-        _dkv_kernel,
+        functools.partial(_dkv_kernel, hb=hb),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
-            grid=(batch, heads, layout.num_k_blocks, layout.q_indices.shape[1]),
-            in_specs=[table(bq), own(bk), own(bk), table(bq), stat_table(bq), stat_table(bq), mask],
-            out_specs=[own(bk), own(bk)],
-            scratch_shapes=[pltpu.VMEM((bk, dim), jnp.float32), pltpu.VMEM((bk, dim), jnp.float32)],
+            grid=(batch, heads // hb, col_steps[0].size),
+            in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)],
+            out_specs=[own(), own()],
+            scratch_shapes=[pltpu.VMEM((hb, bk, dim), jnp.float32), pltpu.VMEM((hb, bk, dim), jnp.float32)],
         ),
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=params,
@@ -213,10 +302,5 @@ def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -
         ),
         interpret=interpret,
         name="sparse_flash_dkv",
-    )(*_column_tables(layout), q, k, v, do, lse, delta, masks)
+    )(*map(jnp.asarray, col_steps), q, k, v, do, lse, delta, _masks(layout, transposed=True))
     return dq, dk, dv
-
-
-def _int_masks(layout: BlockLayout) -> jax.Array:
-    """In-block masks as int32 (Mosaic has no boolean memory operands)."""
-    return jnp.asarray(layout.masks.astype(np.int32))

@@ -27,7 +27,24 @@ from pallas_kernels.block_layout import BlockLayout
 
 Kernel = Literal["auto", "tpu", "gpu"]
 
-MIN_BLOCK = 16  # smallest block edge the kernels take (Triton dots need 16; Mosaic bf16 tiles are 16 rows)
+MIN_BLOCK = 128  # smallest block edge the kernels take: a full MXU / lane width on TPU, >= 64 for Triton
+# head_dim is zero-padded to a power of two >= this for the Triton kernels (Triton dots need 16).
+MIN_HEAD_DIM = 16
+
+
+class BlockSizeError(ValueError):
+    """A block size the Pallas kernels cannot take; its message is one line, fit for a CLI error."""
+
+
+def pallas_block_size(block_size: int) -> int:
+    """The layout block edge the Pallas backend uses for a configured `block_size`: a power of two,
+    at least MIN_BLOCK (smaller configured blocks are raised to it; the XLA backend keeps them)."""
+    if block_size < 1 or block_size & (block_size - 1):
+        raise BlockSizeError(
+            f"attention backend 'pallas' needs block_size to be a power of two (Triton block shapes, TPU tiles), "
+            f"got {block_size}"
+        )
+    return max(block_size, MIN_BLOCK)
 # Mesh axes that split batch and heads inside shard_map: those of the model's logical axis rules
 # (musenet_jax.model.sharding.LOGICAL_AXIS_RULES "batch" / "heads"; a test keeps them equal), so the
 # kernel sees q/k/v exactly as the model shards them and nothing moves between devices.
@@ -44,11 +61,11 @@ def _transpose_heads(*xs: jax.Array) -> tuple[jax.Array, ...]:
 
 def _tpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
     out, lse = flash_tpu.forward(*_transpose_heads(q, k, v), layout, interpret=interpret)
-    return out.transpose(0, 2, 1, 3), lse[..., 0].transpose(0, 2, 1)
+    return out.transpose(0, 2, 1, 3), lse[:, :, 0].transpose(0, 2, 1)
 
 
 def _tpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool):
-    stats = (x.transpose(0, 2, 1)[..., None] for x in (lse, delta))
+    stats = (x.transpose(0, 2, 1)[:, :, None] for x in (lse, delta))  # lane-dense [B, H, 1, L]
     grads = flash_tpu.backward(*_transpose_heads(q, k, v, dout), *stats, layout, interpret=interpret)
     return _transpose_heads(*grads)
 
@@ -56,7 +73,7 @@ def _tpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: boo
 def _pad_head_dim(*xs: jax.Array) -> tuple[jax.Array, ...]:
     """Zero-pad head_dim to a power of two >= 16 (Triton block shapes); zeros change no score."""
     dim = xs[0].shape[-1]
-    padded = max(MIN_BLOCK, 1 << (dim - 1).bit_length())
+    padded = max(MIN_HEAD_DIM, 1 << (dim - 1).bit_length())
     return tuple(jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, padded - dim))) for x in xs)
 
 
@@ -115,7 +132,7 @@ def sparse_flash_attention(
     kernel="auto" picks by lowering platform (interpreting on CPU); "tpu" / "gpu" force a kernel family,
     e.g. to test the GPU kernel in interpret mode on CPU."""
     if min(layout.block_q, layout.block_k) < MIN_BLOCK:
-        raise ValueError(f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}")
+        raise BlockSizeError(f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}")
     return _attention(q, k, v, layout, kernel, interpret)
 
 

@@ -19,8 +19,8 @@ from musenet_jax.errors import UserError, unknown_choice
 from musenet_jax.attention.layouts import BlockLayout, PatternLayout, make_layout
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import dense_attention
-from pallas_kernels.sparse_flash import MIN_BLOCK, pallas_component
 from musenet_jax.attention.xla_blocksparse import blocksparse_attention
+from pallas_kernels.sparse_flash import MIN_BLOCK, BlockSizeError, pallas_block_size, pallas_component
 
 BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
 
@@ -71,12 +71,15 @@ def _component_fn(backend: str) -> ComponentFn:
 
 
 def backend_layout(pattern: Pattern, seq_len: int, *, backend: str, block_size: int) -> PatternLayout:
-    """The layout `backend` runs for `pattern` (the Pallas kernels take no block below MIN_BLOCK)."""
+    """The layout `backend` runs for `pattern`. The XLA path keeps small blocks; the Pallas kernels get
+    power-of-two blocks of at least sparse_flash.MIN_BLOCK (128) on both sides (pallas_block_size)."""
     if backend != "pallas":
         return make_layout(pattern, seq_len, block_size)
-    if block_size < MIN_BLOCK:
-        raise UserError(f"attention backend 'pallas' needs block_size >= {MIN_BLOCK}, got {block_size}")
-    return make_layout(pattern, seq_len, block_size, min_block_size=MIN_BLOCK)
+    try:
+        block = pallas_block_size(block_size)
+    except BlockSizeError as err:
+        raise UserError(str(err)) from None
+    return make_layout(pattern, seq_len, block, min_block_size=MIN_BLOCK)
 
 
 def attend(

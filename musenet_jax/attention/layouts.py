@@ -146,13 +146,23 @@ def _residue_order(stride: int) -> Order:
 
     def order(seq_len: int, block: int) -> np.ndarray:
         groups = min(stride, seq_len)
-        group_len = _round_up(-(-seq_len // stride), block)
+        group_len = _group_len(-(-seq_len // stride), block)
         pos = np.arange(seq_len, dtype=np.int32)
-        out = np.full(groups * group_len, -1, dtype=np.int32)
+        out = np.full(_round_up(groups * group_len, block), -1, dtype=np.int32)
         out[(pos % stride) * group_len + pos // stride] = pos
         return out
 
     return order
+
+
+def _group_len(length: int, block: int) -> int:
+    """Slots per residue group: a block multiple, unless groups are shorter than a block (a kernel that
+    takes no small blocks): then groups are packed, several per block, at a power-of-two pitch so that
+    the diagonal blocks are block-diagonal (a few deduplicated partial masks) instead of mostly padding."""
+    pitch = _pow2_ceil(length)
+    if length >= block or block % pitch:
+        return _round_up(length, block)
+    return pitch  # == _round_up(length, block) whenever the block is no larger than the pitch
 
 
 def _summary_order(stride: int, summary: int) -> Order:

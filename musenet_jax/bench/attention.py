@@ -1,4 +1,10 @@
-"""Sparse attention backends vs dense: forward and forward+backward time, peak memory, density (or TPU compiled cost)."""
+"""Sparse attention backends vs dense: forward and forward+backward time, peak memory, density (or TPU compiled cost).
+
+With a TPU topology (the default on a CPU host when 'pallas' is benchmarked) nothing runs: each program is
+compiled ahead of time for one chip and reported by its compiled cost analysis, the grid steps of the
+Mosaic kernels it contains (read back from libtpu's Mosaic dump, `iteration_bounds`), and a roofline
+estimate est_ms = max(FLOPs / peak, bytes / HBM bandwidth) + grid_steps x 0.35 us (musenet_jax/hardware.py).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,9 @@ from musenet_jax.errors import UserError, unknown_choice
 CPU_PALLAS_TOPOLOGY = "v5p:2x2x1"  # on a CPU host the Pallas kernels only interpret: report their TPU cost instead
 # Baselines that only the benchmark knows: JAX's own Pallas flash attention (causal, dense: it computes every
 # block on or below the diagonal whatever the pattern), the TPU kernel for TPU topologies, the Triton one elsewhere.
-BASELINES: tuple[str, ...] = ("jax_flash",)
+BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash")
+# jax_splash: JAX's splash attention (TPU only) with the same pattern mask, built from our pattern through
+# its mask classes (a NumpyMask per head): the anchor for est_ms. On a CPU host it runs interpreted.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends", default="dense,xla_blocksparse",
         help="comma-separated attention backends (dense, xla_blocksparse, pallas) and baselines (jax_flash: JAX's "
-        "own Pallas flash attention, causal and dense)",
+        "own Pallas flash attention, causal and dense; jax_splash: JAX's splash attention with the pattern's mask)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
@@ -86,6 +94,8 @@ def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool):
     def forward(q, k, v):
         if backend == "jax_flash":
             return _jax_flash(q, k, v, on_tpu=on_tpu)
+        if backend == "jax_splash":
+            return _jax_splash(q, k, v, pattern, on_tpu=on_tpu)
         return attend(q, k, v, (pattern,), backend=backend, block_size=args.block_size)
 
     def forward_backward(q, k, v, cotangent):
@@ -111,6 +121,51 @@ def _jax_flash(q, k, v, *, on_tpu: bool):
     return mha(q, k, v, None, sm_scale=scale, causal=True, interpret=jax.default_backend() == "cpu")
 
 
+def _splash_mask(pattern, seq: int):
+    import numpy as np
+
+    return np.asarray(pattern.mask(seq), dtype=bool)
+
+
+def _jax_splash(q, k, v, pattern, *, on_tpu: bool):
+    """JAX's splash attention on [batch, seq, heads, dim] inputs with `pattern`'s mask, scaled like ours."""
+    import jax
+
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    batch, seq, heads, dim = q.shape
+    head_mask = splash.NumpyMask(_splash_mask(pattern, seq))
+    kernel = splash.make_splash_mha(
+        splash.MultiHeadMask([head_mask] * heads), head_shards=1, q_seq_shards=1,
+        block_sizes=splash.BlockSizes.get_default(), interpret=not on_tpu,
+    )
+    heads_first = (0, 2, 1, 3)  # splash takes [heads, seq, dim] per batch element
+    q = q * (dim**-0.5)
+    out = jax.vmap(kernel)(*(x.transpose(heads_first) for x in (q, k, v)))
+    return out.transpose(heads_first)
+
+
+def _splash_active_blocks(pattern, seq: int, block: int = 128) -> int:
+    """Blocks of the mask that splash computes at its default 128 x 128 blocks (natural order)."""
+    import numpy as np
+
+    blocks = -(-seq // block)
+    padded = np.zeros((blocks * block, blocks * block), bool)
+    padded[:seq, :seq] = _splash_mask(pattern, seq)
+    return int(padded.reshape(blocks, block, blocks, block).any(axis=(1, 3)).sum())
+
+
+def _splash_cost(args: argparse.Namespace, pattern, seq: int, *, forward_only: bool = False) -> tuple[float, float]:
+    """(FLOPs, bytes) of splash's kernels, which declare no cost: counted from its active blocks."""
+    from pallas_kernels.kernel_cost import flash_fwd_bwd_cost
+
+    return flash_fwd_bwd_cost(
+        active_blocks=_splash_active_blocks(pattern, seq), block_q=128, block_k=128, q_len=seq, k_len=seq,
+        dim=args.head_dim, programs=args.batch * args.heads, itemsize=2 if args.dtype == "bfloat16" else 4,
+        forward_only=forward_only,
+    )
+
+
 def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     from musenet_jax.attention.backends import backend_layout
 
@@ -118,6 +173,8 @@ def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dic
                             block_size=args.block_size)
     blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
     density = {"dense": 1.0, "jax_flash": (blocks + 1) / (2 * blocks)}.get(backend, layout.density)
+    if backend == "jax_splash":
+        density = _splash_active_blocks(pattern, seq) * 128 * 128 / seq**2
     return {
         "pattern": pattern.name,
         "seq": seq,
@@ -145,34 +202,68 @@ def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     }
 
 
-def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, device) -> dict:
+def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, device, topology: str, dump: str | None) -> dict:
     """XLA's cost analysis of the programs compiled for one TPU chip (Pallas kernels count by their
-    layout-derived cost estimates, see pallas_kernels/kernel_cost.py)."""
+    layout-derived cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, so its kernels
+    are counted from its mask), the Mosaic kernels' grid steps and the roofline estimate."""
     import jax
     import jax.numpy as jnp
+
+    from pallas_kernels import mosaic_dump
+    from musenet_jax.hardware import TPU_STEP_US, estimate_ms
 
     x = jax.ShapeDtypeStruct(
         (args.batch, seq, args.heads, args.head_dim), jnp.dtype(args.dtype), sharding=jax.sharding.SingleDeviceSharding(device)
     )
     forward, forward_backward = _programs(args, pattern, backend, on_tpu=True)
-    fwd = jax.jit(forward).lower(x, x, x).compile().cost_analysis()
-    fwd_bwd = jax.jit(forward_backward).lower(x, x, x, x).compile().cost_analysis()
-    return _densities(args, pattern, seq, backend) | {
-        "fwd_gflop": fwd["flops"] / 1e9,
-        "fwd_bwd_gflop": fwd_bwd["flops"] / 1e9,
-        "fwd_bwd_gbytes": fwd_bwd["bytes accessed"] / 1e9,
+
+    def compile_and_read(fn, *shapes):
+        before = mosaic_dump.snapshot(dump) if dump else frozenset()
+        cost = jax.jit(fn).lower(*shapes).compile().cost_analysis()
+        kernels = mosaic_dump.kernels(dump, since=before) if dump else []
+        return cost, kernels
+
+    fwd, fwd_kernels = compile_and_read(forward, x, x, x)
+    fwd_bwd, fwd_bwd_kernels = compile_and_read(forward_backward, x, x, x, x)
+    flops, nbytes, fwd_flops = fwd_bwd["flops"], fwd_bwd["bytes accessed"], fwd["flops"]
+    if backend == "jax_splash":
+        kernel_flops, kernel_bytes = _splash_cost(args, pattern, seq)
+        flops, nbytes = flops + kernel_flops, nbytes + kernel_bytes
+        fwd_flops += _splash_cost(args, pattern, seq, forward_only=True)[0]
+    row = _densities(args, pattern, seq, backend) | {
+        "fwd_gflop": fwd_flops / 1e9,
+        "fwd_bwd_gflop": flops / 1e9,
+        "fwd_bwd_gbytes": nbytes / 1e9,
+    }
+    if dump is None:
+        return row
+    steps_fwd = sum(k.grid_steps for k in fwd_kernels)
+    steps = sum(k.grid_steps for k in fwd_bwd_kernels)
+    return row | {
+        "grid_steps_fwd": steps_fwd,
+        "grid_steps": steps,  # forward + backward program
+        "kernels": {k.name: k.grid_steps for k in fwd_bwd_kernels} if len({k.name for k in fwd_bwd_kernels}) == len(fwd_bwd_kernels)
+        else [[k.name, k.grid_steps] for k in fwd_bwd_kernels],
+        "step_us": TPU_STEP_US,
+        "est_ms": estimate_ms(flops, nbytes, steps, topology=topology),
     }
 
 
 def _print_cost_table(rows: list[dict], topology: str) -> None:
     print(f"compiled cost analysis for one chip of {topology} (no timing)")
-    print(f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_GF':>10}{'fwd+bwd_GF':>12}{'fwd+bwd_GB':>12}{'x_flops':>9}{'x_vs_flash':>12}")
+    if any("est_ms" in r for r in rows):
+        print(f"est_ms = max(FLOPs / peak, bytes / HBM bandwidth) + grid_steps x {rows[0].get('step_us', 0.35)} us "
+              "(grid_steps: the Mosaic kernels' iteration_bounds, forward + backward)")
+    print(f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_GF':>10}{'fwd+bwd_GF':>12}"
+          f"{'fwd+bwd_GB':>12}{'steps':>9}{'est_ms':>9}{'x_flops':>9}{'x_vs_flash':>12}{'vs_splash':>11}")
     for r in rows:
+        steps = f"{r['grid_steps']:>9}{r['est_ms']:>9.3f}" if "est_ms" in r else f"{'':>18}"
         ratio = f"{r['flops_ratio_fwd_bwd']:>9.2f}" if "flops_ratio_fwd_bwd" in r else f"{'':>9}"
-        ratio += f"{r['flops_ratio_vs_jax_flash']:>12.2f}" if "flops_ratio_vs_jax_flash" in r else ""
+        ratio += f"{r['flops_ratio_vs_jax_flash']:>12.2f}" if "flops_ratio_vs_jax_flash" in r else f"{'':>12}"
+        ratio += f"{r['est_ms_ratio_vs_jax_splash']:>11.2f}" if "est_ms_ratio_vs_jax_splash" in r else ""
         print(
             f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
-            f"{r['fwd_gflop']:>10.2f}{r['fwd_bwd_gflop']:>12.2f}{r['fwd_bwd_gbytes']:>12.3f}{ratio}"
+            f"{r['fwd_gflop']:>10.2f}{r['fwd_bwd_gflop']:>12.2f}{r['fwd_bwd_gbytes']:>12.3f}{steps}{ratio}"
         )
 
 
@@ -206,22 +297,38 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    topology = args.topology or (CPU_PALLAS_TOPOLOGY if "pallas" in backends and jax.default_backend() == "cpu" else None)
-    if topology:
-        from musenet_jax.train.compile import topology_devices
+    if "pallas" in backends:
+        from pallas_kernels.sparse_flash import BlockSizeError, pallas_block_size
 
+        try:
+            pallas_block_size(args.block_size)
+        except BlockSizeError as err:
+            raise UserError(str(err)) from None
+    topology = args.topology or (CPU_PALLAS_TOPOLOGY if "pallas" in backends and jax.default_backend() == "cpu" else None)
+    dump = None
+    if topology:
+        import tempfile
+
+        from musenet_jax.train.compile import topology_devices
+        from pallas_kernels import mosaic_dump
+
+        # Before libtpu starts (it reads LIBTPU_INIT_ARGS once): the kernels' grids are read from the dump.
+        dump = mosaic_dump.enable(tempfile.mkdtemp(prefix="musenet-mosaic-"))
         device = topology_devices(topology)[0]
 
     rows = []
     for pattern in patterns:
         for seq in seqs:
             if topology:
-                group = [_compiled_cost(args, pattern, seq, backend, device) for backend in backends]
+                group = [_compiled_cost(args, pattern, seq, backend, device, topology, dump) for backend in backends]
             else:
                 group = [_measure(args, pattern, seq, backend) for backend in backends]
             dense = next((r for r in group if r["backend"] == "dense"), None)
             flash = next((r for r in group if r["backend"] == "jax_flash"), None)
+            splash = next((r for r in group if r["backend"] == "jax_splash" and "est_ms" in r), None)
             for r in group:
+                if splash is not None and "est_ms" in r:
+                    r["est_ms_ratio_vs_jax_splash"] = r["est_ms"] / splash["est_ms"]
                 if dense is not None and topology:
                     r["flops_ratio_fwd_bwd"] = dense["fwd_bwd_gflop"] / r["fwd_bwd_gflop"]
                 elif dense is not None:
