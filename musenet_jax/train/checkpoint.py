@@ -13,6 +13,7 @@ leaves the previous checkpoints untouched and restorable.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -247,6 +248,7 @@ class RunCheckpoints:
         `metrics` with `val_bits_per_token` make the step a candidate for "best".
         """
         self.wait()  # the previous save is complete: its manifest can be written
+        self._check_space(params, train_state)
         iterator_save, _ = _iterator_args()
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(params),
@@ -303,9 +305,28 @@ class RunCheckpoints:
         return {name: restored[name] for name in ARRAY_ITEMS if name in items}
 
     def wait(self) -> None:
-        """Blocks until the background writes of the last save are on disk, then records its manifest."""
-        self._manager.wait_until_finished()
+        """Blocks until the background writes of the last save are on disk, then records its manifest.
+        A background write that ran out of space becomes an `OSError` naming the checkpoint folder."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            if "No space left on device" in str(err) or getattr(err, "errno", None) == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, "No space left on device while saving a checkpoint; earlier "
+                              "checkpoints are intact", self.directory) from err
+            raise
         self._write_manifests()
+
+    def _check_space(self, *trees: Any) -> None:
+        """Refuses a save that cannot fit before Orbax starts writing it: a disk filling up mid-save
+        fails in background threads with pages of logs, while this is one line and nothing written."""
+        if "://" in self.directory or not pathlib.Path(self.directory).is_dir():
+            return
+        need = sum(int(getattr(leaf, "nbytes", 0)) for tree in trees for leaf in jax.tree.leaves(tree))
+        free = shutil.disk_usage(self.directory).free
+        if free < need:  # uncompressed array bytes: a safe upper bound of what Orbax writes
+            raise OSError(errno.ENOSPC, f"No space left on device: {free / 2**20:.1f} MiB free, a checkpoint "
+                          f"needs up to {need / 2**20:.1f} MiB; earlier checkpoints are intact",
+                          self.directory)
 
     def _write_manifests(self) -> None:
         """Process 0 writes `W/checkpoint_manifests/<step>.json` for finished steps and drops the manifests
