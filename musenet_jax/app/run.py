@@ -20,7 +20,12 @@ from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.model.config import MeshConfig
 from musenet_jax.model.sharding import make_mesh, state_shardings
 from musenet_jax.model.transformer import MuseNet, build_model
-from musenet_jax.train.checkpoint import RunCheckpoints, check_fingerprint, choose_step, restore_first_readable
+from musenet_jax.train.checkpoint import (
+    RunCheckpoints,
+    check_fingerprint,
+    choose_step,
+    restore_first_readable,
+)
 
 # Sections a user may change when using a trained run; the others define what its parameters mean.
 RUN_OVERRIDABLE: tuple[str, ...] = ("data", "sample", "critic")

@@ -39,7 +39,9 @@ def _holder_text(holder: dict) -> str:
 class WorkdirLock:
     """Context manager holding `W/train.lock`; `enabled=False` (processes other than 0) does nothing."""
 
-    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True, say: Callable[[str], None] = print):
+    def __init__(
+        self, workdir: str | os.PathLike, *, enabled: bool = True, say: Callable[[str], None] = print
+    ) -> None:
         self.path = pathlib.Path(workdir) / LOCK_NAME
         self.enabled = enabled
         self.say = say
@@ -61,10 +63,11 @@ class WorkdirLock:
                     holder = self._read()
                 if holder is not None and not self._stale(holder):
                     raise UserError(
-                        f"work directory {self.path.parent} is in use by another train ({_holder_text(holder)}); "
-                        f"wait for it, stop it, or delete {self.path} if that process is gone"
+                        f"work directory {self.path.parent} is in use by another train "
+                        f"({_holder_text(holder)}); wait for it, stop it, or delete {self.path} if that "
+                        "process is gone"
                     ) from None
-                what = "unreadable" if holder is None else f"left by {_holder_text(holder)}, no longer running"
+                what = "unreadable" if holder is None else f"left by {_holder_text(holder)}, not running"
                 self.say(f"taking over the stale lock {self.path} ({what})")
                 self.path.unlink(missing_ok=True)
                 continue
@@ -101,5 +104,7 @@ class WorkdirLock:
         self.acquire()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
