@@ -70,6 +70,9 @@ def run_copy(tiny_run, tmp_path):
     return copy
 
 
+# --- 5. one train per work directory -------------------------------------------------------------
+
+
 def _wait_for(path: pathlib.Path, process: subprocess.Popen, limit_s: float = 300) -> None:
     """Bounded poll for a file another process writes (no sleeping as synchronization)."""
     deadline = time.monotonic() + limit_s
@@ -118,6 +121,9 @@ def test_lock_is_only_taken_by_process_zero(tmp_path):
     assert not (tmp_path / "train.lock").exists()
 
 
+# --- 6. damaged checkpoints ------------------------------------------------------------------------
+
+
 def _truncate(step_dir: pathlib.Path) -> None:
     for path in (step_dir / "params" / "d").iterdir():
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -136,6 +142,98 @@ DAMAGES = {
     "no_metadata": lambda d: (d / "params" / "_METADATA").unlink(),
     "no_params": lambda d: shutil.rmtree(d / "params"),
 }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_load_run_falls_back_from_a_damaged_latest_step(run_copy, damage):
+    from musenet_jax.app.run import load_run
+    from musenet_jax.errors import UserError
+
+    DAMAGES[damage](run_copy / "checkpoints" / "6")
+    said: list[str] = []
+    run = load_run(run_copy, say=said.append)
+    assert run.step == 3
+    assert len(said) == 1 and "checkpoint step 6" in said[0] and "damaged" in said[0] and "step 3" in said[0]
+    with pytest.raises(UserError, match=r"no readable checkpoint .*damaged: 6"):
+        load_run(run_copy, 6, say=said.append)  # a step asked for by number is not swapped silently
+
+
+@pytest.mark.slow
+def test_generate_and_eval_fall_back_in_one_line(run_copy, tmp_path, capsys):
+    _truncate(run_copy / "checkpoints" / "6")
+    out_dir = tmp_path / "out"
+    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(run_copy), "--composer", "bach",
+                                     "--instruments", "piano", "--seconds", "1", "--num-samples", "1",
+                                     "--out", str(out_dir)])
+    assert rc == 0, err
+    warnings = [line for line in (out + err).splitlines() if "damaged" in line]
+    assert len(warnings) == 1 and "step 6" in warnings[0] and "falling back to step 3" in warnings[0]
+    assert "Traceback" not in err and (out_dir / "ranking.json").exists()
+
+    rc, out, err = _run_cli(capsys, ["eval", "--checkpoint", str(run_copy), "--num-samples", "0",
+                                     "--max-pieces", "1", "--json"])
+    assert rc == 0, err
+    assert json.loads(out)["step"] == 3  # stdout stays the report; the warning went to stderr
+    assert sum("damaged" in line for line in err.splitlines()) == 1 and "Traceback" not in err
+
+    rc, out, err = _run_cli(capsys, ["eval", "--checkpoint", str(run_copy), "--step", "6",
+                                     "--num-samples", "0", "--max-pieces", "1"])
+    assert rc == 2
+    assert "damaged: 6" in _one_error_line(err, "eval")
+
+
+@pytest.mark.slow
+def test_train_resumes_from_the_newest_readable_step(run_copy, music21_data_dir, capsys):
+    _truncate(run_copy / "checkpoints" / "6")
+    rc, out, err = _run_cli(capsys, ["train", "--workdir", str(run_copy), "--steps", "7",
+                                     "--data-dir", str(music21_data_dir), *SETS])
+    assert rc == 0, err
+    said = out + err
+    assert sum("damaged" in line and "step 6" in line for line in said.splitlines()) == 1
+    assert "resumed from step 3" in said and "Traceback" not in err
+    assert (run_copy / "set_aside" / "damaged-6").is_dir()  # kept for a look, out of the way
+
+
+@pytest.mark.slow
+def test_train_step_flag_resumes_from_a_chosen_step(run_copy, music21_data_dir, capsys):
+    rc, out, err = _run_cli(capsys, ["train", "--workdir", str(run_copy), "--step", "3", "--steps", "4",
+                                     "--data-dir", str(music21_data_dir), *SETS])
+    assert rc == 0, err
+    assert "resumed from step 3" in out
+    assert (run_copy / "set_aside" / "after-resume-6").is_dir()
+
+
+# --- 6. full disk, 9. read-only work dir and output -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
+    tiny_run, music21_data_dir, tmp_path, capsys
+):
+    from musenet_jax.app.run import load_run
+
+    size = sum(-(-p.stat().st_size // 4096) * 4096 for p in tiny_run.rglob("*") if p.is_file())  # in pages
+    with _tmpfs(tmp_path / "small_disk", f"{size + 256 * 1024}") as disk:  # room for logs, not for a step
+        workdir = disk / "run"
+        shutil.copytree(tiny_run, workdir)
+        rc, out, err = _run_cli(capsys, ["train", "--workdir", str(workdir), "--steps", "30",
+                                         "--data-dir", str(music21_data_dir), *SETS])
+        assert rc == 2
+        line = _one_error_line(err, "train")
+        assert "No space left on device" in line and str(disk) in line
+        said: list[str] = []
+        assert load_run(workdir, say=said.append).step == 6 and not said  # earlier checkpoints intact
+
+
+def test_read_only_workdir_is_one_line(tmp_path, music21_data_dir, capsys):
+    with _tmpfs(tmp_path / "ro", "1m") as disk:
+        _read_only(disk)
+        rc, out, err = _run_cli(capsys, ["train", "--workdir", str(disk / "run"), "--steps", "1",
+                                         "--data-dir", str(music21_data_dir), *SETS])
+    assert rc == 2
+    line = _one_error_line(err, "train")
+    assert "Read-only file system" in line and str(disk / "run") in line
 
 
 def test_unwritable_out_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
@@ -163,3 +261,61 @@ def test_os_errors_keep_their_traceback_with_musenet_debug(tmp_path, monkeypatch
     with pytest.raises(OSError):
         main(["generate", "--checkpoint", "x", "--composer", "bach", "--instruments", "piano",
               "--out", str(blocker / "out")])
+
+
+# --- 10. stale samples, 4. pieces as long as asked --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    common = ["generate", "--checkpoint", str(tiny_run), "--composer", "bach", "--instruments", "piano",
+              "--seconds", "1", "--out", str(out_dir)]
+    assert _run_cli(capsys, [*common, "--num-samples", "3"])[0] == 0
+    earlier = len([p for p in out_dir.iterdir() if p.name.startswith("sample_")]) + 1  # + ranking.json
+    assert (out_dir / "sample_2.mid").exists()
+    (out_dir / "notes.txt").write_text("mine")
+    rc, out, err = _run_cli(capsys, [*common, "--num-samples", "1"])
+    assert rc == 0, err
+    assert f"removed {earlier} files of an earlier generate from {out_dir}" in out + err
+    ranking = json.loads((out_dir / "ranking.json").read_text())["candidates"]
+    samples = {p.name for p in out_dir.iterdir() if p.name.startswith("sample_")}
+    assert {e["midi"] for e in ranking} == {n for n in samples if n.endswith(".mid")} == {"sample_0.mid"}
+    assert (out_dir / "notes.txt").exists()  # only generate's own files are removed
+
+
+@pytest.mark.slow
+def test_an_absurd_length_is_refused_with_the_limit(tiny_run, tmp_path, capsys):
+    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tiny_run), "--composer", "bach",
+                                     "--instruments", "piano", "--seconds", "100000", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "sample.seconds must be positive and at most 3600" in _one_error_line(err, "generate")
+
+
+@pytest.mark.slow
+def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, capsys):
+    """The token budget follows from --seconds (the run's saved cap is lifted with max_new_tokens=0)."""
+    from musenet_jax.encoding.families import FAMILIES
+
+    out_dir = tmp_path / "out"
+    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tiny_run), "--composer", "bach",
+                                     "--instruments", ",".join(FAMILIES), "--seconds", "240", "--num-samples",
+                                     "2", "--set", "sample.max_new_tokens=0", "--out", str(out_dir)])
+    assert rc == 0, err
+    ranking = json.loads((out_dir / "ranking.json").read_text())["candidates"]
+    short = [e for e in ranking if e["stopped_by"] == "budget"]
+    for entry in short:  # a piece that stops short says so
+        assert f"sample_{entry['sample']} is" in out + err
+    assert not short, ranking
+    assert all(e["seconds"] == pytest.approx(240.0, abs=0.02) for e in ranking)
+
+
+@pytest.mark.slow
+def test_a_short_budget_is_said_per_candidate(tiny_run, tmp_path, capsys):
+    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tiny_run), "--composer", "bach",
+                                     "--instruments", "piano", "--seconds", "60", "--num-samples", "2",
+                                     "--max-new-tokens", "40", "--out", str(tmp_path / "out")])
+    assert rc == 0, err
+    warnings = [line for line in (out + err).splitlines() if "token budget of 40 ran out" in line]
+    assert len(warnings) == 2 and "of the 60.0 s asked for" in warnings[0]
+
