@@ -10,10 +10,12 @@ from tqdm import tqdm
 
 from musenet_jax.app.run import Run
 from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
 from musenet_jax.eval.music_stats import distances, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import bits_per_token
 from musenet_jax.eval.pieces import load_split_pieces
+from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.like_data import sample_like_pieces
 
 
@@ -51,9 +53,10 @@ def evaluate(
     report["num_samples"] = num
     if num:
         sampler = run.sampler()
+        budget = token_budget(seconds, len(FAMILIES), cfg.sample.max_new_tokens)  # any instruments
         with tqdm(total=num, unit="piece", desc="samples", disable=not show_progress) as bar:
             samples = sample_like_pieces(sampler, pieces, num, max_seconds=seconds,
-                                         max_new_tokens=cfg.sample.max_new_tokens, seed=seed, progress=bar.update)
+                                         max_new_tokens=budget, seed=seed, progress=bar.update)
         generated = stats_table([piece_stats(tokenizer.ids_to_events(s.ids), step_s) for s in samples])
         report["sample_stats"] = summary(generated)
         report["stat_distance"] = distances(generated, test)

@@ -10,7 +10,9 @@ import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
+from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.eval.pieces import load_split_pieces
+from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.like_data import sample_like_pieces
 
 
@@ -28,9 +30,10 @@ def make_fakes(
     num = cfg.critic.fakes
     pieces = load_split_pieces(cfg, split)
     sampler = run.sampler()
+    budget = token_budget(cfg.sample.seconds, len(FAMILIES), cfg.sample.max_new_tokens)  # any instruments
     with tqdm(total=num, unit="piece", desc="fakes", disable=not show_progress) as bar:
         fakes = sample_like_pieces(sampler, pieces, num, max_seconds=cfg.sample.seconds,
-                                   max_new_tokens=cfg.sample.max_new_tokens, seed=seed, progress=bar.update)
+                                   max_new_tokens=budget, seed=seed, progress=bar.update)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for k, fake in enumerate(fakes):

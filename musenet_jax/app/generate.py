@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +24,31 @@ from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.sample.audio import renderer
+from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import make_request
 from musenet_jax.sample.pianoroll import save_pianoroll
+
+# Files an earlier `generate` wrote into an output folder (and only those: other files are left alone).
+OUTPUT_FILE = re.compile(r"^(sample_\d+\.(mid|json|png|wav)|ranking\.json)$")
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> pathlib.Path:
+    """Creates `out_dir` and proves it writable, before any model is loaded or token sampled; an
+    unwritable one raises the `OSError` (its path and errno), which the CLI prints as one line."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+        pass
+    return out
+
+
+def clear_earlier_output(out: pathlib.Path) -> list[str]:
+    """Removes the sample files and ranking of an earlier run in `out`, so that what is there after this
+    run is exactly what its ranking.json describes; returns the names removed."""
+    removed = sorted(p.name for p in out.iterdir() if p.is_file() and OUTPUT_FILE.match(p.name))
+    for name in removed:
+        (out / name).unlink()
+    return removed
 
 
 def generate(
@@ -36,17 +61,20 @@ def generate(
     say: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Samples, scores and writes the candidates; returns the ranking (best first) as written."""
+    """Samples, scores and writes the candidates; returns the ranking (best first) as written. A candidate
+    that stopped short of the requested length is said in one line each."""
     sc, tokenizer = run.cfg.sample, run.tokenizer
+    out = prepare_out_dir(out_dir)
     request = make_request(tokenizer, composer, instruments, sc.seconds, intro, restrict=sc.restrict_instruments)
+    budget = token_budget(sc.seconds, int(request.families.sum()), sc.max_new_tokens)
     sampler = run.sampler()
-    with tqdm(total=sc.max_new_tokens, unit="tok", desc="sampling", disable=not show_progress) as bar:
+    with tqdm(total=budget, unit="tok", desc="sampling", disable=not show_progress) as bar:
 
         def progress(steps: int, music_s: float) -> None:
             bar.update(steps)
             bar.set_postfix_str(f"{music_s:.1f}/{request.target_steps * tokenizer.step_s:.1f} s")
 
-        candidates = sampler.sample([request] * sc.num_samples, max_new_tokens=sc.max_new_tokens, seed=sc.seed,
+        candidates = sampler.sample([request] * sc.num_samples, max_new_tokens=budget, seed=sc.seed,
                                     progress=progress)
 
     critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
@@ -56,8 +84,10 @@ def generate(
     else:
         scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
 
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    removed = clear_earlier_output(out)
+    if removed:
+        shown = ", ".join(removed[:6]) + (", ..." if len(removed) > 6 else "")
+        say(f"removed {len(removed)} files of an earlier generate from {out}: {shown}")
     render, why_not = renderer()
     if render is None:
         say(why_not)
@@ -80,6 +110,14 @@ def generate(
             "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
             "stopped_by": cand.stopped_by,
         })
+    target_s = request.target_steps * tokenizer.step_s
+    for entry in entries:
+        if entry["stopped_by"] == "budget":
+            how = ("--max-new-tokens / sample.max_new_tokens" if sc.max_new_tokens
+                   else "derived from --seconds; set --max-new-tokens higher")
+            say(f"warning: sample_{entry['sample']} is {entry['seconds']:.1f} s of the {target_s:.1f} s "
+                "asked for: "
+                f"its token budget of {budget} ran out ({how})")
     key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
     ranking = sorted(entries, key=key)
     ranked_by = "critic_score" if scores is not None else "mean_logprob"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -23,10 +24,20 @@ from musenet_jax.model.transformer import MuseNet, build_model
 from musenet_jax.sample.filtering import SamplingSettings
 from musenet_jax.sample.grammar import GrammarTables
 from musenet_jax.sample.sampler import Sampler
-from musenet_jax.train.checkpoint import RunCheckpoints, check_fingerprint, choose_step
+from musenet_jax.train.checkpoint import (
+    RunCheckpoints,
+    check_fingerprint,
+    choose_step,
+    restore_first_readable,
+)
 
 # Sections a user may change when using a trained run; the others define what its parameters mean.
 RUN_OVERRIDABLE: tuple[str, ...] = ("data", "sample", "critic")
+
+
+def warn(message: str) -> None:
+    """Workflow warnings go to stderr, so stdout stays the command's result (e.g. `eval --json`)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -59,25 +70,37 @@ def load_run(
     *,
     overrides: Sequence[str] = (),
     mesh: Any | None = None,
+    say: Callable[[str], None] = warn,
 ) -> Run:
     """Loads `step` ("latest", "best" or a number) of the run in `workdir`, with `overrides`
     (`section.key=value` of the data, sample and critic sections) applied to its saved config.
-    Without a `mesh` the model lands on one local device."""
+    Without a `mesh` the model lands on one local device. A damaged "latest" or "best" step falls
+    back to the newest readable one, said in one line; a damaged numbered step is refused."""
     checkpoints = RunCheckpoints(workdir, read_only=True)
     try:
-        chosen = choose_step(checkpoints, step, workdir)
-        meta = checkpoints.read_meta(chosen)
-        cfg = with_overrides(meta.resolved_config(), overrides, RUN_OVERRIDABLE)
-        tokenizer = Tokenizer(cfg.encoding)
-        check_fingerprint(meta, tokenizer.vocab.fingerprint(), checkpoints.directory)
+        first = choose_step(checkpoints, step, workdir)
+        candidates = [first]
+        if not (isinstance(step, int) or str(step).isdigit()):
+            candidates += sorted((s for s in checkpoints.all_steps() if s != first), reverse=True)
         mesh = mesh if mesh is not None else make_mesh(MeshConfig(), devices=jax.local_devices()[:1])
-        abstract_model = nnx.eval_shape(lambda: build_model(cfg, meta.vocab_size))
-        shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
-        shapes = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
-        abstract = jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+
+        def load(chosen: int) -> tuple[Config, Tokenizer, Any, Any]:
+            meta = checkpoints.read_meta(chosen)
+            cfg = with_overrides(meta.resolved_config(), overrides, RUN_OVERRIDABLE)
+            tokenizer = Tokenizer(cfg.encoding)
+            check_fingerprint(meta, tokenizer.vocab.fingerprint(), checkpoints.directory)
+            abstract_model = nnx.eval_shape(lambda: build_model(cfg, meta.vocab_size))
+            shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
+            shapes = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
+            abstract = jax.tree.map(
+                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+            )
+            params = checkpoints.restore(chosen, abstract_params=abstract)["params"]
+            return cfg, tokenizer, abstract_model, params
+
+        chosen, (cfg, tokenizer, abstract_model, params), _ = restore_first_readable(
+            checkpoints, candidates, load, say=say
         )
-        params = checkpoints.restore(chosen, abstract_params=abstract)["params"]
     finally:
         checkpoints.close()
     model = nnx.merge(nnx.graphdef(abstract_model), params)

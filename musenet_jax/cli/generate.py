@@ -38,14 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, help="nucleus mass in (0, 1]; 1 = off (default: sample.top_p)")
     parser.add_argument("--num-samples", type=int, help="candidates (default: sample.num_samples)")
     parser.add_argument("--seed", type=int, help="sampling seed (default: sample.seed)")
-    parser.add_argument("--max-new-tokens", type=int, help="token budget per candidate (default: sample.max_new_tokens)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="token budget per candidate; 0 = enough for --seconds (default: "
+                        "sample.max_new_tokens)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from musenet_jax.app.generate import generate
+    from musenet_jax.app.generate import generate, prepare_out_dir
 
+    prepare_out_dir(args.out)  # an unwritable --out is said before the model loads
     ranking = generate(run_from_args(args, FLAGS), args.out, composer=args.composer, instruments=args.instruments,
                        intro=args.prompt)
     best = ranking[0]

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", help="TFDS data_dir holding musenet_midi (default: the config's data.data_dir)")
     parser.add_argument("--workdir", required=True, help="directory for checkpoints, config.json, metrics and tb/")
     parser.add_argument("--steps", type=int, help="train until this step (default: train.steps)")
+    parser.add_argument("--step", help="resume from this saved step (a number or best; default: the latest "
+                        "readable one); later steps are moved to WORKDIR/set_aside")
     parser.add_argument("--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)")
     dist = parser.add_argument_group("multi-process (one program per host)")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (local multi-process runs)")
@@ -47,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
     from musenet_jax.train.loop import train
 
-    summary = train(cfg, args.workdir, steps=args.steps)
+    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step)
     print(summary.describe())
     return 0

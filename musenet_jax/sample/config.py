@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+MAX_SECONDS = 3600.0  # one hour; MuseNet's pieces run up to 4 minutes
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
@@ -14,7 +16,7 @@ class SampleConfig:
     top_p: float = 1.0  # 1.0 = off
     num_samples: int = 4
     seconds: float = 30.0
-    max_new_tokens: int = 2048
+    max_new_tokens: int = 0  # token budget per candidate; 0 = enough for `seconds` (sample/budget.py)
     seed: int = 0
     restrict_instruments: bool = True  # note-ons only of the requested (and intro's) instrument families
     # Rules from the training split's note facts (`data/note_facts.py`, `sample/grammar.py` rules 6, 7):
@@ -30,7 +32,9 @@ class SampleConfig:
             raise ValueError(f"sample.top_p must be in (0, 1] (1 = off), got {self.top_p}")
         if self.num_samples < 1:
             raise ValueError(f"sample.num_samples must be at least 1, got {self.num_samples}")
-        if not 0 < self.seconds < float("inf"):
-            raise ValueError(f"sample.seconds must be a positive, finite number of seconds, got {self.seconds}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"sample.max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 < self.seconds <= MAX_SECONDS:
+            raise ValueError(f"sample.seconds must be positive and at most {MAX_SECONDS:.0f} (one hour), "
+                             f"got {self.seconds}")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"sample.max_new_tokens must be >= 0 (0 = derived from sample.seconds), "
+                             f"got {self.max_new_tokens}")

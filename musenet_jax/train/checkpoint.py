@@ -13,11 +13,14 @@ leaves the previous checkpoints untouched and restorable.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import logging
 import pathlib
-from collections.abc import Mapping
+import shutil
+import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -28,6 +31,7 @@ from musenet_jax.config import Config, config_from_dict
 from musenet_jax.errors import UserError
 
 CHECKPOINT_SUBDIR = "checkpoints"
+MANIFEST_SUBDIR = "checkpoint_manifests"  # W/checkpoint_manifests/<step>.json: size and CRC32 per file
 BEST_METRIC = "val_bits_per_token"  # lower is better
 ARRAY_ITEMS: tuple[str, ...] = ("params", "train_state")
 
@@ -66,6 +70,64 @@ def check_fingerprint(meta: CheckpointMeta, fingerprint: str, where: str) -> Non
 # Orbax warnings that are expected here, not news: most saves carry no validation metrics, and
 # inference opens checkpoints read-only on purpose.
 _EXPECTED_ORBAX_WARNINGS: tuple[str, ...] = ("did not provide metrics", "read only", "read_only=True")
+
+
+class DamagedCheckpoint(Exception):
+    """A saved step that cannot be read back (truncated or altered files, missing folders)."""
+
+    def __init__(self, step: int, directory: str, cause: BaseException | str):
+        if isinstance(cause, str):
+            self.reason = cause
+        else:
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            self.reason = f"{type(cause).__name__}: {first[:160]}"
+        self.step = step
+        super().__init__(f"checkpoint step {step} in {directory} is damaged ({self.reason})")
+
+
+def _crc32(path: pathlib.Path) -> int:
+    crc = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def step_manifest(step_dir: pathlib.Path) -> dict[str, list[int]]:
+    """Relative path -> [size, CRC32] of every file of a finished step."""
+    return {
+        str(p.relative_to(step_dir)): [p.stat().st_size, _crc32(p)]
+        for p in sorted(step_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def verify_step(workdir_checkpoints: str, step: int) -> None:
+    """Compares a step's files with the manifest written when it was saved (a missing, truncated or
+    altered file -> `DamagedCheckpoint`), so damage is found before Orbax reads half of it. Steps saved
+    without a manifest (older runs, bucket paths) are only checked by Orbax itself."""
+    if "://" in workdir_checkpoints:
+        return
+    root = pathlib.Path(workdir_checkpoints)
+    manifest_path = root.parent / MANIFEST_SUBDIR / f"{step}.json"
+    if not manifest_path.exists():
+        return
+    step_dir = root / str(step)
+    try:
+        expected = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return  # a damaged manifest proves nothing about the step; Orbax will tell
+    for name, (size, crc) in expected.items():
+        path = step_dir / name
+        if not path.is_file():
+            problem = f"{name} is missing"
+        elif path.stat().st_size != size:
+            problem = f"{name} has {path.stat().st_size} bytes, {size} were saved"
+        elif _crc32(path) != crc:
+            problem = f"{name} differs from what was saved (checksum)"
+        else:
+            continue
+        raise DamagedCheckpoint(step, workdir_checkpoints, problem)
 
 
 class _QuietUnvalidatedSaves(logging.Filter):
@@ -150,6 +212,15 @@ class RunCheckpoints:
             create=not read_only,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._unlisted: list[int] = []  # saved steps whose manifest is not written yet
+        self._read_only = read_only
+        self._verified: set[int] = set()
+
+    def verify(self, step: int) -> None:
+        """`verify_step` once per step and manager."""
+        if step not in self._verified:
+            verify_step(self.directory, step)
+            self._verified.add(step)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -176,6 +247,8 @@ class RunCheckpoints:
 
         `metrics` with `val_bits_per_token` make the step a candidate for "best".
         """
+        self.wait()  # the previous save is complete: its manifest can be written
+        self._check_space(params, train_state)
         iterator_save, _ = _iterator_args()
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(params),
@@ -184,11 +257,21 @@ class RunCheckpoints:
             meta=ocp.args.JsonSave(dataclasses.asdict(meta)),
         )
         usable = dict(metrics) if metrics and BEST_METRIC in metrics else None
-        return self._manager.save(step, args=args, metrics=usable, force=force)
+        started = self._manager.save(step, args=args, metrics=usable, force=force)
+        if started:
+            self._unlisted.append(step)
+        return started
 
     def read_meta(self, step: int) -> CheckpointMeta:
-        raw = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        return CheckpointMeta(**raw)
+        """The step's JSON part; `DamagedCheckpoint` when it cannot be read."""
+        self.verify(step)
+        try:
+            raw = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            return CheckpointMeta(**raw)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # Orbax and TensorStore raise many types for unreadable files
+            raise DamagedCheckpoint(step, self.directory, err) from err
 
     def restore(
         self,
@@ -209,12 +292,60 @@ class RunCheckpoints:
             items["train_state"] = ocp.args.StandardRestore(abstract_train_state)
         if data_iterator is not None:
             items["data"] = iterator_restore(data_iterator)
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        self.verify(step)
+        missing = [name for name in items if not (pathlib.Path(self.directory) / str(step) / name).is_dir()]
+        if missing and "://" not in self.directory:
+            raise DamagedCheckpoint(step, self.directory, f"no {', '.join(missing)} folder")
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # Orbax and TensorStore raise many types for unreadable files
+            raise DamagedCheckpoint(step, self.directory, err) from err
         return {name: restored[name] for name in ARRAY_ITEMS if name in items}
 
     def wait(self) -> None:
-        """Blocks until the background writes of the last save are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until the background writes of the last save are on disk, then records its manifest.
+        A background write that ran out of space becomes an `OSError` naming the checkpoint folder."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            if "No space left on device" in str(err) or getattr(err, "errno", None) == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, "No space left on device while saving a checkpoint; earlier "
+                              "checkpoints are intact", self.directory) from err
+            raise
+        self._write_manifests()
+
+    def _check_space(self, *trees: Any) -> None:
+        """Refuses a save that cannot fit before Orbax starts writing it: a disk filling up mid-save
+        fails in background threads with pages of logs, while this is one line and nothing written."""
+        if "://" in self.directory or not pathlib.Path(self.directory).is_dir():
+            return
+        need = sum(int(getattr(leaf, "nbytes", 0)) for tree in trees for leaf in jax.tree.leaves(tree))
+        free = shutil.disk_usage(self.directory).free
+        if free < need:  # uncompressed array bytes: a safe upper bound of what Orbax writes
+            raise OSError(errno.ENOSPC, f"No space left on device: {free / 2**20:.1f} MiB free, a checkpoint "
+                          f"needs up to {need / 2**20:.1f} MiB; earlier checkpoints are intact",
+                          self.directory)
+
+    def _write_manifests(self) -> None:
+        """Process 0 writes `W/checkpoint_manifests/<step>.json` for finished steps and drops the manifests
+        of steps the keep-N policy deleted."""
+        steps, self._unlisted = self._unlisted, []
+        if self._read_only or jax.process_index() != 0 or "://" in self.directory:
+            return
+        root = pathlib.Path(self.directory)
+        folder = root.parent / MANIFEST_SUBDIR
+        folder.mkdir(exist_ok=True)
+        for step in steps:
+            if (root / str(step)).is_dir():
+                temporary = folder / f"{step}.json.tmp"
+                temporary.write_text(json.dumps(step_manifest(root / str(step))))
+                temporary.replace(folder / f"{step}.json")
+        kept = {str(s) for s in self._manager.all_steps()}
+        for path in folder.glob("*.json"):
+            if path.stem not in kept:
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._manager.close()
@@ -237,3 +368,46 @@ def choose_step(checkpoints: RunCheckpoints, step: int | str, workdir: str | pat
     if chosen is None:
         raise UserError(f"no checkpoint in {directory}; train first with `musenet-jax train --workdir {workdir}`")
     return chosen
+
+
+def restore_first_readable(
+    checkpoints: RunCheckpoints,
+    steps: list[int],
+    load: Callable[[int], Any],
+    say: Callable[[str], None] = print,
+) -> tuple[int, Any, list[int]]:
+    """`load(step)` for the first of `steps` that reads back; each damaged one is said in one line.
+
+    Returns (step, what `load` returned, the damaged steps). Raises `UserError` when none reads.
+    """
+    damaged: list[int] = []
+    for n, step in enumerate(steps):
+        try:
+            return step, load(step), damaged
+        except DamagedCheckpoint as err:
+            damaged.append(step)
+            after = f"falling back to step {steps[n + 1]}" if n + 1 < len(steps) else "no older step to fall back to"
+            say(f"warning: {err}; {after}")
+    raise UserError(
+        f"no readable checkpoint in {checkpoints.directory} (damaged: {', '.join(map(str, damaged))}); "
+        "delete the damaged step folders or train from scratch in a new --workdir"
+    )
+
+
+def set_aside(workdir: str | pathlib.Path, steps: list[int], why: str) -> pathlib.Path | None:
+    """Moves step folders out of `W/checkpoints` into `W/set_aside/<why>-<step>` so that new saves of those
+    step numbers can be written and nothing is deleted; returns the folder (None when nothing moved)."""
+    source = pathlib.Path(checkpoint_dir(workdir))
+    target = pathlib.Path(workdir).resolve() / "set_aside"
+    moved = False
+    for step in steps:
+        folder = source / str(step)
+        if folder.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            destination = target / f"{why}-{step}"
+            n = 1
+            while destination.exists():
+                destination, n = target / f"{why}-{step}.{n}", n + 1
+            shutil.move(str(folder), str(destination))
+            moved = True
+    return target if moved else None

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 from etils import epath
+from jax.experimental import multihost_utils
 
 from musenet_jax.config import Config
 from musenet_jax.data.note_facts import load_note_facts, save_note_facts, split_note_facts
@@ -30,7 +31,16 @@ from musenet_jax.hardware import total_peak_flops
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.info import flops_per_token
 from musenet_jax.model.sharding import make_mesh
-from musenet_jax.train.checkpoint import CheckpointMeta, RunCheckpoints, check_fingerprint, checkpoint_dir
+from musenet_jax.train.checkpoint import (
+    CheckpointMeta,
+    RunCheckpoints,
+    check_fingerprint,
+    checkpoint_dir,
+    choose_step,
+    restore_first_readable,
+    set_aside,
+)
+from musenet_jax.train.lock import WorkdirLock
 from musenet_jax.train.metrics import MetricsLogger
 from musenet_jax.train.preemption import NonFiniteGuard, StopRequest
 from musenet_jax.train.setup import TrainState, make_train_setup
@@ -172,17 +182,36 @@ def train(
     workdir: str | pathlib.Path,
     steps: int | None = None,
     *,
+    resume_step: int | str | None = None,
     devices: Sequence[Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> TrainSummary:
     """Trains until step `steps` (default `train.steps`) on the data in `data.data_dir`, resuming from
-    `workdir`'s latest checkpoint. `devices` (default: all) are the mesh's devices."""
+    `workdir`'s latest readable checkpoint, or from `resume_step` (a number or "best"; later steps are
+    set aside). `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
     workdir = str(workdir)
     if "://" in workdir:
         raise UserError(
             f"--workdir {workdir} is a URL; use a path every host mounts (on Cloud TPU: the bucket mounted "
             "with gcsfuse), since metrics.jsonl is appended to"
         )
+    with WorkdirLock(workdir, enabled=jax.process_index() == 0, say=say):
+        return _train(cfg, workdir, steps, resume_step, devices, say)
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _train(
+    cfg: Config,
+    workdir: str,
+    steps: int | None,
+    resume_step: int | str | None,
+    devices: Sequence[Any] | None,
+    say: Callable[[str], None],
+) -> TrainSummary:
     cfg = _absolute_data_dir(cfg)
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps
@@ -192,29 +221,49 @@ def train(
     vocab_size = tokenizer.vocab.size
     fingerprint = tokenizer.vocab.fingerprint()
     is_main = jax.process_index() == 0
+    tell = say if is_main else (lambda _: None)
+
+    setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))
+    process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    train_data = make_train_iterator(cfg, split="train", **process)
 
     checkpoints = RunCheckpoints(workdir, keep=tc.keep_checkpoints)
-    start_step = checkpoints.latest_step() or 0
-    if start_step:
-        change = check_resumable(checkpoints.read_meta(start_step), cfg, fingerprint, checkpoint_dir(workdir))
-        if change and is_main:
-            say(change)
+    saved = sorted(checkpoints.all_steps(), reverse=True)
+    if resume_step is None or resume_step == "latest":
+        candidates = saved
+    else:
+        candidates = [choose_step(checkpoints, resume_step, workdir)]
+    start_step, state = 0, None
+    if candidates:
+        params, rest = split_for_checkpoint(setup.abstract_state())
+
+        def load(step: int) -> tuple[str | None, Any]:
+            change = check_resumable(checkpoints.read_meta(step), cfg, fingerprint, checkpoint_dir(workdir))
+            restored = checkpoints.restore(step, abstract_params=params, abstract_train_state=rest,
+                                           data_iterator=train_data)
+            return change, join_from_checkpoint(restored["params"], restored["train_state"])
+
+        start_step, (change, state), damaged = restore_first_readable(checkpoints, candidates, load, say=tell)
+        if change:
+            tell(change)
+        later = [s for s in saved if s > start_step]
+        if later:  # their step numbers will be saved again: move them out of the way, delete nothing
+            checkpoints.close()
+            if is_main:
+                why = {s: "damaged" if s in damaged else "after-resume" for s in later}
+                for kind in ("damaged", "after-resume"):
+                    moved = [s for s in later if why[s] == kind]
+                    folder = set_aside(workdir, moved, kind) if moved else None
+                    if folder is not None:
+                        tell(f"moved {kind} step(s) {', '.join(map(str, moved))} to {folder}")
+            _sync("set_aside")
+            checkpoints = RunCheckpoints(workdir, keep=tc.keep_checkpoints)
     if is_main:
         write_config(workdir, cfg)
         if load_note_facts(workdir) is None:
             save_note_facts(workdir, split_note_facts(cfg, "train"))
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
-
-    setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))
-    process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
-    train_data = make_train_iterator(cfg, split="train", **process)
-    if start_step:
-        params, rest = split_for_checkpoint(setup.abstract_state())
-        restored = checkpoints.restore(
-            start_step, abstract_params=params, abstract_train_state=rest, data_iterator=train_data
-        )
-        state = join_from_checkpoint(restored["params"], restored["train_state"])
-    else:
+    if state is None:
         state = setup.init_state()
     rows = setup.batch_sharding
     train_step = make_train_step(setup)

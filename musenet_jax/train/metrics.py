@@ -67,7 +67,11 @@ class MetricsLogger:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "metrics.jsonl"
         kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= start_step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._path = path
+        try:
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        except OSError as err:  # a file object's write error names no file: say which one
+            raise OSError(err.errno, err.strerror, str(path)) from err
         self._jsonl = path.open("a", buffering=1)
         self._tb = SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1 if start_step else None)
         show = sys.stderr.isatty() if progress is None else progress
@@ -81,7 +85,10 @@ class MetricsLogger:
             return
         record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         assert self._jsonl is not None and self._tb is not None
-        self._jsonl.write(json.dumps(record) + "\n")
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+        except OSError as err:  # a file object's write error names no file: say which one
+            raise OSError(err.errno, err.strerror, str(self._path)) from err
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 self._tb.add_scalar(f"train/{key}" if not key.startswith("val_") else f"val/{key}", value, step)
