@@ -1,0 +1,42 @@
+"""eval/report.py: the human-readable table of an evaluation report, including a report without samples."""
+
+from musenet_jax.eval.report import format_table
+
+
+def _report(**changes):
+    report = {
+        "split": "validation", "pieces": 3, "tokens": 1234, "bits_per_token": 2.345678,
+        "bits_per_token_by_kind": {"note_on": 3.1, "wait": 1.25, "note_off": None},
+        "tokens_by_kind": {"note_on": 600, "wait": 500, "note_off": 134},
+        "test_stats": {"notes_per_second": {"mean": 4.0, "std": 1.5}, "pitch_range": {"mean": None}},
+        "sample_stats": {"notes_per_second": {"mean": 3.0, "std": 0.5}},
+        "stat_distance": {"notes_per_second": 0.6667},
+    }
+    report.update(changes)
+    return report
+
+
+def test_header_names_the_split_and_totals():
+    lines = format_table(_report()).splitlines()
+    assert lines[0] == "validation: 3 pieces, 1234 tokens, 2.3457 bits/token"
+    assert "validation" in lines[2] and "samples" in lines[2] and "distance" in lines[2]
+
+
+def test_kinds_without_a_value_are_left_out():
+    by_kind = format_table(_report()).splitlines()[1]
+    assert "note_on 3.100 (600)" in by_kind and "wait 1.250 (500)" in by_kind
+    assert "note_off" not in by_kind
+
+
+def test_statistic_rows_show_mean_std_and_distance():
+    rows = {line.split()[0]: line for line in format_table(_report()).splitlines()[3:]}
+    assert "3.000±0.500" in rows["notes_per_second"] and "4.000±1.500" in rows["notes_per_second"]
+    assert rows["notes_per_second"].rstrip().endswith("0.667")
+    assert rows["pitch_range"].split()[1:] == ["-", "-"]
+
+
+def test_no_samples():
+    text = format_table(_report(sample_stats=None, stat_distance=None, split="test"))
+    rows = text.splitlines()
+    assert rows[0].startswith("test:")
+    assert rows[3].split()[1:] == ["-", "4.000±1.500"]
