@@ -42,7 +42,7 @@ def test_ids_outside_the_vocabulary_are_refused(tmp_path, bad):
 
 
 def test_missing_and_empty_folders(tmp_path):
-    with pytest.raises(UserError, match="no such folder"):
+    with pytest.raises(UserError, match="does not exist"):
         load_fakes(tmp_path / "nope", TOKENIZER)
     with pytest.raises(UserError, match="no .npy or .mid files"):
         load_fakes(tmp_path, TOKENIZER)

@@ -14,6 +14,8 @@ def test_zeros_shape_dtype_length():
     assert cache.max_len == 32
     assert cache.length.shape == () and cache.length.dtype == jnp.int32 and int(cache.length) == 0
     assert len(CACHE_AXES) == cache.k.ndim and CACHE_AXES[3] == "length"
+    assert cache.sounding.shape == (4, 0)  # no sounding-notes slots unless the model asks for them
+    assert KVCache.zeros(1, 1, 4, 8, 1, 4, jnp.float32, slots=1280).sounding.shape == (4, 1280)
 
 
 def test_cache_is_a_pytree_through_jit():
@@ -26,4 +28,4 @@ def test_cache_is_a_pytree_through_jit():
     out = advance(advance(cache))
     assert isinstance(out, KVCache) and int(out.length) == 2
     assert float(out.k[0, 0, 0, :, 0, 0].sum()) == 2.0
-    assert len(jax.tree.leaves(out)) == 3
+    assert len(jax.tree.leaves(out)) == 4  # k, v, length and the sounding-notes set
