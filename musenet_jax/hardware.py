@@ -30,7 +30,13 @@ HBM_GIB_PER_CHIP: dict[str, int] = {"v2": 16, "v3": 32, "v4": 32, "v5e": 16, "v5
 # HBM bandwidth per chip by TPU generation (public figures), bytes/s.
 HBM_BYTES_PER_S: dict[str, float] = {"v4": 1228e9, "v5e": 819e9, "v5p": 2765e9, "v6e": 1640e9}
 # Peak dense bf16 FLOP/s per chip by TPU generation: the device kinds of PEAK_FLOPS_BY_KIND.
-TPU_KIND: dict[str, str] = {"v3": "TPU v3", "v4": "TPU v4", "v5e": "TPU v5e", "v5p": "TPU v5p", "v6e": "TPU v6"}
+TPU_KIND: dict[str, str] = {
+    "v3": "TPU v3",
+    "v4": "TPU v4",
+    "v5e": "TPU v5e",
+    "v5p": "TPU v5p",
+    "v6e": "TPU v6",
+}
 # A fixed cost per grid step of a Pallas TPU kernel (pipeline bookkeeping, DMA issue and wait), as commonly
 # put for TPUs; the roofline estimate adds it for every step, so tiny steps cannot hide behind FLOPs.
 TPU_STEP_US = 0.35
@@ -49,7 +55,9 @@ def tpu_chip_peaks(topology: str) -> tuple[float, float]:
     generation = topology.split(":")[0].split("-")[0].lower()
     peak = data_sheet_peak(TPU_KIND.get(generation, generation))
     if peak is None or generation not in HBM_BYTES_PER_S:
-        raise ValueError(f"no peak figures for TPU generation {generation!r}; known: {', '.join(HBM_BYTES_PER_S)}")
+        raise ValueError(
+            f"no peak figures for TPU generation {generation!r}; known: {', '.join(HBM_BYTES_PER_S)}"
+        )
     return peak, HBM_BYTES_PER_S[generation]
 
 

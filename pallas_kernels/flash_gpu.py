@@ -21,8 +21,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from pallas_kernels.kernel_cost import block_sparse_cost
 from pallas_kernels.block_layout import FULL_MASK_ID, MASKED_SCORE, BlockLayout
+from pallas_kernels.kernel_cost import block_sparse_cost
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _TN = (((0,), (0,)), ((), ()))  # a.T @ b
@@ -43,7 +43,10 @@ def _params(dim: int, block_q: int, block_k: int) -> plgpu.CompilerParams:
 def _check(layout: BlockLayout) -> None:
     for edge in (layout.block_q, layout.block_k):
         if edge < MIN_BLOCK or edge & (edge - 1):
-            raise ValueError(f"the Triton kernels need power-of-two blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}")
+            raise ValueError(
+                f"the Triton kernels need power-of-two blocks >= {MIN_BLOCK}, "
+                f"layout has {layout.block_q}x{layout.block_k}"
+            )
 
 
 def _masked(mids_ref, masks_ref, r, j, step, carry):
@@ -64,7 +67,10 @@ def _whole(x: jax.Array) -> pl.BlockSpec:
 
 def _tables(counts, indices, mask_ids, layout: BlockLayout) -> list[jax.Array]:
     """One direction's tables plus the in-block masks (int8: no boolean memory operands)."""
-    return [*(jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids)), jnp.asarray(layout.masks, jnp.int8)]
+    return [
+        *(jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids)),
+        jnp.asarray(layout.masks, jnp.int8),
+    ]
 
 
 def _seq_spec(length: int, dim: int) -> pl.BlockSpec:
@@ -76,7 +82,9 @@ def _block_spec(block: int, dim: int) -> pl.BlockSpec:
     return pl.BlockSpec((None, block, None, dim), lambda r, b, h: (b, r, h, 0))
 
 
-def _forward_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, bk: int):
+def _forward_kernel(
+    counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, bk: int
+):
     r = pl.program_id(0)
     q = q_ref[...]
     bq, dim = q.shape
@@ -99,7 +107,11 @@ def _forward_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_re
 
         return _masked(mids_ref, masks_ref, r, j, step, carry)
 
-    init = (jnp.zeros((bq, dim), jnp.float32), jnp.full((bq,), -jnp.inf, jnp.float32), jnp.zeros((bq,), jnp.float32))
+    init = (
+        jnp.zeros((bq, dim), jnp.float32),
+        jnp.full((bq,), -jnp.inf, jnp.float32),
+        jnp.zeros((bq,), jnp.float32),
+    )
     acc, m, l = lax.fori_loop(0, counts_ref[r], body, init)
     seen = l > 0
     safe = jnp.where(seen, l, 1.0)
@@ -118,15 +130,40 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
         grid=(layout.num_q_blocks, batch, heads),
         in_specs=[*map(_whole, tables), _block_spec(bq, dim), _seq_spec(k_len, dim), _seq_spec(k_len, dim)],
         out_specs=[_block_spec(bq, dim), pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32)],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32),
+        ],
         compiler_params=_params(dim, bq, layout.block_k),
-        cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=q.dtype.itemsize, matmuls=2, streamed=2, resident=2),
+        cost_estimate=block_sparse_cost(
+            layout,
+            programs=batch * heads,
+            dim=dim,
+            itemsize=q.dtype.itemsize,
+            matmuls=2,
+            streamed=2,
+            resident=2,
+        ),
         interpret=interpret,
         name="sparse_flash_fwd",
     )(*tables, q, k, v)
 
 
-def _dq_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, *, bk: int):
+def _dq_kernel(
+    counts_ref,
+    idx_ref,
+    mids_ref,
+    masks_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dq_ref,
+    *,
+    bk: int,
+):
     r = pl.program_id(0)
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
@@ -150,7 +187,22 @@ def _dq_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, do
     dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
-def _dkv_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, bq: int):
+def _dkv_kernel(
+    counts_ref,
+    idx_ref,
+    mids_ref,
+    masks_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dk_ref,
+    dv_ref,
+    *,
+    bq: int,
+):
     c = pl.program_id(0)
     k, v = k_ref[...], v_ref[...]
 
@@ -179,7 +231,9 @@ def _dkv_kernel(counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, d
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+def backward(
+    q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """dq, dk, dv given lse and delta [B, H, Lq] (delta = rowsum(out * dout) - dlse; lse finite)."""
     batch, q_len, heads, dim = q.shape
     bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
@@ -193,13 +247,20 @@ def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -
         functools.partial(_dq_kernel, bk=bk),
         grid=(layout.num_q_blocks, batch, heads),
         in_specs=[
-            *map(_whole, row_tables), _block_spec(bq, dim), _seq_spec(k_len, dim), _seq_spec(k_len, dim),
-            _block_spec(bq, dim), stat_block, stat_block,
+            *map(_whole, row_tables),
+            _block_spec(bq, dim),
+            _seq_spec(k_len, dim),
+            _seq_spec(k_len, dim),
+            _block_spec(bq, dim),
+            stat_block,
+            stat_block,
         ],
         out_specs=_block_spec(bq, dim),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=params,
-        cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3),
+        cost_estimate=block_sparse_cost(
+            layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
+        ),
         interpret=interpret,
         name="sparse_flash_dq",
     )(*row_tables, q, k, v, do, lse, delta)
@@ -209,17 +270,28 @@ def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -
         functools.partial(_dkv_kernel, bq=bq),
         grid=(layout.num_k_blocks, batch, heads),
         in_specs=[
-            *map(_whole, column_tables), _seq_spec(q_len, dim), _block_spec(bk, dim), _block_spec(bk, dim),
-            _seq_spec(q_len, dim), stat_whole, stat_whole,
+            *map(_whole, column_tables),
+            _seq_spec(q_len, dim),
+            _block_spec(bk, dim),
+            _block_spec(bk, dim),
+            _seq_spec(q_len, dim),
+            stat_whole,
+            stat_whole,
         ],
         out_specs=[_block_spec(bk, dim), _block_spec(bk, dim)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=params,
         cost_estimate=block_sparse_cost(
-            layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=4, streamed=2, resident=4, by_key_blocks=True
+            layout,
+            programs=batch * heads,
+            dim=dim,
+            itemsize=itemsize,
+            matmuls=4,
+            streamed=2,
+            resident=4,
+            by_key_blocks=True,
         ),
         interpret=interpret,
         name="sparse_flash_dkv",
     )(*column_tables, q, k, v, do, lse, delta)
     return dq, dk, dv
-

@@ -33,8 +33,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from pallas_kernels.kernel_cost import block_sparse_cost
 from pallas_kernels.block_layout import FULL_MASK_ID, MASKED_SCORE, BlockLayout
+from pallas_kernels.kernel_cost import block_sparse_cost
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _SEMANTICS = ("parallel", "parallel", "arbitrary")
@@ -136,7 +136,9 @@ def _specs(hb: int, dim: int, bq: int, bk: int, *, rows_block: int, cols_block: 
     return own, streamed, stat_own, stat_streamed, mask
 
 
-def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb):
+def _forward_kernel(
+    rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb
+):
     mid, first, last = _decode(kinds, pl.program_id(2))
 
     @pl.when(first)
@@ -159,7 +161,9 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_r
                 p = jnp.where(allowed, p, 0.0)
             l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
             v = v_ref[h]
-            acc_s[h] = alpha[:, :1] * acc_s[h] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+            acc_s[h] = alpha[:, :1] * acc_s[h] + jnp.dot(
+                p.astype(v.dtype), v, preferred_element_type=jnp.float32
+            )
             m_s[h] = m_next
 
     _branches(mid, step)
@@ -196,15 +200,28 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
     return pl.pallas_call(
         functools.partial(_forward_kernel, hb=hb),
         grid_spec=grid_spec,
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, 1, q_len), jnp.float32)],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((batch, heads, 1, q_len), jnp.float32),
+        ],
         compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),
-        cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=q.dtype.itemsize, matmuls=2, streamed=2, resident=2),
+        cost_estimate=block_sparse_cost(
+            layout,
+            programs=batch * heads,
+            dim=dim,
+            itemsize=q.dtype.itemsize,
+            matmuls=2,
+            streamed=2,
+            resident=2,
+        ),
         interpret=interpret,
         name="sparse_flash_fwd",
     )(*map(jnp.asarray, steps), q, k, v, _masks(layout, transposed=False))
 
 
-def _dq_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dq_ref, dq_s, *, hb):
+def _dq_kernel(
+    rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dq_ref, dq_s, *, hb
+):
     mid, first, last = _decode(kinds, pl.program_id(2))
 
     @pl.when(first)
@@ -230,7 +247,25 @@ def _dq_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, d
         dq_ref[...] = dq_s[...].astype(dq_ref.dtype)
 
 
-def _dkv_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dk_ref, dv_ref, dk_s, dv_s, *, hb):
+def _dkv_kernel(
+    rows,
+    cols,
+    kinds,
+    fetch,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    mask_ref,
+    dk_ref,
+    dv_ref,
+    dk_s,
+    dv_s,
+    *,
+    hb,
+):
     mid, first, last = _decode(kinds, pl.program_id(2))
 
     @pl.when(first)
@@ -259,7 +294,9 @@ def _dkv_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, 
         dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
 
 
-def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+def backward(
+    q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """dq, dk, dv given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse finite)."""
     batch, heads, _, dim = q.shape
     bq, bk = layout.block_q, layout.block_k
@@ -279,7 +316,9 @@ def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -
         ),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=params,
-        cost_estimate=block_sparse_cost(layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3),
+        cost_estimate=block_sparse_cost(
+            layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
+        ),
         interpret=interpret,
         name="sparse_flash_dq",
     )(*map(jnp.asarray, row_steps), q, k, v, do, lse, delta, _masks(layout, transposed=False))
@@ -298,7 +337,14 @@ def backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool) -
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=params,
         cost_estimate=block_sparse_cost(
-            layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=4, streamed=2, resident=4, by_key_blocks=True
+            layout,
+            programs=batch * heads,
+            dim=dim,
+            itemsize=itemsize,
+            matmuls=4,
+            streamed=2,
+            resident=4,
+            by_key_blocks=True,
         ),
         interpret=interpret,
         name="sparse_flash_dkv",

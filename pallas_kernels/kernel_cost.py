@@ -14,7 +14,14 @@ from pallas_kernels.block_layout import BlockLayout
 
 
 def block_sparse_cost(
-    layout: BlockLayout, *, programs: int, dim: int, itemsize: int, matmuls: int, streamed: int, resident: int,
+    layout: BlockLayout,
+    *,
+    programs: int,
+    dim: int,
+    itemsize: int,
+    matmuls: int,
+    streamed: int,
+    resident: int,
     by_key_blocks: bool = False,
 ) -> pl.CostEstimate:
     """`programs` = batch x heads; `streamed` / `resident` = how many arrays of each kind the kernel
@@ -33,7 +40,15 @@ def block_sparse_cost(
 
 
 def flash_fwd_bwd_cost(
-    *, active_blocks: int, block_q: int, block_k: int, q_len: int, k_len: int, dim: int, programs: int, itemsize: int,
+    *,
+    active_blocks: int,
+    block_q: int,
+    block_k: int,
+    q_len: int,
+    k_len: int,
+    dim: int,
+    programs: int,
+    itemsize: int,
     forward_only: bool = False,
 ) -> tuple[float, float]:
     """(FLOPs, bytes) of a block-sparse flash forward + backward (forward, dq, dk/dv kernels, counted as

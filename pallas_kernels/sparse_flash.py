@@ -41,10 +41,13 @@ def pallas_block_size(block_size: int) -> int:
     at least MIN_BLOCK (smaller configured blocks are raised to it; the XLA backend keeps them)."""
     if block_size < 1 or block_size & (block_size - 1):
         raise BlockSizeError(
-            f"attention backend 'pallas' needs block_size to be a power of two (Triton block shapes, TPU tiles), "
+            "attention backend 'pallas' needs block_size to be a power of two (Triton block shapes, TPU "
+            "tiles), "
             f"got {block_size}"
         )
     return max(block_size, MIN_BLOCK)
+
+
 # Mesh axes that split batch and heads inside shard_map: those of the model's logical axis rules
 # (musenet_jax.model.sharding.LOGICAL_AXIS_RULES "batch" / "heads"; a test keeps them equal), so the
 # kernel sees q/k/v exactly as the model shards them and nothing moves between devices.
@@ -83,7 +86,13 @@ def _gpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
 
 
 def _gpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool):
-    grads = flash_gpu.backward(*_pad_head_dim(q, k, v, dout), lse.transpose(0, 2, 1), delta.transpose(0, 2, 1), layout, interpret=interpret)
+    grads = flash_gpu.backward(
+        *_pad_head_dim(q, k, v, dout),
+        lse.transpose(0, 2, 1),
+        delta.transpose(0, 2, 1),
+        layout,
+        interpret=interpret,
+    )
     return tuple(g[..., : q.shape[-1]] for g in grads)
 
 
@@ -117,14 +126,32 @@ def _attention_bwd(layout, kernel, interpret, residuals, cotangents):
     dout, dlse = cotangents
     delta = (out.astype(jnp.float32) * dout.astype(jnp.float32)).sum(axis=-1) - dlse
     finite_lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
-    return _run(kernel, interpret, _tpu_backward, _gpu_backward, layout, q, k, v, dout.astype(q.dtype), finite_lse, delta)
+    return _run(
+        kernel,
+        interpret,
+        _tpu_backward,
+        _gpu_backward,
+        layout,
+        q,
+        k,
+        v,
+        dout.astype(q.dtype),
+        finite_lse,
+        delta,
+    )
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def sparse_flash_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout, *, kernel: Kernel = "auto", interpret: bool = False
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    layout: BlockLayout,
+    *,
+    kernel: Kernel = "auto",
+    interpret: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """q [B, Lq, H, D] (already scaled), k/v [B, Lk, H, D] in the layout's slot order ->
     out [B, Lq, H, D] (0 on rows with no key), lse [B, Lq, H] float32 (-inf on rows with no key).
@@ -132,7 +159,9 @@ def sparse_flash_attention(
     kernel="auto" picks by lowering platform (interpreting on CPU); "tpu" / "gpu" force a kernel family,
     e.g. to test the GPU kernel in interpret mode on CPU."""
     if min(layout.block_q, layout.block_k) < MIN_BLOCK:
-        raise BlockSizeError(f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}")
+        raise BlockSizeError(
+            f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}"
+        )
     return _attention(q, k, v, layout, kernel, interpret)
 
 
@@ -153,7 +182,9 @@ def _axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
     return tuple(axes)
 
 
-def pallas_component(q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout) -> tuple[jax.Array, jax.Array]:
+def pallas_component(
+    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout
+) -> tuple[jax.Array, jax.Array]:
     """The `pallas` backend's component function for `attention.sparse_attend`: the kernel, inside
     `jax.shard_map` over batch and heads when a mesh is set (Mosaic kernels are not auto-partitioned)."""
     if jax.default_backend() == "cpu":

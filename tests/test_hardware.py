@@ -10,8 +10,15 @@ from musenet_jax.hardware import HBM_GIB_PER_CHIP, PEAK_FLOPS_BY_KIND, data_shee
 
 @pytest.mark.parametrize(
     "kind, expected",
-    [("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5p", 459e12), ("TPU v6e", 918e12),
-     ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA A100-SXM4-40GB", 312e12), ("nvidia h200", 989e12)],
+    [
+        ("TPU v4", 275e12),
+        ("TPU v5 lite", 197e12),
+        ("TPU v5p", 459e12),
+        ("TPU v6e", 918e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA A100-SXM4-40GB", 312e12),
+        ("nvidia h200", 989e12),
+    ],
 )
 def test_data_sheet_peak_known_kinds(kind, expected):
     assert data_sheet_peak(kind) == expected

@@ -28,12 +28,16 @@ class CriticReport:
 
     def describe(self) -> str:
         what = "critic head and trunk" if self.finetune_trunk else "critic head (trunk frozen)"
-        line = (f"trained the {what} for {self.steps} steps (loss {self.final_loss:.4f}); held-out ROC AUC "
-                f"{self.heldout_auc:.3f} on {self.heldout_real} real vs {self.heldout_fake} generated pieces; "
-                f"saved to {self.saved_to}")
+        line = (
+            f"trained the {what} for {self.steps} steps (loss {self.final_loss:.4f}); held-out ROC AUC "
+            f"{self.heldout_auc:.3f} on {self.heldout_real} real vs {self.heldout_fake} generated pieces; "
+            f"saved to {self.saved_to}"
+        )
         if min(self.heldout_real, self.heldout_fake) < 8:
-            line += ("\nwarning: so few held-out pieces make the AUC a rough guess; make more fakes "
-                     "(--set critic.fakes=N) or hold out more (--set critic.heldout=F)")
+            line += (
+                "\nwarning: so few held-out pieces make the AUC a rough guess; make more fakes "
+                "(--set critic.fakes=N) or hold out more (--set critic.heldout=F)"
+            )
         return line
 
 
@@ -44,10 +48,13 @@ def train_critic_for_run(
     cfg, tokenizer = run.cfg, run.tokenizer
     reals = load_split_pieces(cfg, split)
     fakes = load_fakes(fakes_dir, tokenizer)
-    params, auc, loss, held_real, held_fake = train_critic(cfg, run.model, tokenizer, reals, fakes, seed=seed,
-                                                           show_progress=show_progress)
+    params, auc, loss, held_real, held_fake = train_critic(
+        cfg, run.model, tokenizer, reals, fakes, seed=seed, show_progress=show_progress
+    )
     cc = cfg.critic
-    meta = CriticMeta(cc.finetune_trunk, cc.steps, auc, held_real, held_fake, run.step, tokenizer.vocab.fingerprint())
+    meta = CriticMeta(
+        cc.finetune_trunk, cc.steps, auc, held_real, held_fake, run.step, tokenizer.vocab.fingerprint()
+    )
     folder = save_critic(run.workdir, params, meta)
     return CriticReport(auc, loss, cc.steps, held_real, held_fake, cc.finetune_trunk, str(folder))
 
@@ -55,7 +62,8 @@ def train_critic_for_run(
 def score_files(
     run: Run, files: Sequence[str], *, composer: str | None = None, say: Callable[[str], None] = print
 ) -> list[tuple[str, float]]:
-    """(file, probability that it is real music) for each readable file; unreadable ones are said and skipped."""
+    """(file, probability that it is real music) for each readable file; unreadable ones are said and
+    skipped."""
     loaded = load_critic(run.workdir, run.model, run.tokenizer.vocab.fingerprint())
     if loaded is None:
         raise UserError(f"no trained critic in {run.workdir}; run `musenet-jax critic train` first")

@@ -55,8 +55,15 @@ def evaluate(
         sampler = run.sampler()
         budget = token_budget(seconds, len(FAMILIES), cfg.sample.max_new_tokens)  # any instruments
         with tqdm(total=num, unit="piece", desc="samples", disable=not show_progress) as bar:
-            samples = sample_like_pieces(sampler, pieces, num, max_seconds=seconds,
-                                         max_new_tokens=budget, seed=seed, progress=bar.update)
+            samples = sample_like_pieces(
+                sampler,
+                pieces,
+                num,
+                max_seconds=seconds,
+                max_new_tokens=budget,
+                seed=seed,
+                progress=bar.update,
+            )
         generated = stats_table([piece_stats(tokenizer.ids_to_events(s.ids), step_s) for s in samples])
         report["sample_stats"] = summary(generated)
         report["stat_distance"] = distances(generated, test)

@@ -32,8 +32,15 @@ def make_fakes(
     sampler = run.sampler()
     budget = token_budget(cfg.sample.seconds, len(FAMILIES), cfg.sample.max_new_tokens)  # any instruments
     with tqdm(total=num, unit="piece", desc="fakes", disable=not show_progress) as bar:
-        fakes = sample_like_pieces(sampler, pieces, num, max_seconds=cfg.sample.seconds,
-                                   max_new_tokens=budget, seed=seed, progress=bar.update)
+        fakes = sample_like_pieces(
+            sampler,
+            pieces,
+            num,
+            max_seconds=cfg.sample.seconds,
+            max_new_tokens=budget,
+            seed=seed,
+            progress=bar.update,
+        )
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for k, fake in enumerate(fakes):

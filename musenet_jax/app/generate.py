@@ -65,7 +65,9 @@ def generate(
     that stopped short of the requested length is said in one line each."""
     sc, tokenizer = run.cfg.sample, run.tokenizer
     out = prepare_out_dir(out_dir)
-    request = make_request(tokenizer, composer, instruments, sc.seconds, intro, restrict=sc.restrict_instruments)
+    request = make_request(
+        tokenizer, composer, instruments, sc.seconds, intro, restrict=sc.restrict_instruments
+    )
     budget = token_budget(sc.seconds, int(request.families.sum()), sc.max_new_tokens)
     sampler = run.sampler()
     with tqdm(total=budget, unit="tok", desc="sampling", disable=not show_progress) as bar:
@@ -74,13 +76,17 @@ def generate(
             bar.update(steps)
             bar.set_postfix_str(f"{music_s:.1f}/{request.target_steps * tokenizer.step_s:.1f} s")
 
-        candidates = sampler.sample([request] * sc.num_samples, max_new_tokens=budget, seed=sc.seed,
-                                    progress=progress)
+        candidates = sampler.sample(
+            [request] * sc.num_samples, max_new_tokens=budget, seed=sc.seed, progress=progress
+        )
 
     critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
     if critic is None:
         scores = None
-        say(f"no trained critic in {run.workdir} (run `musenet-jax critic train`); ranking by mean log-probability")
+        say(
+            f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
+            "ranking by mean log-probability"
+        )
     else:
         scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
 
@@ -96,30 +102,46 @@ def generate(
     for k, cand in enumerate(candidates):
         stem = f"sample_{k}"
         tokenizer.decode(cand.ids).dump(str(out / f"{stem}.mid"))
-        (out / f"{stem}.json").write_text(json.dumps({"ids": cand.ids.tolist(), "prompt_length": cand.prompt_length}))
-        save_pianoroll(tokenizer, cand.ids, out / f"{stem}.png", prompt_seconds=intro_s,
-                       title=f"{stem}: {composer}, {instruments}")
+        (out / f"{stem}.json").write_text(
+            json.dumps({"ids": cand.ids.tolist(), "prompt_length": cand.prompt_length})
+        )
+        save_pianoroll(
+            tokenizer,
+            cand.ids,
+            out / f"{stem}.png",
+            prompt_seconds=intro_s,
+            title=f"{stem}: {composer}, {instruments}",
+        )
         if render is not None:
             render(tokenizer.ids_to_events(cand.ids), out / f"{stem}.wav")
-        entries.append({
-            "sample": k,
-            "midi": f"{stem}.mid",
-            "critic_score": None if scores is None else float(scores[k]),
-            "mean_logprob": cand.mean_logprob,
-            "tokens": int(cand.sampled),
-            "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
-            "stopped_by": cand.stopped_by,
-        })
+        entries.append(
+            {
+                "sample": k,
+                "midi": f"{stem}.mid",
+                "critic_score": None if scores is None else float(scores[k]),
+                "mean_logprob": cand.mean_logprob,
+                "tokens": int(cand.sampled),
+                "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
+                "stopped_by": cand.stopped_by,
+            }
+        )
     target_s = request.target_steps * tokenizer.step_s
     for entry in entries:
         if entry["stopped_by"] == "budget":
-            how = ("--max-new-tokens / sample.max_new_tokens" if sc.max_new_tokens
-                   else "derived from --seconds; set --max-new-tokens higher")
-            say(f"warning: sample_{entry['sample']} is {entry['seconds']:.1f} s of the {target_s:.1f} s "
+            how = (
+                "--max-new-tokens / sample.max_new_tokens"
+                if sc.max_new_tokens
+                else "derived from --seconds; set --max-new-tokens higher"
+            )
+            say(
+                f"warning: sample_{entry['sample']} is {entry['seconds']:.1f} s of the {target_s:.1f} s "
                 "asked for: "
-                f"its token budget of {budget} ran out ({how})")
+                f"its token budget of {budget} ran out ({how})"
+            )
     key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
     ranking = sorted(entries, key=key)
     ranked_by = "critic_score" if scores is not None else "mean_logprob"
-    (out / "ranking.json").write_text(json.dumps({"ranked_by": ranked_by, "candidates": ranking}, indent=2) + "\n")
+    (out / "ranking.json").write_text(
+        json.dumps({"ranked_by": ranked_by, "candidates": ranking}, indent=2) + "\n"
+    )
     return ranking

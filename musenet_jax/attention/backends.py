@@ -1,7 +1,8 @@
 """`attend`: sparse causal attention with one pattern per head group, on a chosen backend.
 
 Backends: `dense` (masked reference, all n^2 scores), `xla_blocksparse` (only the layout's active
-blocks, plain XLA) and `pallas` (the Pallas kernels of sparse_flash.py). The sparse backends share `sparse_attend`:
+blocks, plain XLA) and `pallas` (the Pallas kernels of sparse_flash.py). The sparse backends share
+`sparse_attend`:
 it gathers q/k/v into each layout component's slot order, runs a component function
 `(q, k, v, BlockLayout) -> (out, lse)` and merges the components by log-sum-exp (see layouts.py).
 """
@@ -15,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from musenet_jax.errors import UserError, unknown_choice
 from musenet_jax.attention.layouts import BlockLayout, PatternLayout, make_layout
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import dense_attention
 from musenet_jax.attention.xla_blocksparse import blocksparse_attention
+from musenet_jax.errors import UserError, unknown_choice
 from pallas_kernels.sparse_flash import MIN_BLOCK, BlockSizeError, pallas_block_size, pallas_component
 
 BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
@@ -41,7 +42,9 @@ def _from_slots(y: jax.Array, q_slot: np.ndarray, natural: bool) -> jax.Array:
     return y[:, : q_slot.size] if natural else jnp.take(y, jnp.asarray(q_slot), axis=1)
 
 
-def sparse_attend(q: jax.Array, k: jax.Array, v: jax.Array, layout: PatternLayout, component_fn: ComponentFn) -> jax.Array:
+def sparse_attend(
+    q: jax.Array, k: jax.Array, v: jax.Array, layout: PatternLayout, component_fn: ComponentFn
+) -> jax.Array:
     """Run every component of `layout` with `component_fn` and merge them exactly; q/k/v [B, T, H, D]."""
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     outs, lses = [], []

@@ -1,4 +1,5 @@
-"""Pattern + sequence length + block size -> the block tables the kernels consume (`pallas_kernels.block_layout`).
+"""Pattern + sequence length + block size -> the block tables the kernels consume
+(`pallas_kernels.block_layout`).
 
 Format
 ------
@@ -37,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from musenet_jax.errors import UserError
 from musenet_jax.attention.patterns import Fixed, Pattern, Strided, Union
+from musenet_jax.errors import UserError
 from pallas_kernels.block_layout import FULL_MASK_ID, BlockLayout, block_layout
 
 _CHUNK_ELEMENTS = 1 << 22  # predicate evaluations per numpy step while scanning a component
@@ -193,14 +194,23 @@ def _parts(pattern: Pattern) -> list[_Part]:
         l, c = pattern.stride, pattern.summary
         return [
             _Part("block", lambda i, j: pattern.allowed(i, j) & (i // l == j // l), _natural, _natural),
-            _Part("summary", lambda i, j: pattern.allowed(i, j) & (i // l != j // l), _natural, _summary_order(l, c)),
+            _Part(
+                "summary",
+                lambda i, j: pattern.allowed(i, j) & (i // l != j // l),
+                _natural,
+                _summary_order(l, c),
+            ),
         ]
     if isinstance(pattern, Union):
         parts: list[_Part] = []
         for k, sub in enumerate(pattern.parts):
             earlier = pattern.parts[:k]
             for part in _parts(sub):
-                parts.append(dataclasses.replace(part, name=f"{sub.name}:{part.name}", predicate=_minus(part.predicate, earlier)))
+                parts.append(
+                    dataclasses.replace(
+                        part, name=f"{sub.name}:{part.name}", predicate=_minus(part.predicate, earlier)
+                    )
+                )
         return parts
     return [_Part("all", pattern.allowed, _natural, _natural)]
 
@@ -215,7 +225,9 @@ def _minus(predicate: Predicate, earlier: tuple[Pattern, ...]) -> Predicate:
     return restricted
 
 
-def _scan(q_index: np.ndarray, kv_index: np.ndarray, predicate: Predicate, bq: int, bk: int) -> tuple[BlockLayout, int]:
+def _scan(
+    q_index: np.ndarray, kv_index: np.ndarray, predicate: Predicate, bq: int, bk: int
+) -> tuple[BlockLayout, int]:
     """Evaluate the predicate block row by block row; keep active blocks and deduplicated partial masks."""
     nqb, nkb = q_index.size // bq, kv_index.size // bk
     k_ok = kv_index >= 0
@@ -275,13 +287,13 @@ def make_layout(
         raise UserError(f"layout needs seq_len >= 1 and block_size >= 1, got {seq_len}, {block_size}")
     floor = min(min_block_size, block_size)
     parts = _parts(pattern)
-    blocks = [
-        max(floor, min(block_size, p.block_cap(seq_len))) if p.block_cap else block_size for p in parts
-    ]
+    blocks = [max(floor, min(block_size, p.block_cap(seq_len))) if p.block_cap else block_size for p in parts]
     comps = [_build(p, seq_len, b) for p, b in zip(parts, blocks)]
     shrinkable = [True] * len(parts)
     while sum(c.layout.computed_pairs for c in comps) > max_waste * sum(c.allowed_pairs for c in comps):
-        candidates = [k for k in range(len(parts)) if shrinkable[k] and blocks[k] % 2 == 0 and blocks[k] // 2 >= floor]
+        candidates = [
+            k for k in range(len(parts)) if shrinkable[k] and blocks[k] % 2 == 0 and blocks[k] // 2 >= floor
+        ]
         if not candidates:
             break
         k = max(candidates, key=lambda k: comps[k].layout.computed_pairs - comps[k].allowed_pairs)

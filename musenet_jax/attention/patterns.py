@@ -93,7 +93,9 @@ def strided(stride: int) -> Strided:
 
 def fixed(stride: int, summary: int) -> Fixed:
     if stride < 1 or not 1 <= summary <= stride:
-        raise UserError(f"fixed pattern needs stride >= 1 and 1 <= summary <= stride, got ({stride}, {summary})")
+        raise UserError(
+            f"fixed pattern needs stride >= 1 and 1 <= summary <= stride, got ({stride}, {summary})"
+        )
     return Fixed(int(stride), int(summary))
 
 
@@ -121,7 +123,9 @@ def by_name(name: str, *, stride: int, summary: int) -> Pattern:
 ARRANGEMENTS: tuple[str, ...] = ("interleave", "merge", "head_split")
 
 
-def layer_patterns(names: tuple[str, ...], arrangement: str, layer: int, *, stride: int, summary: int) -> tuple[Pattern, ...]:
+def layer_patterns(
+    names: tuple[str, ...], arrangement: str, layer: int, *, stride: int, summary: int
+) -> tuple[Pattern, ...]:
     """The per-head-group patterns of one layer (the `attend` argument), for the three ways the Sparse
     Transformer combines patterns: `interleave` cycles them over layers, `merge` unions them in every
     layer, `head_split` gives each its own group of heads in every layer."""

@@ -2,7 +2,8 @@
 
 Every active block of the flat list is one small batched matmul; row statistics are reduced over the
 blocks of a query block with sorted segment ops. Memory and FLOPs grow with the active blocks, not n^2,
-and autodiff gives the backward pass. Same contract as a Pallas component kernel (see pallas_kernels/block_layout.py).
+and autodiff gives the backward pass. Same contract as a Pallas component kernel (see
+pallas_kernels/block_layout.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def _blocks(x: jax.Array, block: int) -> jax.Array:
     return x.reshape(b, length // block, block, h, d).transpose(1, 0, 3, 2, 4)
 
 
-def blocksparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout) -> tuple[jax.Array, jax.Array]:
+def blocksparse_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout
+) -> tuple[jax.Array, jax.Array]:
     """Attention over the active blocks of `layout`, in slot order.
 
     q [B, num_q_blocks * block_q, H, D] already scaled; k, v [B, num_k_blocks * block_k, H, D].
@@ -45,7 +48,12 @@ def blocksparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: Bloc
     probs = jnp.where(mask, jnp.exp(scores - row_max[q_ids][..., None]), 0.0)
     denom = jax.ops.segment_sum(probs.sum(-1), q_ids, num_segments=nqb, indices_are_sorted=True)
     numer = jax.ops.segment_sum(
-        jnp.einsum("abhqk,abhkd->abhqd", probs.astype(v.dtype), _blocks(v, layout.block_k)[k_ids], preferred_element_type=jnp.float32),
+        jnp.einsum(
+            "abhqk,abhkd->abhqd",
+            probs.astype(v.dtype),
+            _blocks(v, layout.block_k)[k_ids],
+            preferred_element_type=jnp.float32,
+        ),
         q_ids,
         num_segments=nqb,
         indices_are_sorted=True,

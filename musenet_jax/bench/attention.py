@@ -1,4 +1,5 @@
-"""Sparse attention backends vs dense: forward and forward+backward time, peak memory, density (or TPU compiled cost).
+"""Sparse attention backends vs dense: forward and forward+backward time, peak memory, density (or TPU
+compiled cost).
 
 With a TPU topology (the default on a CPU host when 'pallas' is benchmarked) nothing runs: each program is
 compiled ahead of time for one chip and reported by its compiled cost analysis, the grid steps of the
@@ -15,10 +16,12 @@ import time
 
 from musenet_jax.errors import UserError, unknown_choice
 
-
-CPU_PALLAS_TOPOLOGY = "v5p:2x2x1"  # on a CPU host the Pallas kernels only interpret: report their TPU cost instead
+CPU_PALLAS_TOPOLOGY = (
+    "v5p:2x2x1"  # on a CPU host the Pallas kernels only interpret: report their TPU cost instead
+)
 # Baselines that only the benchmark knows: JAX's own Pallas flash attention (causal, dense: it computes every
-# block on or below the diagonal whatever the pattern), the TPU kernel for TPU topologies, the Triton one elsewhere.
+# block on or below the diagonal whatever the pattern), the TPU kernel for TPU topologies, the Triton one
+# elsewhere.
 BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash")
 # jax_splash: JAX's splash attention (TPU only) with the same pattern mask, built from our pattern through
 # its mask classes (a NumpyMask per head): the anchor for est_ms. On a CPU host it runs interpreted.
@@ -26,11 +29,15 @@ BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq", default="1024,4096,8192", help="comma-separated sequence lengths")
-    parser.add_argument("--pattern", default="strided,fixed", help="comma-separated patterns (strided, fixed)")
     parser.add_argument(
-        "--backends", default="dense,xla_blocksparse",
-        help="comma-separated attention backends (dense, xla_blocksparse, pallas) and baselines (jax_flash: JAX's "
-        "own Pallas flash attention, causal and dense; jax_splash: JAX's splash attention with the pattern's mask)",
+        "--pattern", default="strided,fixed", help="comma-separated patterns (strided, fixed)"
+    )
+    parser.add_argument(
+        "--backends",
+        default="dense,xla_blocksparse",
+        help="comma-separated attention backends (dense, xla_blocksparse, pallas) and baselines (jax_flash: "
+        "JAX's own Pallas flash attention, causal and dense; jax_splash: JAX's splash attention with the "
+        "pattern's mask)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
@@ -39,13 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", type=int, default=32, help="c of fixed(l, c)")
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up; the median is reported")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed calls after one warm-up; the median is reported"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument(
         "--topology",
         default=None,
-        help="compile ahead of time for one chip of this TPU topology (e.g. v5p:2x2x1) and report the compiled cost "
-        f"analysis instead of times; default on a CPU host when 'pallas' is among the backends: {CPU_PALLAS_TOPOLOGY}",
+        help="compile ahead of time for one chip of this TPU topology (e.g. v5p:2x2x1) and report the "
+        "compiled cost analysis instead of times; default on a CPU host when 'pallas' is among the backends: "
+        f"{CPU_PALLAS_TOPOLOGY}",
     )
 
 
@@ -81,7 +91,12 @@ def _median_ms(fn, args, repeats: int) -> float:
 def _peak_mb(compiled) -> float:
     """Peak bytes of one compiled program as XLA plans them (arguments + outputs + temporaries)."""
     mem = compiled.memory_analysis()
-    total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+    total = (
+        mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        + mem.temp_size_in_bytes
+        - mem.alias_size_in_bytes
+    )
     return total / 2**20
 
 
@@ -130,14 +145,16 @@ def _splash_mask(pattern, seq: int):
 def _jax_splash(q, k, v, pattern, *, on_tpu: bool):
     """JAX's splash attention on [batch, seq, heads, dim] inputs with `pattern`'s mask, scaled like ours."""
     import jax
-
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
     batch, seq, heads, dim = q.shape
     head_mask = splash.NumpyMask(_splash_mask(pattern, seq))
     kernel = splash.make_splash_mha(
-        splash.MultiHeadMask([head_mask] * heads), head_shards=1, q_seq_shards=1,
-        block_sizes=splash.BlockSizes.get_default(), interpret=not on_tpu,
+        splash.MultiHeadMask([head_mask] * heads),
+        head_shards=1,
+        q_seq_shards=1,
+        block_sizes=splash.BlockSizes.get_default(),
+        interpret=not on_tpu,
     )
     heads_first = (0, 2, 1, 3)  # splash takes [heads, seq, dim] per batch element
     q = q * (dim**-0.5)
@@ -155,13 +172,21 @@ def _splash_active_blocks(pattern, seq: int, block: int = 128) -> int:
     return int(padded.reshape(blocks, block, blocks, block).any(axis=(1, 3)).sum())
 
 
-def _splash_cost(args: argparse.Namespace, pattern, seq: int, *, forward_only: bool = False) -> tuple[float, float]:
+def _splash_cost(
+    args: argparse.Namespace, pattern, seq: int, *, forward_only: bool = False
+) -> tuple[float, float]:
     """(FLOPs, bytes) of splash's kernels, which declare no cost: counted from its active blocks."""
     from pallas_kernels.kernel_cost import flash_fwd_bwd_cost
 
     return flash_fwd_bwd_cost(
-        active_blocks=_splash_active_blocks(pattern, seq), block_q=128, block_k=128, q_len=seq, k_len=seq,
-        dim=args.head_dim, programs=args.batch * args.heads, itemsize=2 if args.dtype == "bfloat16" else 4,
+        active_blocks=_splash_active_blocks(pattern, seq),
+        block_q=128,
+        block_k=128,
+        q_len=seq,
+        k_len=seq,
+        dim=args.head_dim,
+        programs=args.batch * args.heads,
+        itemsize=2 if args.dtype == "bfloat16" else 4,
         forward_only=forward_only,
     )
 
@@ -169,8 +194,12 @@ def _splash_cost(args: argparse.Namespace, pattern, seq: int, *, forward_only: b
 def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     from musenet_jax.attention.backends import backend_layout
 
-    layout = backend_layout(pattern, seq, backend="pallas" if backend == "pallas" else "xla_blocksparse",
-                            block_size=args.block_size)
+    layout = backend_layout(
+        pattern,
+        seq,
+        backend="pallas" if backend == "pallas" else "xla_blocksparse",
+        block_size=args.block_size,
+    )
     blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
     density = {"dense": 1.0, "jax_flash": (blocks + 1) / (2 * blocks)}.get(backend, layout.density)
     if backend == "jax_splash":
@@ -202,18 +231,22 @@ def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     }
 
 
-def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, device, topology: str, dump: str | None) -> dict:
+def _compiled_cost(
+    args: argparse.Namespace, pattern, seq: int, backend: str, device, topology: str, dump: str | None
+) -> dict:
     """XLA's cost analysis of the programs compiled for one TPU chip (Pallas kernels count by their
     layout-derived cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, so its kernels
     are counted from its mask), the Mosaic kernels' grid steps and the roofline estimate."""
     import jax
     import jax.numpy as jnp
 
-    from pallas_kernels import mosaic_dump
     from musenet_jax.hardware import TPU_STEP_US, estimate_ms
+    from pallas_kernels import mosaic_dump
 
     x = jax.ShapeDtypeStruct(
-        (args.batch, seq, args.heads, args.head_dim), jnp.dtype(args.dtype), sharding=jax.sharding.SingleDeviceSharding(device)
+        (args.batch, seq, args.heads, args.head_dim),
+        jnp.dtype(args.dtype),
+        sharding=jax.sharding.SingleDeviceSharding(device),
     )
     forward, forward_backward = _programs(args, pattern, backend, on_tpu=True)
 
@@ -242,7 +275,8 @@ def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, de
     return row | {
         "grid_steps_fwd": steps_fwd,
         "grid_steps": steps,  # forward + backward program
-        "kernels": {k.name: k.grid_steps for k in fwd_bwd_kernels} if len({k.name for k in fwd_bwd_kernels}) == len(fwd_bwd_kernels)
+        "kernels": {k.name: k.grid_steps for k in fwd_bwd_kernels}
+        if len({k.name for k in fwd_bwd_kernels}) == len(fwd_bwd_kernels)
         else [[k.name, k.grid_steps] for k in fwd_bwd_kernels],
         "step_us": TPU_STEP_US,
         "est_ms": estimate_ms(flops, nbytes, steps, topology=topology),
@@ -252,30 +286,43 @@ def _compiled_cost(args: argparse.Namespace, pattern, seq: int, backend: str, de
 def _print_cost_table(rows: list[dict], topology: str) -> None:
     print(f"compiled cost analysis for one chip of {topology} (no timing)")
     if any("est_ms" in r for r in rows):
-        print(f"est_ms = max(FLOPs / peak, bytes / HBM bandwidth) + grid_steps x {rows[0].get('step_us', 0.35)} us "
-              "(grid_steps: the Mosaic kernels' iteration_bounds, forward + backward)")
-    print(f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_GF':>10}{'fwd+bwd_GF':>12}"
-          f"{'fwd+bwd_GB':>12}{'steps':>9}{'est_ms':>9}{'x_flops':>9}{'x_vs_flash':>12}{'vs_splash':>11}")
+        print(
+            "est_ms = max(FLOPs / peak, bytes / HBM bandwidth) + grid_steps x "
+            f"{rows[0].get('step_us', 0.35)} us "
+            "(grid_steps: the Mosaic kernels' iteration_bounds, forward + backward)"
+        )
+    print(
+        f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}"
+        f"{'fwd_GF':>10}{'fwd+bwd_GF':>12}"
+        f"{'fwd+bwd_GB':>12}{'steps':>9}{'est_ms':>9}{'x_flops':>9}{'x_vs_flash':>12}{'vs_splash':>11}"
+    )
     for r in rows:
         steps = f"{r['grid_steps']:>9}{r['est_ms']:>9.3f}" if "est_ms" in r else f"{'':>18}"
         ratio = f"{r['flops_ratio_fwd_bwd']:>9.2f}" if "flops_ratio_fwd_bwd" in r else f"{'':>9}"
         ratio += f"{r['flops_ratio_vs_jax_flash']:>12.2f}" if "flops_ratio_vs_jax_flash" in r else f"{'':>12}"
         ratio += f"{r['est_ms_ratio_vs_jax_splash']:>11.2f}" if "est_ms_ratio_vs_jax_splash" in r else ""
         print(
-            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
+            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}"
+            f"{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
             f"{r['fwd_gflop']:>10.2f}{r['fwd_bwd_gflop']:>12.2f}{r['fwd_bwd_gbytes']:>12.3f}{steps}{ratio}"
         )
 
 
 def _print_table(rows: list[dict]) -> None:
-    header = f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_ms':>10}{'fwd+bwd_ms':>12}{'peak_MB':>10}{'x_fwd':>7}{'x_fwd+bwd':>10}{'0.5/d':>7}{'x_vs_flash':>11}"
+    header = (
+        f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_ms':>10}"
+        f"{'fwd+bwd_ms':>12}{'peak_MB':>10}{'x_fwd':>7}{'x_fwd+bwd':>10}{'0.5/d':>7}{'x_vs_flash':>11}"
+    )
     print(header)
     for r in rows:
-        speed = f"{r['speedup_fwd']:>7.2f}{r['speedup_fwd_bwd']:>10.2f}" if "speedup_fwd" in r else f"{'':>17}"
+        speed = (
+            f"{r['speedup_fwd']:>7.2f}{r['speedup_fwd_bwd']:>10.2f}" if "speedup_fwd" in r else f"{'':>17}"
+        )
         target = f"{0.5 / r['density']:>7.2f}" if r["backend"] != "dense" else f"{'':>7}"
         target += f"{r['speedup_vs_jax_flash_fwd_bwd']:>11.2f}" if "speedup_vs_jax_flash_fwd_bwd" in r else ""
         print(
-            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
+            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}"
+            f"{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
             f"{r['fwd_ms']:>10.1f}{r['fwd_bwd_ms']:>12.1f}{r['peak_mem_mb']:>10.1f}{speed}{target}"
         )
 
@@ -304,7 +351,9 @@ def run(args: argparse.Namespace) -> int:
             pallas_block_size(args.block_size)
         except BlockSizeError as err:
             raise UserError(str(err)) from None
-    topology = args.topology or (CPU_PALLAS_TOPOLOGY if "pallas" in backends and jax.default_backend() == "cpu" else None)
+    topology = args.topology or (
+        CPU_PALLAS_TOPOLOGY if "pallas" in backends and jax.default_backend() == "cpu" else None
+    )
     dump = None
     if topology:
         import tempfile
@@ -320,7 +369,10 @@ def run(args: argparse.Namespace) -> int:
     for pattern in patterns:
         for seq in seqs:
             if topology:
-                group = [_compiled_cost(args, pattern, seq, backend, device, topology, dump) for backend in backends]
+                group = [
+                    _compiled_cost(args, pattern, seq, backend, device, topology, dump)
+                    for backend in backends
+                ]
             else:
                 group = [_measure(args, pattern, seq, backend) for backend in backends]
             dense = next((r for r in group if r["backend"] == "dense"), None)

@@ -44,7 +44,9 @@ def add_set_argument(parser: argparse.ArgumentParser, example: str = "model.d_mo
 def flag_overrides(args: argparse.Namespace, flags: FlagKeys | None = None) -> list[str]:
     """The `--set` overrides, then one `section.key=value` per flag that was given."""
     flags = flags or {}
-    given = [f"{key}={getattr(args, dest)}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
+    given = [
+        f"{key}={getattr(args, dest)}" for dest, key in flags.items() if getattr(args, dest, None) is not None
+    ]
     return list(getattr(args, "overrides", [])) + given
 
 
@@ -54,8 +56,12 @@ def config_from_args(args: argparse.Namespace, flags: FlagKeys | None = None) ->
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """`--checkpoint WORKDIR`, `--step`, `--data-dir` and `--set` for commands that use a trained run."""
-    parser.add_argument("--checkpoint", required=True, metavar="WORKDIR", help="the training run's work directory")
-    parser.add_argument("--step", default="latest", help="checkpoint step: a number, latest or best (default: latest)")
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="WORKDIR", help="the training run's work directory"
+    )
+    parser.add_argument(
+        "--step", default="latest", help="checkpoint step: a number, latest or best (default: latest)"
+    )
     parser.add_argument("--data-dir", help="TFDS data_dir of the dataset (default: the run's data.data_dir)")
     add_set_argument(parser, example="sample.temperature=0.9; only data.*, sample.* and critic.*")
 
@@ -67,4 +73,6 @@ def run_from_args(args: argparse.Namespace, flags: FlagKeys | None = None) -> Ru
     """Loads the run named by `add_run_arguments`' flags, with the flag and `--set` overrides applied."""
     from musenet_jax.app.run import load_run  # here: commands that need no model start without JAX
 
-    return load_run(args.checkpoint, args.step, overrides=flag_overrides(args, {**RUN_FLAGS, **(flags or {})}))
+    return load_run(
+        args.checkpoint, args.step, overrides=flag_overrides(args, {**RUN_FLAGS, **(flags or {})})
+    )

@@ -8,23 +8,33 @@ from musenet_jax.cli.common import add_run_arguments, run_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("critic", help="the inner critic: make-fakes, train (ROC AUC), score MIDI files")
+    parser = subparsers.add_parser(
+        "critic", help="the inner critic: make-fakes, train (ROC AUC), score MIDI files"
+    )
     commands = parser.add_subparsers(dest="critic_command", metavar="STEP", required=True)
 
-    fakes = commands.add_parser("make-fakes", help="sample the model's own pieces, conditioned like real ones")
+    fakes = commands.add_parser(
+        "make-fakes", help="sample the model's own pieces, conditioned like real ones"
+    )
     add_run_arguments(fakes)
     fakes.add_argument("--num", type=int, help="pieces to generate (default: critic.fakes)")
     fakes.add_argument("--out", required=True, help="folder for fake_K.npy (tokens) and fake_K.mid")
-    fakes.add_argument("--split", default="train", help="split whose pieces give composer, instruments, length")
+    fakes.add_argument(
+        "--split", default="train", help="split whose pieces give composer, instruments, length"
+    )
     fakes.add_argument("--seed", type=int, default=0)
     fakes.set_defaults(run=run_make_fakes)
 
-    train = commands.add_parser("train", help="train the critic on real vs generated; report held-out ROC AUC")
+    train = commands.add_parser(
+        "train", help="train the critic on real vs generated; report held-out ROC AUC"
+    )
     add_run_arguments(train)
     train.add_argument("--split", default="train", help="split the real pieces come from (default: train)")
     train.add_argument("--fakes", required=True, help="folder from `critic make-fakes` (or any .mid files)")
     train.add_argument("--seed", type=int, default=0)
-    train.epilog = "e.g. --set critic.finetune_trunk=true --set critic.steps=500; the critic is stored in WORKDIR/critic"
+    train.epilog = (
+        "e.g. --set critic.finetune_trunk=true --set critic.steps=500; the critic is stored in WORKDIR/critic"
+    )
     train.set_defaults(run=run_train)
 
     score = commands.add_parser("score", help="print the probability that each MIDI file is real music")
@@ -37,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_make_fakes(args: argparse.Namespace) -> int:
     from musenet_jax.app.fakes import make_fakes
 
-    count = make_fakes(run_from_args(args, {"num": "critic.fakes"}), args.out, split=args.split, seed=args.seed)
+    count = make_fakes(
+        run_from_args(args, {"num": "critic.fakes"}), args.out, split=args.split, seed=args.seed
+    )
     print(f"wrote {count} generated pieces to {args.out}/ (fake_K.npy tokens, fake_K.mid)")
     return 0
 

@@ -34,13 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", metavar="INTRO.mid", help="a MIDI intro to continue")
     parser.add_argument("--seconds", type=float, help="music to add, in seconds (default: sample.seconds)")
     parser.add_argument("--temperature", type=float, help="0 = greedy (default: sample.temperature)")
-    parser.add_argument("--top-k", type=int, help="keep the K likeliest tokens; 0 = off (default: sample.top_k)")
+    parser.add_argument(
+        "--top-k", type=int, help="keep the K likeliest tokens; 0 = off (default: sample.top_k)"
+    )
     parser.add_argument("--top-p", type=float, help="nucleus mass in (0, 1]; 1 = off (default: sample.top_p)")
     parser.add_argument("--num-samples", type=int, help="candidates (default: sample.num_samples)")
     parser.add_argument("--seed", type=int, help="sampling seed (default: sample.seed)")
-    parser.add_argument("--max-new-tokens", type=int,
-                        help="token budget per candidate; 0 = enough for --seconds (default: "
-                        "sample.max_new_tokens)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="token budget per candidate; 0 = enough for --seconds (default: sample.max_new_tokens)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
 
@@ -49,10 +53,17 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.app.generate import generate, prepare_out_dir
 
     prepare_out_dir(args.out)  # an unwritable --out is said before the model loads
-    ranking = generate(run_from_args(args, FLAGS), args.out, composer=args.composer, instruments=args.instruments,
-                       intro=args.prompt)
+    ranking = generate(
+        run_from_args(args, FLAGS),
+        args.out,
+        composer=args.composer,
+        instruments=args.instruments,
+        intro=args.prompt,
+    )
     best = ranking[0]
     score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
-    print(f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
-          f"mean log-prob {best['mean_logprob']:.3f}, {best['seconds']:.1f} s)")
+    print(
+        f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
+        f"mean log-prob {best['mean_logprob']:.3f}, {best['seconds']:.1f} s)"
+    )
     return 0

@@ -21,14 +21,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_arguments(parser)
-    parser.add_argument("--data-dir", help="TFDS data_dir holding musenet_midi (default: the config's data.data_dir)")
-    parser.add_argument("--workdir", required=True, help="directory for checkpoints, config.json, metrics and tb/")
+    parser.add_argument(
+        "--data-dir", help="TFDS data_dir holding musenet_midi (default: the config's data.data_dir)"
+    )
+    parser.add_argument(
+        "--workdir", required=True, help="directory for checkpoints, config.json, metrics and tb/"
+    )
     parser.add_argument("--steps", type=int, help="train until this step (default: train.steps)")
-    parser.add_argument("--step", help="resume from this saved step (a number or best; default: the latest "
-                        "readable one); later steps are moved to WORKDIR/set_aside")
-    parser.add_argument("--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)")
+    parser.add_argument(
+        "--step",
+        help="resume from this saved step (a number or best; default: the latest "
+        "readable one); later steps are moved to WORKDIR/set_aside",
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)"
+    )
     dist = parser.add_argument_group("multi-process (one program per host)")
-    dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (local multi-process runs)")
+    dist.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="address of process 0 (local multi-process runs)"
+    )
     dist.add_argument("--num-processes", type=int, help="number of processes taking part")
     dist.add_argument("--process-id", type=int, help="this process's index in [0, num-processes)")
     dist.add_argument(

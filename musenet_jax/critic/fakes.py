@@ -15,7 +15,9 @@ def load_fakes(folder: str | os.PathLike, tokenizer: Tokenizer) -> list[np.ndarr
     """Token ids of generated pieces: the `.npy` files of `make-fakes`, else any `.mid` files (encoded)."""
     path = pathlib.Path(folder)
     if not path.is_dir():
-        raise UserError(f"fakes folder {folder} does not exist; make one with `musenet-jax critic make-fakes`")
+        raise UserError(
+            f"fakes folder {folder} does not exist; make one with `musenet-jax critic make-fakes`"
+        )
     arrays = sorted(path.glob("*.npy"))
     if arrays:
         pieces = [np.load(p).astype(np.int32) for p in arrays]

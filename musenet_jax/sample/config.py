@@ -33,8 +33,12 @@ class SampleConfig:
         if self.num_samples < 1:
             raise ValueError(f"sample.num_samples must be at least 1, got {self.num_samples}")
         if not 0 < self.seconds <= MAX_SECONDS:
-            raise ValueError(f"sample.seconds must be positive and at most {MAX_SECONDS:.0f} (one hour), "
-                             f"got {self.seconds}")
+            raise ValueError(
+                f"sample.seconds must be positive and at most {MAX_SECONDS:.0f} (one hour), "
+                f"got {self.seconds}"
+            )
         if self.max_new_tokens < 0:
-            raise ValueError(f"sample.max_new_tokens must be >= 0 (0 = derived from sample.seconds), "
-                             f"got {self.max_new_tokens}")
+            raise ValueError(
+                f"sample.max_new_tokens must be >= 0 (0 = derived from sample.seconds), "
+                f"got {self.max_new_tokens}"
+            )

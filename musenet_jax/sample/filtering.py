@@ -7,6 +7,7 @@ never exclude the most likely token, so a distribution with one finite logit sta
 from __future__ import annotations
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 

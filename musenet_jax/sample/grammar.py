@@ -166,8 +166,10 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
         time=keep(time + jnp.asarray(tables.wait_steps)[token], time),
         busy_until=state.busy_until.at[rows, slot].set(new),
         on_since=state.on_since.at[rows, slot].set(since),
-        last_key=keep(jnp.where(is_wait, -1, jnp.where(is_note, jnp.asarray(tables.order_key)[token], state.last_key)),
-                      state.last_key),
+        last_key=keep(
+            jnp.where(is_wait, -1, jnp.where(is_note, jnp.asarray(tables.order_key)[token], state.last_key)),
+            state.last_key,
+        ),
         after_wait=keep(is_wait, state.after_wait),
         after_short_wait=keep(jnp.asarray(tables.is_short_wait)[token], state.after_short_wait),
     )

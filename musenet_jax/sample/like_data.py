@@ -42,7 +42,9 @@ def sample_like_pieces(
             batch: list[Request] = [requests[i] for i in group]
             batch += [batch[0]] * (BATCH - len(batch))
             batches += 1
-            candidates = sampler.sample(batch, max_new_tokens=max_new_tokens, history=history, seed=seed + batches)
+            candidates = sampler.sample(
+                batch, max_new_tokens=max_new_tokens, history=history, seed=seed + batches
+            )
             for i, cand in zip(group, candidates):
                 out[i] = cand
             if progress is not None:

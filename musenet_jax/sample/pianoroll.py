@@ -19,7 +19,12 @@ def family_colours() -> dict[str, tuple[float, float, float, float]]:
 
 
 def save_pianoroll(
-    tokenizer: Tokenizer, ids: np.ndarray, path: str | os.PathLike, *, prompt_seconds: float = 0.0, title: str = ""
+    tokenizer: Tokenizer,
+    ids: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    prompt_seconds: float = 0.0,
+    title: str = "",
 ) -> None:
     """Writes the roll of `ids` to `path`; a dashed line marks where the intro ends (`prompt_seconds`).
     A bare `Figure` (no pyplot): no global backend switch, so it is safe inside notebooks."""

@@ -30,7 +30,14 @@ from musenet_jax.model.cache import KVCache
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample.conditioning import Request
 from musenet_jax.sample.filtering import SamplingSettings, draw
-from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens, close_sequence, replay
+from musenet_jax.sample.grammar import (
+    GrammarState,
+    GrammarTables,
+    advance,
+    allowed_tokens,
+    close_sequence,
+    replay,
+)
 
 CHUNK_STEPS = 32  # decoding steps per jitted call between progress updates
 
@@ -101,8 +108,12 @@ class Sampler:
         inputs, times = st.tokens[:, :head], st.times[:, :head]
         if body:
             start = st.length - body
-            inputs = jnp.concatenate([inputs, jax.lax.dynamic_slice_in_dim(st.tokens, start, body, axis=1)], axis=1)
-            times = jnp.concatenate([times, jax.lax.dynamic_slice_in_dim(st.times, start, body, axis=1)], axis=1)
+            inputs = jnp.concatenate(
+                [inputs, jax.lax.dynamic_slice_in_dim(st.tokens, start, body, axis=1)], axis=1
+            )
+            times = jnp.concatenate(
+                [times, jax.lax.dynamic_slice_in_dim(st.times, start, body, axis=1)], axis=1
+            )
         cache = model.init_cache(st.tokens.shape[0], self.context)
         logits, cache = model.prefill(inputs, times, st.durations, cache)
         return st.replace(cache=cache, logits=logits[:, -1])
@@ -190,7 +201,9 @@ class Sampler:
             raise UserError("requests sampled together need prompts and prefixes of equal length")
         keep = self.context // 2
         if prefix_length >= keep:
-            raise UserError(f"a prefix of {prefix_length} tokens leaves no room in a context of {self.context}")
+            raise UserError(
+                f"a prefix of {prefix_length} tokens leaves no room in a context of {self.context}"
+            )
         history = prompt_length + max_new_tokens if history is None else history
         if history < prompt_length + max_new_tokens:
             raise UserError(f"history {history} < prompt {prompt_length} + budget {max_new_tokens}")
@@ -228,12 +241,13 @@ class Sampler:
             ids = tokens[row, : prompt_length + int(drawn[row])]
             if stop[row] != 1:
                 ids = close_sequence(ids, busy[row], self.tables)
-            out.append(Candidate(
-                ids=ids.astype(np.int32),
-                prompt_length=prompt_length,
-                sampled=int(drawn[row]),
-                mean_logprob=float(logprob[row] / max(int(drawn[row]), 1)),
-                stopped_by=("budget", "end", "length")[int(stop[row])],
-            ))
+            out.append(
+                Candidate(
+                    ids=ids.astype(np.int32),
+                    prompt_length=prompt_length,
+                    sampled=int(drawn[row]),
+                    mean_logprob=float(logprob[row] / max(int(drawn[row]), 1)),
+                    stopped_by=("budget", "end", "length")[int(stop[row])],
+                )
+            )
         return out
-

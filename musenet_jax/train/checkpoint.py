@@ -62,7 +62,8 @@ def check_fingerprint(meta: CheckpointMeta, fingerprint: str, where: str) -> Non
     if meta.vocab_fingerprint != fingerprint:
         raise UserError(
             f"checkpoint step {meta.step} in {where} was trained with a different vocabulary "
-            f"(fingerprint {meta.vocab_fingerprint[:12]}..., this encoding config gives {fingerprint[:12]}...); "
+            f"(fingerprint {meta.vocab_fingerprint[:12]}..., this encoding config gives "
+            f"{fingerprint[:12]}...); "
             "use the encoding config saved in its config.json or a new --workdir"
         )
 
@@ -164,7 +165,9 @@ def _iterator_args() -> tuple[type, type]:
                     "processes; resume with the same process count"
                 )
             record = json.loads(path.read_text())
-            args.iterator.set_state(record["bytes"].encode("latin-1") if "bytes" in record else record["json"])
+            args.iterator.set_state(
+                record["bytes"].encode("latin-1") if "bytes" in record else record["json"]
+            )
             return args.iterator
 
         def metadata(self, directory: Any) -> None:
@@ -186,7 +189,9 @@ def _iterator_args() -> tuple[type, type]:
 class RunCheckpoints:
     """The checkpoints of one work directory: save every K steps, restore the latest or the best."""
 
-    def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
+    def __init__(
+        self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True, read_only: bool = False
+    ):
         self.directory = checkpoint_dir(workdir)
         preservation = policies.AnyPreservationPolicy(
             [
@@ -311,8 +316,11 @@ class RunCheckpoints:
             self._manager.wait_until_finished()
         except Exception as err:
             if "No space left on device" in str(err) or getattr(err, "errno", None) == errno.ENOSPC:
-                raise OSError(errno.ENOSPC, "No space left on device while saving a checkpoint; earlier "
-                              "checkpoints are intact", self.directory) from err
+                raise OSError(
+                    errno.ENOSPC,
+                    "No space left on device while saving a checkpoint; earlier checkpoints are intact",
+                    self.directory,
+                ) from err
             raise
         self._write_manifests()
 
@@ -324,9 +332,12 @@ class RunCheckpoints:
         need = sum(int(getattr(leaf, "nbytes", 0)) for tree in trees for leaf in jax.tree.leaves(tree))
         free = shutil.disk_usage(self.directory).free
         if free < need:  # uncompressed array bytes: a safe upper bound of what Orbax writes
-            raise OSError(errno.ENOSPC, f"No space left on device: {free / 2**20:.1f} MiB free, a checkpoint "
-                          f"needs up to {need / 2**20:.1f} MiB; earlier checkpoints are intact",
-                          self.directory)
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device: {free / 2**20:.1f} MiB free, a checkpoint "
+                f"needs up to {need / 2**20:.1f} MiB; earlier checkpoints are intact",
+                self.directory,
+            )
 
     def _write_manifests(self) -> None:
         """Process 0 writes `W/checkpoint_manifests/<step>.json` for finished steps and drops the manifests
@@ -366,7 +377,9 @@ def choose_step(checkpoints: RunCheckpoints, step: int | str, workdir: str | pat
     else:
         raise UserError(f"bad checkpoint step {step!r}; valid: latest, best or a step number")
     if chosen is None:
-        raise UserError(f"no checkpoint in {directory}; train first with `musenet-jax train --workdir {workdir}`")
+        raise UserError(
+            f"no checkpoint in {directory}; train first with `musenet-jax train --workdir {workdir}`"
+        )
     return chosen
 
 
@@ -386,7 +399,11 @@ def restore_first_readable(
             return step, load(step), damaged
         except DamagedCheckpoint as err:
             damaged.append(step)
-            after = f"falling back to step {steps[n + 1]}" if n + 1 < len(steps) else "no older step to fall back to"
+            after = (
+                f"falling back to step {steps[n + 1]}"
+                if n + 1 < len(steps)
+                else "no older step to fall back to"
+            )
             say(f"warning: {err}; {after}")
     raise UserError(
         f"no readable checkpoint in {checkpoints.directory} (damaged: {', '.join(map(str, damaged))}); "

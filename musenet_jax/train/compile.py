@@ -120,8 +120,13 @@ def compile_train_step(cfg: Config, topology: str) -> CompileReport:
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-             + memory.temp_size_in_bytes + memory.generated_code_size_in_bytes)
+    total = (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        - memory.alias_size_in_bytes
+        + memory.temp_size_in_bytes
+        + memory.generated_code_size_in_bytes
+    )
     tokens = cfg.train.global_batch * cfg.model.context
     return CompileReport(
         config=cfg.name,

@@ -30,20 +30,33 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Every value against its meaning, so a bad one is one line before any work starts."""
-        for key in ("global_batch", "grad_accum_steps", "checkpoint_every", "keep_checkpoints", "eval_every",
-                    "log_every", "max_consecutive_nonfinite"):
+        for key in (
+            "global_batch",
+            "grad_accum_steps",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "eval_every",
+            "log_every",
+            "max_consecutive_nonfinite",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be at least 1, got {getattr(self, key)}")
         for key in ("steps", "warmup_steps", "eval_batches", "weight_decay", "mixup_alpha"):
             if getattr(self, key) < 0:
                 raise ValueError(f"train.{key} must not be negative, got {getattr(self, key)}")
         if not self.learning_rate > 0 or not self.clip_norm > 0:
-            raise ValueError(f"train.learning_rate and train.clip_norm must be positive, got {self.learning_rate} "
-                             f"and {self.clip_norm}")
+            raise ValueError(
+                f"train.learning_rate and train.clip_norm must be positive, got {self.learning_rate} "
+                f"and {self.clip_norm}"
+            )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not (0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1):
-            raise ValueError(f"train.adam_b1 and train.adam_b2 must be in [0, 1), got {self.adam_b1}, {self.adam_b2}")
+            raise ValueError(
+                f"train.adam_b1 and train.adam_b2 must be in [0, 1), got {self.adam_b1}, {self.adam_b2}"
+            )
         if self.global_batch % self.grad_accum_steps:
-            raise ValueError(f"train.global_batch={self.global_batch} must split into train.grad_accum_steps="
-                             f"{self.grad_accum_steps} equal microbatches")
+            raise ValueError(
+                f"train.global_batch={self.global_batch} must split into train.grad_accum_steps="
+                f"{self.grad_accum_steps} equal microbatches"
+            )

@@ -104,8 +104,8 @@ def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: 
     refused = [f"model.{k}" for k in model_changes if k not in execution]
     if refused:
         raise UserError(
-            f"{where} holds a run with different {', '.join(refused)}; resume with its config.json or use a new "
-            "--workdir"
+            f"{where} holds a run with different {', '.join(refused)}; resume with its config.json or use a "
+            "new --workdir"
         )
     allowed = [("model", k) for k in model_changes if k in execution]
     allowed += [(section, k) for section in ("encoding", "mesh") for k in _changed_keys(saved, now, section)]
@@ -216,7 +216,9 @@ def _train(
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps
     if tc.global_batch % jax.process_count():
-        raise UserError(f"train.global_batch={tc.global_batch} must divide evenly over {jax.process_count()} processes")
+        raise UserError(
+            f"train.global_batch={tc.global_batch} must divide evenly over {jax.process_count()} processes"
+        )
     tokenizer = Tokenizer(cfg.encoding)
     vocab_size = tokenizer.vocab.size
     fingerprint = tokenizer.vocab.fingerprint()
@@ -239,8 +241,9 @@ def _train(
 
         def load(step: int) -> tuple[str | None, Any]:
             change = check_resumable(checkpoints.read_meta(step), cfg, fingerprint, checkpoint_dir(workdir))
-            restored = checkpoints.restore(step, abstract_params=params, abstract_train_state=rest,
-                                           data_iterator=train_data)
+            restored = checkpoints.restore(
+                step, abstract_params=params, abstract_train_state=rest, data_iterator=train_data
+            )
             return change, join_from_checkpoint(restored["params"], restored["train_state"])
 
         start_step, (change, state), damaged = restore_first_readable(checkpoints, candidates, load, say=tell)
@@ -297,7 +300,9 @@ def _train(
             return
         throughput.pause()
         params, rest = split_for_checkpoint(state)
-        if checkpoints.save(step, params=params, train_state=rest, data_iterator=train_data, meta=meta(step), metrics=metrics):
+        if checkpoints.save(
+            step, params=params, train_state=rest, data_iterator=train_data, meta=meta(step), metrics=metrics
+        ):
             last_saved = step
         throughput.resume()
 

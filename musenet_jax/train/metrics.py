@@ -91,7 +91,9 @@ class MetricsLogger:
             raise OSError(err.errno, err.strerror, str(self._path)) from err
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
-                self._tb.add_scalar(f"train/{key}" if not key.startswith("val_") else f"val/{key}", value, step)
+                self._tb.add_scalar(
+                    f"train/{key}" if not key.startswith("val_") else f"val/{key}", value, step
+                )
         if self._bar is not None:
             self._shown.update(record)
             self._bar.set_postfix_str(self._postfix(), refresh=False)

@@ -42,4 +42,6 @@ DECAYED = ("kernel", "embedding")
 def decay_mask(params: Any) -> Any:
     """True for weight matrices and embeddings; biases and norm scales are not decayed, whatever their
     rank (stacked layers give every parameter a leading layer axis, so rank cannot tell them apart)."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: str(getattr(path[-1], "key", "")) in DECAYED, params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: str(getattr(path[-1], "key", "")) in DECAYED, params
+    )

@@ -12,14 +12,22 @@ from musenet_jax.errors import UserError
 from musenet_jax.train.metrics import read_metrics
 
 
-def plot_training_curve(workdir: str | pathlib.Path, out: str | pathlib.Path, *, title: str | None = None) -> dict:
+def plot_training_curve(
+    workdir: str | pathlib.Path, out: str | pathlib.Path, *, title: str | None = None
+) -> dict:
     """Writes the PNG `out`; returns the last figures plotted ({"step", "train_bits", "val_bits"})."""
     workdir = pathlib.Path(workdir)
     records = read_metrics(workdir / "metrics.jsonl")
     train = [(r["step"], r["loss"] / math.log(2)) for r in records if isinstance(r.get("loss"), (int, float))]
-    val = [(r["step"], r["val_bits_per_token"]) for r in records if isinstance(r.get("val_bits_per_token"), (int, float))]
+    val = [
+        (r["step"], r["val_bits_per_token"])
+        for r in records
+        if isinstance(r.get("val_bits_per_token"), (int, float))
+    ]
     if not train:
-        raise UserError(f"no training losses in {workdir / 'metrics.jsonl'}; is {workdir} a `musenet-jax train` workdir?")
+        raise UserError(
+            f"no training losses in {workdir / 'metrics.jsonl'}; is {workdir} a `musenet-jax train` workdir?"
+        )
     fig = Figure(figsize=(7, 4), dpi=120)
     ax = fig.subplots()
     ax.plot(*zip(*train), lw=1, alpha=0.8, label="train (mean over the batch)")

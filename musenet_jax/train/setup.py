@@ -86,7 +86,11 @@ class TrainSetup:
 
 def check_batch_split(cfg: Config, mesh: Mesh) -> None:
     """Each of the `grad_accum_steps` microbatches must split evenly over the batch axes of the mesh."""
-    rows, accum, batch = mesh.shape["data"] * mesh.shape["fsdp"], cfg.train.grad_accum_steps, cfg.train.global_batch
+    rows, accum, batch = (
+        mesh.shape["data"] * mesh.shape["fsdp"],
+        cfg.train.grad_accum_steps,
+        cfg.train.global_batch,
+    )
     if accum < 1 or batch % (accum * rows):
         raise UserError(
             f"train.global_batch={batch} must split into train.grad_accum_steps={accum} microbatches "
@@ -106,7 +110,11 @@ def make_train_setup(cfg: Config, mesh: Mesh) -> TrainSetup:
         optimizer.init, jax.tree.map(lambda s: jax.ShapeDtypeStruct((), jnp.float32), params)
     )
     opt = optax.tree_utils.tree_map_params(
-        optimizer, lambda _, sharding: sharding, abstract_opt, params, transform_non_params=lambda _: replicated
+        optimizer,
+        lambda _, sharding: sharding,
+        abstract_opt,
+        params,
+        transform_non_params=lambda _: replicated,
     )
     return TrainSetup(
         cfg=cfg,

@@ -32,8 +32,9 @@ def mixup_draw(key: jax.Array, batch_size: int, alpha: float, groups: int) -> tu
     (the rows one device holds, so partners' targets never cross devices), and lambda ~ Beta(alpha, alpha)."""
     perm_key, lam_key = jax.random.split(key)
     block = batch_size // groups
-    local = jax.random.permutation(perm_key, jnp.broadcast_to(jnp.arange(block), (groups, block)), axis=1,
-                                   independent=True)
+    local = jax.random.permutation(
+        perm_key, jnp.broadcast_to(jnp.arange(block), (groups, block)), axis=1, independent=True
+    )
     perm = (local + block * jnp.arange(groups)[:, None]).reshape(batch_size)
     lam = jax.random.beta(lam_key, alpha, alpha, (batch_size,))
     return perm, lam
@@ -86,8 +87,9 @@ def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, k
     if accum == 1:
         (nll, weight), grads = grad_fn(params, batch, key)
     else:
-        micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1),
-                             dict(batch))
+        micro = jax.tree.map(
+            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1), dict(batch)
+        )
 
         def body(carry, xs):
             micro_batch, k = xs
@@ -101,7 +103,8 @@ def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, k
 
 
 def make_train_step(setup: TrainSetup) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """fn(state, batch) -> (state, metrics); a non-finite loss or gradient leaves params and optimizer untouched."""
+    """fn(state, batch) -> (state, metrics); a non-finite loss or gradient leaves params and optimizer
+    untouched."""
     return _under_mesh(jit_train_step(setup), setup.mesh)
 
 
@@ -135,8 +138,12 @@ def jit_train_step(setup: TrainSetup) -> Any:
         return new_state, metrics
 
     shardings, replicated = setup.state_shardings, setup.replicated
-    return jax.jit(step, in_shardings=(shardings, setup.batch_sharding),
-                   out_shardings=(shardings, replicated), donate_argnums=0)
+    return jax.jit(
+        step,
+        in_shardings=(shardings, setup.batch_sharding),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
 
 
 def make_eval_step(setup: TrainSetup) -> Callable[[TrainState, Batch], tuple[jax.Array, jax.Array]]:
@@ -146,8 +153,11 @@ def make_eval_step(setup: TrainSetup) -> Callable[[TrainState, Batch], tuple[jax
         return summed_loss(nnx.merge(setup.graphdef, state.params), batch, jax.random.key(0), 0.0)
 
     replicated = setup.replicated
-    jitted = jax.jit(step, in_shardings=(setup.state_shardings, setup.batch_sharding),
-                     out_shardings=(replicated, replicated))
+    jitted = jax.jit(
+        step,
+        in_shardings=(setup.state_shardings, setup.batch_sharding),
+        out_shardings=(replicated, replicated),
+    )
     return _under_mesh(jitted, setup.mesh)
 
 

@@ -5,11 +5,10 @@ critic, or no readable file, is one UserError."""
 
 import shutil
 
-import numpy as np
 import pytest
 from flax import nnx
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.app.critic import CriticReport, score_files
 from musenet_jax.app.run import Run
 from musenet_jax.config import load_config
@@ -57,6 +56,8 @@ def test_no_trained_critic_is_one_error(run, tmp_path):
 
 def test_report_warns_when_few_pieces_are_held_out():
     few = CriticReport(0.75, 0.5, 10, 2, 3, False, "/w/critic").describe()
-    assert "critic head (trunk frozen)" in few and "0.750" in few and few.count("\n") == 1 and "warning" in few
+    assert (
+        "critic head (trunk frozen)" in few and "0.750" in few and few.count("\n") == 1 and "warning" in few
+    )
     many = CriticReport(0.75, 0.5, 10, 8, 8, True, "/w/critic").describe()
     assert "head and trunk" in many and "\n" not in many

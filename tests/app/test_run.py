@@ -46,7 +46,9 @@ def test_load_run_gives_the_checkpoints_parameters(tiny_run):
 def test_load_run_applies_overrides_of_the_usage_sections_only(tiny_run):
     run = load_run(tiny_run, overrides=["sample.temperature=0.5", "critic.steps=7"])
     assert run.cfg.sample.temperature == 0.5 and run.cfg.critic.steps == 7
-    with pytest.raises(UserError, match=r"--set model.d_model=64: only data.\*, sample.\*, critic.\* can change"):
+    with pytest.raises(
+        UserError, match=r"--set model.d_model=64: only data.\*, sample.\*, critic.\* can change"
+    ):
         load_run(tiny_run, overrides=["model.d_model=64"])
     with pytest.raises(UserError, match="no checkpoint for step 99 .* saved steps: 3"):
         load_run(tiny_run, 99)
@@ -65,10 +67,17 @@ def test_generate_builds_no_optimizer_or_train_state(tiny_run, tmp_path):
         loaded = sorted(m for m in sys.modules if m.startswith(("musenet_jax.train", "optax")))
         print(json.dumps({{"candidates": len(ranking), "loaded": loaded}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                          env={"JAX_PLATFORMS": "cpu", **__import__("os").environ})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"JAX_PLATFORMS": "cpu", **__import__("os").environ},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["candidates"] == 1 and (tmp_path / "out" / "sample_0.mid").is_file()
     assert "musenet_jax.train.optimizer" not in result["loaded"]
-    assert "musenet_jax.train.setup" not in result["loaded"] and "musenet_jax.train.step" not in result["loaded"]
+    assert (
+        "musenet_jax.train.setup" not in result["loaded"] and "musenet_jax.train.step" not in result["loaded"]
+    )

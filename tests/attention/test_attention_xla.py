@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musenet_jax.errors import UserError
 from musenet_jax.attention import patterns as P
 from musenet_jax.attention.backends import attend
+from musenet_jax.errors import UserError
 
 BLOCK = 16
 
@@ -19,7 +19,9 @@ def _inputs(n, heads=4, dim=8, batch=2, seed=0):
 
 def _out_and_grads(backend, patterns, q, k, v, cotangent):
     def run(q, k, v):
-        out, pullback = jax.vjp(lambda q, k, v: attend(q, k, v, patterns, backend=backend, block_size=BLOCK), q, k, v)
+        out, pullback = jax.vjp(
+            lambda q, k, v: attend(q, k, v, patterns, backend=backend, block_size=BLOCK), q, k, v
+        )
         return out, pullback(cotangent)
 
     return jax.jit(run)(q, k, v)
@@ -36,7 +38,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("patterns,n", CASES, ids=["+".join(p.name for p in ps) + f"-n{n}" for ps, n in CASES])
+@pytest.mark.parametrize(
+    "patterns,n", CASES, ids=["+".join(p.name for p in ps) + f"-n{n}" for ps, n in CASES]
+)
 def test_blocksparse_matches_dense_forward_and_backward(patterns, n):
     q, k, v, cotangent = _inputs(n)
     out_d, grads_d = _out_and_grads("dense", patterns, q, k, v, cotangent)
@@ -67,9 +71,9 @@ def test_head_split_gives_each_group_its_own_pattern():
 def test_bfloat16_stays_close_to_float32():
     q, k, v, _ = _inputs(64)
     ref = attend(q, k, v, (P.strided(8),), backend="dense", block_size=BLOCK)
-    low = jax.jit(lambda q, k, v: attend(q, k, v, (P.strided(8),), backend="xla_blocksparse", block_size=BLOCK))(
-        *(x.astype(jnp.bfloat16) for x in (q, k, v))
-    )
+    low = jax.jit(
+        lambda q, k, v: attend(q, k, v, (P.strided(8),), backend="xla_blocksparse", block_size=BLOCK)
+    )(*(x.astype(jnp.bfloat16) for x in (q, k, v)))
     assert low.dtype == jnp.bfloat16
     np.testing.assert_allclose(low.astype(jnp.float32), ref, atol=5e-2)
 
@@ -80,7 +84,13 @@ def _temp_bytes(backend, pattern, n):
     def loss(q, k, v):
         return attend(q, k, v, (pattern,), backend=backend, block_size=32).sum()
 
-    return jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q).compile().memory_analysis().temp_size_in_bytes
+    return (
+        jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        .lower(q, q, q)
+        .compile()
+        .memory_analysis()
+        .temp_size_in_bytes
+    )
 
 
 def test_blocksparse_memory_grows_with_active_blocks_not_n_squared():
@@ -113,12 +123,34 @@ def _bench(argv):
 def test_attention_bench_prints_one_json_object_per_backend(capsys):
     import json
 
-    argv = ["--seq", "40", "--pattern", "fixed", "--heads", "2", "--head-dim", "8", "--stride", "8", "--summary", "2"]
+    argv = [
+        "--seq",
+        "40",
+        "--pattern",
+        "fixed",
+        "--heads",
+        "2",
+        "--head-dim",
+        "8",
+        "--stride",
+        "8",
+        "--summary",
+        "2",
+    ]
     assert _bench([*argv, "--block-size", "16", "--repeats", "1", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["backend"] for r in rows] == ["dense", "xla_blocksparse"]
     for r in rows:
-        assert {"pattern", "seq", "backend", "density", "pattern_density", "fwd_ms", "fwd_bwd_ms", "peak_mem_mb"} <= set(r)
+        assert {
+            "pattern",
+            "seq",
+            "backend",
+            "density",
+            "pattern_density",
+            "fwd_ms",
+            "fwd_bwd_ms",
+            "peak_mem_mb",
+        } <= set(r)
         assert r["fwd_ms"] > 0 and r["peak_mem_mb"] > 0 and r["speedup_fwd_bwd"] > 0
     assert rows[0]["density"] == 1.0 and rows[1]["pattern_density"] <= rows[1]["density"] < 1.0
     with pytest.raises(UserError, match="unknown attention backend 'xla'"):
@@ -130,8 +162,13 @@ def test_attention_bench_compares_with_jax_pallas_flash_attention(capsys):
     import json
 
     argv = ["--seq", "128", "--pattern", "strided", "--heads", "1", "--head-dim", "16", "--stride", "16"]
-    assert _bench([*argv, "--backends", "dense,jax_flash", "--block-size", "16", "--repeats", "1", "--json"]) == 0
+    assert (
+        _bench([*argv, "--backends", "dense,jax_flash", "--block-size", "16", "--repeats", "1", "--json"])
+        == 0
+    )
     dense, flash = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert flash["backend"] == "jax_flash" and flash["density"] == 1.0  # one 128-block: the diagonal is all of it
+    assert (
+        flash["backend"] == "jax_flash" and flash["density"] == 1.0
+    )  # one 128-block: the diagonal is all of it
     assert dense["speedup_vs_jax_flash_fwd_bwd"] == flash["fwd_bwd_ms"] / dense["fwd_bwd_ms"]
     assert flash["speedup_vs_jax_flash_fwd_bwd"] == 1.0

@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musenet_jax.config import bundled_config_names, load_config
-from musenet_jax.errors import UserError
 from musenet_jax.attention import patterns as P
 from musenet_jax.attention.layouts import FULL_MASK_ID, make_layout
+from musenet_jax.config import bundled_config_names, load_config
+from musenet_jax.errors import UserError
 
 
 def _strided_by_hand(n, l):
@@ -55,8 +55,16 @@ def test_block_tables_cover_exactly_the_mask(pattern, n, block):
         assert sorted(comp.q_index[comp.q_index >= 0]) == list(range(n))
         coo = set(zip(lay.q_block_ids.tolist(), lay.k_block_ids.tolist(), lay.mask_ids.tolist()))
         assert len(coo) == lay.num_active
-        by_row = {(r, int(lay.kv_indices[r, t]), int(lay.kv_mask_ids[r, t])) for r in range(lay.num_q_blocks) for t in range(lay.kv_counts[r])}
-        by_col = {(int(lay.q_indices[c, t]), c, int(lay.q_mask_ids[c, t])) for c in range(lay.num_k_blocks) for t in range(lay.q_counts[c])}
+        by_row = {
+            (r, int(lay.kv_indices[r, t]), int(lay.kv_mask_ids[r, t]))
+            for r in range(lay.num_q_blocks)
+            for t in range(lay.kv_counts[r])
+        }
+        by_col = {
+            (int(lay.q_indices[c, t]), c, int(lay.q_mask_ids[c, t]))
+            for c in range(lay.num_k_blocks)
+            for t in range(lay.q_counts[c])
+        }
         assert by_row == coo == by_col
         for r in range(lay.num_q_blocks):  # per-row lists ascend; padding repeats the last index
             row = lay.kv_indices[r]
@@ -90,14 +98,18 @@ def test_bad_patterns_are_user_errors():
         P.fixed(8, 9)
     with pytest.raises(UserError):
         P.strided(0)
-    assert P.union(P.strided(4), P.union(P.strided(4), P.fixed(4, 1))) == P.Union((P.strided(4), P.fixed(4, 1)))
+    assert P.union(P.strided(4), P.union(P.strided(4), P.fixed(4, 1))) == P.Union(
+        (P.strided(4), P.fixed(4, 1))
+    )
 
 
 def test_layer_patterns_interleave_merge_and_split():
     kw = dict(stride=8, summary=2)
     names = ("strided", "fixed")
     assert [P.layer_patterns(names, "interleave", layer, **kw) for layer in range(3)] == [
-        (P.strided(8),), (P.fixed(8, 2),), (P.strided(8),)
+        (P.strided(8),),
+        (P.fixed(8, 2),),
+        (P.strided(8),),
     ]
     assert P.layer_patterns(names, "merge", 5, **kw) == (P.union(P.strided(8), P.fixed(8, 2)),)
     assert P.layer_patterns(names, "head_split", 5, **kw) == (P.strided(8), P.fixed(8, 2))

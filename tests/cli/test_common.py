@@ -4,7 +4,11 @@ and --set parse the same on every command."""
 import argparse
 
 from musenet_jax.cli.common import (
-    RUN_FLAGS, add_config_arguments, add_run_arguments, config_from_args, flag_overrides,
+    RUN_FLAGS,
+    add_config_arguments,
+    add_run_arguments,
+    config_from_args,
+    flag_overrides,
 )
 
 
@@ -33,6 +37,8 @@ def test_flags_not_given_are_not_overrides():
 def test_run_arguments_and_data_dir_flag(tmp_path):
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(tmp_path), "--data-dir", "/d", "--set", "sample.temperature=0.5"])
+    args = parser.parse_args(
+        ["--checkpoint", str(tmp_path), "--data-dir", "/d", "--set", "sample.temperature=0.5"]
+    )
     assert args.step == "latest"
     assert flag_overrides(args, RUN_FLAGS) == ["sample.temperature=0.5", "data.data_dir=/d"]

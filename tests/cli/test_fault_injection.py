@@ -43,8 +43,9 @@ def _one_error_line(err: str, command: str) -> str:
 def _tmpfs(path: pathlib.Path, size: str):
     """A real, small file system at `path`; skips the test where mounting is not permitted."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -87,14 +88,30 @@ def test_second_train_is_refused_and_a_dead_holders_lock_is_taken_over(music21_d
     workdir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     first = subprocess.Popen(
-        [sys.executable, "-m", "musenet_jax.cli.main", "train", "--workdir", str(workdir),
-         "--steps", "100000", "--data-dir", str(music21_data_dir), *SETS],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "musenet_jax.cli.main",
+            "train",
+            "--workdir",
+            str(workdir),
+            "--steps",
+            "100000",
+            "--data-dir",
+            str(music21_data_dir),
+            *SETS,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(workdir / "train.lock", first)
-        rc, out, err = _run_cli(capsys, ["train", "--workdir", str(workdir), "--steps", "0",
-                                         "--data-dir", str(music21_data_dir), *SETS])
+        rc, out, err = _run_cli(
+            capsys,
+            ["train", "--workdir", str(workdir), "--steps", "0", "--data-dir", str(music21_data_dir), *SETS],
+        )
         assert rc == 2
         line = _one_error_line(err, "train")
         assert "in use by another train" in line and f"PID {first.pid}," in line and "since" in line
@@ -103,8 +120,10 @@ def test_second_train_is_refused_and_a_dead_holders_lock_is_taken_over(music21_d
         first.communicate()
     assert json.loads((workdir / "train.lock").read_text())["pid"] == first.pid
 
-    rc, out, err = _run_cli(capsys, ["train", "--workdir", str(workdir), "--steps", "0",
-                                     "--data-dir", str(music21_data_dir), *SETS])
+    rc, out, err = _run_cli(
+        capsys,
+        ["train", "--workdir", str(workdir), "--steps", "0", "--data-dir", str(music21_data_dir), *SETS],
+    )
     assert rc == 0, err
     assert (out + err).count("taking over the stale lock") == 1
     assert f"PID {first.pid}" in out + err and "Traceback" not in err
@@ -163,22 +182,40 @@ def test_load_run_falls_back_from_a_damaged_latest_step(run_copy, damage):
 def test_generate_and_eval_fall_back_in_one_line(run_copy, tmp_path, capsys):
     _truncate(run_copy / "checkpoints" / "6")
     out_dir = tmp_path / "out"
-    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(run_copy), "--composer", "bach",
-                                     "--instruments", "piano", "--seconds", "1", "--num-samples", "1",
-                                     "--out", str(out_dir)])
+    rc, out, err = _run_cli(
+        capsys,
+        [
+            "generate",
+            "--checkpoint",
+            str(run_copy),
+            "--composer",
+            "bach",
+            "--instruments",
+            "piano",
+            "--seconds",
+            "1",
+            "--num-samples",
+            "1",
+            "--out",
+            str(out_dir),
+        ],
+    )
     assert rc == 0, err
     warnings = [line for line in (out + err).splitlines() if "damaged" in line]
     assert len(warnings) == 1 and "step 6" in warnings[0] and "falling back to step 3" in warnings[0]
     assert "Traceback" not in err and (out_dir / "ranking.json").exists()
 
-    rc, out, err = _run_cli(capsys, ["eval", "--checkpoint", str(run_copy), "--num-samples", "0",
-                                     "--max-pieces", "1", "--json"])
+    rc, out, err = _run_cli(
+        capsys, ["eval", "--checkpoint", str(run_copy), "--num-samples", "0", "--max-pieces", "1", "--json"]
+    )
     assert rc == 0, err
     assert json.loads(out)["step"] == 3  # stdout stays the report; the warning went to stderr
     assert sum("damaged" in line for line in err.splitlines()) == 1 and "Traceback" not in err
 
-    rc, out, err = _run_cli(capsys, ["eval", "--checkpoint", str(run_copy), "--step", "6",
-                                     "--num-samples", "0", "--max-pieces", "1"])
+    rc, out, err = _run_cli(
+        capsys,
+        ["eval", "--checkpoint", str(run_copy), "--step", "6", "--num-samples", "0", "--max-pieces", "1"],
+    )
     assert rc == 2
     assert "damaged: 6" in _one_error_line(err, "eval")
 
@@ -186,8 +223,10 @@ def test_generate_and_eval_fall_back_in_one_line(run_copy, tmp_path, capsys):
 @pytest.mark.slow
 def test_train_resumes_from_the_newest_readable_step(run_copy, music21_data_dir, capsys):
     _truncate(run_copy / "checkpoints" / "6")
-    rc, out, err = _run_cli(capsys, ["train", "--workdir", str(run_copy), "--steps", "7",
-                                     "--data-dir", str(music21_data_dir), *SETS])
+    rc, out, err = _run_cli(
+        capsys,
+        ["train", "--workdir", str(run_copy), "--steps", "7", "--data-dir", str(music21_data_dir), *SETS],
+    )
     assert rc == 0, err
     said = out + err
     assert sum("damaged" in line and "step 6" in line for line in said.splitlines()) == 1
@@ -197,8 +236,21 @@ def test_train_resumes_from_the_newest_readable_step(run_copy, music21_data_dir,
 
 @pytest.mark.slow
 def test_train_step_flag_resumes_from_a_chosen_step(run_copy, music21_data_dir, capsys):
-    rc, out, err = _run_cli(capsys, ["train", "--workdir", str(run_copy), "--step", "3", "--steps", "4",
-                                     "--data-dir", str(music21_data_dir), *SETS])
+    rc, out, err = _run_cli(
+        capsys,
+        [
+            "train",
+            "--workdir",
+            str(run_copy),
+            "--step",
+            "3",
+            "--steps",
+            "4",
+            "--data-dir",
+            str(music21_data_dir),
+            *SETS,
+        ],
+    )
     assert rc == 0, err
     assert "resumed from step 3" in out
     assert (run_copy / "set_aside" / "after-resume-6").is_dir()
@@ -217,8 +269,10 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
     with _tmpfs(tmp_path / "small_disk", f"{size + 256 * 1024}") as disk:  # room for logs, not for a step
         workdir = disk / "run"
         shutil.copytree(tiny_run, workdir)
-        rc, out, err = _run_cli(capsys, ["train", "--workdir", str(workdir), "--steps", "30",
-                                         "--data-dir", str(music21_data_dir), *SETS])
+        rc, out, err = _run_cli(
+            capsys,
+            ["train", "--workdir", str(workdir), "--steps", "30", "--data-dir", str(music21_data_dir), *SETS],
+        )
         assert rc == 2
         line = _one_error_line(err, "train")
         assert "No space left on device" in line and str(disk) in line
@@ -229,8 +283,19 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
 def test_read_only_workdir_is_one_line(tmp_path, music21_data_dir, capsys):
     with _tmpfs(tmp_path / "ro", "1m") as disk:
         _read_only(disk)
-        rc, out, err = _run_cli(capsys, ["train", "--workdir", str(disk / "run"), "--steps", "1",
-                                         "--data-dir", str(music21_data_dir), *SETS])
+        rc, out, err = _run_cli(
+            capsys,
+            [
+                "train",
+                "--workdir",
+                str(disk / "run"),
+                "--steps",
+                "1",
+                "--data-dir",
+                str(music21_data_dir),
+                *SETS,
+            ],
+        )
     assert rc == 2
     line = _one_error_line(err, "train")
     assert "Read-only file system" in line and str(disk / "run") in line
@@ -245,8 +310,20 @@ def test_unwritable_out_is_refused_before_the_model_loads(tmp_path, capsys, monk
     monkeypatch.setattr(generate_cli, "run_from_args", no_model)
     with _tmpfs(tmp_path / "ro", "1m") as disk:
         _read_only(disk)
-        rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tmp_path / "nowhere"), "--composer",
-                                         "bach", "--instruments", "piano", "--out", str(disk / "out")])
+        rc, out, err = _run_cli(
+            capsys,
+            [
+                "generate",
+                "--checkpoint",
+                str(tmp_path / "nowhere"),
+                "--composer",
+                "bach",
+                "--instruments",
+                "piano",
+                "--out",
+                str(disk / "out"),
+            ],
+        )
     assert rc == 2
     assert "Read-only file system" in _one_error_line(err, "generate")
 
@@ -259,8 +336,19 @@ def test_os_errors_keep_their_traceback_with_musenet_debug(tmp_path, monkeypatch
     blocker.write_text("a file where the output folder should go")
     monkeypatch.setattr(generate_cli, "run_from_args", lambda *a, **k: None)
     with pytest.raises(OSError):
-        main(["generate", "--checkpoint", "x", "--composer", "bach", "--instruments", "piano",
-              "--out", str(blocker / "out")])
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                "x",
+                "--composer",
+                "bach",
+                "--instruments",
+                "piano",
+                "--out",
+                str(blocker / "out"),
+            ]
+        )
 
 
 # --- 10. stale samples, 4. pieces as long as asked --------------------------------------------------
@@ -269,8 +357,19 @@ def test_os_errors_keep_their_traceback_with_musenet_debug(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsys):
     out_dir = tmp_path / "out"
-    common = ["generate", "--checkpoint", str(tiny_run), "--composer", "bach", "--instruments", "piano",
-              "--seconds", "1", "--out", str(out_dir)]
+    common = [
+        "generate",
+        "--checkpoint",
+        str(tiny_run),
+        "--composer",
+        "bach",
+        "--instruments",
+        "piano",
+        "--seconds",
+        "1",
+        "--out",
+        str(out_dir),
+    ]
     assert _run_cli(capsys, [*common, "--num-samples", "3"])[0] == 0
     earlier = len([p for p in out_dir.iterdir() if p.name.startswith("sample_")]) + 1  # + ranking.json
     assert (out_dir / "sample_2.mid").exists()
@@ -286,8 +385,22 @@ def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsy
 
 @pytest.mark.slow
 def test_an_absurd_length_is_refused_with_the_limit(tiny_run, tmp_path, capsys):
-    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tiny_run), "--composer", "bach",
-                                     "--instruments", "piano", "--seconds", "100000", "--out", str(tmp_path)])
+    rc, out, err = _run_cli(
+        capsys,
+        [
+            "generate",
+            "--checkpoint",
+            str(tiny_run),
+            "--composer",
+            "bach",
+            "--instruments",
+            "piano",
+            "--seconds",
+            "100000",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert rc == 2
     assert "sample.seconds must be positive and at most 3600" in _one_error_line(err, "generate")
 
@@ -298,9 +411,26 @@ def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, caps
     from musenet_jax.encoding.families import FAMILIES
 
     out_dir = tmp_path / "out"
-    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tiny_run), "--composer", "bach",
-                                     "--instruments", ",".join(FAMILIES), "--seconds", "240", "--num-samples",
-                                     "2", "--set", "sample.max_new_tokens=0", "--out", str(out_dir)])
+    rc, out, err = _run_cli(
+        capsys,
+        [
+            "generate",
+            "--checkpoint",
+            str(tiny_run),
+            "--composer",
+            "bach",
+            "--instruments",
+            ",".join(FAMILIES),
+            "--seconds",
+            "240",
+            "--num-samples",
+            "2",
+            "--set",
+            "sample.max_new_tokens=0",
+            "--out",
+            str(out_dir),
+        ],
+    )
     assert rc == 0, err
     ranking = json.loads((out_dir / "ranking.json").read_text())["candidates"]
     short = [e for e in ranking if e["stopped_by"] == "budget"]
@@ -312,10 +442,26 @@ def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, caps
 
 @pytest.mark.slow
 def test_a_short_budget_is_said_per_candidate(tiny_run, tmp_path, capsys):
-    rc, out, err = _run_cli(capsys, ["generate", "--checkpoint", str(tiny_run), "--composer", "bach",
-                                     "--instruments", "piano", "--seconds", "60", "--num-samples", "2",
-                                     "--max-new-tokens", "40", "--out", str(tmp_path / "out")])
+    rc, out, err = _run_cli(
+        capsys,
+        [
+            "generate",
+            "--checkpoint",
+            str(tiny_run),
+            "--composer",
+            "bach",
+            "--instruments",
+            "piano",
+            "--seconds",
+            "60",
+            "--num-samples",
+            "2",
+            "--max-new-tokens",
+            "40",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert rc == 0, err
     warnings = [line for line in (out + err).splitlines() if "token budget of 40 ran out" in line]
     assert len(warnings) == 2 and "of the 60.0 s asked for" in warnings[0]
-

@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.critic.fakes import load_fakes
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError

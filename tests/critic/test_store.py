@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.config import load_config
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import CriticMeta, critic_dir, load_critic, read_meta, save_critic
@@ -51,7 +51,9 @@ def test_frozen_trunk_round_trip_stores_only_the_head(model, tmp_path):
     for a, b in zip(jax.tree.leaves(loaded["critic"]), jax.tree.leaves(head["critic"]), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     trunk = {k: v for k, v in loaded.items() if k != "critic"}
-    for a, b in zip(jax.tree.leaves(trunk), jax.tree.leaves({k: v for k, v in before.items() if k != "critic"})):
+    for a, b in zip(
+        jax.tree.leaves(trunk), jax.tree.leaves({k: v for k, v in before.items() if k != "critic"})
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The model passed in is still the language model.
     for a, b in zip(jax.tree.leaves(_params(model)), jax.tree.leaves(before), strict=True):
@@ -84,6 +86,9 @@ def test_critic_logits_one_per_sequence_and_batch_independent(model):
 
 
 def test_probability_real_is_the_sigmoid():
-    np.testing.assert_allclose(probability_real(np.array([0.0, 100.0, -100.0, 2.0])),
-                               [0.5, 1.0, 0.0, 1 / (1 + np.exp(-2.0))], atol=1e-12)
+    np.testing.assert_allclose(
+        probability_real(np.array([0.0, 100.0, -100.0, 2.0])),
+        [0.5, 1.0, 0.0, 1 / (1 + np.exp(-2.0))],
+        atol=1e-12,
+    )
     assert probability_real(jnp.array([0.0])).dtype == np.float64

@@ -7,16 +7,22 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-
 from midi_corpus import packaged_midi_files
+
 from musenet_jax.config import load_config
 from musenet_jax.critic.training import split_heldout, train_critic
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.model.transformer import build_model
 
-OVERRIDES = ["model.d_model=32", "model.context=64", "model.dtype=float32", "critic.steps=2", "critic.batch=4",
-             "critic.heldout=0.34"]
+OVERRIDES = [
+    "model.d_model=32",
+    "model.context=64",
+    "model.dtype=float32",
+    "critic.steps=2",
+    "critic.batch=4",
+    "critic.heldout=0.34",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +45,16 @@ def test_train_critic_returns_the_trainable_subtree_and_leaves_the_model(pieces,
     cfg = load_config("tiny", [*OVERRIDES, f"critic.finetune_trunk={finetune}"])
     model = build_model(cfg, tokenizer.vocab.size, seed=0)
     before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    params, auc, loss, held_real, held_fake = train_critic(cfg, model, tokenizer, reals, fakes, show_progress=False)
+    params, auc, loss, held_real, held_fake = train_critic(
+        cfg, model, tokenizer, reals, fakes, show_progress=False
+    )
     if finetune:
         assert set(params) == set(before) and len(params) > 1
     else:
         assert set(params) == {"critic"}
-    assert not np.array_equal(np.asarray(jax.tree.leaves(params["critic"])[0]),
-                              jax.tree.leaves(before["critic"])[0])  # the head learned something
+    assert not np.array_equal(
+        np.asarray(jax.tree.leaves(params["critic"])[0]), jax.tree.leaves(before["critic"])[0]
+    )  # the head learned something
     after = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)

@@ -5,7 +5,10 @@ from musenet_jax.eval.report import format_table
 
 def _report(**changes):
     report = {
-        "split": "validation", "pieces": 3, "tokens": 1234, "bits_per_token": 2.345678,
+        "split": "validation",
+        "pieces": 3,
+        "tokens": 1234,
+        "bits_per_token": 2.345678,
         "bits_per_token_by_kind": {"note_on": 3.1, "wait": 1.25, "note_off": None},
         "tokens_by_kind": {"note_on": 600, "wait": 500, "note_off": 134},
         "test_stats": {"notes_per_second": {"mean": 4.0, "std": 1.5}, "pitch_range": {"mean": None}},

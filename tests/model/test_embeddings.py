@@ -6,8 +6,8 @@ The buckets are what tells the model where in musical time it is; each promise o
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
 from model_inputs import VOCAB, batch, tiny_model_config
+
 from musenet_jax.model.embeddings import MusicEmbedding, countdown_buckets, piece_parts, time_buckets
 
 STEP_MS = 10
@@ -61,5 +61,8 @@ def test_music_embedding_is_the_sum_of_its_tables():
 def test_tables_have_the_configured_rows():
     cfg = tiny_model_config(time_buckets=50, structure_parts=7, countdown_buckets=9)
     emb = MusicEmbedding(cfg, VOCAB, STEP_MS, rngs=nnx.Rngs(0))
-    rows = {name: getattr(emb, name).embedding.shape[0] for name in ("token", "position", "timing", "part", "countdown")}
+    rows = {
+        name: getattr(emb, name).embedding.shape[0]
+        for name in ("token", "position", "timing", "part", "countdown")
+    }
     assert rows == {"token": VOCAB, "position": cfg.context, "timing": 50, "part": 7, "countdown": 9}

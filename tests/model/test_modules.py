@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from model_inputs import tiny_model_config
+
 from musenet_jax.attention.patterns import fixed, strided
 from musenet_jax.model.modules import Block, Mlp, allowed_row
 
@@ -44,9 +44,11 @@ def test_decode_matches_the_full_pass():
     k_cache, v_cache = jnp.zeros(shape), jnp.zeros(shape)
     outs = []
     for t in range(12):
-        y, k_cache, v_cache = block.decode(x[:, t:t + 1], k_cache, v_cache, jnp.int32(t))
+        y, k_cache, v_cache = block.decode(x[:, t : t + 1], k_cache, v_cache, jnp.int32(t))
         outs.append(y)
-    np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full[:, :12]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(jnp.concatenate(outs, 1)), np.asarray(full[:, :12]), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(np.asarray(k_cache[:, :12]), np.asarray(k_full[:, :12]), rtol=1e-5, atol=1e-5)
     assert not np.any(np.asarray(k_cache[:, 12:]))  # nothing written past the decoded positions
 

@@ -43,9 +43,19 @@ COMPILE = textwrap.dedent(
 
 
 def _python(code: str, *args: str, timeout: int = 900) -> str:
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "JAX_PLATFORMS": "cpu"}
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "JAX_PLATFORMS": "cpu",
+    }
     env.pop("LIBTPU_INIT_ARGS", None)
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -58,7 +68,9 @@ def compiled():
 @pytest.mark.slow
 def test_compiled_grids_are_one_step_per_active_block_and_head_group(compiled):
     kernels = compiled["kernels"]
-    assert sorted(k["name"] for k in kernels) == sorted(["sparse_flash_fwd", "sparse_flash_dq", "sparse_flash_dkv"] * 2)
+    assert sorted(k["name"] for k in kernels) == sorted(
+        ["sparse_flash_fwd", "sparse_flash_dq", "sparse_flash_dkv"] * 2
+    )
     for k in kernels:
         assert len(k["bounds"]) == 3 and k["bounds"][:2] == [1, 1]  # batch 1, the 4 heads in one group
     by_kind = sorted(k["steps"] for k in kernels)
@@ -74,7 +86,9 @@ def test_dkv_kernel_has_no_transposes(compiled):
     assert dkv and all(k["transposes"] == 0 and k["vxposes"] == 0 for k in dkv)
     assert all(k["vxposes"] == 0 for k in compiled["kernels"] if k["name"] == "sparse_flash_dq")
     fwd = [k for k in compiled["kernels"] if k["name"] == "sparse_flash_fwd"]
-    assert fwd and all(k["vxposes"] > 0 for k in fwd)  # the forward's lse column -> row: the count does see them
+    assert fwd and all(
+        k["vxposes"] > 0 for k in fwd
+    )  # the forward's lse column -> row: the count does see them
 
 
 @pytest.mark.slow
@@ -83,4 +97,6 @@ def test_row_statistics_are_lane_dense_rows(compiled):
     for k in compiled["kernels"]:
         assert not re.search(r"memref<[0-9x]*x1xf32", k["original"]), k["name"]
         if k["name"] in ("sparse_flash_dq", "sparse_flash_dkv"):
-            assert re.search(r"memref<1x4x1x128xf32, #tpu.memory_space<vmem>>", k["original"])  # [batch, heads, 1, block]
+            assert re.search(
+                r"memref<1x4x1x128xf32, #tpu.memory_space<vmem>>", k["original"]
+            )  # [batch, heads, 1, block]

@@ -13,11 +13,11 @@ import pytest
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from musenet_jax.errors import UserError
 from musenet_jax.attention import patterns as P
-from pallas_kernels import sparse_flash
 from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
 from musenet_jax.attention.layouts import make_layout
+from musenet_jax.errors import UserError
+from pallas_kernels import sparse_flash
 from pallas_kernels.sparse_flash import sparse_flash_attention
 
 BLOCK = 128
@@ -69,14 +69,21 @@ CASES = [
     (P.fixed(128, 32), 256, 2, 1, 8),
     (P.fixed(32, 8), 300, 1, 3, 32),
 ]
-FAMILIES = {"tpu": _backend("pallas"), "gpu": _gpu_attend}  # on CPU, attend(backend="pallas") runs the TPU kernels
+FAMILIES = {
+    "tpu": _backend("pallas"),
+    "gpu": _gpu_attend,
+}  # on CPU, attend(backend="pallas") runs the TPU kernels
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("pattern,n,batch,heads,dim", CASES, ids=[f"{c[0].name}-n{c[1]}-h{c[3]}-d{c[4]}" for c in CASES])
+@pytest.mark.parametrize(
+    "pattern,n,batch,heads,dim", CASES, ids=[f"{c[0].name}-n{c[1]}-h{c[3]}-d{c[4]}" for c in CASES]
+)
 def test_kernels_match_dense_in_float32(family, pattern, n, batch, heads, dim):
     q, k, v, cotangent = _inputs(n, batch, heads, dim)
-    out_d, grads_d = _out_and_grads(lambda q, k, v: _backend("dense")(q, k, v, (pattern,)), q, k, v, cotangent)
+    out_d, grads_d = _out_and_grads(
+        lambda q, k, v: _backend("dense")(q, k, v, (pattern,)), q, k, v, cotangent
+    )
     out_p, grads_p = _out_and_grads(lambda q, k, v: FAMILIES[family](q, k, v, (pattern,)), q, k, v, cotangent)
     np.testing.assert_allclose(out_p, out_d, atol=2e-6, rtol=1e-5)
     for g_p, g_d in zip(grads_p, grads_d):  # dq, dk, dv
@@ -119,7 +126,7 @@ def test_kernels_touch_only_the_active_blocks(family):
         active = np.zeros((blocks, blocks), bool)  # [q block, k block]
         active[lay.q_block_ids, lay.k_block_ids] = True
 
-        def run(q, k, v, dout):
+        def run(q, k, v, dout, lay=lay):
             fn = functools.partial(sparse_flash_attention, layout=lay, kernel=family, interpret=True)
             (out, _), pullback = jax.vjp(fn, q, k, v)
             return (out, *pullback((dout, jnp.zeros(out.shape[:-1]))))
@@ -127,7 +134,9 @@ def test_kernels_touch_only_the_active_blocks(family):
         run = jax.jit(run)
         clean = run(q, k, v, dout)
         by_row = run(q, poisoned(k, active), poisoned(v, active), dout)  # element r keeps row r's key blocks
-        by_col = run(poisoned(q, active.T), k, v, poisoned(dout, active.T))  # element c keeps column c's query blocks
+        by_col = run(
+            poisoned(q, active.T), k, v, poisoned(dout, active.T)
+        )  # element c keeps column c's query blocks
         for r in range(blocks):
             own = slice(r * BLOCK, (r + 1) * BLOCK)
             for got, want in ((by_row[0], clean[0]), (by_row[1], clean[1])):  # out, dq of row r
@@ -138,7 +147,11 @@ def test_kernels_touch_only_the_active_blocks(family):
 
 
 def test_kernel_runs_inside_shard_map_over_batch_and_heads():
-    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    mesh = Mesh(
+        np.asarray(jax.devices()[:8]).reshape(2, 2, 2),
+        ("data", "fsdp", "tensor"),
+        axis_types=(AxisType.Auto,) * 3,
+    )
     q, k, v, cotangent = _inputs(48, 4, 2, 16)
     patterns = (P.strided(8), P.fixed(16, 4))  # head split: one head each, tensor axis splits them
 
@@ -215,7 +228,9 @@ def test_tpu_kernels_compile_ahead_of_time_for_topology(topology):
     from musenet_jax.train.compile import topology_devices
 
     devices = topology_devices(topology)
-    mesh = Mesh(np.asarray(devices).reshape(2, 1, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    mesh = Mesh(
+        np.asarray(devices).reshape(2, 1, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3
+    )
     spec = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))
     x = jax.ShapeDtypeStruct((2, 1024, 4, 64), jnp.bfloat16, sharding=spec)  # 8 blocks of 128 a side
     patterns = (P.strided(32), P.fixed(128, 32))
@@ -226,8 +241,8 @@ def test_tpu_kernels_compile_ahead_of_time_for_topology(topology):
             text = compiled.as_text()
             assert ("tpu_custom_call" in text) == (backend == "pallas")
             flops[backend] = compiled.cost_analysis()["flops"]
-    # The kernels' cost estimates reach XLA's analysis: about a third of dense's blocks at 128 x 128, at 9 block
-    # matmuls each (forward 2, dq 3, dk/dv 4: the backward recomputes scores) against dense's 6.
+    # The kernels' cost estimates reach XLA's analysis: about a third of dense's blocks at 128 x 128, at 9
+    # block matmuls each (forward 2, dq 3, dk/dv 4: the backward recomputes scores) against dense's 6.
     assert 0 < flops["pallas"] < 0.6 * flops["dense"]
 
 
@@ -248,7 +263,10 @@ def test_tiny_model_with_pallas_matches_xla_blocksparse_in_loss_and_gradients():
     from musenet_jax.train.step import summed_loss
 
     b = batch(length=64)
-    b = b | {"targets": jnp.roll(b["inputs"], -1, axis=1), "loss_mask": jnp.ones(b["inputs"].shape, jnp.float32)}
+    b = b | {
+        "targets": jnp.roll(b["inputs"], -1, axis=1),
+        "loss_mask": jnp.ones(b["inputs"].shape, jnp.float32),
+    }
     results = {}
     for backend in ("pallas", "xla_blocksparse"):
         model = MuseNet(tiny_model_config(attention=backend), VOCAB, rngs=nnx.Rngs(0))

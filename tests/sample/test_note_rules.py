@@ -41,7 +41,9 @@ def test_pitch_range_rule_keeps_note_ons_within_the_datas_pitches_plus_the_margi
     free = GrammarTables.from_vocab(VOCAB, piano_facts(), pitch_range=False)
     start = GrammarState.initial(1, ruled)
     inside, edge, outside = VOCAB.id("piano:v2:C4"), VOCAB.id("piano:v2:D5"), VOCAB.id("piano:v2:E5")
-    assert allowed(start, ruled)[inside] and allowed(start, ruled)[edge] and not allowed(start, ruled)[outside]
+    assert (
+        allowed(start, ruled)[inside] and allowed(start, ruled)[edge] and not allowed(start, ruled)[outside]
+    )
     assert allowed(start, ruled)[VOCAB.id("strings:v2:C1")]  # a family the data never played is not ruled
     assert allowed(GrammarState.initial(1, free), free)[outside]
 
@@ -73,7 +75,9 @@ def test_note_facts_of_real_pieces_and_their_round_trip(tmp_path):
     assert sum(facts.notes) == len(families)
     for family in np.unique(families):
         mine = families == family
-        assert facts.pitch_low[family] == pitches[mine].min() and facts.pitch_high[family] == pitches[mine].max()
+        assert (
+            facts.pitch_low[family] == pitches[mine].min() and facts.pitch_high[family] == pitches[mine].max()
+        )
     assert facts.length_steps[PIANO] > 0 or facts.notes[PIANO] == 0
     save_note_facts(tmp_path, facts)
     assert load_note_facts(tmp_path) == facts

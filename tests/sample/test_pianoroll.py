@@ -7,9 +7,9 @@ import sys
 
 import matplotlib
 import numpy as np
+from midi_corpus import packaged_midi_files
 from PIL import Image
 
-from midi_corpus import packaged_midi_files
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.sample.pianoroll import family_colours, save_pianoroll

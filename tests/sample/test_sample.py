@@ -47,7 +47,10 @@ def test_draws_stay_inside_the_filtered_support_and_temperature_zero_is_greedy()
     logits = jnp.log(jnp.array([[0.15, 0.5, 0.05, 0.3]]))
     keys = jax.random.split(jax.random.key(0), 400)
     draws = jax.vmap(lambda k: draw(k, logits, SamplingSettings(1.0, 3, 0.8)))(keys)
-    assert set(np.asarray(draws).ravel().tolist()) == {1, 3}  # top-p 0.8 of the renormalized top 3 = the 2 likeliest
+    assert set(np.asarray(draws).ravel().tolist()) == {
+        1,
+        3,
+    }  # top-p 0.8 of the renormalized top 3 = the 2 likeliest
     assert int(draw(keys[0], logits, SamplingSettings(0.0))[0]) == 1
     with pytest.raises(UserError, match="sample.top_p"):
         SamplingSettings(top_p=0.0)
@@ -69,7 +72,9 @@ def test_grammar_allows_note_offs_only_of_sounding_notes_and_keeps_the_step_orde
     assert not allowed[vocab.end_id]  # E4 still sounds
     state = advance(state, jnp.array([vocab.wait_id(3)]), tables, jnp.array([True]))
     allowed = np.asarray(allowed_tokens(state, tables, families))[0]
-    assert allowed[vocab.id("piano:v0:E4")] and not allowed[vocab.id("piano:v1:E4")]  # E4 sounds: off yes, on no
+    assert (
+        allowed[vocab.id("piano:v0:E4")] and not allowed[vocab.id("piano:v1:E4")]
+    )  # E4 sounds: off yes, on no
     assert not allowed[vocab.wait_id(5)]  # a short wait is never followed by another wait
     only_strings = jnp.zeros((1, len(vocab.families)), bool).at[0, vocab.families.index("strings")].set(True)
     allowed = np.asarray(allowed_tokens(state, tables, only_strings))[0]
@@ -94,7 +99,9 @@ def test_every_sampled_sequence_is_what_its_midi_file_encodes_to(random_model, t
         path = tmp_path / f"{k}.mid"
         TOKENIZER.decode(cand.ids).dump(str(path))
         again = TOKENIZER.encode(path, composer="jazz")
-        np.testing.assert_array_equal(again[TOKENIZER.prefix_length(again):], cand.ids[request.prefix_length:])
+        np.testing.assert_array_equal(
+            again[TOKENIZER.prefix_length(again) :], cand.ids[request.prefix_length :]
+        )
         families = set(TOKENIZER.ids_to_events(cand.ids).family.tolist())
         assert families <= {TOKENIZER.vocab.families.index(f) for f in ("piano", "drums", "bass")}
 
@@ -120,14 +127,18 @@ def test_wav_rendering_or_one_explanation():
     if render is None:
         assert "apt-get install fluidsynth fluid-soundfont-gm" in why_not
         return
-    events = TOKENIZER.ids_to_events(np.array([TOKENIZER.vocab.id("piano:v3:C4"), TOKENIZER.vocab.wait_id(50)]))
+    events = TOKENIZER.ids_to_events(
+        np.array([TOKENIZER.vocab.id("piano:v3:C4"), TOKENIZER.vocab.wait_id(50)])
+    )
     import tempfile
     import wave
 
     with tempfile.TemporaryDirectory() as folder:
         render(events, f"{folder}/c4.wav")
         with wave.open(f"{folder}/c4.wav") as wav:
-            assert wav.getnchannels() == 2 and wav.getnframes() >= audio.SAMPLE_RATE * (0.5 + audio.TAIL_S) - 1
+            assert (
+                wav.getnchannels() == 2 and wav.getnframes() >= audio.SAMPLE_RATE * (0.5 + audio.TAIL_S) - 1
+            )
             assert np.abs(np.frombuffer(wav.readframes(wav.getnframes()), np.int16)).max() > 0
 
 
@@ -136,16 +147,53 @@ def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir
     workdir = train_tiny(music21_data_dir, tmp_path / "run")
     intro = export_corpus_scores(tmp_path / "corpus", ("bach/bwv66.6",))[0]
     fakes = tmp_path / "fakes"
-    assert main(["critic", "make-fakes", "--checkpoint", str(workdir), "--num", "4", "--out", str(fakes)]) == 0
-    assert main(["critic", "train", "--checkpoint", str(workdir), "--fakes", str(fakes),
-                 "--set", "critic.steps=3", "--set", "critic.batch=4"]) == 0
+    assert (
+        main(["critic", "make-fakes", "--checkpoint", str(workdir), "--num", "4", "--out", str(fakes)]) == 0
+    )
+    assert (
+        main(
+            [
+                "critic",
+                "train",
+                "--checkpoint",
+                str(workdir),
+                "--fakes",
+                str(fakes),
+                "--set",
+                "critic.steps=3",
+                "--set",
+                "critic.batch=4",
+            ]
+        )
+        == 0
+    )
     assert "held-out ROC AUC" in capsys.readouterr().out
     out = tmp_path / "out"
-    code = main(["generate", "--checkpoint", str(workdir), "--composer", "bach", "--instruments", "piano,strings",
-                 "--prompt", str(intro), "--seconds", "2", "--num-samples", "2", "--top-p", "0.95",
-                 "--max-new-tokens", "40", "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(workdir),
+            "--composer",
+            "bach",
+            "--instruments",
+            "piano,strings",
+            "--prompt",
+            str(intro),
+            "--seconds",
+            "2",
+            "--num-samples",
+            "2",
+            "--top-p",
+            "0.95",
+            "--max-new-tokens",
+            "40",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
-    prompt_body = TOKENIZER.encode(intro)[TOKENIZER.prefix_length(TOKENIZER.encode(intro)):-1]
+    prompt_body = TOKENIZER.encode(intro)[TOKENIZER.prefix_length(TOKENIZER.encode(intro)) : -1]
     ranking = json.loads((out / "ranking.json").read_text())
     assert ranking["ranked_by"] == "critic_score"
     scores = [c["critic_score"] for c in ranking["candidates"]]
@@ -156,9 +204,23 @@ def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir
         prefix_length = prompt_length - len(prompt_body)
         np.testing.assert_array_equal(ids[prefix_length:prompt_length], prompt_body)  # the intro, untouched
         again = TOKENIZER.encode(out / f"sample_{k}.mid")
-        body = again[TOKENIZER.prefix_length(again):]
-        np.testing.assert_array_equal(body[len(prompt_body):], ids[prompt_length:])  # the continuation
+        body = again[TOKENIZER.prefix_length(again) :]
+        np.testing.assert_array_equal(body[len(prompt_body) :], ids[prompt_length:])  # the continuation
         assert (out / f"sample_{k}.png").stat().st_size > 0
-    assert main(["generate", "--checkpoint", str(workdir), "--composer", "bahc", "--instruments", "piano",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(workdir),
+                "--composer",
+                "bahc",
+                "--instruments",
+                "piano",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "unknown composer 'bahc'; valid: bach" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def test_save_restore_roundtrip_with_data_position_and_resharding(tmp_path):
 
     # Restore onto another layout: everything replicated on one device, a fresh iterator.
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), params)
+    abstract_params = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), params
+    )
     fresh = _iterator()
     restored = RunCheckpoints(tmp_path, read_only=True).restore(
         5, abstract_params=abstract_params, abstract_train_state=_abstract(train_state), data_iterator=fresh
@@ -96,11 +98,15 @@ KILLED_DURING_SAVE = textwrap.dedent(
     meta = lambda step: CheckpointMeta(step=step, vocab_fingerprint="f" * 64, vocab_size=7, config={})
     checkpoints = RunCheckpoints(sys.argv[1], keep=3)
     big = jnp.ones((2048, 2048))
-    checkpoints.save(1, params={"w": big}, train_state={"step": jnp.int32(1)}, data_iterator=data, meta=meta(1))
+    checkpoints.save(
+        1, params={"w": big}, train_state={"step": jnp.int32(1)}, data_iterator=data, meta=meta(1)
+    )
     checkpoints.wait()
     next(data)
     # The arrays of step 2 are being written by Orbax's background threads when the process dies.
-    checkpoints.save(2, params={"w": big * 2}, train_state={"step": jnp.int32(2)}, data_iterator=data, meta=meta(2))
+    checkpoints.save(
+        2, params={"w": big * 2}, train_state={"step": jnp.int32(2)}, data_iterator=data, meta=meta(2)
+    )
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )
@@ -132,7 +138,11 @@ def test_crash_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path):
 
     # Training goes on: step 2 is saved again over the debris of the interrupted one.
     checkpoints.save(
-        2, params={"w": jnp.zeros((2, 2))}, train_state={"step": jnp.int32(2)}, data_iterator=data, meta=_meta(2)
+        2,
+        params={"w": jnp.zeros((2, 2))},
+        train_state={"step": jnp.int32(2)},
+        data_iterator=data,
+        meta=_meta(2),
     )
     checkpoints.wait()
     assert checkpoints.all_steps() == [1, 2]
@@ -150,7 +160,9 @@ def test_any_iterator_with_get_state_and_set_state_is_checkpointed(tmp_path):
     data = iter(loader)
     next(data)
     checkpoints = RunCheckpoints(tmp_path)
-    checkpoints.save(1, params={"w": jnp.ones(2)}, train_state={"step": jnp.int32(1)}, data_iterator=data, meta=_meta(1))
+    checkpoints.save(
+        1, params={"w": jnp.ones(2)}, train_state={"step": jnp.int32(1)}, data_iterator=data, meta=_meta(1)
+    )
     checkpoints.wait()
     expected = next(data)
     fresh = iter(loader)

@@ -15,10 +15,21 @@ ARGS = ["compile", "--config", "tiny", "--set", "model.context=64"]
 
 @pytest.mark.slow
 def test_tiny_train_step_compiles_for_v5p_with_sane_memory_and_flops(capsys):
-    assert main([*ARGS, "--topology", "v5p:2x2x1", "--mesh", "data=1,fsdp=2,tensor=2", "--batch", "8", "--json"]) == 0
+    assert (
+        main([*ARGS, "--topology", "v5p:2x2x1", "--mesh", "data=1,fsdp=2,tensor=2", "--batch", "8", "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
-    assert {"config", "topology", "num_devices", "mesh", "global_batch", "per_device_total_bytes", "hbm_bytes",
-            "flops_per_step"} <= report.keys()
+    assert {
+        "config",
+        "topology",
+        "num_devices",
+        "mesh",
+        "global_batch",
+        "per_device_total_bytes",
+        "hbm_bytes",
+        "flops_per_step",
+    } <= report.keys()
     assert report["num_devices"] == 4 and report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
     assert report["global_batch"] == 8 and report["hbm_bytes"] == 95 * 2**30 and report["fits"]
 
@@ -39,8 +50,11 @@ def test_tiny_train_step_compiles_for_v5p_with_sane_memory_and_flops(capsys):
 
 @pytest.mark.parametrize(
     "topology, message",
-    [("tpu9:2x2", "unknown TPU generation 'tpu9'; valid: "), ("v5p:3x3x3", "topology 'v5p:3x3x3': "),
-     ("v5p-8", "unknown TPU generation 'v5p-8'")],
+    [
+        ("tpu9:2x2", "unknown TPU generation 'tpu9'; valid: "),
+        ("v5p:3x3x3", "topology 'v5p:3x3x3': "),
+        ("v5p-8", "unknown TPU generation 'v5p-8'"),
+    ],
 )
 def test_bad_topology_is_one_line(capsys, topology, message):
     assert main([*ARGS, "--topology", topology]) == 2
@@ -50,8 +64,11 @@ def test_bad_topology_is_one_line(capsys, topology, message):
 
 @pytest.mark.parametrize(
     "mesh, message",
-    [("data=2,pipe=2", "unknown mesh axis 'pipe'"), ("fsdp=x", "expected fsdp=INTEGER"),
-     ("data=3,fsdp=1,tensor=1", "needs 3 devices, have 4")],
+    [
+        ("data=2,pipe=2", "unknown mesh axis 'pipe'"),
+        ("fsdp=x", "expected fsdp=INTEGER"),
+        ("data=3,fsdp=1,tensor=1", "needs 3 devices, have 4"),
+    ],
 )
 def test_bad_mesh_is_one_line(capsys, mesh, message):
     assert main([*ARGS, "--topology", "v5p:2x2x1", "--mesh", mesh]) == 2
@@ -67,8 +84,18 @@ def test_batch_that_does_not_split_over_the_mesh_is_refused(capsys):
 @pytest.mark.slow
 def test_tiny_train_step_compiles_for_v5p_with_the_pallas_kernels(capsys):
     """The Mosaic kernels (forward and backward) inside the sharded, scanned train step, through libtpu."""
-    args = [*ARGS, "--set", "model.attention=pallas", "--topology", "v5p:2x2x1", "--mesh", "data=1,fsdp=2,tensor=2",
-            "--batch", "8", "--json"]
+    args = [
+        *ARGS,
+        "--set",
+        "model.attention=pallas",
+        "--topology",
+        "v5p:2x2x1",
+        "--mesh",
+        "data=1,fsdp=2,tensor=2",
+        "--batch",
+        "8",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["attention"] == "pallas" and report["fits"] and report["num_devices"] == 4

@@ -55,7 +55,12 @@ def test_two_processes_train_together_like_one_process_with_all_devices(music21_
 
     two_env = dict(os.environ, DEVICES_PER_PROCESS="2", PYTHON=sys.executable)
     two = subprocess.run(
-        ["bash", str(REPO / "launch" / "local_multiprocess.sh"), "2", *_train_args(data_dir, tmp_path / "two")],
+        [
+            "bash",
+            str(REPO / "launch" / "local_multiprocess.sh"),
+            "2",
+            *_train_args(data_dir, tmp_path / "two"),
+        ],
         env=two_env,
         cwd=REPO,
         capture_output=True,
@@ -71,5 +76,7 @@ def test_two_processes_train_together_like_one_process_with_all_devices(music21_
     np.testing.assert_allclose(bits_two, bits_one, rtol=2e-5)
     # Both processes wrote their own data-iterator position into the shared checkpoint.
     assert RunCheckpoints(tmp_path / "two", read_only=True).all_steps() == [STEPS]
-    data_files = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / str(STEPS) / "data").glob("process_*"))
+    data_files = sorted(
+        p.name for p in (tmp_path / "two" / "checkpoints" / str(STEPS) / "data").glob("process_*")
+    )
     assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]

@@ -35,8 +35,10 @@ def test_schedule_warmup_longer_than_run_is_clipped():
 
 def test_decay_mask_excludes_biases_and_scales_whatever_their_rank():
     params = {
-        "layers": {"attn": {"kernel": jnp.ones((2, 4, 4)), "bias": jnp.ones((2, 4))},
-                   "norm": {"scale": jnp.ones((2, 4)), "bias": jnp.ones((2, 4))}},
+        "layers": {
+            "attn": {"kernel": jnp.ones((2, 4, 4)), "bias": jnp.ones((2, 4))},
+            "norm": {"scale": jnp.ones((2, 4)), "bias": jnp.ones((2, 4))},
+        },
         "embed": {"embedding": jnp.ones((10, 4))},
     }
     mask = decay_mask(params)

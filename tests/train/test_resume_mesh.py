@@ -36,8 +36,9 @@ def test_resume_from_four_devices_on_two_with_another_backend_continues_the_run(
     loop.train(four, tmp_path / "moved", steps=4, devices=jax.devices()[:4])
     said: list[str] = []
     two = load_config("tiny", [*RUN, "mesh.data=1", "mesh.fsdp=2", "model.attention=dense"])
-    summary = loop.train(two.with_data_dir(music21_data_dir), tmp_path / "moved", devices=jax.devices()[:2],
-                         say=said.append)
+    summary = loop.train(
+        two.with_data_dir(music21_data_dir), tmp_path / "moved", devices=jax.devices()[:2], say=said.append
+    )
     assert summary.start_step == 4 and summary.final_step == 8
     assert said == ["resuming with model.attention 'xla_blocksparse' -> 'dense', mesh.fsdp 4 -> 2"]
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from musenet_jax.app.run import load_run
 from musenet_jax.config import load_config
 from musenet_jax.errors import UserError
 from musenet_jax.train import loop
-from musenet_jax.app.run import load_run
 from musenet_jax.train.checkpoint import RunCheckpoints
 from musenet_jax.train.metrics import read_metrics
 
@@ -44,7 +44,9 @@ def _cli(*args: str) -> list[str]:
 
 def _train_command(data_dir, workdir, *extra: str) -> list[str]:
     sets = [arg for override in TINY for arg in ("--set", override)]
-    return _cli("train", "--config", "tiny", "--data-dir", str(data_dir), "--workdir", str(workdir), *sets, *extra)
+    return _cli(
+        "train", "--config", "tiny", "--data-dir", str(data_dir), "--workdir", str(workdir), *sets, *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,9 @@ def test_sigkill_after_a_checkpoint_then_restart_reproduces_the_uninterrupted_ru
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     subprocess.run(_train_command(data_dir, reference), check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(_train_command(data_dir, interrupted), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _train_command(data_dir, interrupted), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _wait_for(lambda: (interrupted / "checkpoints" / "5").is_dir(), proc, "the first checkpoint")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -91,7 +95,9 @@ def test_sigkill_after_a_checkpoint_then_restart_reproduces_the_uninterrupted_ru
     resumed_from = RunCheckpoints(interrupted, read_only=True).latest_step()
     assert resumed_from is not None and resumed_from < 40
 
-    restart = subprocess.run(_train_command(data_dir, interrupted), capture_output=True, text=True, timeout=600)
+    restart = subprocess.run(
+        _train_command(data_dir, interrupted), capture_output=True, text=True, timeout=600
+    )
     assert restart.returncode == 0, restart.stderr[-3000:]
     assert f"resumed from step {resumed_from}" in restart.stdout
 
@@ -152,18 +158,26 @@ def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_ch
     from musenet_jax.data import pipeline
 
     real = pipeline.make_train_iterator
-    cfg = load_config("tiny", [*TINY, "train.steps=12", "train.checkpoint_every=4", "train.max_consecutive_nonfinite=3"])
+    cfg = load_config(
+        "tiny", [*TINY, "train.steps=12", "train.checkpoint_every=4", "train.max_consecutive_nonfinite=3"]
+    )
 
-    monkeypatch.setattr(pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n == 3))
+    monkeypatch.setattr(
+        pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n == 3)
+    )
     summary = loop.train(cfg.with_data_dir(data_dir), tmp_path / "one_bad")
     assert summary.final_step == 12 and summary.skipped_steps == 1
     records = {r["step"]: r for r in read_metrics(tmp_path / "one_bad" / "metrics.jsonl") if "loss" in r}
-    assert records[3]["loss"] == "nan" and records[2]["skipped_steps"] == 0 and records[3]["skipped_steps"] == 1
+    assert (
+        records[3]["loss"] == "nan" and records[2]["skipped_steps"] == 0 and records[3]["skipped_steps"] == 1
+    )
     assert all(np.isfinite(records[s]["loss"]) for s in range(4, 13))
     for leaf in _params(tmp_path / "one_bad", 12):
         assert np.all(np.isfinite(leaf))
 
-    monkeypatch.setattr(pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n >= 6))
+    monkeypatch.setattr(
+        pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n >= 6)
+    )
     with pytest.raises(UserError, match="3 consecutive non-finite losses.*last good checkpoint is step 4"):
         loop.train(cfg.with_data_dir(data_dir), tmp_path / "diverged")
     assert RunCheckpoints(tmp_path / "diverged", read_only=True).all_steps() == [4]

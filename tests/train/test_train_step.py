@@ -11,8 +11,8 @@ from flax import nnx
 
 from musenet_jax.config import load_config
 from musenet_jax.encoding.vocab import Vocabulary
-from musenet_jax.model.sharding import make_mesh
 from musenet_jax.model.config import MeshConfig
+from musenet_jax.model.sharding import make_mesh
 from musenet_jax.train.optimizer import learning_rate_schedule
 from musenet_jax.train.setup import make_train_setup
 from musenet_jax.train.step import make_eval_step, make_train_step, mixup_draw, mixup_groups, partner_rows
@@ -32,7 +32,9 @@ def make_batch(identical_rows: bool = False, seed: int = 0) -> dict[str, np.ndar
     """4 sequences; the first two end early (padding), so a per-microbatch mean would be wrong."""
     rng = np.random.default_rng(seed)
     b, t = CFG.train.global_batch, CFG.model.context
-    tokens = rng.integers(1, VOCAB, (1 if identical_rows else b, t + 1)).repeat(b if identical_rows else 1, axis=0)
+    tokens = rng.integers(1, VOCAB, (1 if identical_rows else b, t + 1)).repeat(
+        b if identical_rows else 1, axis=0
+    )
     mask = np.ones((b, t), np.float32)
     if not identical_rows:
         mask[0, 10:] = 0
@@ -91,7 +93,9 @@ def test_two_microbatches_give_the_whole_batch_update(one_device):
     mesh, graphdef, host, step = one_device
     whole, whole_metrics = step(on(mesh, host), put(mesh, make_batch()))
     cfg = with_train(grad_accum_steps=2)
-    accumulated, accum_metrics = make_train_step(make_train_setup(cfg, mesh))(on(mesh, host, cfg), put(mesh, make_batch()))
+    accumulated, accum_metrics = make_train_step(make_train_setup(cfg, mesh))(
+        on(mesh, host, cfg), put(mesh, make_batch())
+    )
     assert float(accum_metrics["loss"]) == pytest.approx(float(whole_metrics["loss"]), rel=1e-5)
     assert float(accum_metrics["grad_norm"]) == pytest.approx(float(whole_metrics["grad_norm"]), rel=1e-4)
     for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
@@ -120,7 +124,9 @@ def test_mixup_partners_stay_within_a_devices_rows():
     np.testing.assert_array_equal(partner_rows(jnp.asarray(x), jnp.asarray(perm), 4), x[perm])
     mesh8 = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     assert mixup_groups(with_train(global_batch=16, grad_accum_steps=2), mesh8) == 4
-    assert mixup_groups(with_train(global_batch=4), mesh8) == 1  # one row per device: any partner in the batch
+    assert (
+        mixup_groups(with_train(global_batch=4), mesh8) == 1
+    )  # one row per device: any partner in the batch
 
 
 def test_a_non_finite_loss_skips_the_update_and_is_counted(one_device):
@@ -131,8 +137,12 @@ def test_a_non_finite_loss_skips_the_update_and_is_counted(one_device):
     assert not np.isfinite(float(metrics["loss"])) and int(metrics["skipped"]) == 1
     assert int(state.step) == 1 and int(state.skipped) == 1
     after = jax.device_get(state)
-    for new, old in zip(jax.tree.leaves((after.params, after.opt_state)), jax.tree.leaves((poisoned.params, host.opt_state))):
-        np.testing.assert_array_equal(new, old)  # NaN == NaN here: the poisoned entry stays, nothing else moves
+    for new, old in zip(
+        jax.tree.leaves((after.params, after.opt_state)), jax.tree.leaves((poisoned.params, host.opt_state))
+    ):
+        np.testing.assert_array_equal(
+            new, old
+        )  # NaN == NaN here: the poisoned entry stays, nothing else moves
 
 
 def test_eval_step_sums_nll_in_nats_over_unmasked_tokens(one_device):
