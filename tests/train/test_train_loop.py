@@ -155,15 +155,13 @@ class _PoisonedBatches:
 def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_checkpoint(
     data_dir, tmp_path, monkeypatch
 ):
-    from musenet_jax.data import pipeline
-
-    real = pipeline.make_train_iterator
+    real = loop.make_train_iterator  # the loop's data source, poisoned below (a faulty input, not a mock)
     cfg = load_config(
         "tiny", [*TINY, "train.steps=12", "train.checkpoint_every=4", "train.max_consecutive_nonfinite=3"]
     )
 
     monkeypatch.setattr(
-        pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n == 3)
+        loop, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n == 3)
     )
     summary = loop.train(cfg.with_data_dir(data_dir), tmp_path / "one_bad")
     assert summary.final_step == 12 and summary.skipped_steps == 1
@@ -176,7 +174,7 @@ def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_ch
         assert np.all(np.isfinite(leaf))
 
     monkeypatch.setattr(
-        pipeline, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n >= 6)
+        loop, "make_train_iterator", lambda *a, **k: _PoisonedBatches(real(*a, **k), lambda n: n >= 6)
     )
     with pytest.raises(UserError, match="3 consecutive non-finite losses.*last good checkpoint is step 4"):
         loop.train(cfg.with_data_dir(data_dir), tmp_path / "diverged")
@@ -188,7 +186,7 @@ def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
     cfg = load_config("tiny", [*TINY, "train.steps=2", "train.eval_every=1000"])
     loop.train(cfg.with_data_dir(data_dir), tmp_path)
     assert (tmp_path / "config.json").is_file()
-    changed = load_config("tiny", [*TINY, "train.steps=4", "model.n_layers=3"])
+    changed = load_config("tiny", [*TINY, "train.steps=4", "model.n_layers=4"])
     with pytest.raises(UserError, match="different model.n_layers"):
         loop.train(changed.with_data_dir(data_dir), tmp_path)
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
