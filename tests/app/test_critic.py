@@ -27,7 +27,7 @@ def run(tmp_path_factory):
     model = build_model(CFG, tokenizer.vocab.size, seed=0)
     head = {"critic": nnx.to_pure_dict(nnx.state(model, nnx.Param))["critic"]}
     save_critic(workdir, head, CriticMeta(False, 1, 0.5, 1, 1, 0, tokenizer.vocab.fingerprint()))
-    return Run(str(workdir), 0, CFG, model, tokenizer)
+    return Run(str(workdir), 0, CFG, model, tokenizer, note_facts=None)
 
 
 def test_unreadable_file_is_said_and_skipped(run, tmp_path):
@@ -49,7 +49,7 @@ def test_nothing_readable_is_one_error(run, tmp_path):
 
 
 def test_no_trained_critic_is_one_error(run, tmp_path):
-    bare = Run(str(tmp_path), 0, run.cfg, run.model, run.tokenizer)
+    bare = Run(str(tmp_path), 0, run.cfg, run.model, run.tokenizer, note_facts=None)
     with pytest.raises(UserError, match="no trained critic .* critic train"):
         score_files(bare, [str(packaged_midi_files()[0])])
 
