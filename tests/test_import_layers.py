@@ -156,3 +156,9 @@ def test_library_modules_import_at_the_top():
                         if not n.startswith(LAZY_ALLOWED)
                     ]
     assert late == []
+
+
+def test_test_files_have_unique_names():
+    """Test folders have no __init__.py, so pytest imports test files by name: two of one name collide."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
