@@ -8,7 +8,6 @@ critic logit over all of a piece's windows (`scoring.critic_logits`), as when ra
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,25 +23,6 @@ from musenet_jax.critic.auc import roc_auc
 from musenet_jax.critic.scoring import critic_logits
 from musenet_jax.data.pipeline import CropExample
 from musenet_jax.errors import UserError
-
-
-@dataclasses.dataclass(frozen=True)
-class CriticReport:
-    heldout_auc: float
-    final_loss: float
-    steps: int
-    heldout_real: int
-    heldout_fake: int
-    finetune_trunk: bool
-    saved_to: str
-
-    def describe(self) -> str:
-        what = "critic head and trunk" if self.finetune_trunk else "critic head (trunk frozen)"
-        return (
-            f"trained the {what} for {self.steps} steps (loss {self.final_loss:.4f}); held-out ROC AUC "
-            f"{self.heldout_auc:.3f} on {self.heldout_real} real vs {self.heldout_fake} generated pieces; "
-            f"saved to {self.saved_to}"
-        )
 
 
 def split_heldout(count: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
