@@ -1,6 +1,9 @@
 """Where training figures go: `W/metrics.jsonl` (one JSON object per logged step), TensorBoard
 event files in `W/tb`, and a progress bar on a terminal showing the same numbers.
 
+Every record carries `elapsed_s`, the run's wall-clock seconds so far (validation and checkpoints
+included, summed over resumed sessions), so recipes can be compared at equal time, not equal steps.
+
 Only process 0 writes; the others keep a silent logger so the loop needs no `if` around logging.
 On resume the JSONL file is cut back to the restored step and TensorBoard purges the later events,
 so a preempted and resumed run leaves one clean curve.
@@ -12,6 +15,7 @@ import json
 import math
 import pathlib
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +71,8 @@ class MetricsLogger:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "metrics.jsonl"
         kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= start_step]
+        earlier_s = max((float(r.get("elapsed_s", 0.0)) for r in kept), default=0.0)
+        self._clock_start = time.monotonic() - earlier_s
         self._path = path
         try:
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
@@ -84,6 +90,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        record["elapsed_s"] = round(time.monotonic() - self._clock_start, 3)
         assert self._jsonl is not None and self._tb is not None
         try:
             self._jsonl.write(json.dumps(record) + "\n")

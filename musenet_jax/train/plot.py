@@ -42,3 +42,35 @@ def plot_training_curve(
     pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return {"step": train[-1][0], "train_bits": train[-1][1], "val_bits": val[-1][1] if val else None}
+
+
+def plot_validation_against_time(
+    workdirs: list[str | pathlib.Path], out: str | pathlib.Path, *, title: str | None = None
+) -> dict[str, float]:
+    """Recipes compared at equal wall-clock time: validation bits/token against the minutes each run has
+    trained (its records' `elapsed_s`), one line per run. Returns each run's last validation figure."""
+    fig = Figure(figsize=(7, 4), dpi=120)
+    ax = fig.subplots()
+    last: dict[str, float] = {}
+    for workdir in map(pathlib.Path, workdirs):
+        points = [
+            (r["elapsed_s"] / 60, r["val_bits_per_token"])
+            for r in read_metrics(workdir / "metrics.jsonl")
+            if isinstance(r.get("val_bits_per_token"), (int, float)) and "elapsed_s" in r
+        ]
+        if not points:
+            raise UserError(
+                f"no timed validation figures in {workdir / 'metrics.jsonl'}; "
+                "was it trained with validation (train.eval_every) by this version?"
+            )
+        ax.plot(*zip(*points), "o-", ms=3, label=workdir.name)
+        last[workdir.name] = points[-1][1]
+    ax.set_xlabel("wall-clock minutes of training")
+    ax.set_ylabel("validation bits per token")
+    ax.set_title(title or "validation bits/token at equal time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return last

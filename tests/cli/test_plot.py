@@ -26,3 +26,16 @@ def test_plot_of_a_folder_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no training losses in" in err and "Traceback" not in err
+
+
+def test_plot_of_several_runs_compares_validation_against_wall_time(tmp_path, capsys):
+    for name, final in (("fast", 2.5), ("slow", 3.0)):
+        logger = MetricsLogger(tmp_path / name, start_step=0, total_steps=10, enabled=True, progress=False)
+        for step in (5, 10):
+            logger.log(step, {"loss": 3.0})
+            logger.log(step, {"val_bits_per_token": final + (10 - step) / 10})
+        logger.close()
+    out = tmp_path / "recipes.png"
+    assert main(["plot", str(tmp_path / "fast"), str(tmp_path / "slow"), "-o", str(out)]) == 0
+    assert "fast 2.500, slow 3.000" in capsys.readouterr().out
+    assert matplotlib.image.imread(out).shape[:2] == (480, 840)
