@@ -66,7 +66,13 @@ def generate(
     sc, tokenizer = run.cfg.sample, run.tokenizer
     out = prepare_out_dir(out_dir)
     request = make_request(
-        tokenizer, composer, instruments, sc.seconds, intro, restrict=sc.restrict_instruments
+        tokenizer,
+        composer,
+        instruments,
+        sc.seconds,
+        intro,
+        restrict=sc.restrict_instruments,
+        piece_seconds=sc.piece_seconds,
     )
     budget = token_budget(sc.seconds, int(request.families.sum()), sc.max_new_tokens)
     sampler = run.sampler()

@@ -8,6 +8,7 @@ from musenet_jax.cli.common import FlagKeys, add_run_arguments, run_from_args
 
 FLAGS: FlagKeys = {
     "seconds": "sample.seconds",
+    "piece_seconds": "sample.piece_seconds",
     "temperature": "sample.temperature",
     "top_k": "sample.top_k",
     "top_p": "sample.top_p",
@@ -33,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--instruments", required=True, help="comma-separated families, e.g. piano,strings")
     parser.add_argument("--prompt", metavar="INTRO.mid", help="a MIDI intro to continue")
     parser.add_argument("--seconds", type=float, help="music to add, in seconds (default: sample.seconds)")
+    parser.add_argument(
+        "--piece-seconds",
+        type=float,
+        help="how long the whole piece is meant to be, if longer than what is composed now: the result is "
+        "then its opening, with no ending yet (default: sample.piece_seconds; 0 = it ends here)",
+    )
     parser.add_argument("--temperature", type=float, help="0 = greedy (default: sample.temperature)")
     parser.add_argument(
         "--top-k", type=int, help="keep the K likeliest tokens; 0 = off (default: sample.top_k)"

@@ -2,8 +2,13 @@
 
 A `Request` is the token prompt the sampler continues: `composer, instruments..., start`, then the
 intro's events (its `end` dropped). The instrument set is the requested families plus those the intro
-plays (the model saw prefixes listing every family present). Its length in time steps is the intro's
-duration plus the requested seconds; it feeds the countdown embedding and stops sampling.
+plays (the model saw prefixes listing every family present).
+
+Two lengths, in time steps: where sampling stops (`target_steps`: the intro's duration plus the requested
+seconds) and how long the piece is meant to be (`piece_steps`, at least that), which feeds the piece-position
+and countdown embeddings. They differ when the samples are the opening of a longer piece: a sample that
+believes its piece ends within seconds writes an ending (notes held to the close) from its first note,
+which is what evaluation's 5-second samples did when the two were one number (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ class Request:
 
     prompt: np.ndarray  # int32: prefix + intro events
     prefix_length: int
-    target_steps: int  # whole piece, intro included
+    target_steps: int  # where sampling stops, intro included
+    piece_steps: int  # the piece's whole length for the countdown embedding (>= target_steps)
     families: np.ndarray  # bool [len(FAMILIES)]: instruments the continuation may play
 
 
@@ -70,9 +76,11 @@ def make_request(
     intro: str | os.PathLike | None = None,
     *,
     restrict: bool = True,
+    piece_seconds: float = 0.0,
 ) -> Request:
     """The prompt for `musenet-jax generate`: `seconds` of music after the optional intro; `restrict`
-    keeps the continuation to the prefix's instruments."""
+    keeps the continuation to the prefix's instruments. `piece_seconds` (0: the piece ends where
+    sampling stops) makes the result the opening of a piece that long, for continuing it later."""
     vocab = tokenizer.vocab
     vocab.composer_id(composer)  # an unknown composer is a one-line error listing the valid ones
     families = np.array([FAMILIES.index(n) for n in parse_instruments(instruments)], np.int64)
@@ -84,17 +92,20 @@ def make_request(
     allowed = np.full(len(FAMILIES), not restrict)
     allowed[families] = True
     target = duration_steps(body, vocab) + seconds_to_steps(seconds, tokenizer)
-    return Request(np.concatenate([prefix, body]).astype(np.int32), len(prefix), target, allowed)
+    piece = max(target, round(piece_seconds * 1000 / tokenizer.cfg.time_step_ms))
+    return Request(np.concatenate([prefix, body]).astype(np.int32), len(prefix), target, piece, allowed)
 
 
 def request_like(tokenizer: Tokenizer, piece: np.ndarray, max_seconds: float) -> Request:
-    """A prompt with a real piece's composer and instruments and its length (at most `max_seconds`):
-    the model's own samples under the conditions of the data, for the critic and for evaluation."""
+    """A prompt with a real piece's composer and instruments, stopping at its length or `max_seconds`,
+    whichever comes first, and meant as long as the piece: the model's own samples under the conditions
+    of the data (the opening of a piece of that length), for the critic and for evaluation."""
     n_prefix = tokenizer.prefix_length(piece)
     prefix = np.asarray(piece[:n_prefix], np.int32)
     vocab = tokenizer.vocab
     families = prefix[vocab.token_kinds[prefix] == KIND_INSTRUMENT] - vocab.instrument_base
     allowed = np.zeros(len(FAMILIES), bool)
     allowed[families] = True
-    target = min(duration_steps(piece, vocab), seconds_to_steps(max_seconds, tokenizer))
-    return Request(prefix, n_prefix, max(target, 1), allowed)
+    whole = max(duration_steps(piece, vocab), 1)
+    target = min(whole, seconds_to_steps(max_seconds, tokenizer))
+    return Request(prefix, n_prefix, target, whole, allowed)

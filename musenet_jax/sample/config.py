@@ -16,6 +16,9 @@ class SampleConfig:
     top_p: float = 1.0  # 1.0 = off
     num_samples: int = 4
     seconds: float = 30.0
+    # How long the piece is meant to be, for the countdown embedding; 0 = it ends where sampling stops.
+    # Longer makes the result the opening of a longer piece, to be continued (no ending written yet).
+    piece_seconds: float = 0.0
     max_new_tokens: int = 0  # token budget per candidate; 0 = enough for `seconds` (sample/budget.py)
     seed: int = 0
     restrict_instruments: bool = True  # note-ons only of the requested (and intro's) instrument families
@@ -36,6 +39,11 @@ class SampleConfig:
             raise ValueError(
                 f"sample.seconds must be positive and at most {MAX_SECONDS:.0f} (one hour), "
                 f"got {self.seconds}"
+            )
+        if not 0 <= self.piece_seconds <= MAX_SECONDS:
+            raise ValueError(
+                f"sample.piece_seconds must be in [0, {MAX_SECONDS:.0f}] (0 = ends with the sample), "
+                f"got {self.piece_seconds}"
             )
         if self.max_new_tokens < 0:
             raise ValueError(

@@ -65,7 +65,8 @@ class DecodeState:
     times: jax.Array  # int32 [B, H]: the time each token happens at
     length: jax.Array  # int32: tokens in `tokens`
     grammar: GrammarState
-    durations: jax.Array  # int32 [B]: requested piece length in steps
+    durations: jax.Array  # int32 [B]: the piece's whole length in steps (countdown embedding)
+    stop_at: jax.Array  # int32 [B]: the time sampling stops at
     families: jax.Array  # bool [B, families]
     done: jax.Array  # bool [B]
     stop: jax.Array  # int8 [B]: 0 running, 1 end, 2 length
@@ -130,8 +131,8 @@ class Sampler:
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             time = st.grammar.time
             steps_of = jnp.asarray(tables.wait_steps)[token]
-            reaches = (steps_of > 0) & (time + steps_of >= st.durations)
-            token = jnp.where(reaches, tables.wait_base + st.durations - time - 1, token)  # cut the last wait
+            reaches = (steps_of > 0) & (time + steps_of >= st.stop_at)
+            token = jnp.where(reaches, tables.wait_base + st.stop_at - time - 1, token)  # cut the last wait
             active = ~st.done
             token = jnp.where(active, token, tables.pad_id)
             ended = active & (token == tables.end_id)
@@ -169,7 +170,8 @@ class Sampler:
             times=jnp.asarray(times),
             length=jnp.asarray(prompt.shape[1], jnp.int32),
             grammar=self._replay(jnp.asarray(prompt)),
-            durations=jnp.asarray([r.target_steps for r in requests], jnp.int32),
+            durations=jnp.asarray([r.piece_steps for r in requests], jnp.int32),
+            stop_at=jnp.asarray([r.target_steps for r in requests], jnp.int32),
             families=jnp.asarray(np.stack([r.families for r in requests])),
             done=jnp.zeros((num,), bool),
             stop=jnp.zeros((num,), jnp.int8),

@@ -20,7 +20,7 @@ from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample import audio
-from musenet_jax.sample.conditioning import make_request
+from musenet_jax.sample.conditioning import make_request, request_like
 from musenet_jax.sample.filtering import SamplingSettings, draw, top_k_filter, top_p_filter
 from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens
 from musenet_jax.sample.sampler import Sampler
@@ -115,7 +115,34 @@ def test_sampling_stops_at_the_requested_length(random_model):
         assert duration_steps(cand.ids, TOKENIZER.vocab) <= request.target_steps == 30
 
 
-def test_unknown_composer_or_instrument_is_one_line_listing_the_valid_ones():
+def test_the_opening_of_a_longer_piece_stops_early_but_counts_down_from_the_whole(random_model):
+    """`piece_seconds` feeds the countdown: the model is told the piece goes on (no ending to write),
+    while sampling still stops at the requested length."""
+    sampler = Sampler(random_model, TOKENIZER, SamplingSettings(top_k=300))
+    opening = make_request(TOKENIZER, "bach", "piano", 0.3, piece_seconds=60.0)
+    assert (opening.target_steps, opening.piece_steps) == (30, 6000)
+    for cand in sampler.sample([opening] * 2, max_new_tokens=150, seed=2):
+        assert duration_steps(cand.ids, TOKENIZER.vocab) <= 30
+    whole = make_request(TOKENIZER, "bach", "piano", 0.3)
+    assert whole.piece_steps == whole.target_steps == 30
+    first_logits = [
+        sampler._prefill(
+            sampler.params, sampler._initial_state([r], 40, 0), head=len(r.prompt), body=0
+        ).logits
+        for r in (opening, whole)
+    ]
+    assert not np.allclose(*first_logits)  # the countdown embedding sees the difference
+
+
+def test_samples_like_a_real_piece_are_openings_of_a_piece_that_long():
+    vocab = TOKENIZER.vocab
+    note = vocab.note_ids(np.array([0]), np.array([3]), np.array([60]))[0]
+    release = vocab.note_ids(np.array([0]), np.array([0]), np.array([60]))[0]
+    body = [note, vocab.wait_id(100), release] * 20  # 20 s of one repeated note
+    piece = np.concatenate([TOKENIZER.prefix("bach", np.array([0])), body, [vocab.end_id]])
+    request = request_like(TOKENIZER, piece, max_seconds=5.0)
+    assert (request.target_steps, request.piece_steps) == (500, 2000)
+
     with pytest.raises(UserError, match=r"unknown composer 'bahc'; valid: bach, "):
         make_request(TOKENIZER, "bahc", "piano", 5)
     with pytest.raises(UserError, match=r"unknown instrument 'pinao'; valid: piano, "):
