@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
-from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
-from musenet_jax.eval.music_stats import distances, piece_stats, stats_table, summary
+from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import bits_per_token
 from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.sample.budget import token_budget
@@ -44,11 +42,7 @@ def evaluate(
     seconds = cfg.sample.seconds
     step_s = tokenizer.step_s
 
-    def cut(events: Events) -> Events:  # the split's pieces' first `seconds`, as long as the samples may be
-        kept = events.select(events.start_s < seconds)
-        return kept.replace(end_s=np.minimum(kept.end_s, seconds))
-
-    test = stats_table([piece_stats(cut(tokenizer.ids_to_events(p)), step_s) for p in pieces])
+    test = stats_table([piece_stats(opening(tokenizer.ids_to_events(p), seconds), step_s) for p in pieces])
     report["test_stats"] = summary(test)
     report["num_samples"] = num
     if num:

@@ -43,6 +43,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("files", nargs="+", metavar="FILE.mid")
     score.set_defaults(run=run_score)
 
+    rerank = commands.add_parser(
+        "rerank",
+        help="measure the critic: its pick of K candidates vs a random pick, on the distance of the picks' "
+        "statistics from a split's",
+    )
+    add_run_arguments(rerank)
+    rerank.add_argument(
+        "--requests", type=int, default=16, help="requests, each like a real piece (default: 16)"
+    )
+    rerank.add_argument("--candidates", type=int, default=4, help="candidates per request (default: 4)")
+    rerank.add_argument("--split", default="test", help="split the requests and the reference come from")
+    rerank.add_argument("--seed", type=int, default=0)
+    rerank.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    rerank.set_defaults(run=run_rerank)
+
 
 def run_make_fakes(args: argparse.Namespace) -> int:
     from musenet_jax.app.fakes import make_fakes
@@ -69,3 +84,26 @@ def run_score(args: argparse.Namespace) -> int:
     for path, score in scored:
         print(f"{score:.4f}  {path}")
     return 0 if len(scored) == len(args.files) else 1
+
+
+def run_rerank(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from musenet_jax.app.rerank import measure_reranking, reranking_table
+    from musenet_jax.eval.pieces import load_split_pieces
+
+    run = run_from_args(args)
+    pieces = load_split_pieces(run.cfg, args.split)
+    with tqdm(total=args.requests, unit="request", desc="candidates") as bar:
+        report = measure_reranking(
+            run,
+            pieces,
+            requests=args.requests,
+            candidates=args.candidates,
+            seed=args.seed,
+            progress=bar.update,
+        )
+    print(json.dumps(report, indent=1) if args.json else reranking_table(report))
+    return 0

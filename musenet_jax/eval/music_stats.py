@@ -58,6 +58,13 @@ def piece_stats(events: Events, step_s: float) -> dict[str, float]:
     return out
 
 
+def opening(events: Events, seconds: float) -> Events:
+    """A piece's first `seconds`, notes cut there: the part of a real piece that samples of that length
+    are compared with."""
+    kept = events.select(events.start_s < seconds)
+    return kept.replace(end_s=np.minimum(kept.end_s, seconds))
+
+
 def stats_table(pieces: list[dict[str, float]]) -> dict[str, np.ndarray]:
     """Per statistic, the finite values over the pieces."""
     values = {name: np.array([p[name] for p in pieces], np.float64) for name in STAT_NAMES}
