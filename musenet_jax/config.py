@@ -40,6 +40,14 @@ class Config:
     sample: SampleConfig = SampleConfig()
     critic: CriticConfig = CriticConfig()
 
+    def __post_init__(self) -> None:
+        """Rules across sections (each section checks its own values)."""
+        if self.model.note_off_mask and self.train.mixup_alpha > 0:
+            raise UserError(
+                "model.note_off_mask does not mix with train.mixup_alpha > 0 (a mixed row's partner may "
+                "release notes the row does not hold); switch one of them off"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists); `config_from_dict` inverts it."""
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -23,6 +23,9 @@ def synthetic_batch(cfg, vocab_size: int, seed: int = 0) -> dict:
     """Random tokens in the pipeline's batch layout: the step's cost does not depend on the music."""
     import numpy as np
 
+    from musenet_jax.encoding.slots import note_slots
+    from musenet_jax.encoding.vocab import Vocabulary
+
     rng = np.random.default_rng(seed)
     b, t = cfg.train.global_batch, cfg.model.context
     tokens = rng.integers(1, vocab_size, (b, t + 1), dtype=np.int32)
@@ -33,6 +36,7 @@ def synthetic_batch(cfg, vocab_size: int, seed: int = 0) -> dict:
         "loss_mask": np.ones((b, t), np.float32),
         "times": times,
         "durations": times[:, -1] + 1,
+        "sounding_head": np.zeros((b, note_slots(Vocabulary(cfg.encoding)).count), bool),
     }
 
 

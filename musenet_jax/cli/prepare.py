@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N input files")
     parser.add_argument("--workers", type=int, default=None, help="conversion processes (default: all cores)")
     parser.add_argument(
+        "--file-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="skip (and report) an input file whose conversion takes longer (default: no limit)",
+    )
+    parser.add_argument(
         "--beam-options",
         default=None,
         metavar="FLAGS",
@@ -49,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         midi_dir=args.midi_dir or cfg.data.midi_dir or None,
         limit=args.limit,
         workers=args.workers,
+        file_timeout_s=args.file_timeout,
         show_progress=not args.json,
         beam_options=args.beam_options,
     )

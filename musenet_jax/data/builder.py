@@ -22,6 +22,7 @@ import pathlib
 from collections.abc import Iterator
 
 import numpy as np
+import pebble
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
@@ -68,6 +69,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         encoding: EncodingConfig = EncodingConfig(),
         limit: int | None = None,
         workers: int | None = None,
+        file_timeout_s: float | None = None,
         show_progress: bool = True,
         beam: bool = False,
         **kwargs,
@@ -76,6 +78,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         self.vocab = Vocabulary(encoding)
         self.limit = limit
         self.workers = workers or os.cpu_count() or 1
+        self.file_timeout_s = file_timeout_s or None
         self.show_progress = show_progress
         self.beam = beam
         self._stats: BuildStats | None = None
@@ -162,17 +165,25 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     def _convert_all(self, sources: list[SourceFile]) -> list:
         bar = tqdm(total=len(sources), desc="converting", unit="file", disable=not self.show_progress)
         results = []
-        if self.workers == 1:
+        if self.workers == 1 and self.file_timeout_s is None:
             for source in sources:
                 results += convert_lib.convert(source, self.encoding)
                 bar.update()
         else:
-            # spawn, not fork: the caller may have JAX (and its threads) loaded.
+            # spawn, not fork: the caller may have JAX (and its threads) loaded. pebble's pool can stop one
+            # task past its time limit (replacing its worker), which concurrent.futures' cannot.
             context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-                futures = [pool.submit(convert_lib.convert, s, self.encoding) for s in sources]
+            limit = self.file_timeout_s
+            with pebble.ProcessPool(self.workers, context=context) as pool:
+                futures = {
+                    pool.schedule(convert_lib.convert, (s, self.encoding), timeout=limit): s for s in sources
+                }
                 for future in concurrent.futures.as_completed(futures):
-                    results += future.result()
+                    try:
+                        results += future.result()
+                    except concurrent.futures.TimeoutError:
+                        why = f"conversion took over {limit:g} s (prepare --file-timeout)"
+                        results.append(convert_lib.Skipped(futures[future].source_id, "timeout", why))
                     bar.update()
         bar.close()
         return sorted(results, key=lambda r: r.source)

@@ -21,6 +21,7 @@ from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
 from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
 from musenet_jax.encoding.augment import AugmentRanges, augment_ids
+from musenet_jax.encoding.slots import note_slots, sounding_before
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
@@ -49,6 +50,7 @@ class CropExample:
 
     def __init__(self, tokenizer: Tokenizer, data_cfg: DataConfig, context: int, augment: bool):
         self.tokenizer, self.context, self.augment = tokenizer, context, augment
+        self.slots = note_slots(tokenizer.vocab)
         self.ranges = AugmentRanges(
             data_cfg.transpose_semitones, data_cfg.velocity_scale, data_cfg.time_stretch
         )
@@ -74,6 +76,7 @@ class CropExample:
             "loss_mask": (np.arange(self.context) < length - 1).astype(np.float32),
             "times": row_times[:-1],
             "durations": np.int32(max(duration_steps(ids, vocab), 1)),
+            "sounding_head": sounding_before(ids, start, self.slots),  # notes held into the crop
         }
 
 
@@ -127,7 +130,7 @@ def make_eval_iterator(
     source = open_split(cfg, split)
     n = len(source)
     rows_per_process = math.ceil(math.ceil(n / count) / batch) * batch
-    empty = _empty_row(cfg.model.context)
+    empty = _empty_row(cfg.model.context, crop.slots.count)
 
     def row(position: int) -> Batch:
         if position >= n:
@@ -138,7 +141,7 @@ def make_eval_iterator(
     return _iterate(ds, cfg.data)
 
 
-def _empty_row(context: int) -> Batch:
+def _empty_row(context: int, slots: int) -> Batch:
     zeros = np.zeros(context, np.int32)
     return {
         "inputs": zeros,
@@ -146,6 +149,7 @@ def _empty_row(context: int) -> Batch:
         "loss_mask": np.zeros(context, np.float32),
         "times": zeros,
         "durations": np.int32(1),
+        "sounding_head": np.zeros(slots, bool),
     }
 
 

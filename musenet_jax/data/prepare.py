@@ -66,6 +66,7 @@ def prepare(
     midi_dir: str | None = None,
     limit: int | None = None,
     workers: int | None = None,
+    file_timeout_s: float | None = None,
     show_progress: bool = True,
     beam_options: str | None = None,
 ) -> PrepareSummary:
@@ -74,7 +75,8 @@ def prepare(
     The build goes to a folder beside the dataset and replaces it only once complete, so a failed or
     interrupted rebuild leaves the previous dataset (and its record of inputs) exactly as it was.
     `beam_options` (Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ...") runs the
-    conversion as an Apache Beam pipeline instead of local worker processes."""
+    conversion as an Apache Beam pipeline instead of local worker processes. `file_timeout_s` skips (and
+    reports) an input file whose conversion takes longer: one pathological score cannot hold up a corpus."""
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
     if source == "midi_dir" and not midi_dir_sources(midi_dir, encoding.composers):
@@ -101,6 +103,7 @@ def prepare(
             encoding,
             limit=limit,
             workers=workers,
+            file_timeout_s=file_timeout_s,
             show_progress=show_progress,
             beam=pipeline_options is not None,
         )

@@ -39,7 +39,8 @@ EVAL_BATCH = 8
 @functools.partial(jax.jit, static_argnums=0)
 def _window_nll(graphdef: nnx.GraphDef, params: Any, rows: dict[str, jax.Array]) -> jax.Array:
     model = nnx.merge(graphdef, params)
-    return token_nll(model(rows["inputs"], rows["times"], rows["durations"]), rows["targets"])
+    logits = model(rows["inputs"], rows["times"], rows["durations"], sounding_head=rows["sounding_head"])
+    return token_nll(logits, rows["targets"])
 
 
 def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -52,7 +53,8 @@ def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray
     nats = np.zeros(len(KIND_GROUPS))
     counts = np.zeros(len(KIND_GROUPS))
     for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
-        arrays = {k: jnp.asarray(rows[k]) for k in ("inputs", "targets", "times", "durations")}
+        keys = ("inputs", "targets", "times", "durations", "sounding_head")
+        arrays = {k: jnp.asarray(rows[k]) for k in keys}
         nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)
         groups = group_of[rows["targets"]]
         scored = (rows["scored"] > 0) & (groups >= 0)

@@ -4,7 +4,8 @@ Training sees random crops; scoring a piece (bits per token, the critic's verdic
 Row w holds `prefix + body[w*S : w*S + S]` with S = context + 1 - prefix length, so inputs and
 targets (shifted by one) are both `context` long and every token after the first is a scored target
 exactly once: the prefix tokens in the first window, the body tokens in the window that holds them.
-The first body token of a later window is predicted from the prefix alone, a small pessimism.
+The first body token of a later window is predicted from the prefix alone, a small pessimism; the notes
+sounding at a window's head (`sounding_head`) come from the piece before it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from musenet_jax.encoding.slots import note_slots, sounding_before
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 
@@ -21,8 +23,9 @@ Rows = dict[str, np.ndarray]
 
 def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     """Rows of one piece: inputs, targets, times [n, context]; scored (targets to count) and valid (inputs
-    holding tokens) float32 [n, context]; durations [n]."""
+    holding tokens) float32 [n, context]; durations [n]; sounding_head bool [n, slots]."""
     vocab = tokenizer.vocab
+    slots = note_slots(vocab)
     ids = np.asarray(ids, np.int32)
     times = token_times(ids, vocab)
     n_prefix = min(tokenizer.prefix_length(ids), context // 2)
@@ -33,7 +36,9 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     row_times = np.zeros((count, context + 1), np.int32)
     scored = np.zeros((count, context), np.float32)
     valid = np.zeros((count, context), np.float32)
+    heads = np.zeros((count, slots.count), bool)
     for w in range(count):
+        heads[w] = sounding_before(ids, n_prefix + w * span, slots)
         take = np.concatenate(
             [np.arange(n_prefix), np.arange(n_prefix + w * span, min(n_prefix + (w + 1) * span, len(ids)))]
         )
@@ -48,6 +53,7 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
         "scored": scored,
         "valid": valid,
         "durations": np.full(count, max(duration_steps(ids, vocab), 1), np.int32),
+        "sounding_head": heads,
         "piece": np.zeros(count, np.int32),
     }
 

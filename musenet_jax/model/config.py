@@ -31,6 +31,8 @@ class ModelConfig:
     scan_layers: bool = True
     # An input embedding of the notes sounding at each position (model/sounding.py): beyond MuseNet.
     sounding_embedding: bool = False
+    # No probability on a silent note's note-off, in training, evaluation and sampling (model/sounding.py).
+    note_off_mask: bool = False
 
     # Keys that choose how the same parameters are computed; a run may resume with them changed.
     EXECUTION_KEYS: ClassVar[tuple[str, ...]] = (

@@ -21,6 +21,7 @@ from flax import nnx
 
 from musenet_jax.attention.patterns import Pattern, layer_patterns
 from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.slots import NoteSlots, note_slots
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.model.cache import CACHE_AXES, KVCache
@@ -28,7 +29,7 @@ from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init
-from musenet_jax.model.sounding import SoundingNotes, note_slot_tables
+from musenet_jax.model.sounding import SoundingNotes, mask_silent_note_offs, sounding_after, sounding_step
 
 if TYPE_CHECKING:
     from musenet_jax.config import Config
@@ -85,16 +86,18 @@ class MuseNet(nnx.Module):
         *,
         rngs: nnx.Rngs,
         time_step_ms: int | None = None,
-        note_slots: tuple[tuple[int, ...], tuple[int, ...], int] | None = None,
+        note_slots: NoteSlots | None = None,
     ):
         self.cfg = cfg
         self.vocab_size = vocab_size
         time_step_ms = EncodingConfig().time_step_ms if time_step_ms is None else time_step_ms
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.embed = MusicEmbedding(cfg, vocab_size, time_step_ms, rngs=rngs)
-        if cfg.sounding_embedding and note_slots is None:
-            raise ValueError("model.sounding_embedding needs the vocabulary's note slots (see build_model)")
-        self.sounding = SoundingNotes(cfg, note_slots, rngs=rngs) if cfg.sounding_embedding else None
+        self.tracks_sounding = cfg.sounding_embedding or cfg.note_off_mask
+        if self.tracks_sounding and note_slots is None:
+            raise ValueError("model.sounding_embedding / note_off_mask need the vocabulary's note slots")
+        self.note_slots = note_slots if self.tracks_sounding else None
+        self.sounding = SoundingNotes(cfg, note_slots.count, rngs=rngs) if cfg.sounding_embedding else None
         cycle = pattern_cycle(cfg)
         self.num_groups = cfg.n_layers // len(cycle)
         self.per_group = len(cycle)
@@ -146,39 +149,56 @@ class MuseNet(nnx.Module):
             outs.append(out)
         return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
-    def _embed(self, inputs, positions, times, durations, mix=None) -> jax.Array:
+    def _embed(self, inputs, positions, times, durations, sounding=None, mix=None) -> jax.Array:
         x = self.embed(inputs, positions, times, durations)
         if self.sounding is not None:
-            x = x + self.sounding.embed(self.sounding.sounding(inputs))
+            x = x + self.sounding(sounding)
         if mix is not None:
             perm, lam = mix
             lam = lam.astype(x.dtype)[:, None, None]
             x = lam * x + (1 - lam) * jnp.take(x, perm, axis=0)
         return constrain(x, ("batch", "length", "embed"))
 
-    def _logits(self, h: jax.Array) -> jax.Array:
+    def _logits(self, h: jax.Array, sounding: jax.Array | None) -> jax.Array:
         logits = self.head(self.final_norm(h).astype(h.dtype)).astype(jnp.float32)
+        if self.cfg.note_off_mask:
+            logits = mask_silent_note_offs(logits, sounding, self.note_slots)
         return constrain(logits, ("batch", "length", "vocab"))
 
-    def _trunk(self, inputs, times, durations, mix=None) -> jax.Array:
+    def _sounding(self, inputs: jax.Array, head: jax.Array | None) -> jax.Array | None:
+        """bool [B, T, slots] after each token, when the model uses it."""
+        return sounding_after(inputs, head, self.note_slots) if self.tracks_sounding else None
+
+    def _trunk(self, inputs, times, durations, sounding, mix=None) -> jax.Array:
         positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-        x = self._embed(inputs, positions, times, durations, mix)
+        x = self._embed(inputs, positions, times, durations, sounding, mix)
         x, _ = self._over_groups(lambda group, x: (group(x)[0], None), x)
         return x
 
     # --- public API -----------------------------------------------------------------------------
 
-    def __call__(self, inputs: jax.Array, times: jax.Array, durations: jax.Array, *, mix=None) -> jax.Array:
-        """inputs/times [B, T] int32, durations [B] -> float32 logits [B, T, V].
+    def __call__(
+        self,
+        inputs: jax.Array,
+        times: jax.Array,
+        durations: jax.Array,
+        *,
+        sounding_head: jax.Array | None = None,
+        mix=None,
+    ) -> jax.Array:
+        """inputs/times [B, T] int32, durations [B] -> float32 logits [B, T, V]. `sounding_head` [B, slots]:
+        the notes sounding before the first token (a window cut from a piece; None: the piece's start).
         `mix=(perm_index [B], lam [B])`: mixup of the summed input embeddings, lam*e_b + (1-lam)*e_perm[b]."""
-        return self._logits(self._trunk(inputs, times, durations, mix))
+        sounding = self._sounding(inputs, sounding_head)
+        return self._logits(self._trunk(inputs, times, durations, sounding, mix), sounding)
 
     def critic_logits(
         self, inputs: jax.Array, times: jax.Array, durations: jax.Array, loss_mask: jax.Array
     ) -> jax.Array:
         """One real-vs-generated logit per sequence [B]: mean of final-normed hidden states over
         `loss_mask` positions, then a linear map."""
-        h = self.final_norm(self._trunk(inputs, times, durations)).astype(jnp.float32)
+        sounding = self._sounding(inputs, None)
+        h = self.final_norm(self._trunk(inputs, times, durations, sounding)).astype(jnp.float32)
         mask = loss_mask.astype(jnp.float32)[..., None]
         pooled = (h * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
         return self.critic(pooled)[:, 0]
@@ -188,7 +208,7 @@ class MuseNet(nnx.Module):
         if not 1 <= max_len <= self.cfg.context:
             raise UserError(f"cache length {max_len} must be in [1, model.context={self.cfg.context}]")
         head_dim = self.cfg.d_model // self.cfg.n_heads
-        slots = 0 if self.sounding is None else self.sounding.num_slots
+        slots = self.note_slots.count if self.tracks_sounding else 0
         return KVCache.zeros(
             self.num_groups,
             self.per_group,
@@ -201,18 +221,26 @@ class MuseNet(nnx.Module):
         )
 
     def prefill(
-        self, inputs: jax.Array, times: jax.Array, durations: jax.Array, cache: KVCache
+        self,
+        inputs: jax.Array,
+        times: jax.Array,
+        durations: jax.Array,
+        cache: KVCache,
+        sounding_head: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache]:
-        """Run the prompt [B, T0] through an empty cache: (logits [B, T0, V], cache with length T0)."""
+        """Run the prompt [B, T0] through an empty cache: (logits [B, T0, V], cache with length T0).
+        `sounding_head` as in `__call__`, for a window the sampler slid to."""
         if inputs.shape[1] > cache.max_len:
             raise UserError(f"prompt of {inputs.shape[1]} tokens does not fit a cache of {cache.max_len}")
         positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-        x = self._embed(inputs, positions, times, durations)
+        sounding = self._sounding(inputs, sounding_head)
+        x = self._embed(inputs, positions, times, durations, sounding)
         x, (k, v) = self._over_groups(lambda group, x: group(x), x)
         k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), 0, axis=3)
         v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), 0, axis=3)
-        sounding = cache.sounding if self.sounding is None else self.sounding.sounding(inputs)[:, -1]
-        return self._logits(x), _pinned(KVCache(k, v, jnp.asarray(inputs.shape[1], jnp.int32), sounding))
+        last = cache.sounding if sounding is None else sounding[:, -1]
+        length = jnp.asarray(inputs.shape[1], jnp.int32)
+        return self._logits(x, sounding), _pinned(KVCache(k, v, length, last))
 
     def decode_step(
         self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache
@@ -221,17 +249,15 @@ class MuseNet(nnx.Module):
         (logits [B, V], cache)."""
         position = cache.length
         positions = jnp.broadcast_to(position, token.shape)[:, None]
-        sounding = cache.sounding
-        if self.sounding is None:
-            x = self._embed(token[:, None], positions, time[:, None], durations)
-        else:  # the set comes from the cache, not from the one token in view
-            sounding = self.sounding.step(token, sounding)
-            x = self.embed(token[:, None], positions, time[:, None], durations)
-            x = constrain(x + self.sounding.embed(sounding)[:, None], ("batch", "length", "embed"))
+        sounding = cache.sounding  # the set comes from the cache, not from the one token in view
+        if self.tracks_sounding:
+            sounding = sounding_step(token, sounding, self.note_slots)
+        step_sounding = None if sounding is None or not self.tracks_sounding else sounding[:, None]
+        x = self._embed(token[:, None], positions, time[:, None], durations, step_sounding)
         x, (k, v) = self._over_groups(
             lambda group, x, kc, vc: group.decode(x, kc, vc, position), x, cache.k, cache.v
         )
-        return self._logits(x)[:, 0], _pinned(KVCache(k, v, position + 1, sounding))
+        return self._logits(x, step_sounding)[:, 0], _pinned(KVCache(k, v, position + 1, sounding))
 
 
 def _pinned(cache: KVCache) -> KVCache:
@@ -241,7 +267,8 @@ def _pinned(cache: KVCache) -> KVCache:
 
 def build_model(cfg: Config, vocab_size: int, seed: int = 0) -> MuseNet:
     """The MuseNet of a run's config: its model section on its encoding's time grid."""
-    slots = note_slot_tables(Vocabulary(cfg.encoding)) if cfg.model.sounding_embedding else None
+    uses_slots = cfg.model.sounding_embedding or cfg.model.note_off_mask
+    slots = note_slots(Vocabulary(cfg.encoding)) if uses_slots else None
     return MuseNet(
         cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms, note_slots=slots
     )

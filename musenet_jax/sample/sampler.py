@@ -27,6 +27,7 @@ from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.model.cache import KVCache
+from musenet_jax.model.sounding import sounding_before_positions
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample.conditioning import Request
 from musenet_jax.sample.filtering import SamplingSettings, draw
@@ -107,8 +108,11 @@ class Sampler:
         """Rebuilds the cache from the first `head` tokens and the latest `body` ones."""
         model = self._model(params)
         inputs, times = st.tokens[:, :head], st.times[:, :head]
+        sounding_head = None
         if body:
             start = st.length - body
+            if model.note_slots is not None:  # notes held from the history that left the window
+                sounding_head = sounding_before_positions(st.tokens, start, model.note_slots)
             inputs = jnp.concatenate(
                 [inputs, jax.lax.dynamic_slice_in_dim(st.tokens, start, body, axis=1)], axis=1
             )
@@ -116,7 +120,7 @@ class Sampler:
                 [times, jax.lax.dynamic_slice_in_dim(st.times, start, body, axis=1)], axis=1
             )
         cache = model.init_cache(st.tokens.shape[0], self.context)
-        logits, cache = model.prefill(inputs, times, st.durations, cache)
+        logits, cache = model.prefill(inputs, times, st.durations, cache, sounding_head)
         return st.replace(cache=cache, logits=logits[:, -1])
 
     def _chunk_impl(self, params: Any, st: DecodeState, steps: jax.Array) -> DecodeState:

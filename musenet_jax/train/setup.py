@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from musenet_jax.config import Config
+from musenet_jax.encoding.slots import note_slots
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.model.sharding import state_shardings
@@ -74,6 +75,7 @@ class TrainSetup:
             "loss_mask": spec(shape, jnp.float32),
             "times": spec(shape, jnp.int32),
             "durations": spec(shape[:1], jnp.int32),
+            "sounding_head": spec((shape[0], note_slots(Vocabulary(self.cfg.encoding)).count), jnp.bool_),
         }
 
     def _fresh_state(self) -> TrainState:

@@ -55,7 +55,8 @@ def summed_loss(
     drawn within `groups` equal blocks of consecutive rows (see `mixup_groups`)."""
     inputs, targets, mask = batch["inputs"], batch["targets"], batch["loss_mask"].astype(jnp.float32)
     if mixup_alpha <= 0:
-        nll = token_nll(model(inputs, batch["times"], batch["durations"]), targets)
+        logits = model(inputs, batch["times"], batch["durations"], sounding_head=batch["sounding_head"])
+        nll = token_nll(logits, targets)
         return jnp.sum(nll * mask), jnp.sum(mask)
     perm, lam = mixup_draw(key, inputs.shape[0], mixup_alpha, groups)
     logits = model(inputs, batch["times"], batch["durations"], mix=(perm, lam))

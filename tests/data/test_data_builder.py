@@ -184,3 +184,10 @@ def test_scores_music21_repairs_convert_without_warnings_on_the_terminal(tmp_pat
     assert caught == []
     with pytest.warns(UserWarning, match="overfull"):  # music21 does warn on this score
         music21.converter.parse(path, forceSource=True)
+
+
+def test_a_file_past_the_time_limit_is_skipped_and_reported(tmp_path):
+    """--file-timeout: a conversion that runs too long (here every one: a spawned worker needs longer
+    than 1 ms to import music21) is stopped, and the files are skipped with reason `timeout`."""
+    with pytest.raises(UserError, match=r"none of the 2 input files could be used \(timeout 2\)"):
+        prepare("music21", str(tmp_path), limit=2, workers=1, file_timeout_s=0.001, show_progress=False)

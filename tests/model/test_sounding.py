@@ -1,5 +1,7 @@
-"""The sounding-notes embedding: the set it computes equals the grammar's, the full forward and the KV-cache
-decode give the same logits with it, and switched off it adds no parameter."""
+"""What the model knows of the notes sounding: the set it computes equals the grammar's (also for a window
+cut mid-piece, given the notes held into it), the full forward and the KV-cache decode give the same logits
+with the embedding and the note-off mask, the mask leaves no mass on a silent note's note-off, and switched
+off the embedding adds no parameter."""
 
 from __future__ import annotations
 
@@ -12,13 +14,18 @@ from flax import nnx
 from midi_corpus import packaged_midi_files
 
 from musenet_jax.config import load_config
+from musenet_jax.encoding.slots import note_slots, sounding_before
 from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.model.sounding import sounding_after, sounding_before_positions
 from musenet_jax.model.transformer import build_model
 from musenet_jax.sample.grammar import SOUNDING, GrammarTables, replay
 
-CFG = load_config("tiny", ["model.context=64", "model.sounding_embedding=true", "model.dtype=float32"])
+CFG = load_config(
+    "tiny",
+    ["model.context=64", "model.sounding_embedding=true", "model.note_off_mask=true", "model.dtype=float32"],
+)
 TOKENIZER = Tokenizer(CFG.encoding)
 
 
@@ -27,18 +34,45 @@ def real_window(length: int = 64) -> np.ndarray:
     return ids[:length].astype(np.int32)
 
 
-def test_sounding_set_equals_the_grammars_at_every_position():
-    model = build_model(CFG, TOKENIZER.vocab.size)
-    ids = real_window()
-    sounding = np.asarray(model.sounding.sounding(jnp.asarray(ids[None])))[0]
+SLOTS = note_slots(TOKENIZER.vocab)
+
+
+def test_sounding_set_equals_the_grammars_at_every_position_also_mid_piece():
+    ids = real_window(160)
     tables = GrammarTables.from_vocab(TOKENIZER.vocab)
     melodic = np.asarray(tables.hold)[np.asarray(tables.is_on)] == SOUNDING  # drums excluded
     assert melodic.any()
-    for t in (5, 20, 40, len(ids) - 1):
-        state = replay(jnp.asarray(ids[None, : t + 1]), tables)
-        expected = np.asarray(state.busy_until)[0] == SOUNDING
-        np.testing.assert_array_equal(sounding[t], expected)
-    assert sounding[len(ids) - 1].any()
+    held_into = []
+    for start in (0, 57, 100):  # a window cut from the piece at `start`, with the notes held into it
+        head = sounding_before(ids, start, SLOTS)
+        held_into.append(head.any())
+        np.testing.assert_array_equal(
+            np.asarray(sounding_before_positions(jnp.asarray(ids[None]), start, SLOTS))[0], head
+        )
+        window = ids[start : start + 60]
+        sounding = np.asarray(sounding_after(jnp.asarray(window[None]), jnp.asarray(head[None]), SLOTS))[0]
+        for t in (5, 20, 40, len(window) - 1):
+            state = replay(jnp.asarray(ids[None, : start + t + 1]), tables)
+            expected = np.asarray(state.busy_until)[0] == SOUNDING
+            np.testing.assert_array_equal(sounding[t], expected)
+    assert held_into[0] == False and any(held_into)  # noqa: E712 (a numpy bool)
+
+
+def test_the_mask_leaves_no_mass_on_a_silent_notes_note_off():
+    model = build_model(CFG, TOKENIZER.vocab.size)
+    ids = real_window()
+    times = jnp.asarray(token_times(ids, TOKENIZER.vocab)[None].astype(np.int32))
+    logits = np.asarray(model(jnp.asarray(ids[None]), times, jnp.asarray([int(times[0, -1]) + 10])))[0]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    sounding = np.asarray(sounding_after(jnp.asarray(ids[None]), None, SLOTS))[0]
+    off_token = np.asarray(SLOTS.off_token)
+    has_off = off_token >= 0
+    for t in range(len(ids)):
+        silent = has_off & ~sounding[t]
+        assert probs[t, off_token[silent]].sum() < 1e-6
+        held = has_off & sounding[t]
+        assert not held.any() or probs[t, off_token[held]].min() > 0
 
 
 def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():

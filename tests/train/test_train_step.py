@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from musenet_jax.config import load_config
+from musenet_jax.encoding.slots import note_slots
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.model.config import MeshConfig
 from musenet_jax.model.sharding import make_mesh
@@ -46,6 +47,7 @@ def make_batch(identical_rows: bool = False, seed: int = 0) -> dict[str, np.ndar
         "loss_mask": mask,
         "times": np.cumsum(waits, axis=1).astype(np.int32),
         "durations": np.full((b,), 2000, np.int32),
+        "sounding_head": np.zeros((b, note_slots(Vocabulary(CFG.encoding)).count), bool),
     }
 
 
