@@ -36,7 +36,7 @@ def synthetic_batch(cfg, vocab_size: int, seed: int = 0) -> dict:
         "loss_mask": np.ones((b, t), np.float32),
         "times": times,
         "durations": times[:, -1] + 1,
-        "sounding_head": np.zeros((b, note_slots(Vocabulary(cfg.encoding)).count), bool),
+        "sounding_head": np.zeros((b, note_slots(Vocabulary(cfg.encoding)).count), np.int32),
     }
 
 

@@ -21,7 +21,7 @@ from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
 from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
 from musenet_jax.encoding.augment import AugmentRanges, augment_ids
-from musenet_jax.encoding.slots import note_slots, sounding_before
+from musenet_jax.encoding.slots import held_before, note_slots
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
@@ -76,7 +76,7 @@ class CropExample:
             "loss_mask": (np.arange(self.context) < length - 1).astype(np.float32),
             "times": row_times[:-1],
             "durations": np.int32(max(duration_steps(ids, vocab), 1)),
-            "sounding_head": sounding_before(ids, start, self.slots),  # notes held into the crop
+            "sounding_head": held_before(ids, start, self.slots),  # notes held into the crop
         }
 
 
@@ -149,7 +149,7 @@ def _empty_row(context: int, slots: int) -> Batch:
         "loss_mask": np.zeros(context, np.float32),
         "times": zeros,
         "durations": np.int32(1),
-        "sounding_head": np.zeros(slots, bool),
+        "sounding_head": np.zeros(slots, np.int32),
     }
 
 

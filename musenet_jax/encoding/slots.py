@@ -1,10 +1,10 @@
 """Note slots: one per (family, pitch) that can sound, with which token turns it on or off.
 
-A slot sounds after a token when its latest note-on comes after its latest note-off. This is what the
-sampler's grammar tracks, what the sounding-notes embedding feeds the model, and what the note-off mask
-uses to keep the model from releasing silent notes. A training crop or an evaluation window starts mid-
-piece, so the notes sounding at its head come from the piece before it (`sounding_before`). Drums have
-note-ons only and never sound on.
+A slot sounds after a token while it holds more note-ons than note-offs (two parts may hold one pitch).
+This is what the sampler's grammar tracks, what the sounding-notes embedding feeds the model, and what the
+note-off mask uses to keep the model from releasing silent notes. A training crop or an evaluation window
+starts mid-piece, so the notes held at its head come from the piece before it (`held_before`). Drums
+have note-ons only and never sound on.
 """
 
 from __future__ import annotations
@@ -46,14 +46,10 @@ def note_slots(vocab: Vocabulary) -> NoteSlots:
     return NoteSlots(tuple(map(int, slot)), tuple(map(int, change)), tuple(map(int, off_token)))
 
 
-def sounding_before(ids: np.ndarray, end: int, slots: NoteSlots) -> np.ndarray:
-    """bool [slots]: the slots sounding after `ids[:end]`, i.e. at the head of a window starting at `end`."""
+def held_before(ids: np.ndarray, end: int, slots: NoteSlots) -> np.ndarray:
+    """int32 [slots]: how many notes of each slot sound after `ids[:end]`, i.e. at the head of a window
+    starting at `end` (counts: two parts may hold the same pitch)."""
     head = np.asarray(ids[:end], np.int64)
-    slot = np.asarray(slots.slot, np.int64)[head]
-    change = np.asarray(slots.change, np.int64)[head]
-    position = np.arange(len(head))
-    last_on = np.full(slots.count, -1, np.int64)
-    last_off = np.full(slots.count, -1, np.int64)
-    np.maximum.at(last_on, slot[change == 1], position[change == 1])
-    np.maximum.at(last_off, slot[change == -1], position[change == -1])
-    return last_on > last_off
+    held = np.zeros(slots.count, np.int32)
+    np.add.at(held, np.asarray(slots.slot, np.int64)[head], np.asarray(slots.change, np.int32)[head])
+    return np.maximum(held, 0)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from musenet_jax.encoding.slots import note_slots, sounding_before
+from musenet_jax.encoding.slots import held_before, note_slots
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 
@@ -23,7 +23,8 @@ Rows = dict[str, np.ndarray]
 
 def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     """Rows of one piece: inputs, targets, times [n, context]; scored (targets to count) and valid (inputs
-    holding tokens) float32 [n, context]; durations [n]; sounding_head bool [n, slots]."""
+    holding tokens) float32 [n, context]; durations [n]; sounding_head int32 [n, slots] (notes held into
+    each window)."""
     vocab = tokenizer.vocab
     slots = note_slots(vocab)
     ids = np.asarray(ids, np.int32)
@@ -36,9 +37,9 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     row_times = np.zeros((count, context + 1), np.int32)
     scored = np.zeros((count, context), np.float32)
     valid = np.zeros((count, context), np.float32)
-    heads = np.zeros((count, slots.count), bool)
+    heads = np.zeros((count, slots.count), np.int32)
     for w in range(count):
-        heads[w] = sounding_before(ids, n_prefix + w * span, slots)
+        heads[w] = held_before(ids, n_prefix + w * span, slots)
         take = np.concatenate(
             [np.arange(n_prefix), np.arange(n_prefix + w * span, min(n_prefix + (w + 1) * span, len(ids)))]
         )

@@ -18,13 +18,13 @@ CACHE_AXES: tuple[str | None, ...] = ("layers", None, "batch", "length", "heads"
 @struct.dataclass
 class KVCache:
     """k, v: [layer groups, blocks per group, batch, max_len, heads, head_dim]; length: int32 scalar;
-    sounding: bool [batch, slots], the notes sounding after the last token (slots = 0 when the model
-    has no sounding-notes embedding)."""
+    held: int32 [batch, slots], how many notes of each slot sound after the last token (slots = 0 when
+    the model uses no sounding-notes input or mask)."""
 
     k: jax.Array
     v: jax.Array
     length: jax.Array
-    sounding: jax.Array
+    held: jax.Array
 
     @property
     def max_len(self) -> int:
@@ -44,4 +44,4 @@ class KVCache:
     ) -> KVCache:
         shape = (groups, per_group, batch, max_len, heads, head_dim)
         zeros = jnp.zeros(shape, dtype)
-        return cls(zeros, zeros, jnp.zeros((), jnp.int32), jnp.zeros((batch, slots), bool))
+        return cls(zeros, zeros, jnp.zeros((), jnp.int32), jnp.zeros((batch, slots), jnp.int32))

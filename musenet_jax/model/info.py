@@ -17,8 +17,9 @@ from flax import nnx
 
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.attention.patterns import layer_patterns
+from musenet_jax.config import Config
 from musenet_jax.model.config import ModelConfig
-from musenet_jax.model.transformer import MuseNet
+from musenet_jax.model.transformer import build_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +44,9 @@ class ModelInfo:
         return dataclasses.asdict(self)
 
 
-def count_parameters(cfg: ModelConfig, vocab_size: int) -> int:
-    """Exact parameter count of `MuseNet(cfg, vocab_size)`, from abstract shapes (nothing allocated)."""
-    abstract = nnx.eval_shape(lambda: MuseNet(cfg, vocab_size, rngs=nnx.Rngs(0)))
+def count_parameters(cfg: Config, vocab_size: int) -> int:
+    """Exact parameter count of the run's model, from abstract shapes (nothing allocated)."""
+    abstract = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
     return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
 
@@ -79,7 +80,11 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int) -> float:
     return 6.0 * matmul_params + 12 * d * cfg.n_layers * keys_per_query
 
 
-def model_info(cfg: ModelConfig, vocab_size: int) -> ModelInfo:
+def model_info(cfg: Config, vocab_size: int) -> ModelInfo:
+    model = cfg.model
     return ModelInfo(
-        vocab_size, count_parameters(cfg, vocab_size), flops_per_token(cfg, vocab_size), layer_attention(cfg)
+        vocab_size,
+        count_parameters(cfg, vocab_size),
+        flops_per_token(model, vocab_size),
+        layer_attention(model),
     )

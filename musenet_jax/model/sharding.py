@@ -122,5 +122,5 @@ def cache_shardings(cache: KVCache, mesh: Mesh) -> KVCache:
     """NamedShardings of a KV cache (same tree): sequences over data+fsdp, heads over tensor, like
     the activations that fill it, so sampling on a mesh moves no cache between devices."""
     kv = NamedSharding(mesh, logical_to_spec(CACHE_AXES, cache.k.shape, mesh))
-    sounding = NamedSharding(mesh, logical_to_spec(("batch", None), cache.sounding.shape, mesh))
+    sounding = NamedSharding(mesh, logical_to_spec(("batch", None), cache.held.shape, mesh))
     return KVCache(kv, kv, NamedSharding(mesh, PartitionSpec()), sounding)

@@ -11,10 +11,9 @@ through sparse attention and keeps notes on forever (docs/quality.md). Two answe
   evaluation and sampling see one distribution and the model only has to choose among the notes that
   can be released.
 
-The set (`encoding/slots.py`) is computed from the window's token ids plus the notes sounding at its
-head (`head`, from the piece before the window; none at a piece's start): a slot sounds when its latest
-note-on in the window comes after its latest note-off, or, with no event of it in the window yet, when it
-sounded at the head. While sampling, the KV cache carries the set from step to step.
+The set (`encoding/slots.py`) is counted from the window's token ids plus the notes held at its head
+(`head`, from the piece before the window; none at a piece's start): per slot, note-ons minus note-offs.
+While sampling, the KV cache carries the counts from step to step.
 """
 
 from __future__ import annotations
@@ -32,53 +31,44 @@ from musenet_jax.model.sharding import constrain, logical_init
 SILENT_NOTE_OFF = -1e4
 
 
-def sounding_after(inputs: jax.Array, head: jax.Array | None, slots: NoteSlots) -> jax.Array:
-    """bool [B, T, slots]: the slots sounding after each token of `inputs` [B, T], given those sounding
-    before the first one (`head` [B, slots]; None: nothing)."""
+def held_after(inputs: jax.Array, head: jax.Array | None, slots: NoteSlots) -> jax.Array:
+    """int32 [B, T, slots]: how many notes of each slot sound after each token of `inputs` [B, T], given
+    those held before the first one (`head` [B, slots]; None: nothing). Counts, as two parts may hold
+    the same pitch (a unison: two note-ons, then two note-offs)."""
     slot = jnp.asarray(slots.slot, jnp.int32)[inputs]
     change = jnp.asarray(slots.change, jnp.int32)[inputs]
-    hit = jax.nn.one_hot(slot, slots.count, dtype=jnp.bool_)  # [B, T, slots]
-    position = jnp.arange(inputs.shape[1], dtype=jnp.int32)[None, :, None]
-    last_on = jax.lax.cummax(jnp.where(hit & (change == 1)[..., None], position, -1), axis=1)
-    last_off = jax.lax.cummax(jnp.where(hit & (change == -1)[..., None], position, -1), axis=1)
-    sounding = last_on > last_off
-    if head is None:
-        return sounding
-    untouched = (last_on < 0) & (last_off < 0)
-    return sounding | (untouched & head[:, None, :])
+    steps = jax.nn.one_hot(slot, slots.count, dtype=jnp.int32) * change[..., None]  # [B, T, slots]
+    held = jnp.cumsum(steps, axis=1)
+    if head is not None:
+        held = held + head.astype(jnp.int32)[:, None, :]
+    return jnp.maximum(held, 0)
 
 
-def sounding_step(token: jax.Array, sounding: jax.Array, slots: NoteSlots) -> jax.Array:
-    """The set after one more token per sequence: token [B], sounding [B, slots] -> [B, slots]."""
+def held_step(token: jax.Array, held: jax.Array, slots: NoteSlots) -> jax.Array:
+    """The counts after one more token per sequence: token [B], held [B, slots] -> [B, slots]."""
     slot = jnp.asarray(slots.slot, jnp.int32)[token]
     change = jnp.asarray(slots.change, jnp.int32)[token][:, None]
-    hit = jax.nn.one_hot(slot, slots.count, dtype=jnp.bool_)
-    return jnp.where(hit & (change == 1), True, jnp.where(hit & (change == -1), False, sounding))
+    return jnp.maximum(held + jax.nn.one_hot(slot, slots.count, dtype=jnp.int32) * change, 0)
 
 
-def sounding_before_positions(tokens: jax.Array, end: jax.Array, slots: NoteSlots) -> jax.Array:
-    """bool [B, slots]: the slots sounding after `tokens[:, :end]` ([B, H] ids, `end` a scalar): the head
-    of a window the sampler slides to, from the history that left it."""
+def held_before_positions(tokens: jax.Array, end: jax.Array, slots: NoteSlots) -> jax.Array:
+    """int32 [B, slots]: the counts after `tokens[:, :end]` ([B, H] ids, `end` a scalar): the head of a
+    window the sampler slides to, from the history that left it."""
     batch, length = tokens.shape
     slot = jnp.asarray(slots.slot, jnp.int32)[tokens]
     change = jnp.asarray(slots.change, jnp.int32)[tokens]
-    position = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens.shape)
-    before = position < end
+    before = jnp.arange(length, dtype=jnp.int32)[None, :] < end
     rows = jnp.broadcast_to(jnp.arange(batch)[:, None], tokens.shape)
-
-    def last(kind: int) -> jax.Array:
-        seen = jnp.where(before & (change == kind), position, -1)
-        return jnp.full((batch, slots.count), -1, jnp.int32).at[rows, slot].max(seen)
-
-    return last(1) > last(-1)
+    held = jnp.zeros((batch, slots.count), jnp.int32).at[rows, slot].add(jnp.where(before, change, 0))
+    return jnp.maximum(held, 0)
 
 
-def mask_silent_note_offs(logits: jax.Array, sounding: jax.Array, slots: NoteSlots) -> jax.Array:
-    """logits [..., V] with the note-off of every slot not in `sounding` [..., slots] pushed to zero
+def mask_silent_note_offs(logits: jax.Array, held: jax.Array, slots: NoteSlots) -> jax.Array:
+    """logits [..., V] with the note-off of every slot holding no note (`held` [..., slots]) pushed to zero
     probability."""
     has_off = [s for s, token in enumerate(slots.off_token) if token >= 0]
     off_ids = jnp.asarray([slots.off_token[s] for s in has_off], jnp.int32)
-    silent = ~sounding[..., jnp.asarray(has_off, jnp.int32)]
+    silent = held[..., jnp.asarray(has_off, jnp.int32)] <= 0
     return logits.at[..., off_ids].add(jnp.where(silent, SILENT_NOTE_OFF, 0.0).astype(logits.dtype))
 
 
@@ -90,7 +80,8 @@ class SoundingNotes(nnx.Module):
         init = logical_init(nnx.initializers.normal(stddev=0.02), (None, "embed"))
         self.table = nnx.Param(init(rngs.params(), (num_slots, cfg.d_model), jnp.dtype(cfg.param_dtype)))
 
-    def __call__(self, sounding: jax.Array) -> jax.Array:
-        """[..., slots] bool -> [..., d_model] in the compute dtype."""
+    def __call__(self, held: jax.Array) -> jax.Array:
+        """[..., slots] note counts -> [..., d_model] in the compute dtype (a slot counts once however
+        many notes it holds)."""
         table = constrain(self.table[...], (None, None)).astype(self.dtype)
-        return sounding.astype(self.dtype) @ table
+        return (held > 0).astype(self.dtype) @ table

@@ -29,7 +29,7 @@ from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init
-from musenet_jax.model.sounding import SoundingNotes, mask_silent_note_offs, sounding_after, sounding_step
+from musenet_jax.model.sounding import SoundingNotes, held_after, held_step, mask_silent_note_offs
 
 if TYPE_CHECKING:
     from musenet_jax.config import Config
@@ -149,29 +149,29 @@ class MuseNet(nnx.Module):
             outs.append(out)
         return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
-    def _embed(self, inputs, positions, times, durations, sounding=None, mix=None) -> jax.Array:
+    def _embed(self, inputs, positions, times, durations, held=None, mix=None) -> jax.Array:
         x = self.embed(inputs, positions, times, durations)
         if self.sounding is not None:
-            x = x + self.sounding(sounding)
+            x = x + self.sounding(held)
         if mix is not None:
             perm, lam = mix
             lam = lam.astype(x.dtype)[:, None, None]
             x = lam * x + (1 - lam) * jnp.take(x, perm, axis=0)
         return constrain(x, ("batch", "length", "embed"))
 
-    def _logits(self, h: jax.Array, sounding: jax.Array | None) -> jax.Array:
+    def _logits(self, h: jax.Array, held: jax.Array | None) -> jax.Array:
         logits = self.head(self.final_norm(h).astype(h.dtype)).astype(jnp.float32)
         if self.cfg.note_off_mask:
-            logits = mask_silent_note_offs(logits, sounding, self.note_slots)
+            logits = mask_silent_note_offs(logits, held, self.note_slots)
         return constrain(logits, ("batch", "length", "vocab"))
 
-    def _sounding(self, inputs: jax.Array, head: jax.Array | None) -> jax.Array | None:
-        """bool [B, T, slots] after each token, when the model uses it."""
-        return sounding_after(inputs, head, self.note_slots) if self.tracks_sounding else None
+    def _held(self, inputs: jax.Array, head: jax.Array | None) -> jax.Array | None:
+        """int32 [B, T, slots]: the notes held after each token, when the model uses them."""
+        return held_after(inputs, head, self.note_slots) if self.tracks_sounding else None
 
-    def _trunk(self, inputs, times, durations, sounding, mix=None) -> jax.Array:
+    def _trunk(self, inputs, times, durations, held, mix=None) -> jax.Array:
         positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-        x = self._embed(inputs, positions, times, durations, sounding, mix)
+        x = self._embed(inputs, positions, times, durations, held, mix)
         x, _ = self._over_groups(lambda group, x: (group(x)[0], None), x)
         return x
 
@@ -187,18 +187,18 @@ class MuseNet(nnx.Module):
         mix=None,
     ) -> jax.Array:
         """inputs/times [B, T] int32, durations [B] -> float32 logits [B, T, V]. `sounding_head` [B, slots]:
-        the notes sounding before the first token (a window cut from a piece; None: the piece's start).
+        the notes held before the first token (a window cut from a piece; None: the piece's start).
         `mix=(perm_index [B], lam [B])`: mixup of the summed input embeddings, lam*e_b + (1-lam)*e_perm[b]."""
-        sounding = self._sounding(inputs, sounding_head)
-        return self._logits(self._trunk(inputs, times, durations, sounding, mix), sounding)
+        held = self._held(inputs, sounding_head)
+        return self._logits(self._trunk(inputs, times, durations, held, mix), held)
 
     def critic_logits(
         self, inputs: jax.Array, times: jax.Array, durations: jax.Array, loss_mask: jax.Array
     ) -> jax.Array:
         """One real-vs-generated logit per sequence [B]: mean of final-normed hidden states over
         `loss_mask` positions, then a linear map."""
-        sounding = self._sounding(inputs, None)
-        h = self.final_norm(self._trunk(inputs, times, durations, sounding)).astype(jnp.float32)
+        held = self._held(inputs, None)
+        h = self.final_norm(self._trunk(inputs, times, durations, held)).astype(jnp.float32)
         mask = loss_mask.astype(jnp.float32)[..., None]
         pooled = (h * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
         return self.critic(pooled)[:, 0]
@@ -233,14 +233,14 @@ class MuseNet(nnx.Module):
         if inputs.shape[1] > cache.max_len:
             raise UserError(f"prompt of {inputs.shape[1]} tokens does not fit a cache of {cache.max_len}")
         positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-        sounding = self._sounding(inputs, sounding_head)
-        x = self._embed(inputs, positions, times, durations, sounding)
+        held = self._held(inputs, sounding_head)
+        x = self._embed(inputs, positions, times, durations, held)
         x, (k, v) = self._over_groups(lambda group, x: group(x), x)
         k = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), 0, axis=3)
         v = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), 0, axis=3)
-        last = cache.sounding if sounding is None else sounding[:, -1]
+        last = cache.held if held is None else held[:, -1]
         length = jnp.asarray(inputs.shape[1], jnp.int32)
-        return self._logits(x, sounding), _pinned(KVCache(k, v, length, last))
+        return self._logits(x, held), _pinned(KVCache(k, v, length, last))
 
     def decode_step(
         self, token: jax.Array, time: jax.Array, durations: jax.Array, cache: KVCache
@@ -249,15 +249,15 @@ class MuseNet(nnx.Module):
         (logits [B, V], cache)."""
         position = cache.length
         positions = jnp.broadcast_to(position, token.shape)[:, None]
-        sounding = cache.sounding  # the set comes from the cache, not from the one token in view
+        held = cache.held  # the counts come from the cache, not from the one token in view
         if self.tracks_sounding:
-            sounding = sounding_step(token, sounding, self.note_slots)
-        step_sounding = None if sounding is None or not self.tracks_sounding else sounding[:, None]
-        x = self._embed(token[:, None], positions, time[:, None], durations, step_sounding)
+            held = held_step(token, held, self.note_slots)
+        step_held = None if held is None or not self.tracks_sounding else held[:, None]
+        x = self._embed(token[:, None], positions, time[:, None], durations, step_held)
         x, (k, v) = self._over_groups(
             lambda group, x, kc, vc: group.decode(x, kc, vc, position), x, cache.k, cache.v
         )
-        return self._logits(x, step_sounding)[:, 0], _pinned(KVCache(k, v, position + 1, sounding))
+        return self._logits(x, step_held)[:, 0], _pinned(KVCache(k, v, position + 1, held))
 
 
 def _pinned(cache: KVCache) -> KVCache:

@@ -27,7 +27,7 @@ from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.model.cache import KVCache
-from musenet_jax.model.sounding import sounding_before_positions
+from musenet_jax.model.sounding import held_before_positions
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample.conditioning import Request
 from musenet_jax.sample.filtering import SamplingSettings, draw
@@ -112,7 +112,7 @@ class Sampler:
         if body:
             start = st.length - body
             if model.note_slots is not None:  # notes held from the history that left the window
-                sounding_head = sounding_before_positions(st.tokens, start, model.note_slots)
+                sounding_head = held_before_positions(st.tokens, start, model.note_slots)
             inputs = jnp.concatenate(
                 [inputs, jax.lax.dynamic_slice_in_dim(st.tokens, start, body, axis=1)], axis=1
             )

@@ -75,7 +75,7 @@ class TrainSetup:
             "loss_mask": spec(shape, jnp.float32),
             "times": spec(shape, jnp.int32),
             "durations": spec(shape[:1], jnp.int32),
-            "sounding_head": spec((shape[0], note_slots(Vocabulary(self.cfg.encoding)).count), jnp.bool_),
+            "sounding_head": spec((shape[0], note_slots(Vocabulary(self.cfg.encoding)).count), jnp.int32),
         }
 
     def _fresh_state(self) -> TrainState:

@@ -14,8 +14,8 @@ def test_zeros_shape_dtype_length():
     assert cache.max_len == 32
     assert cache.length.shape == () and cache.length.dtype == jnp.int32 and int(cache.length) == 0
     assert len(CACHE_AXES) == cache.k.ndim and CACHE_AXES[3] == "length"
-    assert cache.sounding.shape == (4, 0)  # no sounding-notes slots unless the model asks for them
-    assert KVCache.zeros(1, 1, 4, 8, 1, 4, jnp.float32, slots=1280).sounding.shape == (4, 1280)
+    assert cache.held.shape == (4, 0)  # no sounding-notes slots unless the model asks for them
+    assert KVCache.zeros(1, 1, 4, 8, 1, 4, jnp.float32, slots=1280).held.shape == (4, 1280)
 
 
 def test_cache_is_a_pytree_through_jit():

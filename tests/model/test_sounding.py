@@ -14,11 +14,11 @@ from flax import nnx
 from midi_corpus import packaged_midi_files
 
 from musenet_jax.config import load_config
-from musenet_jax.encoding.slots import note_slots, sounding_before
+from musenet_jax.encoding.slots import held_before, note_slots
 from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import Vocabulary
-from musenet_jax.model.sounding import sounding_after, sounding_before_positions
+from musenet_jax.model.sounding import held_after, held_before_positions
 from musenet_jax.model.transformer import build_model
 from musenet_jax.sample.grammar import SOUNDING, GrammarTables, replay
 
@@ -44,18 +44,29 @@ def test_sounding_set_equals_the_grammars_at_every_position_also_mid_piece():
     assert melodic.any()
     held_into = []
     for start in (0, 57, 100):  # a window cut from the piece at `start`, with the notes held into it
-        head = sounding_before(ids, start, SLOTS)
+        head = held_before(ids, start, SLOTS)
         held_into.append(head.any())
         np.testing.assert_array_equal(
-            np.asarray(sounding_before_positions(jnp.asarray(ids[None]), start, SLOTS))[0], head
+            np.asarray(held_before_positions(jnp.asarray(ids[None]), start, SLOTS))[0], head
         )
         window = ids[start : start + 60]
-        sounding = np.asarray(sounding_after(jnp.asarray(window[None]), jnp.asarray(head[None]), SLOTS))[0]
+        sounding = np.asarray(held_after(jnp.asarray(window[None]), jnp.asarray(head[None]), SLOTS))[0] > 0
         for t in (5, 20, 40, len(window) - 1):
             state = replay(jnp.asarray(ids[None, : start + t + 1]), tables)
             expected = np.asarray(state.busy_until)[0] == SOUNDING
             np.testing.assert_array_equal(sounding[t], expected)
     assert held_into[0] == False and any(held_into)  # noqa: E712 (a numpy bool)
+
+
+def test_a_unison_holds_its_slot_until_both_notes_end():
+    """Two parts on one pitch: two note-ons, then two note-offs; the slot sounds until the second."""
+    vocab = TOKENIZER.vocab
+    on, off = (vocab.note_ids(np.array([8]), np.array([b]), np.array([64]))[0] for b in (3, 0))
+    ids = np.array([on, on, vocab.wait_id(50), off, off, vocab.wait_id(50)], np.int32)
+    held = np.asarray(held_after(jnp.asarray(ids[None]), None, SLOTS))[0]
+    slot = SLOTS.slot[on]
+    assert held[:, slot].tolist() == [1, 2, 2, 1, 0, 0]
+    assert held_before(ids, 4, SLOTS)[slot] == 1
 
 
 def test_the_mask_leaves_no_mass_on_a_silent_notes_note_off():
@@ -65,7 +76,7 @@ def test_the_mask_leaves_no_mass_on_a_silent_notes_note_off():
     logits = np.asarray(model(jnp.asarray(ids[None]), times, jnp.asarray([int(times[0, -1]) + 10])))[0]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    sounding = np.asarray(sounding_after(jnp.asarray(ids[None]), None, SLOTS))[0]
+    sounding = np.asarray(held_after(jnp.asarray(ids[None]), None, SLOTS))[0] > 0
     off_token = np.asarray(SLOTS.off_token)
     has_off = off_token >= 0
     for t in range(len(ids)):
@@ -89,7 +100,7 @@ def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():
     for t in range(head, len(ids)):
         step_logits, cache = step(model, inputs[:, t], times[:, t], durations, cache)
         np.testing.assert_allclose(np.asarray(step_logits)[0], full[t], atol=2e-4, rtol=1e-4)
-    assert np.asarray(cache.sounding).any()
+    assert np.asarray(cache.held).any()
 
 
 def parameter_count(cfg) -> int:

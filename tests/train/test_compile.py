@@ -35,7 +35,7 @@ def test_tiny_train_step_compiles_for_v5p_with_sane_memory_and_flops(capsys):
 
     cfg = load_config("tiny", ["model.context=64"])
     vocab = Vocabulary(cfg.encoding).size
-    state_bytes = 3 * 4 * count_parameters(cfg.model, vocab)  # fp32 params + two Adam moments
+    state_bytes = 3 * 4 * count_parameters(cfg, vocab)  # fp32 params + two Adam moments
     # The train state is split over the 4 devices (some small arrays replicated), and donated.
     assert state_bytes / 4 <= report["argument_bytes"] <= state_bytes / 2
     assert state_bytes / 4 <= report["alias_bytes"] <= report["argument_bytes"]

@@ -47,7 +47,7 @@ def make_batch(identical_rows: bool = False, seed: int = 0) -> dict[str, np.ndar
         "loss_mask": mask,
         "times": np.cumsum(waits, axis=1).astype(np.int32),
         "durations": np.full((b,), 2000, np.int32),
-        "sounding_head": np.zeros((b, note_slots(Vocabulary(CFG.encoding)).count), bool),
+        "sounding_head": np.zeros((b, note_slots(Vocabulary(CFG.encoding)).count), np.int32),
     }
 
 
