@@ -51,8 +51,9 @@ class Run:
     tokenizer: Tokenizer
     note_facts: NoteFacts | None  # the train split's pitch ranges and note lengths, when recorded
 
-    def sampler(self) -> Sampler:
-        """A sampler with the run's `sample` settings and, where switched on, the data's note rules."""
+    def sampler(self, settings: SamplingSettings | None = None) -> Sampler:
+        """A sampler with the run's `sample` settings (or `settings`: the co-composer's knobs per request)
+        and, where switched on, the data's note rules."""
         sc = self.cfg.sample
         tables = GrammarTables.from_vocab(
             self.tokenizer.vocab,
@@ -61,7 +62,8 @@ class Run:
             pitch_margin=self.cfg.data.transpose_semitones,  # the model saw pieces transposed this far
             note_length=sc.note_length_rule,
         )
-        return Sampler(self.model, self.tokenizer, SamplingSettings.from_config(sc), tables)
+        settings = SamplingSettings.from_config(sc) if settings is None else settings
+        return Sampler(self.model, self.tokenizer, settings, tables)
 
 
 def load_run(

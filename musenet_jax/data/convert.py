@@ -93,7 +93,7 @@ def _score_pieces(path: str) -> list:
     return list(parsed.scores)[:MAX_PIECES_PER_FILE] if isinstance(parsed, music21.stream.Opus) else [parsed]
 
 
-def _to_midi(piece):
+def score_to_midi(piece):
     """A music21 stream rendered to a miditoolkit object (in memory)."""
     import music21  # here: seconds to import, and only the music21 source needs it
 
@@ -117,7 +117,7 @@ def convert(source: SourceFile, cfg: EncodingConfig) -> list[Example | Skipped]:
     for n, piece in enumerate(pieces):
         piece_id = source.source_id if len(pieces) == 1 else f"{source.source_id}#{n}"
         try:
-            read = tokenizer.read_notes(_to_midi(piece) if source.kind == "score" else piece)
+            read = tokenizer.read_notes(score_to_midi(piece) if source.kind == "score" else piece)
         except MidiReadError as err:
             results.append(Skipped(piece_id, err.reason, str(err)))
             continue
