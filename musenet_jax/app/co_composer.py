@@ -229,7 +229,7 @@ class CoComposer:
         """Empty with a critic; else why there is no score."""
         if self.critic is not None:
             return ""
-        return f"no critic score: no critic was trained for {self.run.workdir} (musenet-jax critic train)"
+        return "no critic score: no critic was trained for this run (musenet-jax critic train)"
 
     def new_session(self) -> Session:
         return Session(pathlib.Path(tempfile.mkdtemp(prefix="session-", dir=self.media_root)))

@@ -1,0 +1,92 @@
+"""The co-composer's pieces that need no model: request checks, sessions, openings, the default checkpoint."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from musenet_jax.app.co_composer import Session, Sessions, Settings, default_checkpoint
+from musenet_jax.app.openings import OPENING_SECONDS, OPENINGS, opening_midi
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
+
+
+def settings(**changes) -> Settings:
+    values = dict(composer="bach", instruments=("piano",), seconds=5.0, temperature=1.0, top_p=0.9)
+    return Settings(**{**values, **changes})
+
+
+def test_settings_refuse_bad_requests_in_one_line():
+    assert settings().num_candidates == 4
+    cases = {
+        "choose at least one instrument": dict(instruments=()),
+        "unknown instrument 'pianoo'; valid: piano": dict(instruments=("pianoo",)),
+        r"seconds per continuation must be in \(0, 60\]": dict(seconds=0.0),
+        "candidates must be 1 to 8": dict(num_candidates=9),
+        r"top_p must be in \(0, 1\]": dict(top_p=0.0),
+        "temperature must be >= 0": dict(temperature=-1.0),
+    }
+    for message, change in cases.items():
+        with pytest.raises(UserError, match=message) as caught:
+            settings(**change)
+        assert "\n" not in str(caught.value)
+
+
+def test_default_checkpoint_says_to_pass_one():
+    with pytest.raises(UserError, match="pass --checkpoint WORKDIR"):
+        default_checkpoint()
+
+
+def test_a_session_runs_one_request_at_a_time_and_stops_only_a_running_one(tmp_path):
+    session = Session(tmp_path / "s")
+    assert not session.stop()  # nothing runs: nothing to stop, and no stop waits for the next request
+    with session.working():
+        with pytest.raises(UserError, match="still composing the last request"):
+            with session.working():
+                pass
+        assert session.stop() and session.stopping
+    assert not session.stopping  # the next request starts afresh
+    with session.working():
+        assert not session.stopping
+
+
+def test_sessions_are_per_key_and_the_least_recently_used_go_with_their_files(tmp_path):
+    made = []
+
+    def make() -> Session:
+        made.append(Session(tmp_path / f"s{len(made)}"))
+        made[-1].new_folder()
+        return made[-1]
+
+    sessions = Sessions(make, capacity=2)
+    a, b = sessions.get("a"), sessions.get("b")
+    assert a is not b and sessions.get("a") is a
+    sessions.get("c")  # "b" was used least recently
+    assert set(map(id, sessions.values())) == {id(a), id(made[2])}
+    assert not b.folder.exists() and a.folder.exists()
+    sessions.drop("a")
+    assert not a.folder.exists()
+
+
+def test_sessions_made_from_many_threads_are_one_per_key(tmp_path):
+    sessions = Sessions(lambda: Session(tmp_path / str(threading.get_ident())))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(sessions.get("same"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(s) for s in got}) == 1
+
+
+@pytest.mark.slow
+def test_an_opening_is_the_first_seconds_of_its_corpus_score():
+    assert "Mozart: Piano Sonata K. 545" in OPENINGS
+    tokenizer = Tokenizer()
+    events = tokenizer.midi_to_events(opening_midi("Mozart: Piano Sonata K. 545"))
+    assert len(events) > 10
+    assert events.end_s.max() <= OPENING_SECONDS + 0.01 and np.all(events.family == 0)  # piano
+    with pytest.raises(UserError, match="unknown opening 'Mozart'"):
+        opening_midi("Mozart")

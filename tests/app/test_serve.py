@@ -1,0 +1,166 @@
+"""`serve`'s page on a tiny trained run: in a real browser, through the app's API, and under bad input with
+a second user at once. The server runs in this process, so its sessions (the app's state) can be read."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from midi_corpus import packaged_midi_files
+from tiny_run import train_tiny
+
+from musenet_jax.app.co_composer import CoComposer, Session
+from musenet_jax.app.run import load_run
+from musenet_jax.app.web import CoComposerApp
+from musenet_jax.bench.serve import free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT_DIR = "MUSENET_SCREENSHOT_DIR"  # where the browser test leaves its screenshot (default: tmp)
+
+
+@pytest.fixture(scope="module")
+def server(music21_data_dir, tmp_path_factory):
+    workdir = train_tiny(music21_data_dir, tmp_path_factory.mktemp("run") / "run")
+    run = load_run(workdir, overrides=["sample.max_new_tokens=0"])  # the budget follows the seconds asked
+    app = CoComposerApp(CoComposer(run, tmp_path_factory.mktemp("media")), concurrency=2)
+    url = app.launch("127.0.0.1", free_port(), block=False)
+    yield app, url
+    app.close()
+
+
+def compose_inputs(seconds: float = 3.0, candidates: int = 2, intro: str = "none", upload=None) -> tuple:
+    return ("bach", ["piano"], intro, upload, seconds, 1.0, 1.0, candidates)
+
+
+def same_notes(app: CoComposerApp, midi_path: pathlib.Path, ids: np.ndarray) -> None:
+    """The MIDI file holds exactly the notes of `ids`: family, pitch, velocity bin, onset and release
+    within one time step."""
+    tokenizer = app.composer.tokenizer
+    got, want = tokenizer.midi_to_events(str(midi_path)), app.composer.events(ids)
+    assert len(got) == len(want) > 0
+    np.testing.assert_array_equal(got.family, want.family)
+    np.testing.assert_array_equal(got.pitch, want.pitch)
+    vocab = tokenizer.vocab
+    np.testing.assert_array_equal(vocab.velocity_to_bin(got.velocity), vocab.velocity_to_bin(want.velocity))
+    np.testing.assert_allclose(got.start_s, want.start_s, atol=tokenizer.step_s)
+    np.testing.assert_allclose(got.end_s, want.end_s, atol=tokenizer.step_s)
+
+
+def new_session(app: CoComposerApp, before: list[Session]) -> Session:
+    (session,) = [s for s in app.sessions.values() if all(s is not b for b in before)]
+    return session
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")
+def test_in_a_browser_compose_play_extend_and_download_the_piece_shown(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    app, url = server
+    before = app.sessions.values()
+    shots = pathlib.Path(os.environ.get(SCREENSHOT_DIR) or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(600_000)  # a loaded 2-core machine compiles the sampler slowly
+            page.goto(url)
+            page.get_by_label("number input for Seconds per continuation").fill("5")
+            page.get_by_label("number input for Candidates").fill("2")
+            page.get_by_label("number input for Candidates").press("Enter")
+            page.get_by_role("button", name="Compose").click()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()
+            assert page.locator("#candidate-2").first.is_visible()
+            assert not page.locator("#candidate-3").first.is_visible()
+
+            first = page.locator("#candidate-1").first
+            if app.composer.render is not None:  # play candidate 1: the player's clock moves
+                first.get_by_role("button", name="Play", exact=True).click()
+                first.get_by_role("button", name="Pause", exact=True).wait_for()
+                clock = "document.querySelector('#candidate-1 time').textContent"
+                page.wait_for_function(f"() => {clock} !== '0:00'")
+            else:
+                page.get_by_text("no WAV output").wait_for()
+
+            page.locator("#chosen").get_by_label("Candidate 1").check()
+            page.get_by_role("button", name="Extend").click()
+            page.locator("#piece").get_by_text("The piece so far: 5.0 s").wait_for()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()
+            page.screenshot(path=str(shots / "co_composer.png"), full_page=True)
+
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download piece (MIDI)").click()
+            midi = tmp_path / "piece.mid"
+            download.value.save_as(midi)
+
+            page.get_by_label("piano").uncheck()  # bad input: one line in the page, the page goes on
+            page.get_by_role("button", name="Compose").click()
+            toast = page.get_by_test_id("toast-text").get_by_text("choose at least one instrument")
+            toast.wait_for()
+            assert toast.inner_text().strip() == "choose at least one instrument"
+            session = new_session(app, before)  # read before the page closes: leaving drops the session
+        finally:
+            browser.close()
+    assert len(session.rounds) == 2
+    piece = session.current.piece
+    np.testing.assert_array_equal(piece.ids, session.rounds[0].candidates[0].ids)  # grown by candidate 1
+    same_notes(app, midi, piece.ids)
+    assert (shots / "co_composer.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_through_the_api_compose_extend_undo(server):
+    app, url = server
+    before = app.sessions.values()
+    client = Client(url, verbose=False)
+    first = client.predict(*compose_inputs(seconds=3.0), api_name="/compose")[0]
+    assert [c["candidate"] for c in first["candidates"]] == [1, 2]
+    assert first["piece_seconds"] == 0 and all(c["end_s"] == 3.0 for c in first["candidates"])
+    grown = client.predict(2, 2.0, 1.0, 1.0, 3, api_name="/extend")[0]
+    assert grown["piece_seconds"] == 3.0 and grown["piece_notes"] == first["candidates"][1]["notes"]
+    assert len(grown["candidates"]) == 3 and all(c["end_s"] == 5.0 for c in grown["candidates"])
+    session = new_session(app, before)
+    np.testing.assert_array_equal(session.current.piece.ids, session.rounds[0].candidates[1].ids)
+    back = client.predict(api_name="/undo")[0]
+    assert back == first and len(session.rounds) == 1
+    with pytest.raises(Exception, match="nothing to undo"):
+        client.predict(api_name="/undo")
+
+
+@pytest.mark.slow
+def test_a_corrupt_upload_is_one_line_and_a_second_user_is_served_meanwhile(server, tmp_path):
+    app, url = server
+    corrupt = tmp_path / "broken.mid"
+    corrupt.write_bytes(packaged_midi_files()[0].read_bytes()[:40])
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    outcome: dict[str, object] = {}
+
+    def ask(name: str, client: Client, inputs: tuple) -> None:
+        try:
+            outcome[name] = client.predict(*inputs, api_name="/compose")[0]
+        except Exception as err:  # the app's one-line message, as the client receives it
+            outcome[name] = err
+
+    broken = compose_inputs(intro="uploaded MIDI", upload=handle_file(corrupt))
+    threads = [
+        threading.Thread(target=ask, args=("bob", bob, compose_inputs(seconds=2.0))),
+        threading.Thread(target=ask, args=("alice", alice, broken)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    message = str(outcome["alice"])
+    assert "broken.mid" in message and "Traceback" not in message and str(tmp_path) not in message
+    assert [c["end_s"] for c in outcome["bob"]["candidates"]] == [2.0, 2.0]
+    again = alice.predict(*compose_inputs(seconds=2.0), api_name="/compose")[0]  # the server goes on
+    assert len(again["candidates"]) == 2
