@@ -60,6 +60,7 @@ class Run:
             pitch_range=sc.pitch_range_rule,
             pitch_margin=self.cfg.data.transpose_semitones,  # the model saw pieces transposed this far
             note_length=sc.note_length_rule,
+            opening_note=sc.opening_note_rule,
         )
         return Sampler(self.model, self.tokenizer, SamplingSettings.from_config(sc), tables)
 
