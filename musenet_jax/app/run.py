@@ -18,6 +18,7 @@ from flax import nnx
 from musenet_jax.config import Config, with_overrides
 from musenet_jax.data.note_facts import NoteFacts, load_note_facts
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.model.config import MeshConfig
 from musenet_jax.model.sharding import make_mesh, state_shardings
 from musenet_jax.model.transformer import MuseNet, build_model
@@ -79,10 +80,7 @@ def load_run(
     back to the newest readable one, said in one line; a damaged numbered step is refused."""
     checkpoints = RunCheckpoints(workdir, read_only=True)
     try:
-        first = choose_step(checkpoints, step, workdir)
-        candidates = [first]
-        if not (isinstance(step, int) or str(step).isdigit()):
-            candidates += sorted((s for s in checkpoints.all_steps() if s != first), reverse=True)
+        candidates = _candidates(checkpoints, step, workdir)
         mesh = mesh if mesh is not None else make_mesh(MeshConfig(), devices=jax.local_devices()[:1])
 
         def load(chosen: int) -> tuple[Config, Tokenizer, Any, Any]:
@@ -106,3 +104,25 @@ def load_run(
         checkpoints.close()
     model = nnx.merge(nnx.graphdef(abstract_model), params)
     return Run(str(workdir), chosen, cfg, model, tokenizer, load_note_facts(workdir))
+
+
+def run_composers(
+    workdir: str | pathlib.Path, step: int | str = "latest", *, say: Callable[[str], None] = warn
+) -> tuple[str, ...]:
+    """The composer labels `step` of a run was trained with (its vocabulary's), read without its arrays;
+    a damaged "latest" or "best" falls back as `load_run` does."""
+    checkpoints = RunCheckpoints(workdir, read_only=True)
+    try:
+        candidates = _candidates(checkpoints, step, workdir)
+        _, meta, _ = restore_first_readable(checkpoints, candidates, checkpoints.read_meta, say=say)
+    finally:
+        checkpoints.close()
+    return Vocabulary(meta.resolved_config().encoding).composers
+
+
+def _candidates(checkpoints: RunCheckpoints, step: int | str, workdir: str | pathlib.Path) -> list[int]:
+    """The step asked for; for "latest" or "best", the other saved steps after it, newest first."""
+    first = choose_step(checkpoints, step, workdir)
+    if isinstance(step, int) or str(step).isdigit():
+        return [first]
+    return [first, *sorted((s for s in checkpoints.all_steps() if s != first), reverse=True)]

@@ -7,7 +7,11 @@ import argparse
 from musenet_jax.cli.common import FlagKeys, add_config_arguments, config_from_args
 from musenet_jax.errors import UserError
 
-FLAGS: FlagKeys = {"data_dir": "data.data_dir", "checkpoint_every": "train.checkpoint_every"}
+FLAGS: FlagKeys = {
+    "data_dir": "data.data_dir",
+    "checkpoint_every": "train.checkpoint_every",
+    "init_from": "train.init_from",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)"
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="BASE_WORKDIR",
+        help="fine-tune: start a new run from BASE_WORKDIR's latest checkpoint; composer labels the new "
+        "dataset adds start from the base's `unknown` (train.init_from)",
     )
     dist = parser.add_argument_group("multi-process (one program per host)")
     dist.add_argument(

@@ -23,6 +23,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from musenet_jax.config import Config
+from musenet_jax.data.labels import with_dataset_labels
 from musenet_jax.data.note_facts import load_note_facts, save_note_facts, split_note_facts
 from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -40,6 +41,7 @@ from musenet_jax.train.checkpoint import (
     restore_first_readable,
     set_aside,
 )
+from musenet_jax.train.init_from import fine_tune_params
 from musenet_jax.train.lock import WorkdirLock
 from musenet_jax.train.metrics import MetricsLogger
 from musenet_jax.train.preemption import NonFiniteGuard, StopRequest
@@ -212,7 +214,9 @@ def _train(
     devices: Sequence[Any] | None,
     say: Callable[[str], None],
 ) -> TrainSummary:
-    cfg = _absolute_data_dir(cfg)
+    is_main = jax.process_index() == 0
+    tell = say if is_main else (lambda _: None)
+    cfg = with_dataset_labels(_absolute_data_dir(cfg), say=tell)
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps
     if tc.global_batch % jax.process_count():
@@ -222,8 +226,6 @@ def _train(
     tokenizer = Tokenizer(cfg.encoding)
     vocab_size = tokenizer.vocab.size
     fingerprint = tokenizer.vocab.fingerprint()
-    is_main = jax.process_index() == 0
-    tell = say if is_main else (lambda _: None)
 
     setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))
     process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
@@ -268,6 +270,8 @@ def _train(
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
     if state is None:
         state = setup.init_state()
+        if tc.init_from:
+            state = dataclasses.replace(state, params=fine_tune_params(tc.init_from, cfg, setup, say=tell))
     rows = setup.batch_sharding
     train_step = make_train_step(setup)
     eval_step = make_eval_step(setup)
