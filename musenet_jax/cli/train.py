@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "readable one); later steps are moved to WORKDIR/set_aside",
     )
     parser.add_argument(
+        "--init-from",
+        metavar="SOURCE",
+        help="start a new run from these parameters (fresh optimizer, step 0): a run, a bundle, "
+        "hf://ORG/NAME[@REVISION], gs://..., or `bundled`; its vocabulary and architecture must match "
+        "--config's. Ignored when WORKDIR already has checkpoints (the run resumes)",
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)"
     )
     dist = parser.add_argument_group("multi-process (one program per host)")
@@ -60,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
     from musenet_jax.train.loop import train
 
-    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step)
+    init_params = None
+    if args.init_from:
+        from musenet_jax.app.init_from import initial_params
+
+        init_params, line = initial_params(args.init_from, cfg)
+        print(line)
+    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step, init_params=init_params)
     print(summary.describe())
     return 0
