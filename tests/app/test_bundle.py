@@ -1,8 +1,8 @@
-"""Export -> load round trips of a real tiny run (Orbax checkpoint, a stored critic) through the bundle format.
+"""Export -> load round trips of a real tiny run (Orbax checkpoint, a stored critic) through a bundle.
 
-float32 bundles give the run's logits exactly; bfloat16 bundles give exactly the logits of the run's parameters
-rounded to bfloat16, and the run's own logits within bfloat16 rounding. The critic, the note facts and the
-config travel with the parameters; a bundle of another encoding is refused in one line."""
+float32 bundles give the run's logits exactly; bfloat16 bundles give exactly the logits of the run's
+parameters rounded to bfloat16, and the run's own logits within bfloat16 rounding. The critic, the note
+facts and the config travel with the parameters; a bundle of another encoding is refused in one line."""
 
 from __future__ import annotations
 
