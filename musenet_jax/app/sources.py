@@ -57,7 +57,9 @@ def _bundled() -> Source:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, when first imported)."""
+    now = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return now or huggingface_hub.constants.HF_HUB_OFFLINE
 
 
 def hub_snapshot(spec: str) -> str:
