@@ -53,7 +53,8 @@ def test_another_vocabulary_or_architecture_is_refused_in_one_line(tiny_bundle, 
     base = ["train", "--config", "tiny", "--workdir", str(tmp_path / "w"), "--init-from", str(tiny_bundle)]
     assert main(base) == 2  # the tiny config's own d_model and context
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "is another architecture (model.context 64 -> 128, model.d_model 32 -> 64)" in err
+    changes = "model.context 64 -> 128, model.d_model 32 -> 64"
+    assert err.count("\n") == 0 and f"is another architecture ({changes})" in err
     assert main([*base, *SETS, "--set", "encoding.velocity_bins=8"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "uses another encoding (vocabulary fingerprint" in err
