@@ -10,7 +10,6 @@ from musenet_jax.errors import UserError
 FLAGS: FlagKeys = {
     "data_dir": "data.data_dir",
     "checkpoint_every": "train.checkpoint_every",
-    "init_from": "train.init_from",
 }
 
 
@@ -38,13 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "readable one); later steps are moved to WORKDIR/set_aside",
     )
     parser.add_argument(
-        "--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)"
+        "--init-from",
+        metavar="SOURCE",
+        help="start a new run from these parameters (fresh optimizer, step 0): a run, a bundle, "
+        "hf://ORG/NAME[@REVISION], gs://..., or `bundled`; the architecture must match --config's. From a "
+        "training run, composer labels the new dataset adds start from the base's `unknown` "
+        "(train.init_from); a bundle needs the same vocabulary. Ignored when WORKDIR already has "
+        "checkpoints (the run resumes)",
     )
     parser.add_argument(
-        "--init-from",
-        metavar="BASE_WORKDIR",
-        help="fine-tune: start a new run from BASE_WORKDIR's latest checkpoint; composer labels the new "
-        "dataset adds start from the base's `unknown` (train.init_from)",
+        "--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)"
     )
     dist = parser.add_argument_group("multi-process (one program per host)")
     dist.add_argument(
@@ -70,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
 
     from musenet_jax.train.loop import train
 
-    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step)
+    init_params = None
+    if args.init_from:
+        import dataclasses
+
+        from musenet_jax.app.init_from import initial_params
+        from musenet_jax.app.sources import resolve_source
+
+        base = resolve_source(args.init_from)
+        if base.kind == "run":  # label-aware (train/init_from.py)
+            cfg = cfg.replace(train=dataclasses.replace(cfg.train, init_from=base.path))
+        else:
+            init_params, line = initial_params(args.init_from, cfg)
+            print(line)
+    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step, init_params=init_params)
     print(summary.describe())
     return 0

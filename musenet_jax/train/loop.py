@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -126,6 +127,22 @@ def join_from_checkpoint(params: Any, rest: TrainState) -> TrainState:
     return dataclasses.replace(rest, params=params)
 
 
+def place_params(host: Mapping[str, Any], abstract: Any) -> Any:
+    """Host arrays of the parameter tree -> global arrays shaped, typed and sharded like `abstract` (every
+    process holds the whole tree and gives its devices' shards). Another model's tree is one `UserError`."""
+    fits = jax.tree.structure(dict(host)) == jax.tree.structure(abstract) and all(
+        np.shape(a) == b.shape for a, b in zip(jax.tree.leaves(dict(host)), jax.tree.leaves(abstract))
+    )
+    if not fits:
+        raise UserError("the initial parameters are another model's; they do not fit this config's model")
+
+    def put(array: Any, like: Any) -> jax.Array:
+        array = np.asarray(array, like.dtype)
+        return jax.make_array_from_callback(like.shape, like.sharding, lambda index: array[index])
+
+    return jax.tree.map(put, dict(host), abstract)
+
+
 def _global_batch(batch: Mapping[str, Any], sharding: Any) -> dict[str, Any]:
     """This host's rows -> arrays spanning all hosts (rows are split over the batch mesh axes)."""
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
@@ -185,12 +202,15 @@ def train(
     steps: int | None = None,
     *,
     resume_step: int | str | None = None,
+    init_params: Mapping[str, Any] | None = None,
     devices: Sequence[Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> TrainSummary:
     """Trains until step `steps` (default `train.steps`) on the data in `data.data_dir`, resuming from
     `workdir`'s latest readable checkpoint, or from `resume_step` (a number or "best"; later steps are
-    set aside). `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
+    set aside). A new run starts from `init_params` (host arrays of the model's parameter tree, e.g. a
+    bundle's: fine-tuning) when given, with a fresh optimizer at step 0; a run that resumes ignores them.
+    `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
     workdir = str(workdir)
     if "://" in workdir:
         raise UserError(
@@ -198,7 +218,7 @@ def train(
             "with gcsfuse), since metrics.jsonl is appended to"
         )
     with WorkdirLock(workdir, enabled=jax.process_index() == 0, say=say):
-        return _train(cfg, workdir, steps, resume_step, devices, say)
+        return _train(cfg, workdir, steps, resume_step, init_params, devices, say)
 
 
 def _sync(name: str) -> None:
@@ -211,6 +231,7 @@ def _train(
     workdir: str,
     steps: int | None,
     resume_step: int | str | None,
+    init_params: Mapping[str, Any] | None,
     devices: Sequence[Any] | None,
     say: Callable[[str], None],
 ) -> TrainSummary:
@@ -270,8 +291,14 @@ def _train(
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
     if state is None:
         state = setup.init_state()
-        if tc.init_from:
+        if tc.init_from:  # a run's checkpoint, composer labels it lacks starting from its `unknown`
             state = dataclasses.replace(state, params=fine_tune_params(tc.init_from, cfg, setup, say=tell))
+        elif init_params is not None:
+            state = dataclasses.replace(
+                state, params=place_params(init_params, setup.abstract_state().params)
+            )
+    elif init_params is not None:
+        tell(f"resuming {workdir} from step {start_step}: the initial parameters are for a new run only")
     rows = setup.batch_sharding
     train_step = make_train_step(setup)
     eval_step = make_eval_step(setup)
