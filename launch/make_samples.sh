@@ -2,7 +2,7 @@
 # The listening samples in docs/samples/: four requests to a trained run, four candidates each, the
 # critic's pick kept as MIDI, piano roll and a small OGG (FluidSynth + a GM soundfont, then oggenc).
 # Needs: pip install 'musenet-jax[audio]'; apt-get install fluidsynth fluid-soundfont-gm vorbis-tools
-# Usage: bash launch/make_samples.sh RUN [OUT]   (OUT defaults to docs/samples)
+# Usage: bash launch/make_samples.sh SOURCE [OUT]   (SOURCE: a run, a bundle or `bundled`; OUT: docs/samples)
 set -euo pipefail
 RUN=${1:?usage: make_samples.sh RUN [OUT]}
 OUT=${2:-docs/samples}
@@ -14,9 +14,9 @@ mkdir -p "$OUT"
 # name composer instruments
 REQUESTS=(
   "bach_chorale bach voice"
-  "bach_keyboard bach piano"
+  "bach_piano_strings bach piano,strings"
   "folk_tune folk piano"
-  "mozart_quartet mozart strings"
+  "palestrina_mass palestrina voice"
 )
 for request in "${REQUESTS[@]}"; do
   read -r name composer instruments <<<"$request"

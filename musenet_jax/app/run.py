@@ -146,10 +146,14 @@ def _load_checkpoint(
 
 
 def run_composers(
-    workdir: str | pathlib.Path, step: int | str = "latest", *, say: Callable[[str], None] = warn
+    source: str | pathlib.Path | None, step: int | str = "latest", *, say: Callable[[str], None] = warn
 ) -> tuple[str, ...]:
-    """The composer labels `step` of a run was trained with (its vocabulary's), read without its arrays;
-    a damaged "latest" or "best" falls back as `load_run` does."""
+    """The composer labels the model `source` names was trained with (its vocabulary's), read without its
+    arrays; for a run, a damaged "latest" or "best" falls back as `load_run` does."""
+    resolved = resolve_source(source)
+    if resolved.kind == "bundle":
+        return Vocabulary(bundle.read_config(resolved.path).encoding).composers
+    workdir = resolved.path
     checkpoints = RunCheckpoints(workdir, read_only=True)
     try:
         candidates = _candidates(checkpoints, step, workdir)
