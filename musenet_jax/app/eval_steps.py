@@ -126,8 +126,11 @@ def evaluate_steps(
     folder = pathlib.Path(folder) if folder is not None else eval_folder(workdir)
     reports = finished_reports(folder, settings)
     wanted = None if steps is None else sorted(set(steps))
-    if wanted is not None and watch is None:
+    if watch is None:
         saved = checkpoint_steps(workdir)
+        if not saved:
+            raise UserError(f"no checkpoint in {workdir}; train first, or --watch a run that is starting")
+    if wanted is not None and watch is None:
         missing = [s for s in wanted if s not in saved]
         if missing:
             raise UserError(

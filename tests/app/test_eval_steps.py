@@ -70,6 +70,8 @@ def test_steps_list_other_settings_and_a_missing_step(run_dir, music21_data_dir,
     assert "holds evaluations made with" in err and "another --eval-dir" in err and len(err.splitlines()) == 1
     assert main(eval_args(run_dir, music21_data_dir, "--steps", "4", "--eval-dir", str(tmp_path / "x"))) == 2
     assert "no checkpoint for step(s) 4" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "untrained"), "--all-steps"]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err
 
 
 @pytest.mark.slow
