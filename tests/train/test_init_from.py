@@ -41,7 +41,8 @@ def test_fine_tuning_a_bundle_on_a_midi_folder_lowers_validation_bits(tiny_bundl
     out = capsys.readouterr().out
     assert f"starting from the parameters of {tiny_bundle} (step 3)" in out and "trained to step 30" in out
     after = validation_bits(workdir, data)
-    print(f"validation bits/token on the folder's split: bundle {before:.3f}, fine-tuned {after:.3f}")
+    with capsys.disabled():
+        print(f"\nvalidation bits/token on the folder's split: bundle {before:.3f}, fine-tuned {after:.3f}")
     assert after < before
 
     assert main([*args, "--steps", "31", "--init-from", str(tiny_bundle)]) == 0  # the run resumes
