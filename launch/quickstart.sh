@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's main job on the embedded default corpus, small enough for a laptop CPU:
-# prepare music21's scores as TFDS shards -> train the tiny model -> compose with it.
+# prepare music21's scores as TFDS shards -> train the quickstart model -> compose with it.
 # Environment knobs: LIMIT (input files, default 300; 0 = the whole corpus), STEPS (default 300), OUT (default runs/quickstart).
 set -euo pipefail
 LIMIT=${LIMIT:-300}
@@ -11,7 +11,7 @@ limit_arg=()
 [ "$LIMIT" != 0 ] && limit_arg=(--limit "$LIMIT")
 
 musenet-jax prepare --source music21 --data-dir "$DATA" "${limit_arg[@]}"
-musenet-jax train --config tiny --data-dir "$DATA" --workdir "$OUT/train" --steps "$STEPS"
+musenet-jax train --config quickstart --data-dir "$DATA" --workdir "$OUT/train" --steps "$STEPS"
 musenet-jax generate --checkpoint "$OUT/train" --composer bach --instruments piano,strings \
   --seconds 20 --num-samples 2 --out "$OUT/samples"
 echo "samples (MIDI, piano rolls, ranking.json) in $OUT/samples"

@@ -22,6 +22,14 @@ def music21_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_bundle(music21_data_dir, tmp_path_factory):
+    """A float32 bundle of a 3-step tiny run on `music21_data_dir` (read only: copy it to change it)."""
+    from tiny_run import export_tiny_bundle
+
+    return export_tiny_bundle(music21_data_dir, tmp_path_factory.mktemp("tiny_bundle"))
+
+
+@pytest.fixture(scope="session")
 def mixed_midi_dir(tmp_path_factory):
     """Good MIDI (in composer sub-folders) mixed with a corrupt file, an empty file and a text file."""
     root = tmp_path_factory.mktemp("midi_in")

@@ -51,11 +51,6 @@ HISTORY_BUCKET = 1024
 SAMPLERS_KEPT = 4  # compiled samplers kept, one per (temperature, top-p) asked for
 
 
-def default_checkpoint() -> str:
-    """The model `serve` uses when no --checkpoint is given."""
-    raise UserError("no bundled model yet: pass --checkpoint WORKDIR (a training run's work directory)")
-
-
 class Stopped(UserError):
     """The user stopped a request before its candidates were done."""
 
@@ -329,7 +324,7 @@ class CoComposer:
         start_steps = duration_steps(piece.ids, vocab)
         target = start_steps + max(1, round(settings.seconds / tokenizer.step_s))
         piece_steps = max(target, round(self.piece_seconds / tokenizer.step_s))
-        request = Request(piece.ids, piece.prefix_length, target, piece_steps, piece.allowed)
+        request = Request(piece.ids, piece.prefix_length, target, piece_steps, piece.allowed, may_end=False)
         budget = token_budget(settings.seconds, int(piece.allowed.sum()), self.run.cfg.sample.max_new_tokens)
         history = math.ceil((len(piece.ids) + budget) / HISTORY_BUCKET) * HISTORY_BUCKET
         start_s = start_steps * tokenizer.step_s
@@ -365,9 +360,9 @@ class CoComposer:
     def _continuation(
         self, folder: pathlib.Path, k: int, cand: Candidate, start_s: float, score: float | None
     ) -> Continuation:
-        ids = cand.ids[: cand.prompt_length + cand.sampled]
-        if len(ids) and ids[-1] == self.tokenizer.vocab.end_id:
-            ids = ids[:-1]  # kept open, so that it can be continued
+        ids = (
+            cand.open_ids
+        )  # kept open (no closing note-offs, trailing rests kept), so that it can be continued
         events = self.events(ids)
         end_s = self.seconds(ids)
         stem = folder / f"candidate_{k + 1}"

@@ -45,6 +45,12 @@ def train_critic_for_run(
     run: Run, fakes_dir: str | os.PathLike, *, split: str = "train", seed: int = 0, show_progress: bool = True
 ) -> CriticReport:
     """Trains the run's critic on real pieces of `split` vs the fakes; stores it in the run's work dir."""
+    if run.kind != "run":
+        raise UserError(
+            f"{run.source or run.workdir} is an exported bundle, and a critic is trained into a training "
+            "run's folder; train it on the run the bundle came from, or on one fine-tuned from the "
+            "bundle, then export again"
+        )
     cfg, tokenizer = run.cfg, run.tokenizer
     reals = load_split_pieces(cfg, split)
     fakes = load_fakes(fakes_dir, tokenizer)

@@ -1,4 +1,5 @@
-"""`eval`: bits per token on a split, and the musical statistics of the model's samples next to the
+"""`eval`: bits per token, per note and per second of music on a split (overall and per composer), and the
+musical statistics of the model's samples next to the
 split's (cut to the same length), with the distance between the two on each statistic."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from tqdm import tqdm
 from musenet_jax.app.run import Run
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
+from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
-from musenet_jax.eval.nll import bits_per_token
+from musenet_jax.eval.nll import score_pieces, token_report
 from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.like_data import sample_like_pieces
@@ -26,9 +28,9 @@ def evaluate(
     seed: int = 0,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """The report as a JSON-able dict (keys: bits_per_token, bits_per_token_by_kind, sample_stats,
-    test_stats (the split's), stat_distance, ...). `num_samples` defaults to `sample.num_samples`;
-    0 skips sampling."""
+    """The report as a JSON-able dict (keys: bits_per_token, bits_per_token_by_kind, bits_per_note,
+    bits_per_second, by_composer, sample_stats, test_stats (the split's), stat_distance, ...).
+    `num_samples` defaults to `sample.num_samples`; 0 skips sampling."""
     cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
     num = cfg.sample.num_samples if num_samples is None else num_samples
     if num < 0:
@@ -37,7 +39,9 @@ def evaluate(
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
     pieces = load_split_pieces(cfg, split, max_pieces)
     report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step}
-    report.update(bits_per_token(model, tokenizer, pieces))
+    scores = score_pieces(model, tokenizer, pieces)
+    report.update(token_report(scores))
+    report.update(music_rates(tokenizer, pieces, scores.nats_by_piece, scores.tokens_by_piece))
 
     seconds = cfg.sample.seconds
     step_s = tokenizer.step_s

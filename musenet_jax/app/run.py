@@ -1,7 +1,9 @@
-"""A trained run, ready for inference: its config, its model with restored parameters, its tokenizer.
+"""A trained model, ready for inference: its config, its model with restored parameters, its tokenizer.
 
-Only the `params` item of a checkpoint is read, onto the shardings of a model built from the run's
-config; no optimizer, train state or data iterator is built.
+It comes from any source `--checkpoint` names (`app/sources.py`): a training run, of which only the
+`params` item of a checkpoint is read, or an exported bundle (`app/bundle.py`), local, on a bucket or on
+the Hugging Face Hub; with no source, the bundled model. Parameters land on the shardings of a model built
+from the saved config; no optimizer, train state or data iterator is built.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from typing import Any
 import jax
 from flax import nnx
 
+from musenet_jax.app import bundle
+from musenet_jax.app.sources import Source, resolve_source
 from musenet_jax.config import Config, with_overrides
 from musenet_jax.data.note_facts import NoteFacts, load_note_facts
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.errors import UserError
 from musenet_jax.model.config import MeshConfig
 from musenet_jax.model.sharding import make_mesh, state_shardings
 from musenet_jax.model.transformer import MuseNet, build_model
@@ -42,14 +48,16 @@ def warn(message: str) -> None:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
-    """One checkpoint of a training run, loaded for sampling, scoring or evaluation."""
+    """One checkpoint of a training run, or a bundle, loaded for sampling, scoring or evaluation."""
 
-    workdir: str
+    workdir: str  # the run's work dir or the bundle's folder (its critic and note facts live there)
     step: int
     cfg: Config
     model: MuseNet
     tokenizer: Tokenizer
     note_facts: NoteFacts | None  # the train split's pitch ranges and note lengths, when recorded
+    kind: str = "run"  # "run" or "bundle"
+    source: str = ""  # the --checkpoint as given (empty: the work dir itself)
 
     def sampler(self, settings: SamplingSettings | None = None) -> Sampler:
         """A sampler with the run's `sample` settings (or `settings`: the co-composer's knobs per request)
@@ -61,42 +69,72 @@ class Run:
             pitch_range=sc.pitch_range_rule,
             pitch_margin=self.cfg.data.transpose_semitones,  # the model saw pieces transposed this far
             note_length=sc.note_length_rule,
+            opening_note=sc.opening_note_rule,
         )
         settings = SamplingSettings.from_config(sc) if settings is None else settings
         return Sampler(self.model, self.tokenizer, settings, tables)
 
 
 def load_run(
-    workdir: str | pathlib.Path,
+    source: str | pathlib.Path | None,
     step: int | str = "latest",
     *,
     overrides: Sequence[str] = (),
     mesh: Any | None = None,
     say: Callable[[str], None] = warn,
 ) -> Run:
-    """Loads `step` ("latest", "best" or a number) of the run in `workdir`, with `overrides`
-    (`section.key=value` of the data, sample and critic sections) applied to its saved config.
-    Without a `mesh` the model lands on one local device. A damaged "latest" or "best" step falls
-    back to the newest readable one, said in one line; a damaged numbered step is refused."""
+    """Loads `step` ("latest", "best" or a number) of the run or bundle `source` names (None: the bundled
+    model), with `overrides` (`section.key=value` of the data, sample and critic sections) applied to its
+    saved config. Without a `mesh` the model lands on one local device. A damaged "latest" or "best" step
+    falls back to the newest readable one, said in one line; a damaged numbered step is refused."""
+    resolved = resolve_source(source)
+    mesh = mesh if mesh is not None else make_mesh(MeshConfig(), devices=jax.local_devices()[:1])
+    if resolved.kind == "bundle":
+        return _load_bundle(resolved, step, overrides, mesh)
+    run = _load_checkpoint(resolved.path, step, overrides, mesh, say)
+    return dataclasses.replace(run, source=resolved.given)
+
+
+def _abstract_params(cfg: Config, vocab_size: int, mesh: Any) -> tuple[Any, Any]:
+    """(the abstract model, its parameters' shapes, dtypes and shardings on `mesh`)."""
+    abstract_model = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
+    shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
+    shapes = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+    return abstract_model, abstract
+
+
+def _load_bundle(source: Source, step: int | str, overrides: Sequence[str], mesh: Any) -> Run:
+    info = bundle.read_info(source.path)
+    if str(step) not in ("latest", "best", str(info.step)):
+        raise UserError(
+            f"--checkpoint {source.given} is a bundle of step {info.step} only; drop --step {step}"
+        )
+    cfg = with_overrides(bundle.read_config(source.path), overrides, RUN_OVERRIDABLE)
+    tokenizer = Tokenizer(cfg.encoding)
+    bundle.check_vocabulary(source.path, tokenizer, source.given)
+    abstract_model, abstract = _abstract_params(cfg, tokenizer.vocab.size, mesh)
+    params = bundle.load_params(source.path, abstract)
+    model = nnx.merge(nnx.graphdef(abstract_model), params)
+    facts = load_note_facts(source.path)
+    return Run(source.path, info.step, cfg, model, tokenizer, facts, kind="bundle", source=source.given)
+
+
+def _load_checkpoint(
+    workdir: str, step: int | str, overrides: Sequence[str], mesh: Any, say: Callable[[str], None]
+) -> Run:
     checkpoints = RunCheckpoints(workdir, read_only=True)
     try:
-        first = choose_step(checkpoints, step, workdir)
-        candidates = [first]
-        if not (isinstance(step, int) or str(step).isdigit()):
-            candidates += sorted((s for s in checkpoints.all_steps() if s != first), reverse=True)
-        mesh = mesh if mesh is not None else make_mesh(MeshConfig(), devices=jax.local_devices()[:1])
+        candidates = _candidates(checkpoints, step, workdir)
 
         def load(chosen: int) -> tuple[Config, Tokenizer, Any, Any]:
             meta = checkpoints.read_meta(chosen)
             cfg = with_overrides(meta.resolved_config(), overrides, RUN_OVERRIDABLE)
             tokenizer = Tokenizer(cfg.encoding)
             check_fingerprint(meta, tokenizer.vocab.fingerprint(), checkpoints.directory)
-            abstract_model = nnx.eval_shape(lambda: build_model(cfg, meta.vocab_size))
-            shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
-            shapes = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
-            abstract = jax.tree.map(
-                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
-            )
+            abstract_model, abstract = _abstract_params(cfg, meta.vocab_size, mesh)
             params = checkpoints.restore(chosen, abstract_params=abstract)["params"]
             return cfg, tokenizer, abstract_model, params
 
@@ -107,3 +145,29 @@ def load_run(
         checkpoints.close()
     model = nnx.merge(nnx.graphdef(abstract_model), params)
     return Run(str(workdir), chosen, cfg, model, tokenizer, load_note_facts(workdir))
+
+
+def run_composers(
+    source: str | pathlib.Path | None, step: int | str = "latest", *, say: Callable[[str], None] = warn
+) -> tuple[str, ...]:
+    """The composer labels the model `source` names was trained with (its vocabulary's), read without its
+    arrays; for a run, a damaged "latest" or "best" falls back as `load_run` does."""
+    resolved = resolve_source(source)
+    if resolved.kind == "bundle":
+        return Vocabulary(bundle.read_config(resolved.path).encoding).composers
+    workdir = resolved.path
+    checkpoints = RunCheckpoints(workdir, read_only=True)
+    try:
+        candidates = _candidates(checkpoints, step, workdir)
+        _, meta, _ = restore_first_readable(checkpoints, candidates, checkpoints.read_meta, say=say)
+    finally:
+        checkpoints.close()
+    return Vocabulary(meta.resolved_config().encoding).composers
+
+
+def _candidates(checkpoints: RunCheckpoints, step: int | str, workdir: str | pathlib.Path) -> list[int]:
+    """The step asked for; for "latest" or "best", the other saved steps after it, newest first."""
+    first = choose_step(checkpoints, step, workdir)
+    if isinstance(step, int) or str(step).isdigit():
+        return [first]
+    return [first, *sorted((s for s in checkpoints.all_steps() if s != first), reverse=True)]

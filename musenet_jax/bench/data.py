@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from musenet_jax.cli.common import config_from_args
+    from musenet_jax.data.labels import with_dataset_labels
     from musenet_jax.data.pipeline import make_train_iterator
     from musenet_jax.model.sharding import make_mesh
     from musenet_jax.train.setup import make_train_setup
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     if min(args.batches, args.steps, args.rounds) < 1:
         raise UserError("--batches, --steps and --rounds must be at least 1")
-    cfg = config_from_args(args, {"data_dir": "data.data_dir"})
+    cfg = with_dataset_labels(config_from_args(args, {"data_dir": "data.data_dir"}))
     iterator = make_train_iterator(cfg, process_index=0, process_count=1)
     first = next(iterator)  # opening the source and starting the read threads is not throughput
 

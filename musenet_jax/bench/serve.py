@@ -17,12 +17,12 @@ import tempfile
 import threading
 import time
 
-from musenet_jax.cli.common import add_set_argument, flag_overrides
+from musenet_jax.cli.common import CHECKPOINT_HELP, add_set_argument, flag_overrides
 from musenet_jax.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", metavar="WORKDIR", help="training run (default: the bundled model)")
+    parser.add_argument("--checkpoint", metavar="SOURCE", help=CHECKPOINT_HELP)
     parser.add_argument("--step", default="latest", help="checkpoint step (default: latest)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per candidate (default: 20)")
     parser.add_argument("--candidates", type=int, default=4, help="candidates per request (default: 4)")
@@ -41,12 +41,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--seconds, --candidates, --users and --concurrency must be positive")
     import jax
 
-    from musenet_jax.app.co_composer import CoComposer, default_checkpoint
+    from musenet_jax.app.co_composer import CoComposer
     from musenet_jax.app.run import load_run
     from musenet_jax.app.web import CoComposerApp
 
-    checkpoint = args.checkpoint or default_checkpoint()
-    run_ = load_run(checkpoint, args.step, overrides=flag_overrides(args))
+    checkpoint = args.checkpoint or "the bundled model"
+    run_ = load_run(args.checkpoint, args.step, overrides=flag_overrides(args))
     with tempfile.TemporaryDirectory(prefix="musenet-bench-serve-") as media:
         app = CoComposerApp(CoComposer(run_, pathlib.Path(media)), concurrency=args.concurrency)
         url = app.launch("127.0.0.1", free_port(), block=False)

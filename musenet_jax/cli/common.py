@@ -54,11 +54,16 @@ def config_from_args(args: argparse.Namespace, flags: FlagKeys | None = None) ->
     return load_config(args.config, flag_overrides(args, flags))
 
 
+CHECKPOINT_HELP = (
+    "a training run's work dir, an exported bundle dir (`musenet-jax export`), hf://ORG/NAME[@REVISION] "
+    "(a bundle on the Hugging Face Hub, cached after the first download) or a gs:// path of a run or bundle "
+    "(default: the bundled model)"
+)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--checkpoint WORKDIR`, `--step`, `--data-dir` and `--set` for commands that use a trained run."""
-    parser.add_argument(
-        "--checkpoint", required=True, metavar="WORKDIR", help="the training run's work directory"
-    )
+    """`--checkpoint SOURCE`, `--step`, `--data-dir` and `--set` for commands that use a trained model."""
+    parser.add_argument("--checkpoint", metavar="SOURCE", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--step", default="latest", help="checkpoint step: a number, latest or best (default: latest)"
     )

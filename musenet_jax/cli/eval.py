@@ -1,15 +1,23 @@
-"""`musenet-jax eval`: bits per token on a split and musical statistics of samples vs that split."""
+"""`musenet-jax eval`: bits per token, per note and per second on a split and musical statistics of samples
+vs that split, for one checkpoint or for every checkpoint of a run (`--all-steps`, `--steps`, `--watch`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from musenet_jax.cli.common import add_run_arguments, run_from_args
+from musenet_jax.cli.common import RUN_FLAGS, add_run_arguments, flag_overrides, run_from_args
+from musenet_jax.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="held-out bits/token (by token kind) and sample vs split statistics"
+        "eval",
+        help="held-out bits/token (by token kind), bits/note, bits/second and sample vs split statistics",
+        description=(
+            "Evaluates one checkpoint (--step), or many: --all-steps, --steps N,M or --watch write one "
+            "report per step to WORKDIR/eval/step_N.json, the table summary.md and bits_per_token.png; "
+            "steps with a report there are not evaluated again."
+        ),
     )
     add_run_arguments(parser)
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
@@ -19,10 +27,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-pieces", type=int, help="evaluate only the first N pieces of the split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    many = parser.add_argument_group("many checkpoints")
+    many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
+    many.add_argument("--steps", metavar="N,M", help="evaluate these saved steps, e.g. 1000,2000")
+    many.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep evaluating new checkpoints of a running job as they are saved (with --steps: those)",
+    )
+    many.add_argument(
+        "--poll-s", type=float, default=60.0, help="--watch: seconds between looks (default 60)"
+    )
+    many.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=3600.0,
+        help="--watch: stop when no new checkpoint came for this long (default 3600)",
+    )
+    many.add_argument("--until-step", type=int, help="--watch: stop once a step >= this one is evaluated")
+    many.add_argument("--eval-dir", help="folder of the per-step reports (default: WORKDIR/eval)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.all_steps or args.steps or args.watch:
+        return _run_steps(args)
     import json
 
     from musenet_jax.app.evaluate import evaluate
@@ -38,3 +67,45 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
+
+
+def _run_steps(args: argparse.Namespace) -> int:
+    from musenet_jax.app.eval_steps import SUMMARY, EvalSettings, Watch, evaluate_steps
+    from musenet_jax.eval.steps_report import steps_table
+
+    if args.step != "latest":
+        raise UserError("--step picks one checkpoint; leave it out with --all-steps, --steps or --watch")
+    if args.all_steps and args.steps:
+        raise UserError("give --all-steps or --steps N,M, not both")
+    settings = EvalSettings(
+        split=args.split,
+        num_samples=args.num_samples,
+        max_pieces=args.max_pieces,
+        seed=args.seed,
+        overrides=tuple(flag_overrides(args, RUN_FLAGS)),
+    )
+    watch = Watch(args.poll_s, args.max_wait_s, args.until_step) if args.watch else None
+    result = evaluate_steps(
+        args.checkpoint,
+        settings,
+        steps=_parse_steps(args.steps) if args.steps else None,
+        watch=watch,
+        folder=args.eval_dir,
+    )
+    if result.reports:
+        print(steps_table(list(result.reports.values())), end="")
+        print(f"wrote {result.folder}/step_N.json, {SUMMARY} and bits_per_token.png")
+    if result.failed:
+        print(f"{len(result.failed)} step(s) not evaluated: {', '.join(map(str, result.failed))}")
+        return 1
+    return 0
+
+
+def _parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"bad --steps {text!r}; expected step numbers like 1000,2000") from None
+    if not steps:
+        raise UserError("--steps names no step; expected step numbers like 1000,2000")
+    return steps

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from musenet_jax.cli.common import FlagKeys, add_run_arguments, run_from_args
+from musenet_jax.encoding.vocab import label_name
+from musenet_jax.errors import UserError, unknown_choice
 
 FLAGS: FlagKeys = {
     "seconds": "sample.seconds",
@@ -30,8 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_run_arguments(parser)
-    parser.add_argument("--composer", required=True, help="composer / style token, e.g. bach")
-    parser.add_argument("--instruments", required=True, help="comma-separated families, e.g. piano,strings")
+    parser.add_argument(
+        "--composer",
+        help="composer / style label the run was trained with, e.g. bach (--list-composers lists them)",
+    )
+    parser.add_argument("--instruments", help="comma-separated families, e.g. piano,strings")
+    parser.add_argument(
+        "--list-composers", action="store_true", help="print the run's composer labels, one line, and exit"
+    )
     parser.add_argument("--prompt", metavar="INTRO.mid", help="a MIDI intro to continue")
     parser.add_argument("--seconds", type=float, help="music to add, in seconds (default: sample.seconds)")
     parser.add_argument(
@@ -52,14 +60,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="token budget per candidate; 0 = enough for --seconds (default: sample.max_new_tokens)",
     )
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from musenet_jax.app.generate import generate, prepare_out_dir
+    from musenet_jax.app.run import run_composers
 
+    if args.list_composers:
+        print(", ".join(run_composers(args.checkpoint, args.step)))
+        return 0
+    if args.composer is None:
+        known = ", ".join(run_composers(args.checkpoint, args.step))
+        raise UserError(f"--composer is required; this run knows: {known}")
+    if args.instruments is None or args.out is None:
+        raise UserError("--instruments and --out are required, e.g. --instruments piano --out samples/")
     prepare_out_dir(args.out)  # an unwritable --out is said before the model loads
+    composers = run_composers(args.checkpoint, args.step, say=lambda _: None)  # loading the model warns
+    if label_name(args.composer) not in composers:
+        raise unknown_choice("composer", args.composer, composers)
     ranking = generate(
         run_from_args(args, FLAGS),
         args.out,

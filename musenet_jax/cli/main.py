@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "generate",
     "critic",
     "eval",
+    "export",
     "serve",
 )
 

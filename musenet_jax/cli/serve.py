@@ -8,7 +8,7 @@ import pathlib
 import tempfile
 import threading
 
-from musenet_jax.cli.common import add_set_argument, flag_overrides
+from musenet_jax.cli.common import CHECKPOINT_HELP, add_set_argument, flag_overrides
 from musenet_jax.errors import UserError
 
 DEMO_INSTALL = "pip install 'musenet-jax[demo]'"
@@ -27,11 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "has its own piece. Needs the demo extra: " + DEMO_INSTALL + "."
         ),
     )
-    parser.add_argument(
-        "--checkpoint",
-        metavar="WORKDIR",
-        help="the training run's work directory (default: the bundled model)",
-    )
+    parser.add_argument("--checkpoint", metavar="SOURCE", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--step", default="latest", help="checkpoint step: a number, latest or best (default: latest)"
     )
@@ -52,17 +48,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"serve needs Gradio: {DEMO_INSTALL}")
     if args.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
-    from musenet_jax.app.co_composer import CoComposer, default_checkpoint
+    from musenet_jax.app.co_composer import CoComposer
     from musenet_jax.app.openings import prepare_openings
     from musenet_jax.app.run import load_run
     from musenet_jax.app.web import CoComposerApp
 
-    checkpoint = args.checkpoint or default_checkpoint()
-    run_ = load_run(checkpoint, args.step, overrides=flag_overrides(args))
+    run_ = load_run(args.checkpoint, args.step, overrides=flag_overrides(args))
     threading.Thread(target=prepare_openings, daemon=True, name="openings").start()
     with tempfile.TemporaryDirectory(prefix="musenet-serve-") as media:
         app = CoComposerApp(CoComposer(run_, pathlib.Path(media)), concurrency=args.concurrency)
-        print(f"co-composer on {checkpoint} (step {run_.step}) at http://{args.host}:{args.port}", flush=True)
+        print(
+            f"co-composer on {args.checkpoint or 'the bundled model'} (step {run_.step}) at http://{args.host}:{args.port}",
+            flush=True,
+        )
         try:
             app.launch(args.host, args.port)
         finally:

@@ -7,7 +7,10 @@ import argparse
 from musenet_jax.cli.common import FlagKeys, add_config_arguments, config_from_args
 from musenet_jax.errors import UserError
 
-FLAGS: FlagKeys = {"data_dir": "data.data_dir", "checkpoint_every": "train.checkpoint_every"}
+FLAGS: FlagKeys = {
+    "data_dir": "data.data_dir",
+    "checkpoint_every": "train.checkpoint_every",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--step",
         help="resume from this saved step (a number or best; default: the latest "
         "readable one); later steps are moved to WORKDIR/set_aside",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="SOURCE",
+        help="start a new run from these parameters (fresh optimizer, step 0): a run, a bundle, "
+        "hf://ORG/NAME[@REVISION], gs://..., or `bundled`; the architecture must match --config's. From a "
+        "training run, composer labels the new dataset adds start from the base's `unknown` "
+        "(train.init_from); a bundle needs the same vocabulary. Ignored when WORKDIR already has "
+        "checkpoints (the run resumes)",
     )
     parser.add_argument(
         "--checkpoint-every", type=int, metavar="K", help="save every K steps (train.checkpoint_every)"
@@ -60,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
 
     from musenet_jax.train.loop import train
 
-    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step)
+    init_params = None
+    if args.init_from:
+        import dataclasses
+
+        from musenet_jax.app.init_from import initial_params
+        from musenet_jax.app.sources import resolve_source
+
+        base = resolve_source(args.init_from)
+        if base.kind == "run":  # label-aware (train/init_from.py)
+            cfg = cfg.replace(train=dataclasses.replace(cfg.train, init_from=base.path))
+        else:
+            init_params, line = initial_params(args.init_from, cfg)
+            print(line)
+    summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step, init_params=init_params)
     print(summary.describe())
     return 0

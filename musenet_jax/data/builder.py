@@ -5,8 +5,8 @@ dir). Conversion runs in worker processes on this machine, or, with `beam=True`,
 (`beam_convert.py`) on whatever runner the download config names. Files that cannot be used are skipped,
 counted by reason and listed in `skipped_files.json` beside the dataset. A split that gets no pieces (a
 small folder) is left out of the dataset rather than failing the build. The dataset's metadata records the
-encoding config and the vocabulary fingerprint so that a pipeline or checkpoint with another encoding
-refuses it.
+encoding config (its composers are the dataset's labels, `data/labels.py`) and the vocabulary fingerprint
+so that a pipeline or checkpoint with another encoding refuses it.
 """
 
 from __future__ import annotations
@@ -121,7 +121,13 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         if self.builder_config.name == "music21":
             sources = music21_sources()
         else:
-            sources = midi_dir_sources(dl_manager.manual_dir, self.vocab.composers)
+            sources = midi_dir_sources(dl_manager.manual_dir)
+        unlabelled = sorted({s.composer for s in sources} - set(self.vocab.composers))
+        if unlabelled:
+            raise UserError(
+                f"the encoding has no composer token for the label(s) {', '.join(unlabelled)} of the input; "
+                "build with `musenet-jax prepare`, which adds the dataset's labels to the vocabulary"
+            )
         return spread_subset(sources, self.limit)
 
     def _split_generators(self, dl_manager):
@@ -251,7 +257,7 @@ def input_digest(builder: MusenetMidi, manual_dir: str | None) -> str:
         listing = [s.source_id for s in music21_sources()]
     else:
         root = pathlib.Path(manual_dir or "")
-        sources = midi_dir_sources(root, builder.vocab.composers)
+        sources = midi_dir_sources(root)
         listing = [f"{s.source_id}:{_size(s.path)}" for s in sources]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()

@@ -5,7 +5,8 @@ below; other composers, e.g. Schoenberg or C. P. E. Bach, are `unknown`). Left o
 (roman-numeral `.rntxt`) and the folders in `MUSIC21_EXCLUDED` (notation and layout test files, theory
 exercises: not repertoire). A file holding several pieces (an ABC opus) contributes up to
 `MAX_PIECES_PER_FILE` of them. `midi_dir`: every MIDI file below a folder, the
-composer being the first-level sub-folder's name when the vocabulary knows it, else `unknown`.
+composer being the first-level sub-folder's name (as `label_name` writes it), else `unknown`: any name,
+since `prepare` gives the dataset's vocabulary a token for every label it finds (`data/labels.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pathlib
 
 from musenet_jax.encoding.files import MIDI_SUFFIXES
 from musenet_jax.encoding.midi_io import shown
+from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER, label_name
 
 MAX_PIECES_PER_FILE = 25
 SCORE_SUFFIXES = frozenset({".krn", ".abc", ".mxl", ".xml", ".musicxml"})
@@ -78,14 +80,13 @@ def music21_sources() -> list[SourceFile]:
     return found
 
 
-def midi_dir_sources(folder: str | pathlib.Path, composers: tuple[str, ...]) -> list[SourceFile]:
+def midi_dir_sources(folder: str | pathlib.Path) -> list[SourceFile]:
     """Everything with a MIDI suffix below `folder` but folders: bad files, broken links and unreadable ones
     are skipped later with their reason, not left out unsaid."""
     root = pathlib.Path(folder)
     found = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and not p.is_dir()):
         rel = path.relative_to(root)
-        label = rel.parts[0].lower() if len(rel.parts) > 1 else "unknown"
-        composer = label if label in composers else "unknown"
+        composer = label_name(shown(rel.parts[0])) if len(rel.parts) > 1 else UNKNOWN_COMPOSER
         found.append(SourceFile(str(path), shown(rel.as_posix()), composer, "midi"))
     return found

@@ -15,6 +15,7 @@ import pathlib
 from collections.abc import Iterable
 
 import numpy as np
+from etils import epath
 
 from musenet_jax.config import Config
 from musenet_jax.data.pipeline import open_split
@@ -83,6 +84,6 @@ def save_note_facts(workdir: str | pathlib.Path, facts: NoteFacts) -> None:
 
 
 def load_note_facts(workdir: str | pathlib.Path) -> NoteFacts | None:
-    """The run's facts, or None for a run trained before they were recorded."""
-    path = pathlib.Path(workdir) / FACTS_FILE
+    """The run's (or bundle's) facts, or None for a run trained before they were recorded."""
+    path = epath.Path(str(workdir)) / FACTS_FILE
     return NoteFacts.from_dict(json.loads(path.read_text())) if path.is_file() else None

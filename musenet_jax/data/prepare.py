@@ -16,9 +16,9 @@ import time
 import tensorflow_datasets as tfds
 
 from musenet_jax.data import builder as builder_lib
-from musenet_jax.data.corpus import midi_dir_sources
+from musenet_jax.data.labels import input_sources, labelled_encoding
 from musenet_jax.encoding.config import EncodingConfig
-from musenet_jax.errors import UserError
+from musenet_jax.errors import UserError, unknown_choice
 
 BUILD_INPUTS = "build_inputs.json"
 
@@ -37,6 +37,8 @@ class PrepareSummary:
     max_seconds: float | None  # encoding.max_seconds: None keeps pieces whole
     notes_cut: int  # notes the cut removed from the pieces kept (pieces it emptied are skipped: cut_away)
     pieces_cut: int
+    # composer labels of the input that `encoding.composers` lacked: the dataset's vocabulary has them too
+    new_labels: list[str] = dataclasses.field(default_factory=list)
 
     def describe(self) -> str:
         reused = " (already prepared from the same input; reused)" if self.reused else ""
@@ -49,6 +51,8 @@ class PrepareSummary:
                 f"encoding.max_seconds={self.max_seconds:g}: cut {self.notes_cut:,} notes from "
                 f"{self.pieces_cut} pieces"
             )
+        if self.new_labels:
+            lines.append(f"composer labels added to the vocabulary: {', '.join(self.new_labels)}")
         for split in self.examples:
             n, tokens = self.examples[split], self.tokens[split]
             empty = "  (empty: add files to fill it)" if not n else ""
@@ -76,11 +80,18 @@ def prepare(
     interrupted rebuild leaves the previous dataset (and its record of inputs) exactly as it was.
     `beam_options` (Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ...") runs the
     conversion as an Apache Beam pipeline instead of local worker processes. `file_timeout_s` skips (and
-    reports) an input file whose conversion takes longer: one pathological score cannot hold up a corpus."""
+    reports) an input file whose conversion takes longer: one pathological score cannot hold up a corpus.
+    The input's composer labels that `encoding.composers` lacks are added to the dataset's vocabulary
+    (`data/labels.py`)."""
+    if source not in builder_lib.SOURCES:
+        raise unknown_choice("data source", source, builder_lib.SOURCES)
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
-    if source == "midi_dir" and not midi_dir_sources(midi_dir, encoding.composers):
+    sources = input_sources(source, midi_dir)
+    if source == "midi_dir" and not sources:
         raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
+    configured = encoding.composers
+    encoding = labelled_encoding(encoding, sources)
     pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
     probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit)
     folder = builder_lib.dataset_dir(data_dir, source)
@@ -108,6 +119,7 @@ def prepare(
             beam=pipeline_options is not None,
         )
         summary = _build(builder, midi_dir, pipeline_options, str(folder))
+        summary = dataclasses.replace(summary, new_labels=list(encoding.composers[len(configured) :]))
         staged = builder_lib.dataset_dir(staging, source)
         record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
         skipped = {"skipped": builder.stats.skipped}

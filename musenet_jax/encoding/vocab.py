@@ -1,6 +1,7 @@
 """The vocabulary: the one module that knows which id means which token.
 
-Layout, in id order: `<pad>`, `start`, `end`, one token per composer (+ `unknown`), one per instrument
+Layout, in id order: `<pad>`, `start`, `end`, one token per composer (+ `unknown`: the config's
+`encoding.composers`, which `prepare` extends with the labels a dataset carries), one per instrument
 family, `wait:1..W`, then note tokens `family:vB:pitch` for every family, velocity bin B (0 = note-off;
 drums have no note-off) and pitch in [pitch_min, pitch_max]. Note ids are computed arithmetically, so
 encoding and decoding are vectorized.
@@ -30,6 +31,12 @@ UNKNOWN_COMPOSER = "unknown"
 # whole, and checkpoints made since stay valid. (Datasets record their cut themselves: data/builder.py.)
 _FINGERPRINT_PINNED = {"max_seconds": 240.0}
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def label_name(text: str) -> str:
+    """A dataset's label (a folder name, a composer column) as a composer token name: lower case, inner
+    spaces as `_` (`Bill Evans` -> `bill_evans`), so it reads as one word in a token string."""
+    return "_".join(text.strip().lower().split())
 
 
 def pitch_name(pitch: int) -> str:
@@ -86,7 +93,7 @@ class Vocabulary:
     # ---- ids of named tokens -------------------------------------------------------------------
     def composer_id(self, name: str | None) -> int:
         """Id of a composer token; None means `unknown`; a misspelt name lists the valid ones."""
-        name = UNKNOWN_COMPOSER if name is None else name.strip().lower()
+        name = UNKNOWN_COMPOSER if name is None else label_name(name)
         if name not in self.composers:
             raise unknown_choice("composer", name, self.composers)
         return self.composer_base + self.composers.index(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -43,15 +44,24 @@ def _window_nll(graphdef: nnx.GraphDef, params: Any, rows: dict[str, jax.Array])
     return token_nll(logits, rows["targets"])
 
 
-def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
-    """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind"} over every
-    token of the pieces after the first (each scored once, see `windows.py`)."""
+@dataclasses.dataclass(frozen=True)
+class PieceScores:
+    """Summed negative log-likelihood (nats) and scored-token counts, by kind group and by piece."""
+
+    nats_by_kind: np.ndarray  # [len(KIND_GROUPS)]
+    tokens_by_kind: np.ndarray
+    nats_by_piece: np.ndarray  # [pieces]
+    tokens_by_piece: np.ndarray
+
+
+def score_pieces(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> PieceScores:
+    """Scores every token of the pieces after the first, each once (see `windows.py`)."""
     graphdef, params = nnx.split(model)
     group_of = np.full(len(tokenizer.vocab.token_kinds), -1, np.int64)
     for g, kinds in enumerate(KIND_GROUPS.values()):
         group_of[np.isin(tokenizer.vocab.token_kinds, kinds)] = g
-    nats = np.zeros(len(KIND_GROUPS))
-    counts = np.zeros(len(KIND_GROUPS))
+    nats, counts = np.zeros(len(KIND_GROUPS)), np.zeros(len(KIND_GROUPS))
+    piece_nats, piece_counts = np.zeros(len(pieces)), np.zeros(len(pieces))
     for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
         keys = ("inputs", "targets", "times", "durations", "sounding_head")
         arrays = {k: jnp.asarray(rows[k]) for k in keys}
@@ -60,7 +70,21 @@ def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray
         scored = (rows["scored"] > 0) & (groups >= 0)
         np.add.at(nats, groups[scored], nll[scored])
         np.add.at(counts, groups[scored], 1)
-    bits = nats / math.log(2)
+        piece_of = np.broadcast_to(rows["piece"][:, None], scored.shape)
+        np.add.at(piece_nats, piece_of[scored], nll[scored])
+        np.add.at(piece_counts, piece_of[scored], 1)
+    return PieceScores(nats, counts, piece_nats, piece_counts)
+
+
+def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
+    """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind"} over every
+    token of the pieces after the first (each scored once, see `windows.py`)."""
+    return token_report(score_pieces(model, tokenizer, pieces))
+
+
+def token_report(scores: PieceScores) -> dict[str, Any]:
+    """The bits-per-token part of a report (see `bits_per_token`)."""
+    bits, counts = scores.nats_by_kind / math.log(2), scores.tokens_by_kind
     return {
         "bits_per_token": float(bits.sum() / max(counts.sum(), 1)),
         "bits_per_token_by_kind": {

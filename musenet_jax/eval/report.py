@@ -18,6 +18,18 @@ def format_table(report: dict[str, Any]) -> str:
             f"{k} {v:.3f} ({report['tokens_by_kind'][k]})" for k, v in by_kind.items() if v is not None
         )
     )
+    if report.get("bits_per_note") is not None:
+        lines.append(
+            f"  {report['bits_per_note']:.4f} bits/note ({report['notes']} notes), "
+            f"{report['bits_per_second']:.4f} bits/second ({report['seconds']:.1f} s of music)"
+        )
+    if report.get("by_composer"):
+        lines.append(f"{'composer':<22}{'pieces':>8}{'bits/token':>12}{'bits/note':>12}{'bits/second':>13}")
+        for name, rates in report["by_composer"].items():
+            lines.append(
+                f"{name:<22}{rates['pieces']:>8}{_number(rates['bits_per_token']):>12}"
+                f"{_number(rates['bits_per_note']):>12}{_number(rates['bits_per_second']):>13}"
+            )
     lines.append(f"{'statistic':<22}{'samples':>16}{report['split']:>16}{'distance':>10}")
     for name, test in report["test_stats"].items():
         sample = (report["sample_stats"] or {}).get(name) or {}
@@ -27,6 +39,10 @@ def format_table(report: dict[str, Any]) -> str:
             f"{'' if distance is None else f'{distance:.3f}':>10}"
         )
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _mean_std(entry: dict[str, Any]) -> str:

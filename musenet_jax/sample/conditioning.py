@@ -35,6 +35,7 @@ class Request:
     target_steps: int  # where sampling stops, intro included
     piece_steps: int  # the piece's whole length for the countdown embedding (>= target_steps)
     families: np.ndarray  # bool [len(FAMILIES)]: instruments the continuation may play
+    may_end: bool = True  # False: no `end` token (the co-composer's continuations: the user ends a piece)
 
 
 def parse_instruments(text: str | Sequence[str]) -> list[str]:

@@ -25,6 +25,7 @@ class SampleConfig:
     # Rules from the training split's note facts (`data/note_facts.py`, `sample/grammar.py` rules 6, 7):
     pitch_range_rule: bool = True  # each family's note-ons within the pitches it plays in the data
     note_length_rule: bool = True  # release a note once it has sounded as long as the data's notes rarely do
+    opening_note_rule: bool = True  # a piece from nothing opens with a note, not a rest (grammar rule 8)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -16,6 +16,9 @@ With the training split's `NoteFacts` two more rules may hold a model to what th
 7. note length: a note that has sounded as long as its family's notes rarely do (the 99th percentile)
    is released first thing at the next time step: while such note-offs are open, they are the only
    choice.
+And one rule of how pieces open (nearly all of the data's do, with a note; a model trained on crops from
+anywhere in a piece sees rests after `start` a third of the time):
+8. opening note: a piece starting from nothing (time 0, no note yet) begins with a note, not a rest.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -52,6 +55,7 @@ class GrammarTables:
     hold: np.ndarray  # int32: steps a note-on keeps its slot busy (SOUNDING for melodic notes)
     on_in_range: np.ndarray  # bool: a note-on rule 6 allows (all True without facts)
     length_limit: np.ndarray  # int32 [slots]: steps after which rule 7 releases a note (SOUNDING = never)
+    opening_note: bool  # rule 8
     num_slots: int
     num_families: int
     end_id: int
@@ -68,9 +72,10 @@ class GrammarTables:
         pitch_range: bool = True,
         pitch_margin: int = 0,
         note_length: bool = True,
+        opening_note: bool = False,
     ) -> GrammarTables:
         """Rules 1-5 always; with `facts`, rule 6 (`pitch_range`, widened by `pitch_margin` semitones)
-        and rule 7 (`note_length`) where switched on."""
+        and rule 7 (`note_length`) where switched on; rule 8 where `opening_note`."""
         kinds = vocab.token_kinds
         ids = np.arange(vocab.size)
         is_note = vocab.note_family >= 0
@@ -101,6 +106,7 @@ class GrammarTables:
             hold=np.where(family == DRUMS, drum_hit, SOUNDING).astype(np.int32),
             on_in_range=on_in_range,
             length_limit=length_limit,
+            opening_note=opening_note,
             num_slots=num_slots,
             num_families=len(vocab.families),
             end_id=vocab.end_id,
@@ -138,6 +144,9 @@ def allowed_tokens(state: GrammarState, tables: GrammarTables, families_ok: jax.
     note_off = jnp.asarray(tables.is_off)[None] & sounding
     in_order = jnp.asarray(tables.order_key)[None] > state.last_key[:, None]
     wait = jnp.asarray(tables.is_wait)[None] & ~state.after_short_wait[:, None]
+    if tables.opening_note:  # rule 8: nothing played yet, so no rest first
+        silent_start = (state.time == 0) & (state.last_key < 0)  # a wait always moves time on
+        wait = wait & ~silent_start[:, None]
     can_end = ~jnp.any(state.busy_until == SOUNDING, axis=1) & ~state.after_wait
     end = (jnp.arange(len(tables.slot)) == tables.end_id)[None] & can_end[:, None]
     allowed = ((note_on | note_off) & in_order) | wait | end

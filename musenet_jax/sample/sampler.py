@@ -2,9 +2,9 @@
 
 The prompt is prefilled into the cache once; then every step samples a token per candidate under the
 token grammar (`grammar.py`) and the creativity filters (`filtering.py`), appends it to the cache and
-stops a candidate at `end` or when its music reaches the requested length (the last wait is cut to
-land exactly on it). Steps run in jitted chunks (`lax.fori_loop`), so the host only looks in between
-to update the progress bar and to see whether everyone is done.
+stops a candidate at `end` (unless its request may not end) or when its music reaches the requested
+length (the last wait is cut to land exactly on it). Steps run in jitted chunks (`lax.fori_loop`), so
+the host only looks in between to update the progress bar and to see whether everyone is done.
 
 A piece longer than the context slides on: when the cache is full it is rebuilt from the
 conditioning prefix and the latest tokens (`context // 2` in all), as training crops keep the prefix
@@ -52,6 +52,7 @@ class Candidate:
     sampled: int  # tokens the model drew (closing tokens not included)
     mean_logprob: float  # mean log-probability (nats) of the drawn tokens under the model, temperature 1
     stopped_by: str  # "end", "length" or "budget"
+    open_ids: np.ndarray  # int32: prompt + sampled tokens as drawn, not closed (to be continued later)
 
     @property
     def continuation(self) -> np.ndarray:
@@ -69,6 +70,7 @@ class DecodeState:
     durations: jax.Array  # int32 [B]: the piece's whole length in steps (countdown embedding)
     stop_at: jax.Array  # int32 [B]: the time sampling stops at
     families: jax.Array  # bool [B, families]
+    may_end: jax.Array  # bool [B]: whether `end` may be drawn
     done: jax.Array  # bool [B]
     stop: jax.Array  # int8 [B]: 0 running, 1 end, 2 length
     logprob: jax.Array  # float32 [B]: sum over drawn tokens
@@ -131,6 +133,7 @@ class Sampler:
             model = self._model(params)
             key, sub = jax.random.split(st.key)
             allowed = allowed_tokens(st.grammar, tables, st.families)
+            allowed = allowed & (st.may_end[:, None] | (jnp.arange(allowed.shape[1]) != tables.end_id)[None])
             token = draw(sub, jnp.where(allowed, st.logits, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             time = st.grammar.time
@@ -177,6 +180,7 @@ class Sampler:
             durations=jnp.asarray([r.piece_steps for r in requests], jnp.int32),
             stop_at=jnp.asarray([r.target_steps for r in requests], jnp.int32),
             families=jnp.asarray(np.stack([r.families for r in requests])),
+            may_end=jnp.asarray([r.may_end for r in requests], bool),
             done=jnp.zeros((num,), bool),
             stop=jnp.zeros((num,), jnp.int8),
             logprob=jnp.zeros((num,), jnp.float32),
@@ -244,7 +248,7 @@ class Sampler:
         stop, drawn, logprob = np.asarray(st.stop), np.asarray(st.drawn), np.asarray(st.logprob)
         out = []
         for row in range(tokens.shape[0]):
-            ids = tokens[row, : prompt_length + int(drawn[row])]
+            drawn_ids = ids = tokens[row, : prompt_length + int(drawn[row])]
             if stop[row] != 1:
                 ids = close_sequence(ids, busy[row], self.tables)
             out.append(
@@ -254,6 +258,7 @@ class Sampler:
                     sampled=int(drawn[row]),
                     mean_logprob=float(logprob[row] / max(int(drawn[row]), 1)),
                     stopped_by=("budget", "end", "length")[int(stop[row])],
+                    open_ids=drawn_ids.astype(np.int32),
                 )
             )
         return out

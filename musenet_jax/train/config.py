@@ -27,6 +27,9 @@ class TrainConfig:
     eval_batches: int = 8
     log_every: int = 10
     max_consecutive_nonfinite: int = 10
+    # Fine-tuning: a new run starts from the latest checkpoint of this work directory (`train/init_from.py`);
+    # its vocabulary may add composer labels. Ignored once the run has checkpoints of its own.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         """Every value against its meaning, so a bad one is one line before any work starts."""

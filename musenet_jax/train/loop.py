@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
 from musenet_jax.config import Config
+from musenet_jax.data.labels import with_dataset_labels
 from musenet_jax.data.note_facts import load_note_facts, save_note_facts, split_note_facts
 from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -40,6 +42,7 @@ from musenet_jax.train.checkpoint import (
     restore_first_readable,
     set_aside,
 )
+from musenet_jax.train.init_from import fine_tune_params
 from musenet_jax.train.lock import WorkdirLock
 from musenet_jax.train.metrics import MetricsLogger
 from musenet_jax.train.preemption import NonFiniteGuard, StopRequest
@@ -124,6 +127,22 @@ def join_from_checkpoint(params: Any, rest: TrainState) -> TrainState:
     return dataclasses.replace(rest, params=params)
 
 
+def place_params(host: Mapping[str, Any], abstract: Any) -> Any:
+    """Host arrays of the parameter tree -> global arrays shaped, typed and sharded like `abstract` (every
+    process holds the whole tree and gives its devices' shards). Another model's tree is one `UserError`."""
+    fits = jax.tree.structure(dict(host)) == jax.tree.structure(abstract) and all(
+        np.shape(a) == b.shape for a, b in zip(jax.tree.leaves(dict(host)), jax.tree.leaves(abstract))
+    )
+    if not fits:
+        raise UserError("the initial parameters are another model's; they do not fit this config's model")
+
+    def put(array: Any, like: Any) -> jax.Array:
+        array = np.asarray(array, like.dtype)
+        return jax.make_array_from_callback(like.shape, like.sharding, lambda index: array[index])
+
+    return jax.tree.map(put, dict(host), abstract)
+
+
 def _global_batch(batch: Mapping[str, Any], sharding: Any) -> dict[str, Any]:
     """This host's rows -> arrays spanning all hosts (rows are split over the batch mesh axes)."""
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
@@ -183,12 +202,15 @@ def train(
     steps: int | None = None,
     *,
     resume_step: int | str | None = None,
+    init_params: Mapping[str, Any] | None = None,
     devices: Sequence[Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> TrainSummary:
     """Trains until step `steps` (default `train.steps`) on the data in `data.data_dir`, resuming from
     `workdir`'s latest readable checkpoint, or from `resume_step` (a number or "best"; later steps are
-    set aside). `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
+    set aside). A new run starts from `init_params` (host arrays of the model's parameter tree, e.g. a
+    bundle's: fine-tuning) when given, with a fresh optimizer at step 0; a run that resumes ignores them.
+    `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
     workdir = str(workdir)
     if "://" in workdir:
         raise UserError(
@@ -196,7 +218,7 @@ def train(
             "with gcsfuse), since metrics.jsonl is appended to"
         )
     with WorkdirLock(workdir, enabled=jax.process_index() == 0, say=say):
-        return _train(cfg, workdir, steps, resume_step, devices, say)
+        return _train(cfg, workdir, steps, resume_step, init_params, devices, say)
 
 
 def _sync(name: str) -> None:
@@ -209,10 +231,13 @@ def _train(
     workdir: str,
     steps: int | None,
     resume_step: int | str | None,
+    init_params: Mapping[str, Any] | None,
     devices: Sequence[Any] | None,
     say: Callable[[str], None],
 ) -> TrainSummary:
-    cfg = _absolute_data_dir(cfg)
+    is_main = jax.process_index() == 0
+    tell = say if is_main else (lambda _: None)
+    cfg = with_dataset_labels(_absolute_data_dir(cfg), say=tell)
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps
     if tc.global_batch % jax.process_count():
@@ -222,8 +247,6 @@ def _train(
     tokenizer = Tokenizer(cfg.encoding)
     vocab_size = tokenizer.vocab.size
     fingerprint = tokenizer.vocab.fingerprint()
-    is_main = jax.process_index() == 0
-    tell = say if is_main else (lambda _: None)
 
     setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))
     process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
@@ -268,6 +291,14 @@ def _train(
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
     if state is None:
         state = setup.init_state()
+        if tc.init_from:  # a run's checkpoint, composer labels it lacks starting from its `unknown`
+            state = dataclasses.replace(state, params=fine_tune_params(tc.init_from, cfg, setup, say=tell))
+        elif init_params is not None:
+            state = dataclasses.replace(
+                state, params=place_params(init_params, setup.abstract_state().params)
+            )
+    elif init_params is not None:
+        tell(f"resuming {workdir} from step {start_step}: the initial parameters are for a new run only")
     rows = setup.batch_sharding
     train_step = make_train_step(setup)
     eval_step = make_eval_step(setup)

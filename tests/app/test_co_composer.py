@@ -1,4 +1,4 @@
-"""The co-composer's pieces that need no model: request checks, sessions, openings, the default checkpoint."""
+"""The co-composer's pieces that need no model: request checks, sessions, openings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from musenet_jax.app.co_composer import Session, Sessions, Settings, default_checkpoint
+from musenet_jax.app.co_composer import Session, Sessions, Settings
 from musenet_jax.app.openings import OPENING_SECONDS, OPENINGS, opening_midi
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
@@ -32,11 +32,6 @@ def test_settings_refuse_bad_requests_in_one_line():
         with pytest.raises(UserError, match=message) as caught:
             settings(**change)
         assert "\n" not in str(caught.value)
-
-
-def test_default_checkpoint_says_to_pass_one():
-    with pytest.raises(UserError, match="pass --checkpoint WORKDIR"):
-        default_checkpoint()
 
 
 def test_a_session_runs_one_request_at_a_time_and_stops_only_a_running_one(tmp_path):

@@ -1,5 +1,6 @@
-"""`serve`'s page on a tiny trained run: in a real browser, through the app's API, and under bad input with
-a second user at once. The server runs in this process, so its sessions (the app's state) can be read."""
+"""`serve`'s page on the bundled model (what `serve` without --checkpoint gives): in a real browser,
+through the app's API, and under bad input with a second user at once. The server runs in this process, so
+its sessions (the app's state) can be read."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from midi_corpus import packaged_midi_files
-from tiny_run import train_tiny
 
 from musenet_jax.app.co_composer import CoComposer, Session
 from musenet_jax.app.run import load_run
@@ -24,9 +24,8 @@ SCREENSHOT_DIR = "MUSENET_SCREENSHOT_DIR"  # where the browser test leaves its s
 
 
 @pytest.fixture(scope="module")
-def server(music21_data_dir, tmp_path_factory):
-    workdir = train_tiny(music21_data_dir, tmp_path_factory.mktemp("run") / "run")
-    run = load_run(workdir, overrides=["sample.max_new_tokens=0"])  # the budget follows the seconds asked
+def server(tmp_path_factory):
+    run = load_run(None, overrides=["sample.max_new_tokens=0"])  # the budget follows the seconds asked
     app = CoComposerApp(CoComposer(run, tmp_path_factory.mktemp("media")), concurrency=2)
     url = app.launch("127.0.0.1", free_port(), block=False)
     yield app, url

@@ -8,9 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from musenet_jax.config import load_config
+from musenet_jax.encoding.slots import note_slots
+from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.model.config import ModelConfig
 
 VOCAB = 300
+SOUNDING_SLOTS = note_slots(Vocabulary(load_config("tiny").encoding)).count
 
 
 def tiny_model_config(**changes) -> ModelConfig:
@@ -20,7 +23,8 @@ def tiny_model_config(**changes) -> ModelConfig:
 
 
 def batch(batch_size: int = 2, length: int = 64, seed: int = 0) -> dict[str, jnp.ndarray]:
-    """Random tokens with realistic times: waits of 0-30 steps, several tokens sharing a time."""
+    """Random tokens with realistic times: waits of 0-30 steps, several tokens sharing a time, and no notes
+    held into the window (`sounding_head`, which training batches always carry)."""
     rng = np.random.default_rng(seed)
     waits = rng.integers(0, 30, (batch_size, length)) * (rng.random((batch_size, length)) < 0.5)
     times = np.cumsum(waits, axis=1) - waits[:, :1]
@@ -29,4 +33,5 @@ def batch(batch_size: int = 2, length: int = 64, seed: int = 0) -> dict[str, jnp
         "inputs": jnp.asarray(rng.integers(1, VOCAB, (batch_size, length)), jnp.int32),
         "times": jnp.asarray(times, jnp.int32),
         "durations": jnp.asarray(durations, jnp.int32),
+        "sounding_head": jnp.zeros((batch_size, SOUNDING_SLOTS), jnp.int32),
     }

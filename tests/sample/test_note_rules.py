@@ -1,5 +1,6 @@
 """Grammar rules 6 and 7: the training split's pitch ranges and note lengths hold a sampled piece to what
-the data does; with the rules switched off (or no facts) the grammar is rules 1-5 alone."""
+the data does; with the rules switched off (or no facts) the grammar is rules 1-5 alone. Rule 8: a piece
+from nothing opens with a note."""
 
 from __future__ import annotations
 
@@ -64,6 +65,18 @@ def test_note_length_rule_releases_a_held_note_first_thing_at_the_next_step():
     state_r = step(state_r, ruled, "piano:v0:C4")
     after = allowed(state_r, ruled)
     assert after[VOCAB.id("piano:v2:G4")] and not after[VOCAB.id("piano:v0:C4")]  # released: the step goes on
+
+
+def test_opening_note_rule_allows_no_rest_before_the_first_note_only():
+    ruled = GrammarTables.from_vocab(VOCAB, opening_note=True)
+    plain = GrammarTables.from_vocab(VOCAB)
+    start = GrammarState.initial(1, ruled)
+    wait = VOCAB.wait_id(25)
+    assert allowed(start, plain)[wait] and not allowed(start, ruled)[wait]
+    assert allowed(start, ruled)[VOCAB.id("drums:v3:C2")]  # a drum hit opens a piece too
+    after_hit = step(start, ruled, "drums:v3:C2")
+    assert allowed(after_hit, ruled)[wait]  # then a rest may follow
+    assert allowed(step(start, ruled, "piano:v3:C4"), ruled)[wait]
 
 
 def test_note_facts_of_real_pieces_and_their_round_trip(tmp_path):

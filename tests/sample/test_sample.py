@@ -3,6 +3,7 @@ conditioning errors, requested length, and `musenet-jax generate` end to end on 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -113,6 +114,23 @@ def test_sampling_stops_at_the_requested_length(random_model):
     assert any(c.stopped_by == "length" for c in candidates)
     for cand in candidates:
         assert duration_steps(cand.ids, TOKENIZER.vocab) <= request.target_steps == 30
+
+
+def test_a_request_that_may_not_end_is_never_ended_and_stays_open(random_model):
+    """The co-composer's continuations: no `end` drawn (an untrained model draws it often, see above),
+    and `open_ids` keep the sampled tokens as drawn, trailing rest included, to be continued later."""
+    sampler = Sampler(random_model, TOKENIZER, SamplingSettings(top_k=300))
+    request = dataclasses.replace(make_request(TOKENIZER, "jazz", "piano,drums,bass", 0.3), may_end=False)
+    candidates = sampler.sample([request] * 4, max_new_tokens=150, seed=1)
+    end_id = TOKENIZER.vocab.end_id
+    assert {c.stopped_by for c in candidates} <= {"length", "budget"}
+    assert any(c.stopped_by == "length" for c in candidates)
+    for cand in candidates:
+        assert end_id not in cand.open_ids and cand.ids[-1] == end_id  # the file is still closed
+        assert len(cand.open_ids) == cand.prompt_length + cand.sampled
+        np.testing.assert_array_equal(cand.open_ids[: cand.prompt_length], request.prompt)
+        if cand.stopped_by == "length":
+            assert duration_steps(cand.open_ids, TOKENIZER.vocab) == request.target_steps
 
 
 def test_the_opening_of_a_longer_piece_stops_early_but_counts_down_from_the_whole(random_model):

@@ -1,0 +1,193 @@
+"""The exported inference bundle: one folder that composes without the training run or its dataset.
+
+    bundle.json            format, version, step, parameter dtype, where it came from
+    config.json            the run's resolved config (what the parameters mean, how to sample)
+    vocab.json             the vocabulary's tokens and fingerprint (a bundle of another encoding is refused)
+    model.safetensors      the model's parameters (float32 or bfloat16; loaded as the model's float32)
+    note_facts.json        the training split's note facts, for the sampler's rules (when the run has them)
+    critic/                the inner critic (params.safetensors, critic.json), when one was trained
+    README.md              the model card, with the Hugging Face YAML header
+
+Every file is read and written through etils epath, so a bundle on a bucket reads like a local one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from etils import epath
+
+from musenet_jax import __version__
+from musenet_jax.app.sources import BUNDLE_FILE
+from musenet_jax.config import Config, config_from_dict
+from musenet_jax.data.note_facts import FACTS_FILE, NoteFacts
+from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
+from musenet_jax.eval.report import format_table
+from musenet_jax.model.param_files import load_tensors, save_tensors
+
+FORMAT = "musenet-jax-bundle"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+PARAMS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+# Hugging Face dataset tags for the model card, by `data.source`.
+DATASET_TAGS: dict[str, str] = {"music21": "music21-corpus", "midi_dir": "own-midi-files"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleInfo:
+    """`bundle.json`: what the folder is and where its parameters came from."""
+
+    format: str
+    format_version: int
+    step: int
+    dtype: str
+    parameters: int
+    source: str  # the --checkpoint it was exported from
+    musenet_jax_version: str
+
+
+def read_info(folder: str | epath.PathLike) -> BundleInfo:
+    path = epath.Path(folder) / BUNDLE_FILE
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT or int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserError(
+            f"{path} is a bundle this musenet-jax ({__version__}) cannot read (format "
+            f"{data.get('format')!r} version {data.get('format_version')}); upgrade musenet-jax"
+        )
+    return BundleInfo(**{f.name: data[f.name] for f in dataclasses.fields(BundleInfo)})
+
+
+def read_config(folder: str | epath.PathLike) -> Config:
+    data = json.loads((epath.Path(folder) / CONFIG_FILE).read_text())
+    return config_from_dict(data, name=data.get("name", "custom"))
+
+
+def check_vocabulary(folder: str | epath.PathLike, tokenizer: Tokenizer, given: str) -> None:
+    """The bundle's tokens must mean what `tokenizer`'s mean: one line when they do not."""
+    saved = json.loads((epath.Path(folder) / VOCAB_FILE).read_text())
+    mine = tokenizer.vocab.fingerprint()
+    if saved["fingerprint"] != mine:
+        raise UserError(
+            f"{given} was exported with another encoding (vocabulary fingerprint "
+            f"{saved['fingerprint'][:12]}..., its config gives {mine[:12]}... in musenet-jax {__version__}); "
+            "use the musenet-jax version that exported it"
+        )
+
+
+def load_params(folder: str | epath.PathLike, abstract_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's parameters, as float32 on the abstract tree's shardings."""
+    return load_tensors(epath.Path(folder) / PARAMS_FILE, abstract_params)
+
+
+def write_bundle(
+    out: str | epath.PathLike,
+    *,
+    cfg: Config,
+    tokenizer: Tokenizer,
+    params: Mapping[str, Any],
+    info: BundleInfo,
+    note_facts: NoteFacts | None,
+    card: str,
+) -> list[str]:
+    """Writes every file but the critic's (see `critic.store.save_critic_tensors`); returns their names."""
+    folder = epath.Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = tokenizer.vocab
+    save_tensors(
+        folder / PARAMS_FILE, params, info.dtype, metadata={"format": "flax-nnx", "step": str(info.step)}
+    )
+    (folder / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (folder / VOCAB_FILE).write_text(
+        json.dumps({"fingerprint": vocab.fingerprint(), "size": vocab.size, "tokens": vocab.strings}) + "\n"
+    )
+    written = [PARAMS_FILE, CONFIG_FILE, VOCAB_FILE]
+    if note_facts is not None:
+        (folder / FACTS_FILE).write_text(json.dumps(note_facts.to_dict(), indent=2) + "\n")
+        written.append(FACTS_FILE)
+    (folder / CARD_FILE).write_text(card)
+    (folder / BUNDLE_FILE).write_text(json.dumps(dataclasses.asdict(info), indent=2) + "\n")  # last: complete
+    return [*written, CARD_FILE, BUNDLE_FILE]
+
+
+def model_card(
+    cfg: Config,
+    info: BundleInfo,
+    *,
+    name: str,
+    eval_report: Mapping[str, Any] | None,
+    critic_auc: float | None,
+) -> str:
+    """README.md with the Hub's YAML header: what the model is, how to use it, what it scores."""
+    m = cfg.model
+    dataset = DATASET_TAGS.get(cfg.data.source, cfg.data.source)
+    patterns = "/".join(m.patterns)
+    shape = f"{m.n_layers} layers, d_model {m.d_model}, {m.n_heads} heads, context {m.context}"
+    shape += f", {patterns} attention"
+    lines = [
+        "---",
+        "library_name: musenet-jax",
+        "license: apache-2.0",
+        "tags:",
+        *(f"- {tag}" for tag in ("music-generation", "symbolic-music", "midi", "musenet", "jax", "flax")),
+        "datasets:",
+        f"- {dataset}",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"A MuseNet-style transformer ([musenet-jax](https://github.com/musenet-jax/musenet-jax), "
+        f"version {info.musenet_jax_version}) that composes MIDI for a composer style and up to ten "
+        "instrument families.",
+        "",
+        f"- {info.parameters:,} parameters, stored in {info.dtype}; {shape}",
+        f"- trained {info.step} steps on `{cfg.data.source}` data (config `{cfg.name}`)",
+        "",
+        "## Use",
+        "",
+        "```",
+        "pip install musenet-jax",
+        f"musenet-jax generate --checkpoint hf://ORG/{name} --composer bach --instruments piano,strings \\",
+        "    --seconds 30 --out samples/",
+        "```",
+        "",
+        "`--checkpoint` also takes this folder's path. Fine-tune on your own MIDI with "
+        "`musenet-jax train --init-from hf://ORG/NAME ...` (see the project README).",
+        "",
+        "## Scores",
+        "",
+    ]
+    if eval_report is not None:
+        bits, split = eval_report["bits_per_token"], eval_report["split"]
+        size = f"{eval_report['pieces']} whole pieces, {eval_report['tokens']:,} tokens"
+        lines += [
+            f"Held-out **{bits:.3f} bits per token** on the `{split}` split ({size}); samples' statistics "
+            "against the split's:",
+            "",
+            "```",
+            format_table(dict(eval_report)),
+            "```",
+            "",
+        ]
+    else:
+        lines += ["No evaluation was attached when this bundle was exported (`export --eval-json`).", ""]
+    if critic_auc is not None:
+        lines += [
+            f"The inner critic tells held-out real pieces from generated ones with ROC AUC {critic_auc:.3f}.",
+            "",
+        ]
+    lines += [
+        "## Limits",
+        "",
+        "- Ten General MIDI instrument families (piano, strings, winds, brass, guitar, bass, organ, plucked, "
+        "voice, drums); programs within a family are merged.",
+        "- Composer styles are those of its training data; others are accepted but were not learned.",
+        "- A small model: it holds notes too long and drifts out of key more often than real music does.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""`export`: a loaded run (or bundle) -> a self-contained inference bundle (`app/bundle.py`), optionally
+published on the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import huggingface_hub
+import jax
+from etils import epath
+from flax import nnx
+from huggingface_hub import errors as hf_errors
+
+from musenet_jax import __version__
+from musenet_jax.app import bundle
+from musenet_jax.app.run import Run
+from musenet_jax.app.sources import BUNDLE_FILE
+from musenet_jax.critic.store import CRITIC_SUBDIR, read_meta, save_critic_tensors, stored_critic_params
+from musenet_jax.errors import UserError
+from musenet_jax.model.param_files import STORE_DTYPES
+
+EVAL_KEYS: tuple[str, ...] = ("split", "pieces", "tokens", "bits_per_token", "bits_per_token_by_kind")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    out: str
+    files: dict[str, int]  # relative path -> bytes
+    parameters: int
+    dtype: str
+    critic_auc: float | None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.files.values())
+
+    def describe(self) -> str:
+        critic = "no critic" if self.critic_auc is None else f"critic (held-out AUC {self.critic_auc:.3f})"
+        size = f"{self.total_bytes / 1e6:.1f} MB in {len(self.files)} files"
+        return f"wrote {self.out}: {size}; {self.parameters:,} parameters in {self.dtype}, {critic}"
+
+
+def read_eval_report(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON `musenet-jax eval --json` printed, checked to be one."""
+    try:
+        report = json.loads(epath.Path(path).read_text())
+    except ValueError as err:
+        raise UserError(f"--eval-json {path} is not JSON ({err})") from None
+    missing = [k for k in EVAL_KEYS if k not in report] if isinstance(report, dict) else list(EVAL_KEYS)
+    if missing:
+        raise UserError(
+            f"--eval-json {path} is not the output of `musenet-jax eval --json` (no {', '.join(missing)})"
+        )
+    return report
+
+
+def _prepare_out(out: epath.Path) -> None:
+    """An empty or new folder, or an earlier bundle (replaced); anything else is refused."""
+    if not out.exists():
+        return
+    present = [p for p in out.iterdir() if not p.name.startswith(".")]
+    if not present:
+        return
+    if not (out / BUNDLE_FILE).exists():
+        raise UserError(f"--out {out} holds files that are not a bundle; choose a new or empty folder")
+    for path in present:
+        if path.name == CRITIC_SUBDIR:
+            path.rmtree()
+        elif path.is_file():
+            path.unlink()
+
+
+def export_bundle(
+    run: Run,
+    out: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    eval_report: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> ExportReport:
+    """Writes `run` as a bundle in `out`: its parameters in `dtype`, config, vocabulary, note facts, its
+    critic when one was trained, and a model card (with `eval_report`'s scores when given)."""
+    if dtype not in STORE_DTYPES:
+        raise UserError(f"--dtype {dtype}: valid: {', '.join(STORE_DTYPES)}")
+    folder = epath.Path(str(out))
+    _prepare_out(folder)
+    params = jax.device_get(nnx.to_pure_dict(nnx.state(run.model, nnx.Param)))
+    count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+    critic_meta = read_meta(run.workdir)
+    if critic_meta is not None and critic_meta.vocab_fingerprint != run.tokenizer.vocab.fingerprint():
+        raise UserError(f"the critic in {run.workdir} was trained with another vocabulary; retrain it")
+    info = bundle.BundleInfo(
+        bundle.FORMAT, bundle.FORMAT_VERSION, run.step, dtype, count, run.source or run.workdir, __version__
+    )
+    auc = None if critic_meta is None else critic_meta.heldout_auc
+    card = bundle.model_card(run.cfg, info, name=name or folder.name, eval_report=eval_report, critic_auc=auc)
+    if critic_meta is not None:
+        critic_params = jax.device_get(stored_critic_params(run.workdir, run.model, critic_meta))
+        save_critic_tensors(folder, critic_params, critic_meta, dtype)
+    bundle.write_bundle(
+        folder,
+        cfg=run.cfg,
+        tokenizer=run.tokenizer,
+        params=params,
+        info=info,
+        note_facts=run.note_facts,
+        card=card,
+    )
+    return ExportReport(str(folder), bundle_files(folder), count, dtype, auc)
+
+
+def bundle_files(folder: epath.Path) -> dict[str, int]:
+    """Relative path -> bytes of every file of a bundle (two levels: the critic's folder)."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+            found[str(file.relative_to(folder))] = file.stat().length
+    return found
+
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = False) -> str:
+    """Uploads a bundle folder to the Hub repository `repo_id` (created if absent); returns its URL.
+    Authentication is huggingface_hub's own (`hf auth login` or HF_TOKEN)."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise UserError("--push-to-hub needs the network, and HF_HUB_OFFLINE is set")
+    api = huggingface_hub.HfApi()
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="musenet-jax export")
+    except hf_errors.HfHubHTTPError as err:
+        raise UserError(f"--push-to-hub {repo_id}: the Hub answered {str(err).splitlines()[0]}") from None
+    return str(url)

@@ -1,0 +1,62 @@
+"""`train --init-from`: fine-tuning a bundle on one's own MIDI folder (prepare --source midi_dir) lowers the
+validation bits/token of that folder's split below the bundle's own; another vocabulary or architecture is
+refused in one line before any data is read."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from midi_corpus import export_corpus_scores, packaged_midi_files
+from tiny_run import TINY_RUN
+
+from musenet_jax.app.evaluate import evaluate
+from musenet_jax.app.run import load_run
+from musenet_jax.cli.main import main
+from musenet_jax.data.prepare import prepare
+
+SETS = [arg for item in TINY_RUN for arg in ("--set", item)]
+
+
+def validation_bits(source, data_dir) -> float:
+    run = load_run(source, overrides=[f"data.data_dir={data_dir}", "data.source=midi_dir"])
+    return evaluate(run, split="validation", num_samples=0, show_progress=False)["bits_per_token"]
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_bundle_on_a_midi_folder_lowers_validation_bits(tiny_bundle, tmp_path, capsys):
+    midi = tmp_path / "my_midi"
+    export_corpus_scores(midi / "bach")
+    for path in packaged_midi_files():
+        (midi / "mozart").mkdir(exist_ok=True)
+        shutil.copy(path, midi / "mozart" / path.name)
+    data = tmp_path / "tfds"
+    prepare("midi_dir", str(data), midi_dir=str(midi), workers=1, show_progress=False)
+    before = validation_bits(tiny_bundle, data)
+
+    workdir = tmp_path / "fine_tuned"
+    args = ["train", "--config", "tiny", *SETS, "--set", "data.source=midi_dir", "--data-dir", str(data)]
+    args += ["--set", "train.learning_rate=3e-3", "--workdir", str(workdir), "--steps", "30"]
+    assert main([*args, "--init-from", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert f"starting from the parameters of {tiny_bundle} (step 3)" in out and "trained to step 30" in out
+    after = validation_bits(workdir, data)
+    with capsys.disabled():
+        print(f"\nvalidation bits/token on the folder's split: bundle {before:.3f}, fine-tuned {after:.3f}")
+    assert after < before
+
+    assert main([*args, "--steps", "31", "--init-from", str(tiny_bundle)]) == 0  # the run resumes
+    assert "the initial parameters are for a new run only" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_another_vocabulary_or_architecture_is_refused_in_one_line(tiny_bundle, tmp_path, capsys):
+    base = ["train", "--config", "tiny", "--workdir", str(tmp_path / "w"), "--init-from", str(tiny_bundle)]
+    assert main(base) == 2  # the tiny config's own d_model and context
+    err = capsys.readouterr().err.strip()
+    changes = "model.context 64 -> 128, model.d_model 32 -> 64"
+    assert err.count("\n") == 0 and f"is another architecture ({changes})" in err
+    assert main([*base, *SETS, "--set", "encoding.velocity_bins=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "uses another encoding (vocabulary fingerprint" in err
+    assert not (tmp_path / "w").exists()
