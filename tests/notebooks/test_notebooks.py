@@ -92,6 +92,7 @@ def test_train_notebook_runs_small_on_cpu(tmp_path):
         ],
         "FAKES": 4,
         "EVAL_SAMPLES": 1,
+        "EVAL_PIECES": 2,
         "COMPOSE_SECONDS": 2,
         "INSTALL_AUDIO": False,
     }
