@@ -7,19 +7,36 @@ import json
 
 from musenet_jax.cli.common import add_config_arguments, config_from_args
 
+SOURCES = (
+    "music21",
+    "midi_dir",
+    "maestro_v3",
+    "lakh_full",
+)  # the builder's configs (not imported: TFDS is slow)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "prepare", help="build the musenet_midi TFDS dataset from music21's corpus or a MIDI folder"
+        "prepare",
+        help="build the musenet_midi TFDS dataset from music21's corpus, a MIDI folder, MAESTRO or Lakh",
     )
     add_config_arguments(parser)
     parser.add_argument(
         "--source",
-        choices=("music21", "midi_dir"),
+        choices=SOURCES,
         default=None,
-        help="music21 (embedded default corpus) or midi_dir (default: data.source of the config)",
+        help="music21 (the embedded corpus), midi_dir (your folder), maestro_v3 or lakh_full (standard "
+        "corpora, their upstream splits kept) (default: data.source of the config)",
     )
-    parser.add_argument("--midi-dir", default=None, help="folder of MIDI files; sub-folders name composers")
+    parser.add_argument(
+        "--manual-dir",
+        "--midi-dir",
+        dest="midi_dir",
+        default=None,
+        help="midi_dir: the folder of MIDI files (first-level sub-folders name composers); maestro_v3 and "
+        "lakh_full: the folder holding the archive as downloaded or it extracted (without it, the archive "
+        "is downloaded into DATA_DIR/downloads)",
+    )
     parser.add_argument(
         "--data-dir", default=None, help="TFDS data dir (default: data.data_dir of the config)"
     )

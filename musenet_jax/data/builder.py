@@ -1,8 +1,10 @@
 """The `musenet_midi` TFDS builder: tokenized MIDI as ArrayRecord shards, readable without TensorFlow.
 
-Configs: `music21` (the embedded corpus, no download) and `midi_dir` (a user's folder as TFDS's manual
-dir). Conversion runs in worker processes on this machine, or, with `beam=True`, as an Apache Beam pipeline
-(`beam_convert.py`) on whatever runner the download config names. Files that cannot be used are skipped,
+Configs: `music21` (the embedded corpus, no download), `midi_dir` (a user's folder as TFDS's manual
+dir), and the standard corpora `maestro_v3` and `lakh_full` (`corpora.py`; their manual dir is the
+extracted corpus, their upstream splits kept). Conversion runs in worker processes on this machine, or,
+with `beam=True`, as an Apache Beam pipeline (`beam_convert.py`) on whatever runner the download config
+names. Files that cannot be used are skipped,
 counted by reason and listed in `skipped_files.json` beside the dataset. A split that gets no pieces (a
 small folder) is left out of the dataset rather than failing the build. The dataset's metadata records the
 encoding config (its composers are the dataset's labels, `data/labels.py`) and the vocabulary fingerprint
@@ -27,12 +29,13 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from musenet_jax.data import convert as convert_lib
-from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
+from musenet_jax.data.corpora import CORPORA, LAKH_FULL, MAESTRO_V3, list_sources
+from musenet_jax.data.corpus import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError, unknown_choice
 
-SOURCES = ("music21", "midi_dir")
+SOURCES = ("music21", "midi_dir", *CORPORA)
 SKIPPED_REPORT = "skipped_files.json"
 
 
@@ -60,6 +63,14 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="music21", description="music21's bundled scores, composer-labelled"),
         tfds.core.BuilderConfig(name="midi_dir", description="a MIDI folder given as manual_dir"),
+        tfds.core.BuilderConfig(
+            name=MAESTRO_V3.name,
+            description=f"MAESTRO v3.0.0 piano performances; license {MAESTRO_V3.license}",
+        ),
+        tfds.core.BuilderConfig(
+            name=LAKH_FULL.name,
+            description=f"the Lakh MIDI dataset, full ({LAKH_FULL.homepage}); license {LAKH_FULL.license}",
+        ),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put MIDI files in the manual dir; first-level sub-folders name composers."
 
@@ -99,16 +110,19 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         return self.data_dir_root / self.name / self.builder_config.name / "beam_outcomes"
 
     def _info(self) -> tfds.core.DatasetInfo:
+        features = {
+            "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "composer": tfds.features.ClassLabel(names=list(self.vocab.composers)),
+            "source": tfds.features.Text(),
+            "duration_s": np.float32,
+            "n_notes": np.int32,
+        }
+        if self.builder_config.name == MAESTRO_V3.name:
+            features |= {"title": tfds.features.Text(), "year": np.int32}
+        corpus = CORPORA.get(self.builder_config.name)
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-                    "composer": tfds.features.ClassLabel(names=list(self.vocab.composers)),
-                    "source": tfds.features.Text(),
-                    "duration_s": np.float32,
-                    "n_notes": np.int32,
-                }
-            ),
+            features=tfds.features.FeaturesDict(features),
+            homepage=corpus.homepage if corpus else None,
             metadata=tfds.core.MetadataDict(
                 encoding=dataclasses.asdict(self.encoding),
                 vocab_fingerprint=self.vocab.fingerprint(),
@@ -118,10 +132,8 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         )
 
     def _list_sources(self, dl_manager) -> list[SourceFile]:
-        if self.builder_config.name == "music21":
-            sources = music21_sources()
-        else:
-            sources = midi_dir_sources(dl_manager.manual_dir)
+        manual = None if self.builder_config.name == "music21" else dl_manager.manual_dir
+        sources = list_sources(self.builder_config.name, manual)
         unlabelled = sorted({s.composer for s in sources} - set(self.vocab.composers))
         if unlabelled:
             raise UserError(
@@ -132,7 +144,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         sources = self._list_sources(dl_manager)
-        where = f" under {dl_manager.manual_dir}" if self.builder_config.name == "midi_dir" else ""
+        where = f" under {dl_manager.manual_dir}" if self.builder_config.name != "music21" else ""
         if not sources:
             raise UserError(f"no input files found{where}; nothing to prepare")
         if self.beam:
@@ -153,13 +165,14 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         return {name: self._generate_examples(items) for name, items in splits.items() if items}
 
     def _beam_split_transforms(self, sources: list[SourceFile]) -> dict:
-        """One Beam transform per split; files go to splits by hash before conversion (no lending: a corpus
-        big enough to need Beam fills every split), and a split with no files is left out."""
+        """One Beam transform per split; files go to their upstream split or by hash before conversion
+        (no lending: a corpus big enough to need Beam fills every split); a split with no files is left
+        out."""
         from musenet_jax.data.beam_convert import ConvertSplit
 
         by_split: dict[str, list[SourceFile]] = {name: [] for name, _ in convert_lib.SPLIT_PERCENT}
         for source in sources:
-            by_split[convert_lib.split_of(source.source_id)].append(source)
+            by_split[source.split or convert_lib.split_of(source.source_id)].append(source)
         by_split = {name: items for name, items in by_split.items() if items}
         self._beam_splits = tuple(by_split)
         outcomes = self._beam_outcomes_dir()
@@ -207,9 +220,13 @@ def spread_subset(items: list, limit: int | None) -> list:
 
 
 def _assign_splits(examples: list) -> dict[str, list]:
-    """Hash splits; in a corpus too small to fill all three, the largest split lends a piece to an
-    empty one."""
+    """A corpus's own splits as they are; else hash splits, where in a corpus too small to fill all three
+    the largest split lends a piece to an empty one."""
     splits: dict[str, list] = {name: [] for name, _ in convert_lib.SPLIT_PERCENT}
+    if any(ex.split for ex in examples):
+        for ex in examples:
+            splits[ex.split].append(ex)
+        return splits
     for ex in examples:
         splits[convert_lib.split_of(ex.source.split("#")[0])].append(ex)
     for items in splits.values():
@@ -253,12 +270,12 @@ def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingCon
 
 def input_digest(builder: MusenetMidi, manual_dir: str | None) -> str:
     """Hash of what a build would read (paths and sizes): equal digests mean an identical rebuild."""
-    if builder.builder_config.name == "music21":
-        listing = [s.source_id for s in music21_sources()]
+    name = builder.builder_config.name
+    if name == "music21":
+        listing = [s.source_id for s in list_sources(name, None)]
     else:
-        root = pathlib.Path(manual_dir or "")
-        sources = midi_dir_sources(root)
-        listing = [f"{s.source_id}:{_size(s.path)}" for s in sources]
+        sources = list_sources(name, manual_dir)
+        listing = [f"{s.source_id}:{_size(s.path)}" + (f":{s.split}" if s.split else "") for s in sources]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 

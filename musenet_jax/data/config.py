@@ -9,9 +9,9 @@ import dataclasses
 class DataConfig:
     """Dataset location, augmentation ranges and loader parallelism."""
 
-    source: str = "music21"  # TFDS builder config: music21 | midi_dir
+    source: str = "music21"  # TFDS builder config: music21 | midi_dir | maestro_v3 | lakh_full
     data_dir: str = "data/tfds"  # TFDS data_dir holding musenet_midi
-    midi_dir: str = ""  # manual dir for source=midi_dir
+    midi_dir: str = ""  # manual dir: source=midi_dir's folder, or a standard corpus's archive folder
     shuffle_seed: int = 0
     transpose_semitones: int = 5  # transpose uniformly in [-k, +k]; 0 turns it off
     velocity_scale: float = 0.1  # velocities scaled by a factor in [1 - s, 1 + s]

@@ -29,6 +29,8 @@ class Example:
     duration_s: float
     n_notes: int
     cut_notes: int = 0  # notes after `encoding.max_seconds`, left out
+    split: str | None = None  # the corpus's own split, if it defines one
+    extra: tuple[tuple[str, str | int], ...] = ()  # the corpus's own features (MAESTRO's title and year)
 
     def features(self) -> dict[str, Any]:
         """The example as the builder's TFDS features."""
@@ -38,6 +40,7 @@ class Example:
             "source": self.source,
             "duration_s": np.float32(self.duration_s),
             "n_notes": np.int32(self.n_notes),
+            **dict(self.extra),
         }
 
 
@@ -145,4 +148,7 @@ def _example_or_skip(
     if len(events) < MIN_NOTES:
         return Skipped(piece_id, "too_short", f"{len(events)} notes (< {MIN_NOTES})")
     ids = tokenizer.events_to_ids(events, source.composer)
-    return Example(piece_id, source.composer, ids, float(events.end_s.max()), len(events), read.cut_notes)
+    duration = float(events.end_s.max())
+    return Example(
+        piece_id, source.composer, ids, duration, len(events), read.cut_notes, source.split, source.extra
+    )

@@ -55,12 +55,15 @@ MUSIC21_EXCLUDED = frozenset({"demos", "theoryExercises"})
 
 @dataclasses.dataclass(frozen=True)
 class SourceFile:
-    """One input file: where it is, its stable id (relative path, used for the split) and its label."""
+    """One input file: where it is, its stable id (relative path), its label and, for a corpus that defines
+    them, its split (else one is drawn from a hash of the id) and features of its own (MAESTRO's title)."""
 
     path: str
     source_id: str
     composer: str
     kind: str  # "midi" or "score"
+    split: str | None = None
+    extra: tuple[tuple[str, str | int], ...] = ()  # (feature, value) pairs
 
 
 def music21_sources() -> list[SourceFile]:

@@ -1,11 +1,11 @@
 """Composer labels come from the data: a dataset's vocabulary has a token for every label it carries.
 
 `prepare` lists the input's labels (a MIDI folder's first-level sub-folders, music21's corpus folders as
-`corpus.py` maps them) and encodes with `encoding.composers` followed by the labels not already in it,
-sorted. The dataset records that encoding (and its fingerprint) in its metadata; `train` takes the
-dataset's composers from there (`with_dataset_labels`), so the run's config, its checkpoints'
-fingerprint and `generate --composer` all know them. A corpus whose labels are all in the configured list
-(the music21 corpus with the default list) keeps exactly the configured vocabulary.
+`corpus.py` maps them, MAESTRO's composers) and encodes with `encoding.composers` followed by the labels
+not already in it, sorted. The dataset records that encoding (and its fingerprint) in its metadata;
+`train` takes the dataset's composers from there (`with_dataset_labels`), so the run's config, its
+checkpoints' fingerprint and `generate --composer` all know them. A corpus whose labels are all in the
+configured list (the music21 corpus with the default list) keeps exactly the configured vocabulary.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from musenet_jax.config import Config
 from musenet_jax.data.builder import make_builder
-from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
+from musenet_jax.data.corpus import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER
 
@@ -26,11 +26,6 @@ def dataset_composers(configured: tuple[str, ...], found: Iterable[str]) -> tupl
     """The configured composers, then the labels found that are not among them (sorted)."""
     extra = sorted({label for label in found if label not in configured and label != UNKNOWN_COMPOSER})
     return (*configured, *extra)
-
-
-def input_sources(source: str, midi_dir: str | None) -> list[SourceFile]:
-    """Every input file of a source with its label (before any `--limit`)."""
-    return music21_sources() if source == "music21" else midi_dir_sources(midi_dir or "")
 
 
 def labelled_encoding(encoding: EncodingConfig, sources: Iterable[SourceFile]) -> EncodingConfig:

@@ -16,7 +16,8 @@ import time
 import tensorflow_datasets as tfds
 
 from musenet_jax.data import builder as builder_lib
-from musenet_jax.data.labels import input_sources, labelled_encoding
+from musenet_jax.data.corpora import CORPORA, corpus_root, list_sources
+from musenet_jax.data.labels import labelled_encoding
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError, unknown_choice
 
@@ -39,10 +40,13 @@ class PrepareSummary:
     pieces_cut: int
     # composer labels of the input that `encoding.composers` lacked: the dataset's vocabulary has them too
     new_labels: list[str] = dataclasses.field(default_factory=list)
+    license: str = ""  # a standard corpus's license, said with the summary
 
     def describe(self) -> str:
         reused = " (already prepared from the same input; reused)" if self.reused else ""
         lines = [f"dataset: {self.dataset_dir}{reused}"]
+        if self.license:
+            lines.append(f"license of the corpus: {self.license}")
         skipped = sum(self.skipped_by_reason.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped_by_reason.items()))
         lines.append(f"files ok: {self.files_ok}; skipped: {skipped}" + (f" ({reasons})" if reasons else ""))
@@ -82,12 +86,16 @@ def prepare(
     conversion as an Apache Beam pipeline instead of local worker processes. `file_timeout_s` skips (and
     reports) an input file whose conversion takes longer: one pathological score cannot hold up a corpus.
     The input's composer labels that `encoding.composers` lacks are added to the dataset's vocabulary
-    (`data/labels.py`)."""
+    (`data/labels.py`). For a standard corpus (`maestro_v3`, `lakh_full`) `midi_dir` is the manual dir
+    holding its archive or the archive extracted; without one it is downloaded (`corpora.py`)."""
     if source not in builder_lib.SOURCES:
         raise unknown_choice("data source", source, builder_lib.SOURCES)
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
-    sources = input_sources(source, midi_dir)
+    corpus = CORPORA.get(source)
+    if corpus is not None:
+        midi_dir = str(corpus_root(corpus, midi_dir, pathlib.Path(data_dir) / "downloads"))
+    sources = list_sources(source, midi_dir)
     if source == "midi_dir" and not sources:
         raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
     configured = encoding.composers
@@ -119,7 +127,11 @@ def prepare(
             beam=pipeline_options is not None,
         )
         summary = _build(builder, midi_dir, pipeline_options, str(folder))
-        summary = dataclasses.replace(summary, new_labels=list(encoding.composers[len(configured) :]))
+        summary = dataclasses.replace(
+            summary,
+            new_labels=list(encoding.composers[len(configured) :]),
+            license=corpus.license if corpus else "",
+        )
         staged = builder_lib.dataset_dir(staging, source)
         record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
         skipped = {"skipped": builder.stats.skipped}
