@@ -13,6 +13,7 @@ import miditoolkit
 import numpy as np
 
 from musenet_jax.data.corpus import MAX_PIECES_PER_FILE, SourceFile
+from musenet_jax.data.score_notes import notes_to_midi
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.midi_io import MidiReadError
 from musenet_jax.encoding.tokenizer import NotesRead, Tokenizer
@@ -97,11 +98,15 @@ def _score_pieces(path: str) -> list:
 
 
 def score_to_midi(piece):
-    """A music21 stream rendered to a miditoolkit object (in memory)."""
+    """A music21 stream rendered to a miditoolkit object (in memory): music21's own export, or, where that
+    fails, the parsed notes as written (`score_notes.py`)."""
     import music21  # here: seconds to import, and only the music21 source needs it
 
     with _music21_repairs_quietly():
-        midi_bytes = music21.midi.translate.streamToMidiFile(piece).writestr()
+        try:
+            midi_bytes = music21.midi.translate.streamToMidiFile(piece).writestr()
+        except Exception:  # music21 raises many types on repeats and notation it cannot re-make
+            return notes_to_midi(piece)
     return miditoolkit.MidiFile(file=io.BytesIO(midi_bytes))
 
 
