@@ -15,6 +15,8 @@ import dataclasses
 import pathlib
 import shutil
 
+import tensorflow_datasets as tfds
+
 from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER, label_name
 from musenet_jax.errors import UserError
@@ -69,8 +71,6 @@ def corpus_root(corpus: Corpus, manual_dir: str | None, download_dir: str | path
     when no manual dir is given."""
     download_dir = pathlib.Path(download_dir)
     if manual_dir is None:
-        import tensorflow_datasets as tfds
-
         manager = tfds.download.DownloadManager(download_dir=str(download_dir))
         archive = pathlib.Path(manager.download(corpus.url))
     else:

@@ -114,6 +114,13 @@ def test_lakh_from_its_tarball_splits_by_the_first_hex_digit(tmp_path, capsys):
     assert again.reused
 
 
+def test_prepare_offers_every_source_the_builder_has():
+    from musenet_jax.cli.prepare import SOURCES as CLI_SOURCES  # kept apart so that `--help` needs no TFDS
+    from musenet_jax.data.builder import SOURCES
+
+    assert CLI_SOURCES == SOURCES
+
+
 def test_a_manual_dir_without_the_corpus_is_one_line_naming_what_it_needs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds neither maestro-v3.0.0-midi.zip nor its extracted") as caught:
