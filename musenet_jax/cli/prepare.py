@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--manual-dir",
         "--midi-dir",
         dest="midi_dir",
+        metavar="DIR",
         default=None,
         help="midi_dir: the folder of MIDI files (first-level sub-folders name composers); maestro_v3 and "
         "lakh_full: the folder holding the archive as downloaded or it extracted (without it, the archive "
