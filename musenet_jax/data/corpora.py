@@ -17,6 +17,7 @@ import shutil
 
 import tensorflow_datasets as tfds
 
+from musenet_jax.data.convert import SPLIT_PERCENT
 from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER, label_name
 from musenet_jax.errors import UserError
@@ -51,7 +52,7 @@ LAKH_FULL = Corpus(
     homepage="https://colinraffel.com/projects/lmd/",
 )
 CORPORA = {c.name: c for c in (MAESTRO_V3, LAKH_FULL)}
-MAESTRO_SPLITS = frozenset({"train", "validation", "test"})
+MAESTRO_SPLITS = frozenset(name for name, _ in SPLIT_PERCENT)  # MAESTRO names its splits as we do
 LAKH_SPLIT_BY_FIRST_HEX = {"e": "validation", "f": "test"}  # the other 14 digits: train
 
 

@@ -135,8 +135,11 @@ class GrammarState:
         return cls(zeros, slots, slots, zeros - 1, false, false)
 
 
-def allowed_tokens(state: GrammarState, tables: GrammarTables, families_ok: jax.Array) -> jax.Array:
-    """bool [B, V]: the tokens the rules allow next; `families_ok` bool [B, families]."""
+def allowed_tokens(
+    state: GrammarState, tables: GrammarTables, families_ok: jax.Array, may_end: jax.Array | None = None
+) -> jax.Array:
+    """bool [B, V]: the tokens the rules allow next; `families_ok` bool [B, families]; `may_end` bool [B]
+    (default all True): False keeps a sequence from drawing `end` (a continuation the user ends)."""
     busy = jnp.take(state.busy_until, jnp.asarray(tables.slot), axis=1)
     sounding = busy == SOUNDING
     family_ok = jnp.take(families_ok, jnp.asarray(tables.family), axis=1)
@@ -148,6 +151,8 @@ def allowed_tokens(state: GrammarState, tables: GrammarTables, families_ok: jax.
         silent_start = (state.time == 0) & (state.last_key < 0)  # a wait always moves time on
         wait = wait & ~silent_start[:, None]
     can_end = ~jnp.any(state.busy_until == SOUNDING, axis=1) & ~state.after_wait
+    if may_end is not None:
+        can_end = can_end & may_end
     end = (jnp.arange(len(tables.slot)) == tables.end_id)[None] & can_end[:, None]
     allowed = ((note_on | note_off) & in_order) | wait | end
     held = state.time[:, None] - state.on_since >= jnp.asarray(tables.length_limit)[None]

@@ -132,8 +132,7 @@ class Sampler:
             params, st = carry  # the parameters ride in the carry: NNX merges them at the loop's trace level
             model = self._model(params)
             key, sub = jax.random.split(st.key)
-            allowed = allowed_tokens(st.grammar, tables, st.families)
-            allowed = allowed & (st.may_end[:, None] | (jnp.arange(allowed.shape[1]) != tables.end_id)[None])
+            allowed = allowed_tokens(st.grammar, tables, st.families, st.may_end)
             token = draw(sub, jnp.where(allowed, st.logits, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             time = st.grammar.time
