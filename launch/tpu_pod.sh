@@ -8,10 +8,10 @@
 # --setup   first ships this checkout's committed HEAD (git archive) to all workers and installs it
 #           with the TPU extra into DIR/.venv; needed once per TPU VM (and after code changes).
 # --dry-run prints the commands instead of running them.
-# Data and work directories must be visible to every worker under the same path (the work directory
-# e.g. a bucket mounted with gcsfuse on every worker):
+# Data and work directories must be visible to every worker under the same name: gs:// URLs (no mount),
+# or paths of a filesystem every worker shares:
 #   launch/tpu_pod.sh --setup --tpu my-v5p-64 --zone us-east5-a -- \
-#       --config musenet_72l --data-dir gs://BUCKET/tfds --workdir /gcs/BUCKET/runs/musenet_72l
+#       --config musenet_72l --data-dir gs://BUCKET/tfds --workdir gs://BUCKET/runs/musenet_72l
 # Rerunning the same command resumes from the latest checkpoint (e.g. after a preemption).
 set -euo pipefail
 

@@ -13,16 +13,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from etils import epath
+
 from musenet_jax.app.evaluate import evaluate
 from musenet_jax.app.run import load_run, warn
 from musenet_jax.errors import UserError
 from musenet_jax.eval.steps_report import plot_steps, steps_table
+from musenet_jax.storage import as_path, write_text_whole
 from musenet_jax.train.checkpoint import RunCheckpoints
 
 EVAL_SUBDIR = "eval"
@@ -66,18 +68,18 @@ class StepsResult:
     reports: dict[int, dict[str, Any]]
     evaluated: list[int]
     failed: dict[int, str]
-    folder: pathlib.Path
+    folder: epath.Path
 
 
-def eval_folder(workdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(workdir) / EVAL_SUBDIR
+def eval_folder(workdir: str | os.PathLike) -> epath.Path:
+    return epath.Path(workdir) / EVAL_SUBDIR
 
 
-def step_file(folder: pathlib.Path, step: int) -> pathlib.Path:
+def step_file(folder: epath.Path, step: int) -> epath.Path:
     return folder / f"step_{step}.json"
 
 
-def checkpoint_steps(workdir: str | pathlib.Path) -> list[int]:
+def checkpoint_steps(workdir: str | epath.Path) -> list[int]:
     """The steps saved in a run's checkpoints (only finished saves are listed)."""
     checkpoints = RunCheckpoints(workdir, read_only=True)
     try:
@@ -86,7 +88,7 @@ def checkpoint_steps(workdir: str | pathlib.Path) -> list[int]:
         checkpoints.close()
 
 
-def finished_reports(folder: pathlib.Path, settings: EvalSettings) -> dict[int, dict[str, Any]]:
+def finished_reports(folder: epath.Path, settings: EvalSettings) -> dict[int, dict[str, Any]]:
     """The reports already in `folder`; refuses a folder whose reports were made with other settings."""
     reports: dict[int, dict[str, Any]] = {}
     wanted = _settings_record(settings)
@@ -110,12 +112,12 @@ def finished_reports(folder: pathlib.Path, settings: EvalSettings) -> dict[int, 
 
 
 def evaluate_steps(
-    workdir: str | pathlib.Path,
+    workdir: str | epath.Path,
     settings: EvalSettings = EvalSettings(),
     *,
     steps: Sequence[int] | None = None,
     watch: Watch | None = None,
-    folder: str | pathlib.Path | None = None,
+    folder: str | epath.Path | None = None,
     say: Callable[[str], None] = print,
     show_progress: bool = False,
     sleep: Callable[[float], None] = time.sleep,
@@ -123,7 +125,7 @@ def evaluate_steps(
 ) -> StepsResult:
     """Evaluates `steps` of the run (None: every saved step) that have no report in `folder` (default
     `W/eval`) yet; with `watch`, goes on with the checkpoints that appear until its stop condition."""
-    folder = pathlib.Path(folder) if folder is not None else eval_folder(workdir)
+    folder = epath.Path(folder) if folder is not None else eval_folder(workdir)
     reports = finished_reports(folder, settings)
     wanted = None if steps is None else sorted(set(steps))
     if watch is None:
@@ -162,7 +164,7 @@ def evaluate_steps(
                 show_progress=show_progress,
             )
             report["settings"] = _settings_record(settings)
-            _write_atomically(step_file(folder, step), json.dumps(report, indent=1) + "\n")
+            write_text_whole(step_file(folder, step), json.dumps(report, indent=1) + "\n")
             reports[step] = report
             evaluated.append(step)
             _redraw(folder, reports, workdir)
@@ -193,19 +195,11 @@ def _step_line(report: dict[str, Any]) -> str:
     return line
 
 
-def _redraw(folder: pathlib.Path, reports: dict[int, dict[str, Any]], workdir: str | pathlib.Path) -> None:
+def _redraw(folder: epath.Path, reports: dict[int, dict[str, Any]], workdir: str | epath.Path) -> None:
     rows = list(reports.values())
-    _write_atomically(folder / SUMMARY, steps_table(rows))
-    title = f"{pathlib.Path(workdir).resolve().name}: {rows[0]['split']} bits/token by checkpoint"
+    write_text_whole(folder / SUMMARY, steps_table(rows))
+    title = f"{as_path(workdir).name}: {rows[0]['split']} bits/token by checkpoint"
     plot_steps(rows, folder / CURVE, title=title)
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    """A reader (or a restarted evaluation) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def _settings_record(settings: EvalSettings) -> dict[str, Any]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from etils import epath
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
@@ -27,24 +27,33 @@ from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import make_request
 from musenet_jax.sample.pianoroll import save_pianoroll
+from musenet_jax.storage import is_url, local_folder_for
 
 # Files an earlier `generate` wrote into an output folder (and only those: other files are left alone).
 OUTPUT_FILE = re.compile(r"^(sample_\d+\.(mid|json|png|wav)|ranking\.json)$")
 
 
-def prepare_out_dir(out_dir: str | os.PathLike) -> pathlib.Path:
-    """Creates `out_dir` and proves it writable, before any model is loaded or token sampled; an
-    unwritable one raises the `OSError` (its path and errno), which the CLI prints as one line."""
-    out = pathlib.Path(out_dir)
+def prepare_out_dir(out_dir: str | os.PathLike) -> epath.Path:
+    """Creates `out_dir` (a folder or a bucket URL) and proves it writable, before any model is loaded or
+    token sampled; an unwritable one raises the `OSError` (its path and errno), which the CLI prints as one
+    line."""
+    out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
-        pass
+    if is_url(out):
+        check = out / ".write-check"
+        check.write_text("")
+        check.unlink()
+    else:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
     return out
 
 
-def clear_earlier_output(out: pathlib.Path) -> list[str]:
+def clear_earlier_output(out: epath.Path) -> list[str]:
     """Removes the sample files and ranking of an earlier run in `out`, so that what is there after this
     run is exactly what its ranking.json describes; returns the names removed."""
+    if not out.is_dir():  # a bucket prefix with no objects under it is no folder yet
+        return []
     removed = sorted(p.name for p in out.iterdir() if p.is_file() and OUTPUT_FILE.match(p.name))
     for name in removed:
         (out / name).unlink()
@@ -104,32 +113,34 @@ def generate(
     if render is None:
         say(why_not)
     intro_s = duration_steps(request.prompt, tokenizer.vocab) * tokenizer.step_s
-    entries = []
-    for k, cand in enumerate(candidates):
-        stem = f"sample_{k}"
-        tokenizer.decode(cand.ids).dump(str(out / f"{stem}.mid"))
-        (out / f"{stem}.json").write_text(
-            json.dumps({"ids": cand.ids.tolist(), "prompt_length": cand.prompt_length})
-        )
-        save_pianoroll(
-            tokenizer,
-            cand.ids,
-            out / f"{stem}.png",
-            prompt_seconds=intro_s,
-            title=f"{stem}: {composer}, {instruments}",
-        )
-        if render is not None:
-            render(tokenizer.ids_to_events(cand.ids), out / f"{stem}.wav")
-        entries.append(
-            {
-                "sample": k,
-                "midi": f"{stem}.mid",
-                "critic_score": None if scores is None else float(scores[k]),
-                "mean_logprob": cand.mean_logprob,
-                "tokens": int(cand.sampled),
-                "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
-                "stopped_by": cand.stopped_by,
-            }
+    entries = [
+        {
+            "sample": k,
+            "midi": f"sample_{k}.mid",
+            "critic_score": None if scores is None else float(scores[k]),
+            "mean_logprob": cand.mean_logprob,
+            "tokens": int(cand.sampled),
+            "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
+            "stopped_by": cand.stopped_by,
+        }
+        for k, cand in enumerate(candidates)
+    ]
+    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
+    ranking = sorted(entries, key=key)
+    ranked_by = "critic_score" if scores is not None else "mean_logprob"
+    with local_folder_for(out_dir) as local:  # a bucket gets the files when all are written
+        for k, cand in enumerate(candidates):
+            stem = f"sample_{k}"
+            tokenizer.decode(cand.ids).dump(str(local / f"{stem}.mid"))
+            (local / f"{stem}.json").write_text(
+                json.dumps({"ids": cand.ids.tolist(), "prompt_length": cand.prompt_length})
+            )
+            title = f"{stem}: {composer}, {instruments}"
+            save_pianoroll(tokenizer, cand.ids, local / f"{stem}.png", prompt_seconds=intro_s, title=title)
+            if render is not None:
+                render(tokenizer.ids_to_events(cand.ids), local / f"{stem}.wav")
+        (local / "ranking.json").write_text(
+            json.dumps({"ranked_by": ranked_by, "candidates": ranking}, indent=2) + "\n"
         )
     target_s = request.target_steps * tokenizer.step_s
     for entry in entries:
@@ -144,10 +155,4 @@ def generate(
                 "asked for: "
                 f"its token budget of {budget} ran out ({how})"
             )
-    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
-    ranking = sorted(entries, key=key)
-    ranked_by = "critic_score" if scores is not None else "mean_logprob"
-    (out / "ranking.json").write_text(
-        json.dumps({"ranked_by": ranked_by, "candidates": ranking}, indent=2) + "\n"
-    )
     return ranking

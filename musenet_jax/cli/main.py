@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from musenet_jax import __version__
 from musenet_jax.errors import UserError
 from musenet_jax.platform import default_to_cpu_without_accelerators
+from musenet_jax.storage import bucket_support_missing
 
 # Subcommand modules, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -84,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("MUSENET_DEBUG") == "1":
             raise
         print(f"musenet-jax {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        missing = bucket_support_missing(err)
+        if missing is None:
+            raise
+        print(f"musenet-jax {args.command}: error: {missing}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"musenet-jax {args.command}: interrupted", file=sys.stderr)

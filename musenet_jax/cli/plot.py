@@ -4,7 +4,8 @@ curves against wall-clock time (recipes compared at equal budget)."""
 from __future__ import annotations
 
 import argparse
-import pathlib
+
+from etils import epath
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}: " + ", ".join(f"{name} {bits:.3f}" for name, bits in last.items()))
         return 0
     workdir = args.workdirs[0]
-    out = args.out or str(pathlib.Path(workdir) / "training_curve.png")
+    out = args.out or str(epath.Path(workdir) / "training_curve.png")
     last = plot_training_curve(workdir, out, title=args.title)
     val = "" if last["val_bits"] is None else f", validation {last['val_bits']:.3f}"
     print(f"wrote {out} (step {last['step']}: train {last['train_bits']:.3f} bits/token{val})")

@@ -20,6 +20,7 @@ from flax import nnx
 
 from musenet_jax.errors import UserError
 from musenet_jax.model.param_files import load_tensors, save_tensors
+from musenet_jax.storage import as_path
 
 CRITIC_SUBDIR = "critic"
 TENSORS_FILE = "params.safetensors"  # a bundle's critic (an Orbax folder `params` is a run's)
@@ -40,9 +41,7 @@ class CriticMeta:
 
 def critic_dir(workdir: str | pathlib.Path) -> epath.Path:
     """`W/critic`: absolute for local paths, bucket URLs (gs://) as given."""
-    if "://" in str(workdir):
-        return epath.Path(str(workdir)) / CRITIC_SUBDIR
-    return epath.Path(pathlib.Path(workdir).resolve()) / CRITIC_SUBDIR
+    return as_path(workdir) / CRITIC_SUBDIR
 
 
 def save_critic(workdir: str | pathlib.Path, params: dict[str, Any], meta: CriticMeta) -> pathlib.Path:

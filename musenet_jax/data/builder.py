@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import pebble
 import tensorflow_datasets as tfds
+from etils import epath
 from tqdm import tqdm
 
 from musenet_jax.data import convert as convert_lib
@@ -83,9 +84,11 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
         file_timeout_s: float | None = None,
         show_progress: bool = True,
         beam: bool = False,
+        sources: list[SourceFile] | None = None,
         **kwargs,
     ):
         self.encoding = encoding
+        self.listed_sources = sources  # the input as `prepare` listed it (a Lakh listing takes minutes)
         self.vocab = Vocabulary(encoding)
         self.limit = limit
         self.workers = workers or os.cpu_count() or 1
@@ -133,7 +136,9 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
 
     def _list_sources(self, dl_manager) -> list[SourceFile]:
         manual = None if self.builder_config.name == "music21" else dl_manager.manual_dir
-        sources = list_sources(self.builder_config.name, manual)
+        sources = self.listed_sources
+        if sources is None:
+            sources = list_sources(self.builder_config.name, manual)
         unlabelled = sorted({s.composer for s in sources} - set(self.vocab.composers))
         if unlabelled:
             raise UserError(
@@ -254,9 +259,10 @@ def _stats(kept: dict[str, list[dict]], skipped: list[dict[str, str]]) -> BuildS
     )
 
 
-def dataset_dir(data_dir: str | os.PathLike, source: str) -> pathlib.Path:
-    """Folder of one builder config (the version folders and the skipped-files report live in it)."""
-    return pathlib.Path(data_dir) / "musenet_midi" / source
+def dataset_dir(data_dir: str | os.PathLike, source: str) -> epath.Path:
+    """Folder of one builder config (the version folders and the skipped-files report live in it); a
+    bucket URL stays one."""
+    return epath.Path(data_dir) / "musenet_midi" / source
 
 
 def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingConfig, **kwargs) -> MusenetMidi:
@@ -268,13 +274,11 @@ def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingCon
     return MusenetMidi(config=source, data_dir=str(data_dir), encoding=encoding, **kwargs)
 
 
-def input_digest(builder: MusenetMidi, manual_dir: str | None) -> str:
+def input_digest(builder: MusenetMidi, sources: list[SourceFile]) -> str:
     """Hash of what a build would read (paths and sizes): equal digests mean an identical rebuild."""
-    name = builder.builder_config.name
-    if name == "music21":
-        listing = [s.source_id for s in list_sources(name, None)]
+    if builder.builder_config.name == "music21":
+        listing = [s.source_id for s in sources]
     else:
-        sources = list_sources(name, manual_dir)
         listing = [f"{s.source_id}:{_size(s.path)}" + (f":{s.split}" if s.split else "") for s in sources]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()

@@ -16,6 +16,7 @@ import pathlib
 from collections.abc import Callable, Iterable
 
 from musenet_jax.config import Config
+from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import make_builder
 from musenet_jax.data.corpus import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
@@ -36,7 +37,8 @@ def labelled_encoding(encoding: EncodingConfig, sources: Iterable[SourceFile]) -
 
 def recorded_composers(cfg: Config) -> tuple[str, ...] | None:
     """The composers the prepared dataset of `cfg.data` was encoded with; None when there is none yet."""
-    builder = make_builder(cfg.data.source, cfg.data.data_dir, cfg.encoding, show_progress=False)
+    data_dir = local_data_dir(cfg.data.data_dir, cfg.data.source)
+    builder = make_builder(cfg.data.source, data_dir, cfg.encoding, show_progress=False)
     metadata = pathlib.Path(builder.data_dir) / "metadata.json"
     if not metadata.exists():
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -79,11 +79,11 @@ def split_note_facts(cfg: Config, split: str = "train") -> NoteFacts:
     return note_facts(Tokenizer(cfg.encoding), (source[i]["ids"] for i in range(len(source))))
 
 
-def save_note_facts(workdir: str | pathlib.Path, facts: NoteFacts) -> None:
-    (pathlib.Path(workdir) / FACTS_FILE).write_text(json.dumps(facts.to_dict(), indent=2) + "\n")
+def save_note_facts(workdir: str | os.PathLike, facts: NoteFacts) -> None:
+    (epath.Path(workdir) / FACTS_FILE).write_text(json.dumps(facts.to_dict(), indent=2) + "\n")
 
 
-def load_note_facts(workdir: str | pathlib.Path) -> NoteFacts | None:
+def load_note_facts(workdir: str | os.PathLike) -> NoteFacts | None:
     """The run's (or bundle's) facts, or None for a run trained before they were recorded."""
     path = epath.Path(str(workdir)) / FACTS_FILE
     return NoteFacts.from_dict(json.loads(path.read_text())) if path.is_file() else None

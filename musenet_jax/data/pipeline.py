@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from musenet_jax.config import Config
+from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
 from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
@@ -34,7 +35,7 @@ def open_split(cfg: Config, split: str) -> Any:
     """The TFDS data source of one split, after checking it was encoded with this config's encoding; a missing
     dataset or an empty split is one line saying what to run."""
     data_dir, source = cfg.data.data_dir, cfg.data.source
-    builder = make_builder(source, data_dir, cfg.encoding, show_progress=False)
+    builder = make_builder(source, local_data_dir(data_dir, source), cfg.encoding, show_progress=False)
     metadata = pathlib.Path(builder.data_dir) / "metadata.json"
     if not metadata.exists():
         raise missing_dataset_error(data_dir, source, str(builder.version))

@@ -16,12 +16,12 @@ import time
 import tensorflow_datasets as tfds
 
 from musenet_jax.data import builder as builder_lib
+from musenet_jax.data.bucket import BUILD_INPUTS, cache_root, upload_dataset
 from musenet_jax.data.corpora import CORPORA, corpus_root, list_sources
 from musenet_jax.data.labels import labelled_encoding
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError, unknown_choice
-
-BUILD_INPUTS = "build_inputs.json"
+from musenet_jax.storage import is_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,8 @@ def prepare(
     """Builds the dataset unless one built from the same input with the same encoding is already there.
 
     The build goes to a folder beside the dataset and replaces it only once complete, so a failed or
-    interrupted rebuild leaves the previous dataset (and its record of inputs) exactly as it was.
+    interrupted rebuild leaves the previous dataset (and its record of inputs) exactly as it was. A bucket
+    `data_dir` (gs://) gets a dataset built in a local folder and then uploaded (`bucket.py`).
     `beam_options` (Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ...") runs the
     conversion as an Apache Beam pipeline instead of local worker processes. `file_timeout_s` skips (and
     reports) an input file whose conversion takes longer: one pathological score cannot hold up a corpus.
@@ -94,17 +95,18 @@ def prepare(
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
     corpus = CORPORA.get(source)
     if corpus is not None:
-        midi_dir = str(corpus_root(corpus, midi_dir, pathlib.Path(data_dir) / "downloads"))
+        downloads = cache_root() / "downloads" if is_url(data_dir) else pathlib.Path(data_dir) / "downloads"
+        midi_dir = str(corpus_root(corpus, midi_dir, downloads))
     sources = list_sources(source, midi_dir)
     if source == "midi_dir" and not sources:
         raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
     configured = encoding.composers
     encoding = labelled_encoding(encoding, sources)
     pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
-    probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit)
+    probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit, sources=sources)
     folder = builder_lib.dataset_dir(data_dir, source)
     inputs = {
-        "digest": builder_lib.input_digest(probe, midi_dir),
+        "digest": builder_lib.input_digest(probe, sources),
         "fingerprint": probe.vocab.fingerprint(),
         "max_seconds": encoding.max_seconds,
         "version": str(probe.version),
@@ -113,8 +115,10 @@ def prepare(
     inputs_file = folder / BUILD_INPUTS
     if inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
         return _reused_summary(json.loads(inputs_file.read_text()))
-    pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=data_dir))
+    if not is_url(data_dir):
+        pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    beside = None if is_url(data_dir) else data_dir  # renames need one filesystem; a bucket gets an upload
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=beside))
     try:
         builder = builder_lib.make_builder(
             source,
@@ -125,6 +129,7 @@ def prepare(
             file_timeout_s=file_timeout_s,
             show_progress=show_progress,
             beam=pipeline_options is not None,
+            sources=sources,
         )
         summary = _build(builder, midi_dir, pipeline_options, str(folder))
         summary = dataclasses.replace(
@@ -137,7 +142,10 @@ def prepare(
         skipped = {"skipped": builder.stats.skipped}
         (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
         (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
-        _swap_in(staged, folder)
+        if is_url(data_dir):
+            upload_dataset(staged, folder)
+        else:
+            _swap_in(pathlib.Path(staged), pathlib.Path(folder))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary

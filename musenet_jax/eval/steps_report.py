@@ -12,6 +12,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from musenet_jax.storage import save_figure
+
 COLUMNS = ("step", "pieces", "tokens", "bits/token", "bits/note", "bits/second")
 
 
@@ -52,8 +54,7 @@ def plot_steps(reports: Sequence[dict[str, Any]], out: str | pathlib.Path, *, ti
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
 
 
 def _number(value: float | None) -> str:

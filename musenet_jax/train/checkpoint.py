@@ -17,6 +17,7 @@ import errno
 import functools
 import json
 import logging
+import os
 import pathlib
 import shutil
 import zlib
@@ -25,10 +26,12 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from musenet_jax.config import Config, config_from_dict
 from musenet_jax.errors import UserError
+from musenet_jax.storage import as_path, is_url, move_folder
 
 CHECKPOINT_SUBDIR = "checkpoints"
 MANIFEST_SUBDIR = "checkpoint_manifests"  # W/checkpoint_manifests/<step>.json: size and CRC32 per file
@@ -36,12 +39,9 @@ BEST_METRIC = "val_bits_per_token"  # lower is better
 ARRAY_ITEMS: tuple[str, ...] = ("params", "train_state")
 
 
-def checkpoint_dir(workdir: str | pathlib.Path) -> str:
+def checkpoint_dir(workdir: str | os.PathLike) -> str:
     """`W/checkpoints` as Orbax wants it: absolute for local paths; bucket URLs (gs://) as given."""
-    workdir = str(workdir)
-    if "://" in workdir:
-        return f"{workdir.rstrip('/')}/{CHECKPOINT_SUBDIR}"
-    return str(pathlib.Path(workdir).resolve() / CHECKPOINT_SUBDIR)
+    return str(as_path(workdir) / CHECKPOINT_SUBDIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,7 @@ def verify_step(workdir_checkpoints: str, step: int) -> None:
     """Compares a step's files with the manifest written when it was saved (a missing, truncated or
     altered file -> `DamagedCheckpoint`), so damage is found before Orbax reads half of it. Steps saved
     without a manifest (older runs, bucket paths) are only checked by Orbax itself."""
-    if "://" in workdir_checkpoints:
+    if is_url(workdir_checkpoints):
         return
     root = pathlib.Path(workdir_checkpoints)
     manifest_path = root.parent / MANIFEST_SUBDIR / f"{step}.json"
@@ -298,8 +298,9 @@ class RunCheckpoints:
         if data_iterator is not None:
             items["data"] = iterator_restore(data_iterator)
         self.verify(step)
-        missing = [name for name in items if not (pathlib.Path(self.directory) / str(step) / name).is_dir()]
-        if missing and "://" not in self.directory:
+        step_dir = epath.Path(self.directory) / str(step)
+        missing = [name for name in items if not (step_dir / name).is_dir()]
+        if missing:
             raise DamagedCheckpoint(step, self.directory, f"no {', '.join(missing)} folder")
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -327,7 +328,7 @@ class RunCheckpoints:
     def _check_space(self, *trees: Any) -> None:
         """Refuses a save that cannot fit before Orbax starts writing it: a disk filling up mid-save
         fails in background threads with pages of logs, while this is one line and nothing written."""
-        if "://" in self.directory or not pathlib.Path(self.directory).is_dir():
+        if is_url(self.directory) or not pathlib.Path(self.directory).is_dir():
             return
         need = sum(int(getattr(leaf, "nbytes", 0)) for tree in trees for leaf in jax.tree.leaves(tree))
         free = shutil.disk_usage(self.directory).free
@@ -343,7 +344,7 @@ class RunCheckpoints:
         """Process 0 writes `W/checkpoint_manifests/<step>.json` for finished steps and drops the manifests
         of steps the keep-N policy deleted."""
         steps, self._unlisted = self._unlisted, []
-        if self._read_only or jax.process_index() != 0 or "://" in self.directory:
+        if self._read_only or jax.process_index() != 0 or is_url(self.directory):
             return
         root = pathlib.Path(self.directory)
         folder = root.parent / MANIFEST_SUBDIR
@@ -411,20 +412,19 @@ def restore_first_readable(
     )
 
 
-def set_aside(workdir: str | pathlib.Path, steps: list[int], why: str) -> pathlib.Path | None:
+def set_aside(workdir: str | os.PathLike, steps: list[int], why: str) -> epath.Path | None:
     """Moves step folders out of `W/checkpoints` into `W/set_aside/<why>-<step>` so that new saves of those
     step numbers can be written and nothing is deleted; returns the folder (None when nothing moved)."""
-    source = pathlib.Path(checkpoint_dir(workdir))
-    target = pathlib.Path(workdir).resolve() / "set_aside"
+    source = epath.Path(checkpoint_dir(workdir))
+    target = as_path(workdir) / "set_aside"
     moved = False
     for step in steps:
         folder = source / str(step)
         if folder.exists():
-            target.mkdir(parents=True, exist_ok=True)
             destination = target / f"{why}-{step}"
             n = 1
             while destination.exists():
                 destination, n = target / f"{why}-{step}.{n}", n + 1
-            shutil.move(str(folder), str(destination))
+            move_folder(folder, destination)
             moved = True
     return target if moved else None

@@ -2,7 +2,9 @@
 
 Two trainers on one work directory would interleave checkpoints and metrics and both report success.
 The lock file is created atomically (O_EXCL) and holds the holder's host, PID and start time, so a
-refusal can name who holds it. A lock left by a process that is gone (same host, PID not alive) is
+refusal can name who holds it. In a bucket (gs://) there is no O_EXCL: the lock is written after checking
+that none is there, which guards against a second command started by hand, not against two started within
+the same second. A lock left by a process that is gone (same host, PID not alive) is
 taken over. On a multi-host job only process 0 takes the lock: the job is the holder.
 """
 
@@ -10,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
 
+from etils import epath
+
 from musenet_jax.errors import UserError
+from musenet_jax.storage import is_url
 
 LOCK_NAME = "train.lock"
 
@@ -42,7 +46,7 @@ class WorkdirLock:
     def __init__(
         self, workdir: str | os.PathLike, *, enabled: bool = True, say: Callable[[str], None] = print
     ) -> None:
-        self.path = pathlib.Path(workdir) / LOCK_NAME
+        self.path = epath.Path(workdir) / LOCK_NAME
         self.enabled = enabled
         self.say = say
         self._held = False
@@ -55,7 +59,7 @@ class WorkdirLock:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
         for _ in range(3):  # a takeover races at most with another takeover
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(me)
             except FileExistsError:
                 holder = self._read()
                 if holder is None:  # being written right now, or garbage: look again
@@ -71,11 +75,20 @@ class WorkdirLock:
                 self.say(f"taking over the stale lock {self.path} ({what})")
                 self.path.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
             self._held = True
             return
         raise UserError(f"could not take the lock {self.path}; another train keeps racing for it")
+
+    def _create(self, me: dict) -> None:
+        """Writes the lock; `FileExistsError` when one is there."""
+        if is_url(self.path):
+            if self.path.exists():
+                raise FileExistsError(str(self.path))
+            self.path.write_text(json.dumps(me))
+            return
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
 
     def _read(self) -> dict | None:
         try:

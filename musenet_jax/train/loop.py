@@ -33,6 +33,7 @@ from musenet_jax.hardware import total_peak_flops
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.info import flops_per_token
 from musenet_jax.model.sharding import make_mesh
+from musenet_jax.storage import is_url
 from musenet_jax.train.checkpoint import (
     CheckpointMeta,
     RunCheckpoints,
@@ -191,7 +192,7 @@ def _absolute_data_dir(cfg: Config) -> Config:
     """The run records where its data is as an absolute path (bucket URLs as given), so that `eval`
     and the critic find it from any directory."""
     data_dir = cfg.data.data_dir
-    if "://" in data_dir:
+    if is_url(data_dir):
         return cfg
     return cfg.replace(data=dataclasses.replace(cfg.data, data_dir=str(pathlib.Path(data_dir).resolve())))
 
@@ -212,11 +213,6 @@ def train(
     bundle's: fine-tuning) when given, with a fresh optimizer at step 0; a run that resumes ignores them.
     `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
     workdir = str(workdir)
-    if "://" in workdir:
-        raise UserError(
-            f"--workdir {workdir} is a URL; use a path every host mounts (on Cloud TPU: the bucket mounted "
-            "with gcsfuse), since metrics.jsonl is appended to"
-        )
     with WorkdirLock(workdir, enabled=jax.process_index() == 0, say=say):
         return _train(cfg, workdir, steps, resume_step, init_params, devices, say)
 

@@ -6,21 +6,25 @@ included, summed over resumed sessions), so recipes can be compared at equal tim
 
 Only process 0 writes; the others keep a silent logger so the loop needs no `if` around logging.
 On resume the JSONL file is cut back to the restored step and TensorBoard purges the later events,
-so a preempted and resumed run leaves one clean curve.
+so a preempted and resumed run leaves one clean curve. In a bucket (gs://), where an object cannot be
+appended to, the JSONL file is rewritten whole at each record (kilobytes per thousand records).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from etils import epath
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
+
+from musenet_jax.storage import is_url
 
 # The figures shown on the progress bar, in this order, with their formats.
 PROGRESS_FIELDS: tuple[tuple[str, str], ...] = (
@@ -41,9 +45,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The logged records of a `metrics.jsonl`, in file order."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -54,7 +58,7 @@ class MetricsLogger:
 
     def __init__(
         self,
-        workdir: str | pathlib.Path,
+        workdir: str | os.PathLike,
         *,
         start_step: int,
         total_steps: int,
@@ -67,18 +71,20 @@ class MetricsLogger:
         self._bar = None
         if not enabled:
             return
-        workdir = pathlib.Path(workdir)
+        workdir = epath.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "metrics.jsonl"
         kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= start_step]
         earlier_s = max((float(r.get("elapsed_s", 0.0)) for r in kept), default=0.0)
         self._clock_start = time.monotonic() - earlier_s
         self._path = path
+        self._lines = [json.dumps(r) + "\n" for r in kept]  # kept whole only where appends are impossible
         try:
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            path.write_text("".join(self._lines))
         except OSError as err:  # a file object's write error names no file: say which one
             raise OSError(err.errno, err.strerror, str(path)) from err
-        self._jsonl = path.open("a", buffering=1)
+        if not is_url(path):
+            self._jsonl = open(path, "a", buffering=1)
         self._tb = SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1 if start_step else None)
         show = sys.stderr.isatty() if progress is None else progress
         if show:
@@ -91,9 +97,14 @@ class MetricsLogger:
             return
         record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         record["elapsed_s"] = round(time.monotonic() - self._clock_start, 3)
-        assert self._jsonl is not None and self._tb is not None
+        assert self._tb is not None
+        line = json.dumps(record) + "\n"
         try:
-            self._jsonl.write(json.dumps(record) + "\n")
+            if self._jsonl is not None:
+                self._jsonl.write(line)
+            else:
+                self._lines.append(line)
+                self._path.write_text("".join(self._lines))
         except OSError as err:  # a file object's write error names no file: say which one
             raise OSError(err.errno, err.strerror, str(self._path)) from err
         for key, value in record.items():

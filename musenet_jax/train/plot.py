@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 import pathlib
 
+from etils import epath
 from matplotlib.figure import Figure
 
 from musenet_jax.errors import UserError
+from musenet_jax.storage import save_figure
 from musenet_jax.train.metrics import read_metrics
 
 
@@ -16,7 +18,7 @@ def plot_training_curve(
     workdir: str | pathlib.Path, out: str | pathlib.Path, *, title: str | None = None
 ) -> dict:
     """Writes the PNG `out`; returns the last figures plotted ({"step", "train_bits", "val_bits"})."""
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)
     records = read_metrics(workdir / "metrics.jsonl")
     train = [(r["step"], r["loss"] / math.log(2)) for r in records if isinstance(r.get("loss"), (int, float))]
     val = [
@@ -39,8 +41,7 @@ def plot_training_curve(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
     return {"step": train[-1][0], "train_bits": train[-1][1], "val_bits": val[-1][1] if val else None}
 
 
@@ -52,7 +53,7 @@ def plot_validation_against_time(
     fig = Figure(figsize=(7, 4), dpi=120)
     ax = fig.subplots()
     last: dict[str, float] = {}
-    for workdir in map(pathlib.Path, workdirs):
+    for workdir in map(epath.Path, workdirs):
         points = [
             (r["elapsed_s"] / 60, r["val_bits_per_token"])
             for r in read_metrics(workdir / "metrics.jsonl")
@@ -71,6 +72,5 @@ def plot_validation_against_time(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
     return last

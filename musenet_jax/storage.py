@@ -1,0 +1,100 @@
+"""Paths that may be bucket URLs (gs://BUCKET/...): the one place that knows how buckets differ from folders.
+
+Work directories, data dirs, bundles and outputs are `etils.epath` paths, so `gs://` goes through gcsfs
+(and Orbax's arrays through TensorStore) with no mounted filesystem. Buckets differ from folders in three
+ways that the callers must not each rediscover: an object cannot be appended to (a log is rewritten
+whole), a folder cannot be renamed (it is copied file by file, then deleted), and `Path.resolve()` would
+turn a URL into a local path (URLs are kept as given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from etils import epath
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """True for bucket URLs such as gs://b/x (anything with a scheme), False for local paths."""
+    return "://" in os.fspath(path)
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """An `epath.Path`: a local path made absolute, a URL kept as given."""
+    return epath.Path(path) if is_url(path) else epath.Path(pathlib.Path(path).resolve())
+
+
+def files_under(folder: epath.Path) -> list[epath.Path]:
+    """Every file below `folder`, walked one level at a time (bucket globs refuse `**`)."""
+    found: list[epath.Path] = []
+    pending = [folder]
+    while pending:
+        for child in sorted(pending.pop().iterdir()):
+            (pending if child.is_dir() else found).append(child)
+    return found
+
+
+def copy_folder(source: epath.Path, target: epath.Path) -> None:
+    """Copies every file of `source` into `target` (created), keeping relative paths."""
+    for file in files_under(source):
+        destination = target / os.fspath(file)[len(os.fspath(source)) :].lstrip("/")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        file.copy(destination, overwrite=True)
+
+
+def move_folder(source: epath.Path, target: epath.Path) -> None:
+    """Moves a folder: a rename locally; in a bucket, a copy of every file and then the deletion of the
+    source, so that an interruption leaves both copies rather than neither."""
+    if not is_url(source):
+        pathlib.Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(os.fspath(source), os.fspath(target))
+        return
+    copy_folder(source, target)
+    source.rmtree()
+
+
+@contextlib.contextmanager
+def local_folder_for(target: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """A local folder to write `target`'s files into (for writers that take local paths only: MIDI, PNG,
+    WAV): `target` itself when local; for a bucket URL a temporary folder whose files are uploaded into
+    `target` when the block ends without an error."""
+    if not is_url(target):
+        yield pathlib.Path(target)
+        return
+    with tempfile.TemporaryDirectory(prefix="musenet-upload-") as local:
+        yield pathlib.Path(local)
+        copy_folder(epath.Path(local), epath.Path(target))
+
+
+def save_figure(fig: Any, out: str | os.PathLike) -> None:
+    """Writes a matplotlib figure as PNG to a local path or a bucket URL (its folder created)."""
+    path = epath.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png")
+
+
+def write_text_whole(path: epath.Path, text: str) -> None:
+    """Writes `path` so that a reader sees the old text or the new, never half: locally a temporary file
+    renamed over it; in a bucket a single object write, which is atomic already."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_url(path):
+        path.write_text(text)
+        return
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def bucket_support_missing(err: ImportError) -> str | None:
+    """The one line to print when a bucket path was given without its filesystem package installed."""
+    text = str(err)
+    if "gcsfs" in text or "fsspec" in text:
+        return f"{text.strip()}; bucket paths (gs://) need it: pip install 'musenet-jax[gcs]'"
+    return None
