@@ -35,6 +35,7 @@ from musenet_jax.data.corpus import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError, unknown_choice
+from musenet_jax.storage import is_url
 
 SOURCES = ("music21", "midi_dir", *CORPORA)
 SKIPPED_REPORT = "skipped_files.json"
@@ -259,10 +260,11 @@ def _stats(kept: dict[str, list[dict]], skipped: list[dict[str, str]]) -> BuildS
     )
 
 
-def dataset_dir(data_dir: str | os.PathLike, source: str) -> epath.Path:
-    """Folder of one builder config (the version folders and the skipped-files report live in it); a
-    bucket URL stays one."""
-    return epath.Path(data_dir) / "musenet_midi" / source
+def dataset_dir(data_dir: str | os.PathLike, source: str) -> pathlib.Path | epath.Path:
+    """Folder of one builder config (the version folders and the skipped-files report live in it): a
+    `pathlib.Path` for a local data dir, an `epath.Path` for a bucket URL (pathlib would mangle it)."""
+    root = epath.Path(data_dir) if is_url(data_dir) else pathlib.Path(data_dir)
+    return root / "musenet_midi" / source
 
 
 def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingConfig, **kwargs) -> MusenetMidi:
