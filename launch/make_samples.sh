@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The listening samples in docs/samples/: four requests to a trained run, four candidates each, the
-# critic's pick kept as MIDI, piano roll and a small OGG (FluidSynth + a GM soundfont, then oggenc).
+# first of generate's ranking (the critic's pick; the likeliest when the run has no critic) kept as MIDI,
+# piano roll and a small OGG (FluidSynth + a GM soundfont, then oggenc).
 # Needs: pip install 'musenet-jax[audio]'; apt-get install fluidsynth fluid-soundfont-gm vorbis-tools
 # Usage: bash launch/make_samples.sh SOURCE [OUT]   (SOURCE: a run, a bundle or `bundled`; OUT: docs/samples)
 set -euo pipefail
@@ -28,5 +29,6 @@ for request in "${REQUESTS[@]}"; do
   cp "$TMP/$name/sample_$best.png" "$OUT/$name.png"
   oggenc -Q -q 1 -o "$OUT/$name.ogg" "$TMP/$name/sample_$best.wav"
   cp "$TMP/$name/ranking.json" "$OUT/$name.ranking.json"
-  echo "$OUT/$name: composer $composer, instruments $instruments, critic pick sample_$best"
+  ranked_by=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['ranked_by'])" "$TMP/$name/ranking.json")
+  echo "$OUT/$name: composer $composer, instruments $instruments, sample_$best (first by $ranked_by)"
 done
