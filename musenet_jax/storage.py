@@ -40,10 +40,15 @@ def files_under(folder: epath.Path) -> list[epath.Path]:
     return found
 
 
+def relative_name(file: os.PathLike, folder: os.PathLike) -> str:
+    """`file`'s path below `folder` (`relative_to` for local paths and bucket URLs alike)."""
+    return os.fspath(file)[len(os.fspath(folder)) :].lstrip("/")
+
+
 def copy_folder(source: epath.Path, target: epath.Path) -> None:
     """Copies every file of `source` into `target` (created), keeping relative paths."""
     for file in files_under(source):
-        destination = target / os.fspath(file)[len(os.fspath(source)) :].lstrip("/")
+        destination = target / relative_name(file, source)
         destination.parent.mkdir(parents=True, exist_ok=True)
         file.copy(destination, overwrite=True)
 

@@ -15,7 +15,7 @@ import pathlib
 
 from etils import epath
 
-from musenet_jax.storage import files_under, is_url
+from musenet_jax.storage import files_under, is_url, relative_name
 
 BUILD_INPUTS = "build_inputs.json"  # what a build read: its presence marks a finished, reusable dataset
 METADATA = "metadata.json"  # per version folder: the dataset's encoding; readers need it
@@ -26,10 +26,6 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("MUSENET_JAX_CACHE", pathlib.Path.home() / ".cache" / "musenet_jax"))
 
 
-def _relative(file: epath.Path, folder: epath.Path) -> str:
-    return os.fspath(file)[len(os.fspath(folder)) :].lstrip("/")
-
-
 def local_data_dir(data_dir: str, source: str) -> str:
     """`data_dir` itself when local; for a bucket URL, a local copy of its `musenet_midi/<source>` folder
     (made or brought up to date now) and the data dir holding it."""
@@ -38,7 +34,7 @@ def local_data_dir(data_dir: str, source: str) -> str:
     local_root = cache_root() / "datasets" / data_dir.replace("://", "/", 1).rstrip("/")
     remote = epath.Path(data_dir) / "musenet_midi" / source
     local = local_root / "musenet_midi" / source
-    wanted = {_relative(f, remote): f for f in files_under(remote)} if remote.exists() else {}
+    wanted = {relative_name(f, remote): f for f in files_under(remote)} if remote.exists() else {}
     for name, file in wanted.items():
         target = local / name
         if target.is_file() and target.stat().st_size == file.stat().length:
@@ -70,5 +66,5 @@ def upload_dataset(staged: os.PathLike, folder: epath.Path) -> None:
         epath.Path(file).copy(target, overwrite=True)
     kept = {str(p.relative_to(staged)) for p in files}
     for stale in old:
-        if _relative(stale, folder) not in kept and stale.exists():
+        if relative_name(stale, folder) not in kept and stale.exists():
             stale.unlink()  # the previous build's shards
