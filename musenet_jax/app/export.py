@@ -20,7 +20,9 @@ from musenet_jax import __version__
 from musenet_jax.app import bundle
 from musenet_jax.app.run import Run
 from musenet_jax.app.sources import BUNDLE_FILE
+from musenet_jax.config import Config
 from musenet_jax.critic.store import CRITIC_SUBDIR, read_meta, save_critic_tensors, stored_critic_params
+from musenet_jax.data.config import DataConfig
 from musenet_jax.errors import UserError
 from musenet_jax.model.param_files import STORE_DTYPES
 
@@ -97,14 +99,15 @@ def export_bundle(
     info = bundle.BundleInfo(
         bundle.FORMAT, bundle.FORMAT_VERSION, run.step, dtype, count, run.source or run.workdir, __version__
     )
+    cfg = portable_config(run.cfg)
     auc = None if critic_meta is None else critic_meta.heldout_auc
-    card = bundle.model_card(run.cfg, info, name=name or folder.name, eval_report=eval_report, critic_auc=auc)
+    card = bundle.model_card(cfg, info, name=name or folder.name, eval_report=eval_report, critic_auc=auc)
     if critic_meta is not None:
         critic_params = jax.device_get(stored_critic_params(run.workdir, run.model, critic_meta))
         save_critic_tensors(folder, critic_params, critic_meta, dtype)
     bundle.write_bundle(
         folder,
-        cfg=run.cfg,
+        cfg=cfg,
         tokenizer=run.tokenizer,
         params=params,
         info=info,
@@ -112,6 +115,14 @@ def export_bundle(
         card=card,
     )
     return ExportReport(str(folder), bundle_files(folder), count, dtype, auc)
+
+
+def portable_config(cfg: Config) -> Config:
+    """The run's config without the exporting machine's dataset paths: a bundle is read on other machines,
+    where they mean nothing (`--data-dir` and `--set data.midi_dir=...` name the reader's own)."""
+    defaults = DataConfig()
+    data = dataclasses.replace(cfg.data, data_dir=defaults.data_dir, midi_dir=defaults.midi_dir)
+    return cfg.replace(data=data)
 
 
 def bundle_files(folder: epath.Path) -> dict[str, int]:

@@ -16,11 +16,12 @@ from flax import nnx
 from model_inputs import batch
 from tiny_run import train_tiny
 
-from musenet_jax.app.export import export_bundle
+from musenet_jax.app.export import export_bundle, portable_config
 from musenet_jax.app.run import load_run
 from musenet_jax.cli.main import main
 from musenet_jax.critic.scoring import critic_logits
 from musenet_jax.critic.store import CriticMeta, load_critic, save_critic
+from musenet_jax.data.config import DataConfig
 from musenet_jax.errors import UserError
 
 
@@ -54,7 +55,9 @@ def test_float32_bundle_gives_identical_logits_critic_and_facts(tiny_run, tmp_pa
     np.testing.assert_array_equal(logits_of(bundle), logits_of(run))
     for a, b in zip(params_of(bundle), params_of(run), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert bundle.cfg == run.cfg and bundle.note_facts == run.note_facts is not None
+    assert bundle.cfg == portable_config(run.cfg) and bundle.note_facts == run.note_facts is not None
+    assert str(tmp_path.parent) not in (tmp_path / "b32" / "config.json").read_text()  # no exporter's paths
+    assert bundle.cfg.data.data_dir == DataConfig().data_dir != run.cfg.data.data_dir
     pieces = [run.tokenizer.encode(p) for p in __import__("midi_corpus").packaged_midi_files()[:2]]
     run_critic, _ = load_critic(tiny_run, run.model, run.tokenizer.vocab.fingerprint())
     bundle_critic, meta = load_critic(bundle.workdir, bundle.model, bundle.tokenizer.vocab.fingerprint())
