@@ -70,6 +70,7 @@ class Run:
             pitch_margin=self.cfg.data.transpose_semitones,  # the model saw pieces transposed this far
             note_length=sc.note_length_rule,
             opening_note=sc.opening_note_rule,
+            key_bias=sc.key_bias,
         )
         settings = SamplingSettings.from_config(sc) if settings is None else settings
         return Sampler(self.model, self.tokenizer, settings, tables)

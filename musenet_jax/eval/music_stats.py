@@ -18,6 +18,7 @@ import numpy as np
 
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.scales import scale_masks
 
 STAT_NAMES: tuple[str, ...] = (
     "pitch_class_entropy",
@@ -27,7 +28,6 @@ STAT_NAMES: tuple[str, ...] = (
     "empty_time_rate",
     "pitch_range",
 )
-MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 
 
 def piece_stats(events: Events, step_s: float) -> dict[str, float]:
@@ -41,8 +41,8 @@ def piece_stats(events: Events, step_s: float) -> dict[str, float]:
         classes = np.bincount(melodic.pitch.astype(np.int64) % 12, minlength=12)
         p = classes[classes > 0] / classes.sum()
         out["pitch_class_entropy"] = float(-(p * np.log2(p)).sum())
-        in_scale = [classes[(MAJOR_SCALE + tonic) % 12].sum() for tonic in range(12)]
-        out["scale_consistency"] = float(max(in_scale) / classes.sum())
+        in_scale = scale_masks() @ classes  # notes inside each tonic's scale
+        out["scale_consistency"] = float(in_scale.max() / classes.sum())
         out["pitch_range"] = float(melodic.pitch.max() - melodic.pitch.min())
     start = np.rint(events.start_s / step_s).astype(np.int64)
     end = np.maximum(np.rint(events.end_s / step_s).astype(np.int64), start + 1)

@@ -26,6 +26,8 @@ class SampleConfig:
     pitch_range_rule: bool = True  # each family's note-ons within the pitches it plays in the data
     note_length_rule: bool = True  # release a note once it has sounded as long as the data's notes rarely do
     opening_note_rule: bool = True  # a piece from nothing opens with a note, not a rest (grammar rule 8)
+    # Grammar rule 9: logit penalty of a note-on outside the key of the recent notes (0 = off).
+    key_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -46,6 +48,8 @@ class SampleConfig:
                 f"sample.piece_seconds must be in [0, {MAX_SECONDS:.0f}] (0 = ends with the sample), "
                 f"got {self.piece_seconds}"
             )
+        if not 0 <= self.key_bias < float("inf"):
+            raise ValueError(f"sample.key_bias must be finite and >= 0 (0 = off), got {self.key_bias}")
         if self.max_new_tokens < 0:
             raise ValueError(
                 f"sample.max_new_tokens must be >= 0 (0 = derived from sample.seconds), "

@@ -19,6 +19,11 @@ With the training split's `NoteFacts` two more rules may hold a model to what th
 And one rule of how pieces open (nearly all of the data's do, with a note; a model trained on crops from
 anywhere in a piece sees rests after `start` a third of the time):
 8. opening note: a piece starting from nothing (time 0, no note yet) begins with a note, not a rest.
+And one soft rule, a logit penalty rather than a mask (nearly every note of the data lies in one major or
+minor scale: scale consistency 0.98-0.99 over a piece's opening):
+9. key: once a few melodic notes have been played, a note-on whose pitch class lies outside the major
+   scale (or its relative minor) that best fits the recent notes loses `key_bias` from its logit. "Recent"
+   decays by `KEY_DECAY` per note, so a piece may modulate; drums are not counted.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -35,9 +40,12 @@ from flax import struct
 from musenet_jax.data.note_facts import NoteFacts
 from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.scales import scale_masks
 from musenet_jax.encoding.vocab import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_WAIT, Vocabulary
 
 SOUNDING = np.iinfo(np.int32).max  # busy_until of a melodic note that is on until its note-off
+KEY_DECAY = 1.0 - 1.0 / 16  # rule 9: each new note weighs the earlier ones by this (a memory of ~16 notes)
+KEY_SETTLED = 4.0  # rule 9 holds once the decayed note count reaches this (about the first 4 notes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +64,8 @@ class GrammarTables:
     on_in_range: np.ndarray  # bool: a note-on rule 6 allows (all True without facts)
     length_limit: np.ndarray  # int32 [slots]: steps after which rule 7 releases a note (SOUNDING = never)
     opening_note: bool  # rule 8
+    pitch_class: np.ndarray  # int32: pitch class of a melodic note-on (rule 9), -1 otherwise
+    key_bias: float  # rule 9: logit penalty of an out-of-key note-on (0 = off)
     num_slots: int
     num_families: int
     end_id: int
@@ -73,9 +83,11 @@ class GrammarTables:
         pitch_margin: int = 0,
         note_length: bool = True,
         opening_note: bool = False,
+        key_bias: float = 0.0,
     ) -> GrammarTables:
         """Rules 1-5 always; with `facts`, rule 6 (`pitch_range`, widened by `pitch_margin` semitones)
-        and rule 7 (`note_length`) where switched on; rule 8 where `opening_note`."""
+        and rule 7 (`note_length`) where switched on; rule 8 where `opening_note`; rule 9 where
+        `key_bias` > 0."""
         kinds = vocab.token_kinds
         ids = np.arange(vocab.size)
         is_note = vocab.note_family >= 0
@@ -107,6 +119,8 @@ class GrammarTables:
             on_in_range=on_in_range,
             length_limit=length_limit,
             opening_note=opening_note,
+            pitch_class=np.where(is_on & (family != DRUMS), vocab.note_pitch % 12, -1).astype(np.int32),
+            key_bias=float(key_bias),
             num_slots=num_slots,
             num_families=len(vocab.families),
             end_id=vocab.end_id,
@@ -126,13 +140,14 @@ class GrammarState:
     last_key: jax.Array  # int32 [B]: order key of the last event at this time step, -1 after a wait
     after_wait: jax.Array  # bool [B]
     after_short_wait: jax.Array  # bool [B]
+    pitch_classes: jax.Array  # float32 [B, 12]: recent melodic note-ons per pitch class, decayed (rule 9)
 
     @classmethod
     def initial(cls, batch: int, tables: GrammarTables) -> GrammarState:
         zeros = jnp.zeros((batch,), jnp.int32)
         false = jnp.zeros((batch,), bool)
         slots = jnp.zeros((batch, tables.num_slots), jnp.int32)
-        return cls(zeros, slots, slots, zeros - 1, false, false)
+        return cls(zeros, slots, slots, zeros - 1, false, false, jnp.zeros((batch, 12), jnp.float32))
 
 
 def allowed_tokens(
@@ -161,6 +176,18 @@ def allowed_tokens(
     return jnp.where(jnp.any(overdue, axis=1, keepdims=True), overdue, allowed)
 
 
+def key_penalty(state: GrammarState, tables: GrammarTables) -> jax.Array:
+    """float32 [B, V] (rule 9): `-key_bias` on the note-ons outside the scale that best fits each
+    sequence's recent notes, once it has played enough of them to have a key; 0 elsewhere."""
+    scales = jnp.asarray(scale_masks())
+    best = jnp.argmax(state.pitch_classes @ scales.T, axis=1)  # [B]: the tonic whose scale holds most
+    in_key = scales[best]  # [B, 12]
+    pitch_class = jnp.asarray(tables.pitch_class)
+    outside = (pitch_class >= 0)[None] & (jnp.take(in_key, jnp.maximum(pitch_class, 0), axis=1) == 0)
+    settled = jnp.sum(state.pitch_classes, axis=1) >= KEY_SETTLED
+    return jnp.where(outside & settled[:, None], -tables.key_bias, 0.0).astype(jnp.float32)
+
+
 def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active: jax.Array) -> GrammarState:
     """The state after `token` [B]; rows where `active` is False stay as they are."""
     is_on = jnp.asarray(tables.is_on)[token]
@@ -176,6 +203,10 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
     is_note = is_on | is_off
     keep = lambda new_value, old_value: jnp.where(active, new_value, old_value)  # noqa: E731
     since = jnp.where(active & is_on, time, state.on_since[rows, slot])
+    pitch_class = jnp.asarray(tables.pitch_class)[token]
+    counted = (active & (pitch_class >= 0))[:, None]
+    struck_class = (jnp.arange(12)[None] == pitch_class[:, None]).astype(jnp.float32)
+    pitch_classes = jnp.where(counted, state.pitch_classes * KEY_DECAY + struck_class, state.pitch_classes)
     return GrammarState(
         time=keep(time + jnp.asarray(tables.wait_steps)[token], time),
         busy_until=state.busy_until.at[rows, slot].set(new),
@@ -186,6 +217,7 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
         ),
         after_wait=keep(is_wait, state.after_wait),
         after_short_wait=keep(jnp.asarray(tables.is_short_wait)[token], state.after_short_wait),
+        pitch_classes=pitch_classes,
     )
 
 

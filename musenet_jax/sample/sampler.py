@@ -37,6 +37,7 @@ from musenet_jax.sample.grammar import (
     advance,
     allowed_tokens,
     close_sequence,
+    key_penalty,
     replay,
 )
 
@@ -133,7 +134,8 @@ class Sampler:
             model = self._model(params)
             key, sub = jax.random.split(st.key)
             allowed = allowed_tokens(st.grammar, tables, st.families, st.may_end)
-            token = draw(sub, jnp.where(allowed, st.logits, -jnp.inf), self.settings)
+            biased = st.logits + key_penalty(st.grammar, tables) if tables.key_bias else st.logits
+            token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             time = st.grammar.time
             steps_of = jnp.asarray(tables.wait_steps)[token]

@@ -1,6 +1,6 @@
 """Grammar rules 6 and 7: the training split's pitch ranges and note lengths hold a sampled piece to what
 the data does; with the rules switched off (or no facts) the grammar is rules 1-5 alone. Rule 8: a piece
-from nothing opens with a note."""
+from nothing opens with a note. Rule 9: a logit penalty on note-ons out of the recent notes' key."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from midi_corpus import packaged_midi_files
 from musenet_jax.data.note_facts import NoteFacts, load_note_facts, note_facts, save_note_facts
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens
+from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens, key_penalty
 
 TOKENIZER = Tokenizer()
 VOCAB = TOKENIZER.vocab
@@ -77,6 +77,43 @@ def test_opening_note_rule_allows_no_rest_before_the_first_note_only():
     after_hit = step(start, ruled, "drums:v3:C2")
     assert allowed(after_hit, ruled)[wait]  # then a rest may follow
     assert allowed(step(start, ruled, "piano:v3:C4"), ruled)[wait]
+
+
+def penalty(state, tables) -> np.ndarray:
+    return np.asarray(key_penalty(state, tables))[0]
+
+
+def play(state, tables, notes: list[str]):
+    """Each note struck and released after a short wait, as the tokenizer writes a melody."""
+    for name in notes:
+        state = step(step(state, tables, f"piano:v2:{name}"), tables, VOCAB.wait_id(10))
+        state = step(state, tables, f"piano:v0:{name}")
+    return state
+
+
+def test_key_rule_penalises_out_of_key_note_ons_once_a_key_is_heard_and_follows_a_modulation():
+    tables = GrammarTables.from_vocab(VOCAB, key_bias=2.0)
+    start = GrammarState.initial(1, tables)
+    f_sharp, f_natural = VOCAB.id("piano:v2:F#4"), VOCAB.id("piano:v2:F4")
+    assert not penalty(start, tables).any()  # no key before any note
+    assert not penalty(play(start, tables, ["C4", "E4"]), tables).any()  # two notes: not yet settled
+    c_major = play(start, tables, ["C4", "D4", "E4", "F4", "G4", "A4"])
+    shown = penalty(c_major, tables)
+    assert shown[f_sharp] == -2.0 and shown[VOCAB.id("strings:v1:C#2")] == -2.0  # any melodic family
+    assert shown[f_natural] == 0.0 and shown[VOCAB.id("piano:v2:B5")] == 0.0
+    assert shown[VOCAB.id("drums:v3:C#2")] == 0.0 and shown[VOCAB.id("piano:v0:F#4")] == 0.0  # drums, offs
+    assert shown[VOCAB.wait_id(5)] == 0.0 and shown[VOCAB.end_id] == 0.0
+    in_g = ["G4", "A4", "B4", "D5", "F#5", "G4", "D5", "B4", "F#4", "G4", "A4", "D5"]
+    g_major = play(c_major, tables, in_g)
+    moved = penalty(g_major, tables)  # the recent notes now fit G major: F# is in key, F is not
+    assert moved[f_sharp] == 0.0 and moved[f_natural] == -2.0
+    drums_only = GrammarTables.from_vocab(VOCAB, key_bias=2.0)
+    hits = GrammarState.initial(1, drums_only)
+    for _ in range(8):
+        hits = step(step(hits, drums_only, "drums:v3:C2"), drums_only, VOCAB.wait_id(10))
+    assert not penalty(hits, drums_only).any()  # drums give no key
+    off = GrammarTables.from_vocab(VOCAB)
+    assert off.key_bias == 0.0 and allowed(play(GrammarState.initial(1, off), off, ["C4"] * 6), off)[f_sharp]
 
 
 def test_note_facts_of_real_pieces_and_their_round_trip(tmp_path):
