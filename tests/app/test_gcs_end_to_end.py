@@ -1,5 +1,6 @@
-"""Everything in a bucket: prepare -> train -> resume -> eval -> generate with gs:// paths only, against a
-GCS emulator on localhost (no mounted filesystem), and the resumed run equals an uninterrupted local one."""
+"""Everything in a bucket: prepare -> train -> resume -> eval -> generate -> export -> generate from the
+bundle, with gs:// paths only, against a GCS emulator on localhost (no mounted filesystem); the resumed run
+equals an uninterrupted local one and the bucket's bundle composes what its run does."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ def test_a_run_lives_in_a_bucket_from_prepare_to_generate(tmp_path, monkeypatch)
             env, "generate", "--checkpoint", run, "--composer", "bach", "--instruments", "piano", "--out", out
         )
         assert f"to {out}" in composed.stdout
+        bundle, out_bundle = f"gs://{BUCKET}/bundle", f"gs://{BUCKET}/out_bundle"
+        _musenet(env, "export", "--checkpoint", run, "--out", bundle)  # float32: the run's exact parameters
+        generate = ["generate", "--composer", "bach", "--instruments", "piano"]
+        _musenet(env, *generate, "--checkpoint", bundle, "--out", out_bundle)
 
         for name, value in gcs.items():  # before gcsfs is first imported here: it reads them then
             monkeypatch.setenv(name, value)
@@ -84,3 +89,7 @@ def test_a_run_lives_in_a_bucket_from_prepare_to_generate(tmp_path, monkeypatch)
         ranking = json.loads((bucket / "out" / "ranking.json").read_text())
         for candidate in ranking["candidates"]:
             assert (bucket / "out" / candidate["midi"]).stat().length > 0
+        assert all((bucket / "bundle" / name).exists() for name in ("bundle.json", "model.safetensors"))
+        for k in range(len(ranking["candidates"])):  # the bundle in the bucket composes what the run does
+            from_run = json.loads((bucket / "out" / f"sample_{k}.json").read_text())["ids"]
+            assert json.loads((bucket / "out_bundle" / f"sample_{k}.json").read_text())["ids"] == from_run
