@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """AdamW with warmup + cosine decay, clipping, accumulation, mixup and the checkpoint cadence."""
+    """The optimizer (AdamW or Muon) with warmup + cosine decay, clipping, accumulation, mixup and the
+    checkpoint cadence."""
+
+    OPTIMIZERS: ClassVar[tuple[str, ...]] = ("adamw", "muon")
 
     global_batch: int = 8
     grad_accum_steps: int = 1
     steps: int = 1000
+    optimizer: str = "adamw"  # adamw | muon (Muon for the hidden matrices, AdamW for the rest)
     learning_rate: float = 3e-4
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
@@ -57,6 +62,10 @@ class TrainConfig:
         if not (0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1):
             raise ValueError(
                 f"train.adam_b1 and train.adam_b2 must be in [0, 1), got {self.adam_b1}, {self.adam_b2}"
+            )
+        if self.optimizer not in self.OPTIMIZERS:
+            raise ValueError(
+                f"train.optimizer must be one of {', '.join(self.OPTIMIZERS)}, got {self.optimizer!r}"
             )
         if self.global_batch % self.grad_accum_steps:
             raise ValueError(

@@ -98,7 +98,8 @@ def _changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any], section: str
 
 def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> str | None:
     """Refuses a resume whose config changes what the saved arrays mean: the vocabulary (its fingerprint
-    covers every encoding key that changes a token's meaning) or the model's architecture. Returns one
+    covers every encoding key that changes a token's meaning), the model's architecture or the optimizer
+    (whose state is saved). Returns one
     line naming the changes that only alter how they are computed or fed (the mesh, the attention
     backend, remat, compute dtype, an encoding cut), or None when there are none."""
     check_fingerprint(meta, fingerprint, where)
@@ -106,6 +107,9 @@ def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: 
     execution = set(ModelConfig.EXECUTION_KEYS)
     model_changes = _changed_keys(saved, now, "model")
     refused = [f"model.{k}" for k in model_changes if k not in execution]
+    # The optimizer's state is saved with the run; runs saved before `train.optimizer` existed used AdamW.
+    if saved.get("train", {}).get("optimizer", "adamw") != cfg.train.optimizer:
+        refused.append("train.optimizer")
     if refused:
         raise UserError(
             f"{where} holds a run with different {', '.join(refused)}; resume with its config.json or use a "

@@ -1,4 +1,7 @@
-"""AdamW with linear warmup, cosine decay and global-norm clipping: the GPT-2 / MuseNet recipe."""
+"""The optimizers a run may train with, both behind global-norm clipping and one schedule (linear warmup,
+cosine decay): AdamW (the GPT-2 / MuseNet recipe) or optax's Muon (Nesterov momentum orthogonalized per
+hidden matrix; optax's Nesterov Adam, without weight decay, for embeddings, the output head, biases and
+norms)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,13 @@ from typing import Any
 
 import jax
 import optax
+from optax.contrib import MuonDimensionNumbers, muon
 
 from musenet_jax.train.config import TrainConfig
+
+# Muon's updates are scaled to the RMS of a typical AdamW update (Liu et al. 2025, "Muon is scalable for
+# LLM training"), so one learning rate and schedule serve both optimizers.
+MUON_CONSISTENT_RMS = 0.2
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -23,17 +31,50 @@ def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Clip, then AdamW; weight decay applies to weight matrices and embeddings only."""
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(
-            learning_rate=learning_rate_schedule(cfg),
+    """Clip, then `cfg.optimizer`; weight decay applies to weight matrices and embeddings only."""
+    schedule = learning_rate_schedule(cfg)
+    if cfg.optimizer == "muon":
+        update = muon(
+            learning_rate=schedule,
+            weight_decay=cfg.weight_decay,
+            adam_b1=cfg.adam_b1,
+            adam_b2=cfg.adam_b2,
+            muon_weight_dimension_numbers=muon_dimensions,
+            consistent_rms=MUON_CONSISTENT_RMS,
+        )
+    else:
+        update = optax.adamw(
+            learning_rate=schedule,
             b1=cfg.adam_b1,
             b2=cfg.adam_b2,
             weight_decay=cfg.weight_decay,
             mask=decay_mask,
-        ),
-    )
+        )
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), update)
+
+
+# The transformer's hidden matrices by module name, as (input axes, output axes) counted from the end, so a
+# leading layer axis of stacked layers is a batch axis Muon orthogonalizes over.
+MUON_MATRICES = {
+    "query": MuonDimensionNumbers(reduction_axis=-3, output_axis=(-2, -1)),
+    "key": MuonDimensionNumbers(reduction_axis=-3, output_axis=(-2, -1)),
+    "value": MuonDimensionNumbers(reduction_axis=-3, output_axis=(-2, -1)),
+    "out": MuonDimensionNumbers(reduction_axis=(-3, -2), output_axis=-1),
+    "up": MuonDimensionNumbers(reduction_axis=-2, output_axis=-1),
+    "down": MuonDimensionNumbers(reduction_axis=-2, output_axis=-1),
+}
+
+
+def muon_dimensions(params: Any) -> Any:
+    """Muon's axes for each hidden kernel; None (AdamW) for embeddings, the output head, biases, norms."""
+
+    def dimensions(path: Any, _: Any) -> MuonDimensionNumbers | None:
+        names = [str(getattr(entry, "key", "")) for entry in path]
+        if len(names) < 2 or names[-1] != "kernel" or "layers" not in names:
+            return None
+        return MUON_MATRICES.get(names[-2])
+
+    return jax.tree_util.tree_map_with_path(dimensions, params)
 
 
 DECAYED = ("kernel", "embedding")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from optax.transforms import MaskedNode
 
 from musenet_jax.config import Config
 from musenet_jax.encoding.slots import note_slots
@@ -108,15 +109,15 @@ def make_train_setup(cfg: Config, mesh: Mesh) -> TrainSetup:
     abstract_model = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
     params = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
     replicated = NamedSharding(mesh, PartitionSpec())
-    abstract_opt = jax.eval_shape(
-        optimizer.init, jax.tree.map(lambda s: jax.ShapeDtypeStruct((), jnp.float32), params)
-    )
+    # Real shapes: Muon's state depends on each matrix's axes.
+    abstract_opt = jax.eval_shape(optimizer.init, nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param)))
     opt = optax.tree_utils.tree_map_params(
         optimizer,
-        lambda _, sharding: sharding,
+        lambda state, sharding: state if isinstance(state, MaskedNode) else sharding,
         abstract_opt,
         params,
         transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, MaskedNode),  # a parameter another optimizer of a partition owns
     )
     return TrainSetup(
         cfg=cfg,

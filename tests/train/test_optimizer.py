@@ -1,7 +1,10 @@
-"""train/optimizer.py: the learning-rate schedule's shape and which parameters are weight-decayed.
+"""train/optimizer.py: the learning-rate schedule's shape, which parameters are weight-decayed, and which
+Muon orthogonalizes.
 
 The schedule must start at 0, peak after warmup and end at min_lr; decay must skip biases and norm
 scales even when stacked layers give them a leading layer axis (rank cannot tell them apart)."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -9,9 +12,13 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from optax.contrib import MuonDimensionNumbers
 
+from musenet_jax.config import load_config
+from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.model.transformer import build_model
 from musenet_jax.train.config import TrainConfig
-from musenet_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
+from musenet_jax.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer, muon_dimensions
 
 
 def test_schedule_zero_then_peak_then_min():
@@ -69,3 +76,60 @@ def test_optimizer_decays_kernels_not_biases_and_clips():
     clip = optax.clip_by_global_norm(cfg.clip_norm)
     clipped, _ = clip.update({"g": jnp.full((4,), 1e6)}, clip.init(None))
     assert float(optax.global_norm(clipped)) == pytest.approx(1.0, rel=1e-5)
+
+
+def _small_model_params(overrides: list[str]) -> dict:
+    cfg = load_config("tiny", ["model.d_model=32", "model.context=64", *overrides])
+    return nnx.to_pure_dict(nnx.state(build_model(cfg, Vocabulary(cfg.encoding).size), nnx.Param))
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_muon_takes_the_hidden_matrices_and_leaves_the_rest_to_adamw(scan):
+    params = _small_model_params([f"model.scan_layers={str(scan).lower()}"])
+    dims = muon_dimensions(params)
+    leaves = jax.tree_util.tree_leaves_with_path(
+        dims, is_leaf=lambda x: x is None or isinstance(x, MuonDimensionNumbers)
+    )
+    named = {tuple(str(getattr(entry, "key", entry)) for entry in path): value for path, value in leaves}
+    assert len(named) == len(jax.tree.leaves(params))
+    assert sorted({names[-2] for names, value in named.items() if value is not None}) == [
+        "down",
+        "key",
+        "out",
+        "query",
+        "up",
+        "value",
+    ]
+    for names, value in named.items():
+        if names[-1] != "kernel" or "layers" not in names:  # embeddings, the head, biases, norm scales
+            assert value is None, names
+
+
+def test_muon_orthogonalizes_each_layers_update_and_adamw_would_not():
+    params = _small_model_params([])
+    grads = jax.tree.map(
+        lambda x: jax.random.normal(jax.random.key(x.size), x.shape) * jnp.linspace(0.1, 3.0, x.shape[-1]),
+        params,
+    )
+    cfg = TrainConfig(steps=10, warmup_steps=0, learning_rate=1e-2, weight_decay=0.0)
+
+    def first_update(optimizer: str) -> dict:
+        tx = make_optimizer(dataclasses.replace(cfg, optimizer=optimizer))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return updates
+
+    def spread(update: jax.Array) -> float:
+        singular = np.linalg.svd(np.asarray(update, np.float64), compute_uv=False)
+        return float(singular[0] / singular[-1])
+
+    up_kernel = lambda tree: tree["layers"]["blocks"][0]["mlp"]["up"]["kernel"]  # noqa: E731
+    muon, adamw = first_update("muon"), first_update("adamw")
+    layers = up_kernel(params).shape[0]
+    for layer in range(layers):  # each stacked layer is its own matrix
+        assert spread(up_kernel(muon)[layer]) < 2.0
+        assert spread(up_kernel(adamw)[layer]) > 2.0
+
+
+def test_an_unknown_optimizer_is_one_line_listing_the_choices():
+    with pytest.raises(ValueError, match="train.optimizer must be one of adamw, muon, got 'sgd'"):
+        TrainConfig(optimizer="sgd")

@@ -190,3 +190,23 @@ def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
     with pytest.raises(UserError, match="different model.n_layers"):
         loop.train(changed.with_data_dir(data_dir), tmp_path)
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
+
+
+@pytest.mark.slow
+def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(data_dir, tmp_path):
+    def config(*extra: str):
+        return load_config("tiny", [*TINY, "train.steps=4", "train.eval_every=1000", *extra]).with_data_dir(
+            data_dir
+        )
+
+    loop.train(config("train.optimizer=muon"), tmp_path / "straight")
+    loop.train(config("train.optimizer=muon"), tmp_path / "resumed", steps=2)
+    loop.train(config("train.optimizer=muon"), tmp_path / "resumed")
+    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-5), (step, resumed, straight)
+    assert resumed[4] != pytest.approx(resumed[1], rel=1e-3)  # it trains
+
+    with pytest.raises(UserError, match="different train.optimizer"):
+        loop.train(config("train.steps=6"), tmp_path / "resumed")
