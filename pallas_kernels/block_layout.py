@@ -14,6 +14,11 @@ The kernels never see a pattern; `musenet_jax.attention.layouts` derives these t
       repeat the last valid index (0 for an empty row) with mask id 0 and must be skipped by count.
   Transposed tables for the dk/dv pass, per key block: q_counts, q_indices, q_mask_ids, same rules;
       the mask id still refers to the [block_q, block_k] mask (not transposed).
+  The same masks from positions, for kernels that compute a partial block's mask instead of loading it:
+      q_positions[num_q_blocks * block_q], k_positions[num_k_blocks * block_k]: the position each slot
+      holds (-1 = padding), and allowed(i, j): whether position i may see position j, elementwise over
+      broadcast int32 arrays with integer operators only (a pure function of positions, so it traces in
+      any kernel). masks[mask_id] == allowed(q_pos, k_pos) & both slots real, for every active block.
 
 Component contract: a kernel takes q (already scaled by 1/sqrt(head_dim)), k, v in slot order and a
 `BlockLayout`, and returns the normalized output and the log-sum-exp per row (-inf on a row with no
@@ -23,6 +28,8 @@ allowed key).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +56,9 @@ class BlockLayout:
     q_counts: np.ndarray
     q_indices: np.ndarray
     q_mask_ids: np.ndarray
+    q_positions: np.ndarray
+    k_positions: np.ndarray
+    allowed: Callable[[Any, Any], Any]
 
     @property
     def num_active(self) -> int:
@@ -84,6 +94,10 @@ def block_layout(
     k_block_ids: np.ndarray,
     mask_ids: np.ndarray,
     masks: np.ndarray,
+    *,
+    q_positions: np.ndarray,
+    k_positions: np.ndarray,
+    allowed: Callable[[Any, Any], Any],
 ) -> BlockLayout:
     """The full tables from the flat list of active blocks (sorted by query block, then key block)."""
     q_arr, k_arr, m_arr = (np.asarray(x, dtype=np.int32) for x in (q_block_ids, k_block_ids, mask_ids))
@@ -95,4 +109,6 @@ def block_layout(
         q_block_ids=q_arr, k_block_ids=k_arr, mask_ids=m_arr, masks=np.asarray(masks, dtype=bool),
         kv_counts=kv_counts, kv_indices=kv_indices, kv_mask_ids=kv_mask_ids,
         q_counts=q_counts, q_indices=q_indices, q_mask_ids=q_mask_ids,
+        q_positions=np.asarray(q_positions, np.int32), k_positions=np.asarray(k_positions, np.int32),
+        allowed=allowed,
     )  # fmt: skip

@@ -3,7 +3,9 @@
 One program per (row block, batch, head): it reads its row of the block table and loops over just
 those blocks (`fori_loop` with the row's count as bound), slicing key/value (forward, dq) or
 query/output-gradient (dk/dv) blocks out of the head's whole sequence. A full block (mask id 0) takes a
-branch with no mask load, compare or select; only partial blocks load their in-block mask (int8).
+branch with no mask work at all; a partial block computes its mask from the positions its slots hold
+(`BlockLayout.allowed` over a [block] vector of each side's positions, as JAX's flash kernel builds the
+causal mask from iota) instead of loading a [block_q, block_k] mask from memory.
 Blocks are at least 64 on both sides (the Pallas backend's layouts use 128) and powers of two
 (sparse_flash.pallas_block_size refuses others in one line instead of a Triton lowering error).
 
@@ -49,15 +51,20 @@ def _check(layout: BlockLayout) -> None:
             )
 
 
-def _masked(mids_ref, masks_ref, r, j, step, carry):
-    """`step(carry, allowed)` with allowed=None on full blocks (no mask load) or the block's mask."""
-    mid = mids_ref[r, j]
+def _masked(mids_ref, r, j, step, carry, mask):
+    """`step(carry, allowed)` with allowed=None on full blocks (no mask work) or `mask()` on partial ones."""
     return lax.cond(
-        mid == FULL_MASK_ID,
+        mids_ref[r, j] == FULL_MASK_ID,
         lambda c: step(c, None),
-        lambda c: step(c, masks_ref[mid] != 0),
+        lambda c: step(c, mask()),
         carry,
     )
+
+
+def _position_mask(predicate, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
+    """[bq, bk] bool: the layout's predicate on the slots' positions; padding slots (-1) never allowed."""
+    i, j = q_pos[:, None], k_pos[None, :]
+    return (i >= 0) & (j >= 0) & predicate(i, j)
 
 
 def _whole(x: jax.Array) -> pl.BlockSpec:
@@ -65,12 +72,18 @@ def _whole(x: jax.Array) -> pl.BlockSpec:
     return pl.BlockSpec(x.shape, lambda *_: (0,) * x.ndim)
 
 
-def _tables(counts, indices, mask_ids, layout: BlockLayout) -> list[jax.Array]:
-    """One direction's tables plus the in-block masks (int8: no boolean memory operands)."""
-    return [
-        *(jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids)),
-        jnp.asarray(layout.masks, jnp.int8),
-    ]
+def _tables(counts, indices, mask_ids) -> list[jax.Array]:
+    """One direction's block tables (int32)."""
+    return [jnp.asarray(t, jnp.int32) for t in (counts, indices, mask_ids)]
+
+
+def _positions(layout: BlockLayout) -> list[jax.Array]:
+    return [jnp.asarray(layout.q_positions, jnp.int32), jnp.asarray(layout.k_positions, jnp.int32)]
+
+
+def _positions_block(block: int) -> pl.BlockSpec:
+    """The positions of the program's own block of slots."""
+    return pl.BlockSpec((block,), lambda r, b, h: (r,))
 
 
 def _seq_spec(length: int, dim: int) -> pl.BlockSpec:
@@ -83,7 +96,19 @@ def _block_spec(block: int, dim: int) -> pl.BlockSpec:
 
 
 def _forward_kernel(
-    counts_ref, idx_ref, mids_ref, masks_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, bk: int
+    counts_ref,
+    idx_ref,
+    mids_ref,
+    qpos_ref,
+    kpos_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    o_ref,
+    lse_ref,
+    *,
+    bk: int,
+    predicate,
 ):
     r = pl.program_id(0)
     q = q_ref[...]
@@ -91,6 +116,10 @@ def _forward_kernel(
 
     def body(j, carry):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
+
+        def mask():  # loads the positions only on partial blocks
+            return _position_mask(predicate, qpos_ref[...], kpos_ref[keys])
+
         s = lax.dot_general(q, k_ref[keys, :], _NT, preferred_element_type=jnp.float32)
         v = v_ref[keys, :]
 
@@ -105,7 +134,7 @@ def _forward_kernel(
             acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
             return acc, m_next, alpha * l_prev + p.sum(axis=-1)
 
-        return _masked(mids_ref, masks_ref, r, j, step, carry)
+        return _masked(mids_ref, r, j, step, carry, mask)
 
     init = (
         jnp.zeros((bq, dim), jnp.float32),
@@ -124,11 +153,19 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
     batch, q_len, heads, dim = q.shape
     bq, k_len = layout.block_q, k.shape[1]
     _check(layout)
-    tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids, layout)
+    tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids)
+    q_pos, k_pos = _positions(layout)
     return pl.pallas_call(
-        functools.partial(_forward_kernel, bk=layout.block_k),
+        functools.partial(_forward_kernel, bk=layout.block_k, predicate=layout.allowed),
         grid=(layout.num_q_blocks, batch, heads),
-        in_specs=[*map(_whole, tables), _block_spec(bq, dim), _seq_spec(k_len, dim), _seq_spec(k_len, dim)],
+        in_specs=[
+            *map(_whole, tables),
+            _positions_block(bq),
+            _whole(k_pos),
+            _block_spec(bq, dim),
+            _seq_spec(k_len, dim),
+            _seq_spec(k_len, dim),
+        ],
         out_specs=[_block_spec(bq, dim), pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))],
         out_shape=[
             jax.ShapeDtypeStruct(q.shape, q.dtype),
@@ -146,14 +183,15 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
         ),
         interpret=interpret,
         name="sparse_flash_fwd",
-    )(*tables, q, k, v)
+    )(*tables, q_pos, k_pos, q, k, v)
 
 
 def _dq_kernel(
     counts_ref,
     idx_ref,
     mids_ref,
-    masks_ref,
+    qpos_ref,
+    kpos_ref,
     q_ref,
     k_ref,
     v_ref,
@@ -163,6 +201,7 @@ def _dq_kernel(
     dq_ref,
     *,
     bk: int,
+    predicate,
 ):
     r = pl.program_id(0)
     q, do = q_ref[...], do_ref[...]
@@ -170,6 +209,10 @@ def _dq_kernel(
 
     def body(j, dq):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
+
+        def mask():  # loads the positions only on partial blocks
+            return _position_mask(predicate, qpos_ref[...], kpos_ref[keys])
+
         k = k_ref[keys, :]
         s = lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
         dp = lax.dot_general(do, v_ref[keys, :], _NT, preferred_element_type=jnp.float32)
@@ -181,7 +224,7 @@ def _dq_kernel(
             ds = p * (dp - delta)
             return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
-        return _masked(mids_ref, masks_ref, r, j, step, dq)
+        return _masked(mids_ref, r, j, step, dq, mask)
 
     dq = lax.fori_loop(0, counts_ref[r], body, jnp.zeros(q.shape, jnp.float32))
     dq_ref[...] = dq.astype(dq_ref.dtype)
@@ -191,7 +234,8 @@ def _dkv_kernel(
     counts_ref,
     idx_ref,
     mids_ref,
-    masks_ref,
+    qpos_ref,
+    kpos_ref,
     q_ref,
     k_ref,
     v_ref,
@@ -202,12 +246,17 @@ def _dkv_kernel(
     dv_ref,
     *,
     bq: int,
+    predicate,
 ):
     c = pl.program_id(0)
     k, v = k_ref[...], v_ref[...]
 
     def body(i, carry):
         rows = pl.ds(pl.multiple_of(idx_ref[c, i] * bq, bq), bq)
+
+        def mask():
+            return _position_mask(predicate, qpos_ref[rows], kpos_ref[...])
+
         q, do = q_ref[rows, :], do_ref[rows, :]
         s = lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
         dp = lax.dot_general(do, v, _NT, preferred_element_type=jnp.float32)
@@ -223,7 +272,7 @@ def _dkv_kernel(
             dk = dk + lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)
             return dk, dv
 
-        return _masked(mids_ref, masks_ref, c, i, step, carry)
+        return _masked(mids_ref, c, i, step, carry, mask)
 
     zeros = jnp.zeros(k.shape, jnp.float32)
     dk, dv = lax.fori_loop(0, counts_ref[c], body, (zeros, zeros))
@@ -242,12 +291,15 @@ def backward(
     stat_block = pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))
     stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
 
-    row_tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids, layout)
+    q_pos, k_pos = _positions(layout)
+    row_tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids)
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, bk=bk),
+        functools.partial(_dq_kernel, bk=bk, predicate=layout.allowed),
         grid=(layout.num_q_blocks, batch, heads),
         in_specs=[
             *map(_whole, row_tables),
+            _positions_block(bq),
+            _whole(k_pos),
             _block_spec(bq, dim),
             _seq_spec(k_len, dim),
             _seq_spec(k_len, dim),
@@ -263,14 +315,16 @@ def backward(
         ),
         interpret=interpret,
         name="sparse_flash_dq",
-    )(*row_tables, q, k, v, do, lse, delta)
+    )(*row_tables, q_pos, k_pos, q, k, v, do, lse, delta)
 
-    column_tables = _tables(layout.q_counts, layout.q_indices, layout.q_mask_ids, layout)
+    column_tables = _tables(layout.q_counts, layout.q_indices, layout.q_mask_ids)
     dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, bq=bq),
+        functools.partial(_dkv_kernel, bq=bq, predicate=layout.allowed),
         grid=(layout.num_k_blocks, batch, heads),
         in_specs=[
             *map(_whole, column_tables),
+            _whole(q_pos),
+            _positions_block(bk),
             _seq_spec(q_len, dim),
             _block_spec(bk, dim),
             _block_spec(bk, dim),
@@ -293,5 +347,5 @@ def backward(
         ),
         interpret=interpret,
         name="sparse_flash_dkv",
-    )(*column_tables, q, k, v, do, lse, delta)
+    )(*column_tables, q_pos, k_pos, q, k, v, do, lse, delta)
     return dq, dk, dv

@@ -259,7 +259,19 @@ def _scan(
             q_ids.append(start + int(r))
             k_ids.append(int(kb))
             m_ids.append(mid)
-    layout = block_layout(bq, bk, nqb, nkb, q_ids, k_ids, m_ids, np.stack(masks))
+    layout = block_layout(
+        bq,
+        bk,
+        nqb,
+        nkb,
+        q_ids,
+        k_ids,
+        m_ids,
+        np.stack(masks),
+        q_positions=q_index,
+        k_positions=kv_index,
+        allowed=predicate,
+    )
     return layout, allowed
 
 

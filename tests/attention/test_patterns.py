@@ -71,6 +71,12 @@ def test_block_tables_cover_exactly_the_mask(pattern, n, block):
             assert (np.diff(row[: lay.kv_counts[r]]) > 0).all()
             if 0 < lay.kv_counts[r] < row.size:
                 assert (row[lay.kv_counts[r] :] == row[lay.kv_counts[r] - 1]).all()
+        # The masks again from positions (what the GPU kernels compute instead of loading them).
+        for qb, kb, mid in coo:
+            i = lay.q_positions[qb * lay.block_q : (qb + 1) * lay.block_q][:, None]
+            j = lay.k_positions[kb * lay.block_k : (kb + 1) * lay.block_k][None, :]
+            from_positions = (i >= 0) & (j >= 0) & np.asarray(lay.allowed(i, j), bool)
+            assert (from_positions == lay.masks[mid]).all(), (comp.name, qb, kb)
 
 
 def test_strided_far_part_is_block_sparse_after_the_permutation():

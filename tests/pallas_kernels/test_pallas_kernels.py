@@ -5,6 +5,7 @@ mesh, and compile ahead of time for TPU topologies / lower to Triton for CUDA.""
 import functools
 import json
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -251,8 +252,14 @@ def test_gpu_kernels_lower_to_triton_for_cuda():
     pattern = (P.strided(16),)  # 2 components x (forward, dq, dk/dv) = 6 Triton calls
     lowered = jax.jit(_fwd_bwd("pallas", pattern)).trace(x, x, x).lower(lowering_platforms=("cuda",))
     text = lowered.as_text()
-    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 6
+    calls = [line for line in text.splitlines() if "stablehlo.custom_call @__gpu$xla.gpu.triton" in line]
+    assert len(calls) == 6
     assert "tpu_custom_call" not in text
+    for call in calls:  # masks come from positions: int operands are tables and [slots] position vectors
+        operands = call[call.rindex(" : (") :].split(" -> ")[0]
+        integers = re.findall(r"tensor<([0-9x]+)xi(?:8|32)>", operands)
+        assert integers and all(shape.count("x") <= 1 for shape in integers), operands
+        assert sum(shape == "256" for shape in integers) == 2, operands  # query and key positions
 
 
 @pytest.mark.slow
