@@ -15,11 +15,25 @@ Scalar-prefetch tables are four flat int32 vectors of length `steps`:
   fetch[s]  which mask block the step DMAs: its own if partial, else the last one fetched (no new DMA).
 Full blocks take a branch with no mask load, compare or select at all.
 
+DMA block and compute block: a step DMAs the layout's whole [block_q, block_k] block pair, and computes it
+in key slices of COMPUTE_BLOCK (128, the MXU width) whenever block_k is larger (splash's block_kv vs
+block_kv_compute): large layout blocks cut the grid steps and make each DMA longer, while the score tile
+a matmul produces stays [block_q, 128].
+
 Layouts: q/k/v/out [batch, heads, slots, head_dim]; row statistics (lse, delta) lane-dense
 [batch, heads, 1, slots] (a block of them is one [1, block] row, not a [block, 1] column padded to
 (8, 128) tiles). The dk/dv kernel computes transposed scores s^T = k q^T ([block_k, block_q]) so that
 every matmul is NN or NT (no transposed-LHS matmul, hence no transposes inserted by Mosaic) and the
 statistics broadcast along lanes; its masks are stored transposed.
+
+Backward, two ways (`backward(..., fused=...)`):
+  split (default): a dq pass over row steps and a dk/dv pass over column steps; each recomputes the
+      scores, 7 block matmuls per active block (3 + 4), and neither has a transposed-LHS matmul.
+  fused: one pass over column steps computes dk, dv and each step's contribution to dq
+      (ds^T k, [block_q, head_dim] float32, written to its own slot of a [steps, block_q, head_dim]
+      array and summed per query block after the kernel, as splash's fused backward does per key block):
+      5 block matmuls per active block and one grid pass fewer, for one transposed-LHS matmul per step
+      and the partial-dq traffic (steps x block_q x head_dim x 4 bytes written and read once).
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ _SEMANTICS = ("parallel", "parallel", "arbitrary")
 _LANES = 128
 _FIRST, _LAST = 1, 2
 EMPTY_MASK_ID = -1
+COMPUTE_BLOCK = 128  # key positions per score tile inside a step; larger layout blocks are computed in slices
 # Heads processed per grid step: the largest divisor of the head count whose q/k/v blocks stay within
 # this many head_dim columns in total (VMEM per step stays ~ a few MiB at 128 x 128 blocks).
 MAX_STEP_COLUMNS = 1024
@@ -83,11 +98,15 @@ def _column_steps(layout: BlockLayout) -> tuple[np.ndarray, ...]:
     return flat_steps(layout.q_counts, layout.q_indices, layout.q_mask_ids)
 
 
-def grid_steps(layout: BlockLayout, *, batch: int, heads: int, dim: int) -> dict[str, int]:
-    """Grid steps of the forward, dq and dk/dv kernels for one component (what the compiled kernels'
-    iteration_bounds multiply out to)."""
+def grid_steps(
+    layout: BlockLayout, *, batch: int, heads: int, dim: int, fused: bool = False
+) -> dict[str, int]:
+    """Grid steps of the forward and backward kernels for one component (what the compiled kernels'
+    iteration_bounds multiply out to): forward, dq and dk/dv, or forward and the fused backward."""
     groups = batch * (heads // heads_per_step(heads, dim))
     rows, cols = _row_steps(layout)[0].size, _column_steps(layout)[0].size
+    if fused:
+        return {"fwd": groups * rows, "bwd": groups * cols}
     return {"fwd": groups * rows, "dq": groups * rows, "dkv": groups * cols}
 
 
@@ -96,6 +115,12 @@ def _masks(layout: BlockLayout, *, transposed: bool) -> jax.Array:
     only ever DMA'd for partial blocks."""
     masks = layout.masks.transpose(0, 2, 1) if transposed else layout.masks
     return jnp.asarray(masks.astype(np.int32))
+
+
+def _key_slices(block_k: int) -> list[slice]:
+    """The compute slices of a key block (static: unrolled in the kernel)."""
+    width = min(block_k, COMPUTE_BLOCK)
+    return [slice(start, start + width) for start in range(0, block_k, width)]
 
 
 def _decode(kinds, s):
@@ -148,23 +173,24 @@ def _forward_kernel(
         acc_s[...] = jnp.zeros_like(acc_s)
 
     def step(masked: bool):
-        allowed = mask_ref[...] != 0 if masked else None
-        for h in range(hb):
-            s = lax.dot_general(q_ref[h], k_ref[h], _NT, preferred_element_type=jnp.float32)
-            if masked:
-                s = jnp.where(allowed, s, MASKED_SCORE)
-            m_prev = m_s[h]  # [bq, 128], lane-replicated
-            m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
-            alpha = jnp.exp(m_prev - m_next)
-            p = jnp.exp(s - m_next[:, :1])
-            if masked:
-                p = jnp.where(allowed, p, 0.0)
-            l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
-            v = v_ref[h]
-            acc_s[h] = alpha[:, :1] * acc_s[h] + jnp.dot(
-                p.astype(v.dtype), v, preferred_element_type=jnp.float32
-            )
-            m_s[h] = m_next
+        for keys in _key_slices(k_ref.shape[1]):
+            allowed = mask_ref[:, keys] != 0 if masked else None
+            for h in range(hb):
+                s = lax.dot_general(q_ref[h], k_ref[h, keys], _NT, preferred_element_type=jnp.float32)
+                if masked:
+                    s = jnp.where(allowed, s, MASKED_SCORE)
+                m_prev = m_s[h]  # [bq, 128], lane-replicated
+                m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
+                alpha = jnp.exp(m_prev - m_next)
+                p = jnp.exp(s - m_next[:, :1])
+                if masked:
+                    p = jnp.where(allowed, p, 0.0)
+                l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
+                v = v_ref[h, keys]
+                acc_s[h] = alpha[:, :1] * acc_s[h] + jnp.dot(
+                    p.astype(v.dtype), v, preferred_element_type=jnp.float32
+                )
+                m_s[h] = m_next
 
     _branches(mid, step)
 
@@ -229,16 +255,17 @@ def _dq_kernel(
         dq_s[...] = jnp.zeros_like(dq_s)
 
     def step(masked: bool):
-        allowed = mask_ref[...] != 0 if masked else None
-        for h in range(hb):
-            k = k_ref[h]
-            s = lax.dot_general(q_ref[h], k, _NT, preferred_element_type=jnp.float32)
-            p = jnp.exp(s - lse_ref[h, 0][:, None])
-            if masked:
-                p = jnp.where(allowed, p, 0.0)
-            dp = lax.dot_general(do_ref[h], v_ref[h], _NT, preferred_element_type=jnp.float32)
-            ds = p * (dp - delta_ref[h, 0][:, None])
-            dq_s[h] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+        for keys in _key_slices(k_ref.shape[1]):
+            allowed = mask_ref[:, keys] != 0 if masked else None
+            for h in range(hb):
+                k = k_ref[h, keys]
+                s = lax.dot_general(q_ref[h], k, _NT, preferred_element_type=jnp.float32)
+                p = jnp.exp(s - lse_ref[h, 0][:, None])
+                if masked:
+                    p = jnp.where(allowed, p, 0.0)
+                dp = lax.dot_general(do_ref[h], v_ref[h, keys], _NT, preferred_element_type=jnp.float32)
+                ds = p * (dp - delta_ref[h, 0][:, None])
+                dq_s[h] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
     _branches(mid, step)
 
@@ -274,17 +301,18 @@ def _dkv_kernel(
         dv_s[...] = jnp.zeros_like(dv_s)
 
     def step(masked: bool):
-        allowed = mask_ref[...] != 0 if masked else None  # [bk, bq], stored transposed
-        for h in range(hb):
-            q, do = q_ref[h], do_ref[h]
-            s_t = lax.dot_general(k_ref[h], q, _NT, preferred_element_type=jnp.float32)  # [bk, bq]
-            p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
-            if masked:
-                p_t = jnp.where(allowed, p_t, 0.0)
-            dv_s[h] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
-            dp_t = lax.dot_general(v_ref[h], do, _NT, preferred_element_type=jnp.float32)
-            ds_t = p_t * (dp_t - delta_ref[h])
-            dk_s[h] += jnp.dot(ds_t.astype(q.dtype), q, preferred_element_type=jnp.float32)
+        for keys in _key_slices(k_ref.shape[1]):
+            allowed = mask_ref[keys, :] != 0 if masked else None  # [keys, bq], stored transposed
+            for h in range(hb):
+                q, do = q_ref[h], do_ref[h]
+                s_t = lax.dot_general(k_ref[h, keys], q, _NT, preferred_element_type=jnp.float32)
+                p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
+                if masked:
+                    p_t = jnp.where(allowed, p_t, 0.0)
+                dv_s[h, keys] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
+                dp_t = lax.dot_general(v_ref[h, keys], do, _NT, preferred_element_type=jnp.float32)
+                ds_t = p_t * (dp_t - delta_ref[h])
+                dk_s[h, keys] += jnp.dot(ds_t.astype(q.dtype), q, preferred_element_type=jnp.float32)
 
     _branches(mid, step)
 
@@ -294,10 +322,120 @@ def _dkv_kernel(
         dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
 
 
+_TN = (((0,), (0,)), ((), ()))  # a.T @ b: the fused backward's dq contribution
+
+
+def _fused_kernel(
+    rows,
+    cols,
+    kinds,
+    fetch,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    mask_ref,
+    dk_ref,
+    dv_ref,
+    dq_part_ref,
+    dk_s,
+    dv_s,
+    *,
+    hb,
+):
+    mid, first, last = _decode(kinds, pl.program_id(2))
+
+    @pl.when(first)
+    def _init():
+        dk_s[...] = jnp.zeros_like(dk_s)
+        dv_s[...] = jnp.zeros_like(dv_s)
+
+    @pl.when(mid == EMPTY_MASK_ID)
+    def _no_contribution():  # every step owns its dq slot, so an empty row's step writes zeros
+        dq_part_ref[...] = jnp.zeros_like(dq_part_ref)
+
+    def step(masked: bool):
+        slices = _key_slices(k_ref.shape[1])
+        allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # stored transposed
+        for h in range(hb):  # heads outer: one dq accumulator [bq, head_dim] at a time
+            q, do = q_ref[h], do_ref[h]
+            dq = None
+            for keys, allowed_keys in zip(slices, allowed):
+                k = k_ref[h, keys]
+                s_t = lax.dot_general(k, q, _NT, preferred_element_type=jnp.float32)  # [keys, bq]
+                p_t = jnp.exp(s_t - lse_ref[h])
+                if masked:
+                    p_t = jnp.where(allowed_keys, p_t, 0.0)
+                dv_s[h, keys] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
+                dp_t = lax.dot_general(v_ref[h, keys], do, _NT, preferred_element_type=jnp.float32)
+                ds_t = (p_t * (dp_t - delta_ref[h])).astype(q.dtype)
+                dk_s[h, keys] += jnp.dot(ds_t, q, preferred_element_type=jnp.float32)
+                part = lax.dot_general(ds_t, k, _TN, preferred_element_type=jnp.float32)
+                dq = part if dq is None else dq + part
+            dq_part_ref[h] = dq
+
+    _branches(mid, step)
+
+    @pl.when(last)
+    def _finish():
+        dk_ref[...] = dk_s[...].astype(dk_ref.dtype)
+        dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
+
+
+def _fused_backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool):
+    """dq, dk, dv in one pass over the column steps (see the module docstring)."""
+    batch, heads, q_len, dim = q.shape
+    bq, bk = layout.block_q, layout.block_k
+    hb = heads_per_step(heads, dim)
+    col_steps = _column_steps(layout)
+    num_steps = col_steps[0].size
+    own, streamed, _, stat_streamed, mask = _specs(hb, dim, bq, bk, rows_block=bk, cols_block=bq)
+    dq_part = pl.BlockSpec((None, hb, None, bq, dim), lambda b, g, s, *_: (b, g, s, 0, 0))
+    dk, dv, parts = pl.pallas_call(
+        functools.partial(_fused_kernel, hb=hb),
+        grid_spec=pltpu.PrefetchScalarGridSpec(
+            num_scalar_prefetch=4,
+            grid=(batch, heads // hb, num_steps),
+            in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)],
+            out_specs=[own(), own(), dq_part],
+            scratch_shapes=[pltpu.VMEM((hb, bk, dim), jnp.float32), pltpu.VMEM((hb, bk, dim), jnp.float32)],
+        ),
+        out_shape=[
+            jax.ShapeDtypeStruct(k.shape, k.dtype),
+            jax.ShapeDtypeStruct(v.shape, v.dtype),
+            jax.ShapeDtypeStruct((batch, heads, num_steps, bq, dim), jnp.float32),
+        ],
+        compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),
+        cost_estimate=block_sparse_cost(
+            layout,
+            programs=batch * heads,
+            dim=dim,
+            itemsize=q.dtype.itemsize,
+            matmuls=5,
+            streamed=4,  # q, dout in; the step's partial dq out (float32: counted twice)
+            resident=4,
+            by_key_blocks=True,
+        ),
+        interpret=interpret,
+        name="sparse_flash_bwd_fused",
+    )(*map(jnp.asarray, col_steps), q, k, v, do, lse, delta, _masks(layout, transposed=True))
+    query_blocks = jnp.asarray(col_steps[1])  # the streamed block of each step is its query block
+    by_block = jax.ops.segment_sum(
+        jnp.moveaxis(parts, 2, 0), query_blocks, num_segments=layout.num_q_blocks
+    )  # [num_q_blocks, B, H, bq, D]
+    dq = jnp.moveaxis(by_block, 0, 2).reshape(batch, heads, q_len, dim)
+    return dq.astype(q.dtype), dk, dv
+
+
 def backward(
-    q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool
+    q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool, fused: bool = False
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """dq, dk, dv given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse finite)."""
+    """dq, dk, dv given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse finite);
+    split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring)."""
+    if fused:
+        return _fused_backward(q, k, v, do, lse, delta, layout, interpret=interpret)
     batch, heads, _, dim = q.shape
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim)

@@ -67,9 +67,11 @@ def _tpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
     return out.transpose(0, 2, 1, 3), lse[:, :, 0].transpose(0, 2, 1)
 
 
-def _tpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool):
+def _tpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool, fused: bool):
     stats = (x.transpose(0, 2, 1)[:, :, None] for x in (lse, delta))  # lane-dense [B, H, 1, L]
-    grads = flash_tpu.backward(*_transpose_heads(q, k, v, dout), *stats, layout, interpret=interpret)
+    grads = flash_tpu.backward(
+        *_transpose_heads(q, k, v, dout), *stats, layout, interpret=interpret, fused=fused
+    )
     return _transpose_heads(*grads)
 
 
@@ -111,17 +113,17 @@ def _run(kernel: Kernel, interpret: bool, tpu_fn, gpu_fn, layout: BlockLayout, *
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _attention(q, k, v, layout: BlockLayout, kernel: Kernel, interpret: bool):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _attention(q, k, v, layout: BlockLayout, kernel: Kernel, interpret: bool, fused_backward: bool):
     return _run(kernel, interpret, _tpu_forward, _gpu_forward, layout, q, k, v)
 
 
-def _attention_fwd(q, k, v, layout, kernel, interpret):
-    out, lse = _attention(q, k, v, layout, kernel, interpret)
+def _attention_fwd(q, k, v, layout, kernel, interpret, fused_backward):
+    out, lse = _attention(q, k, v, layout, kernel, interpret, fused_backward)
     return (out, lse), (q, k, v, out, lse)
 
 
-def _attention_bwd(layout, kernel, interpret, residuals, cotangents):
+def _attention_bwd(layout, kernel, interpret, fused_backward, residuals, cotangents):
     q, k, v, out, lse = residuals
     dout, dlse = cotangents
     delta = (out.astype(jnp.float32) * dout.astype(jnp.float32)).sum(axis=-1) - dlse
@@ -129,7 +131,7 @@ def _attention_bwd(layout, kernel, interpret, residuals, cotangents):
     return _run(
         kernel,
         interpret,
-        _tpu_backward,
+        functools.partial(_tpu_backward, fused=fused_backward),
         _gpu_backward,
         layout,
         q,
@@ -152,17 +154,19 @@ def sparse_flash_attention(
     *,
     kernel: Kernel = "auto",
     interpret: bool = False,
+    fused_backward: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """q [B, Lq, H, D] (already scaled), k/v [B, Lk, H, D] in the layout's slot order ->
     out [B, Lq, H, D] (0 on rows with no key), lse [B, Lq, H] float32 (-inf on rows with no key).
 
     kernel="auto" picks by lowering platform (interpreting on CPU); "tpu" / "gpu" force a kernel family,
-    e.g. to test the GPU kernel in interpret mode on CPU."""
+    e.g. to test the GPU kernel in interpret mode on CPU. `fused_backward` computes dq, dk and dv in one
+    TPU kernel (flash_tpu's module docstring); the GPU kernels always run the split backward."""
     if min(layout.block_q, layout.block_k) < MIN_BLOCK:
         raise BlockSizeError(
             f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}"
         )
-    return _attention(q, k, v, layout, kernel, interpret)
+    return _attention(q, k, v, layout, kernel, interpret, fused_backward)
 
 
 @functools.cache
@@ -183,21 +187,22 @@ def _axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
 
 
 def pallas_component(
-    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout
+    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout, *, fused_backward: bool = False
 ) -> tuple[jax.Array, jax.Array]:
     """The `pallas` backend's component function for `attention.sparse_attend`: the kernel, inside
     `jax.shard_map` over batch and heads when a mesh is set (Mosaic kernels are not auto-partitioned)."""
     if jax.default_backend() == "cpu":
         _say_interpret_once()
+    attention = functools.partial(sparse_flash_attention, layout=layout, fused_backward=fused_backward)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
-        return sparse_flash_attention(q, k, v, layout)
+        return attention(q, k, v)
     batch_axes = _axes(mesh, BATCH_AXES, q.shape[0])
     head_axes = _axes(mesh, HEAD_AXES, q.shape[2])
     qkv = PartitionSpec(batch_axes or None, None, head_axes or None, None)
     stat = PartitionSpec(batch_axes or None, None, head_axes or None)
     sharded = jax.shard_map(
-        functools.partial(sparse_flash_attention, layout=layout),
+        attention,
         mesh=mesh,
         in_specs=(qkv, qkv, qkv),
         out_specs=(qkv, stat),

@@ -9,6 +9,7 @@ it gathers q/k/v into each layout component's slot order, runs a component funct
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -69,8 +70,10 @@ def sparse_attend(
     return (merged / jnp.where(total > 0, total, 1.0)[..., None]).astype(q.dtype)
 
 
-def _component_fn(backend: str) -> ComponentFn:
-    return pallas_component if backend == "pallas" else blocksparse_attention
+def _component_fn(backend: str, fused_backward: bool) -> ComponentFn:
+    if backend == "pallas":
+        return functools.partial(pallas_component, fused_backward=fused_backward)
+    return blocksparse_attention
 
 
 def backend_layout(pattern: Pattern, seq_len: int, *, backend: str, block_size: int) -> PatternLayout:
@@ -93,9 +96,11 @@ def attend(
     *,
     backend: str,
     block_size: int,
+    fused_backward: bool = False,
 ) -> jax.Array:
     """Causal sparse attention; q/k/v [batch, seq, heads, head_dim]; heads split evenly over `patterns`
-    (one entry: all heads share it). Scale 1/sqrt(head_dim) applied inside."""
+    (one entry: all heads share it). Scale 1/sqrt(head_dim) applied inside. `fused_backward` chooses the
+    Pallas TPU kernels' one-kernel backward (`model.pallas_backward`); other backends ignore it."""
     if backend not in BACKENDS:
         raise unknown_choice("attention backend", backend, BACKENDS)
     heads, groups = q.shape[2], len(patterns)
@@ -110,5 +115,5 @@ def attend(
             outs.append(dense_attention(qg, kg, vg, pattern))
         else:
             layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
-            outs.append(sparse_attend(qg, kg, vg, layout, _component_fn(backend)))
+            outs.append(sparse_attend(qg, kg, vg, layout, _component_fn(backend, fused_backward)))
     return outs[0] if groups == 1 else jnp.concatenate(outs, axis=2)

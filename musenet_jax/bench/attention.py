@@ -25,6 +25,8 @@ CPU_PALLAS_TOPOLOGY = (
 BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash")
 # jax_splash: JAX's splash attention (TPU only) with the same pattern mask, built from our pattern through
 # its mask classes (a NumpyMask per head): the anchor for est_ms. On a CPU host it runs interpreted.
+# pallas_fused: the pallas backend with its TPU kernels' fused backward (model.pallas_backward=fused).
+VARIANTS: tuple[str, ...] = ("pallas_fused",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         default="dense,xla_blocksparse",
-        help="comma-separated attention backends (dense, xla_blocksparse, pallas) and baselines (jax_flash: "
-        "JAX's own Pallas flash attention, causal and dense; jax_splash: JAX's splash attention with the "
-        "pattern's mask)",
+        help="comma-separated attention backends (dense, xla_blocksparse, pallas; pallas_fused: pallas with "
+        "the fused TPU backward) and baselines (jax_flash: JAX's own Pallas flash attention, causal and "
+        "dense; jax_splash: JAX's splash attention with the pattern's mask)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
@@ -111,6 +113,10 @@ def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool):
             return _jax_flash(q, k, v, on_tpu=on_tpu)
         if backend == "jax_splash":
             return _jax_splash(q, k, v, pattern, on_tpu=on_tpu)
+        if backend == "pallas_fused":
+            return attend(
+                q, k, v, (pattern,), backend="pallas", block_size=args.block_size, fused_backward=True
+            )
         return attend(q, k, v, (pattern,), backend=backend, block_size=args.block_size)
 
     def forward_backward(q, k, v, cotangent):
@@ -197,7 +203,7 @@ def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dic
     layout = backend_layout(
         pattern,
         seq,
-        backend="pallas" if backend == "pallas" else "xla_blocksparse",
+        backend="pallas" if backend.startswith("pallas") else "xla_blocksparse",
         block_size=args.block_size,
     )
     blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
@@ -334,8 +340,8 @@ def run(args: argparse.Namespace) -> int:
     seqs = _positive_ints(args.seq, "seq")
     backends = _csv(args.backends, "backends")
     for name in backends:
-        if name not in BACKENDS + BASELINES:
-            raise unknown_choice("attention backend", name, BACKENDS + BASELINES)
+        if name not in BACKENDS + VARIANTS + BASELINES:
+            raise unknown_choice("attention backend", name, BACKENDS + VARIANTS + BASELINES)
     names = _csv(args.pattern, "pattern")
     for name in names:
         if name not in PATTERN_NAMES:
@@ -344,7 +350,8 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    if "pallas" in backends:
+    uses_pallas = any(name.startswith("pallas") for name in backends)
+    if uses_pallas:
         from pallas_kernels.sparse_flash import BlockSizeError, pallas_block_size
 
         try:
@@ -352,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
         except BlockSizeError as err:
             raise UserError(str(err)) from None
     topology = args.topology or (
-        CPU_PALLAS_TOPOLOGY if "pallas" in backends and jax.default_backend() == "cpu" else None
+        CPU_PALLAS_TOPOLOGY if uses_pallas and jax.default_backend() == "cpu" else None
     )
     dump = None
     if topology:

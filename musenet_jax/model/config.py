@@ -21,6 +21,8 @@ class ModelConfig:
     stride: int = 16  # l of strided(l) and fixed(l, c)
     fixed_summary: int = 4  # c of fixed(l, c)
     block_size: int = 16  # block edge of the block-sparse layouts
+    # The Pallas TPU backward: a dq and a dk/dv kernel, or one fused kernel (pallas_kernels/flash_tpu.py).
+    pallas_backward: Literal["split", "fused"] = "split"
     time_buckets: int = 2048  # timing embedding: absolute time in units of time_bucket_ms, clipped
     time_bucket_ms: int = 120
     structure_parts: int = 128  # piece-position embedding: the piece cut into this many parts
@@ -38,6 +40,7 @@ class ModelConfig:
     EXECUTION_KEYS: ClassVar[tuple[str, ...]] = (
         "attention",
         "block_size",
+        "pallas_backward",
         "dtype",
         "remat_policy",
         "scan_layers",

@@ -86,7 +86,15 @@ class SparseSelfAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> KVTriple:
         """x [B, T, d] -> (out [B, T, d], k, v [B, T, H, Dh]); k/v feed the cache when prefilling."""
         q, k, v = self._qkv(x)
-        y = attend(q, k, v, self.patterns, backend=self.cfg.attention, block_size=self.cfg.block_size)
+        y = attend(
+            q,
+            k,
+            v,
+            self.patterns,
+            backend=self.cfg.attention,
+            block_size=self.cfg.block_size,
+            fused_backward=self.cfg.pallas_backward == "fused",
+        )
         return self.out(y), k, v
 
     def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array) -> KVTriple:

@@ -30,10 +30,12 @@ COMPILE = textwrap.dedent(
     device = topologies.get_topology_desc("v5p:2x2x1", "tpu").devices[0]
     n, heads, dim = 512, 4, 64
     x = jax.ShapeDtypeStruct((1, n, heads, dim), jnp.bfloat16, sharding=jax.sharding.SingleDeviceSharding(device))
-    pattern = P.strided(64)
-    loss = lambda q, k, v: attend(q, k, v, (pattern,), backend="pallas", block_size=128).astype(jnp.float32).sum()
+    pattern, fused = P.strided(64), sys.argv[1] == "fused"
+    loss = lambda q, k, v: attend(
+        q, k, v, (pattern,), backend="pallas", block_size=128, fused_backward=fused
+    ).astype(jnp.float32).sum()
     jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
-    expected = [flash_tpu.grid_steps(c.layout, batch=1, heads=heads, dim=dim)
+    expected = [flash_tpu.grid_steps(c.layout, batch=1, heads=heads, dim=dim, fused=fused)
                 for c in backend_layout(pattern, n, backend="pallas", block_size=128).components]
     kernels = [{"name": k.name, "bounds": k.iteration_bounds, "steps": k.grid_steps, "transposes": k.transposes,
                 "vxposes": k.vxposes, "original": k.original} for k in mosaic_dump.kernels(directory)]
@@ -62,7 +64,12 @@ def _python(code: str, *args: str, timeout: int = 900) -> str:
 
 @pytest.fixture(scope="module")
 def compiled():
-    return json.loads(_python(COMPILE).strip().splitlines()[-1])
+    return json.loads(_python(COMPILE, "split").strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def compiled_fused():
+    return json.loads(_python(COMPILE, "fused").strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -100,3 +107,16 @@ def test_row_statistics_are_lane_dense_rows(compiled):
             assert re.search(
                 r"memref<1x4x1x128xf32, #tpu.memory_space<vmem>>", k["original"]
             )  # [batch, heads, 1, block]
+
+
+@pytest.mark.slow
+def test_fused_backward_compiles_to_one_kernel_and_drops_the_dq_pass(compiled, compiled_fused):
+    kernels = compiled_fused["kernels"]
+    assert sorted(k["name"] for k in kernels) == sorted(["sparse_flash_fwd", "sparse_flash_bwd_fused"] * 2)
+    expected = sorted(s for comp in compiled_fused["expected"] for s in comp.values())
+    assert sorted(k["steps"] for k in kernels) == expected
+    split_steps = sum(k["steps"] for k in compiled["kernels"])
+    dq_steps = sum(k["steps"] for k in compiled["kernels"] if k["name"] == "sparse_flash_dq")
+    assert sum(k["steps"] for k in kernels) == split_steps - dq_steps
+    # Its dq contribution ds^T k is the one transposed-LHS matmul: the transposes it costs are there.
+    assert all(k["vxposes"] > 0 for k in kernels if k["name"] == "sparse_flash_bwd_fused")

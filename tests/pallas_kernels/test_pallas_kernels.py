@@ -70,8 +70,16 @@ CASES = [
     (P.fixed(128, 32), 256, 2, 1, 8),
     (P.fixed(32, 8), 300, 1, 3, 32),
 ]
+
+
+def _tpu_fused_attend(q, k, v, patterns):
+    """attend() on the Pallas backend with the TPU kernels' fused backward."""
+    return attend(q, k, v, patterns, backend="pallas", block_size=BLOCK, fused_backward=True)
+
+
 FAMILIES = {
     "tpu": _backend("pallas"),
+    "tpu_fused": _tpu_fused_attend,
     "gpu": _gpu_attend,
 }  # on CPU, attend(backend="pallas") runs the TPU kernels
 
@@ -107,8 +115,8 @@ def test_kernels_in_bfloat16_stay_within_stated_tolerance(family):
         np.testing.assert_allclose(got, want, atol=BF16_TOLERANCE, rtol=BF16_TOLERANCE)
 
 
-@pytest.mark.parametrize("family", ["tpu", "gpu"])
-def test_kernels_touch_only_the_active_blocks(family):
+@pytest.mark.parametrize("family,fused", [("tpu", False), ("tpu", True), ("gpu", False)])
+def test_kernels_touch_only_the_active_blocks(family, fused):
     """Batch element r fills every block that the table row r (or column r) does not list with NaN:
     a kernel that computed on any other block would turn that row's results into NaN. Together with the
     equality to dense above (no active block skipped or counted twice) the kernels visit exactly the
@@ -128,7 +136,9 @@ def test_kernels_touch_only_the_active_blocks(family):
         active[lay.q_block_ids, lay.k_block_ids] = True
 
         def run(q, k, v, dout, lay=lay):
-            fn = functools.partial(sparse_flash_attention, layout=lay, kernel=family, interpret=True)
+            fn = functools.partial(
+                sparse_flash_attention, layout=lay, kernel=family, interpret=True, fused_backward=fused
+            )
             (out, _), pullback = jax.vjp(fn, q, k, v)
             return (out, *pullback((dout, jnp.zeros(out.shape[:-1]))))
 
@@ -214,6 +224,28 @@ def test_several_heads_per_step_match_one_head_per_step(monkeypatch):
     pairs = _out_and_grads(fn, q, k, v, cotangent)
     for got, want in zip(jax.tree.leaves(pairs), jax.tree.leaves(whole)):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["split", "fused"])
+@pytest.mark.parametrize("pattern", [P.strided(64), P.fixed(128, 32)], ids=lambda p: p.name)
+def test_layout_blocks_wider_than_the_compute_block_match_dense(pattern, fused):
+    """256 x 256 layout blocks (one DMA each) computed in two 128-key slices per step equal dense."""
+    from pallas_kernels import flash_tpu
+
+    assert flash_tpu.COMPUTE_BLOCK == 128
+    q, k, v, cotangent = _inputs(512, 1, 2, 32)
+    layout = make_layout(pattern, 512, 256, min_block_size=256)
+    assert {(c.layout.block_q, c.layout.block_k) for c in layout.components} == {(256, 256)}
+    kernel = functools.partial(sparse_flash_attention, kernel="tpu", interpret=True, fused_backward=fused)
+    out_p, grads_p = _out_and_grads(
+        lambda q, k, v: sparse_attend(q, k, v, layout, kernel), q, k, v, cotangent
+    )
+    out_d, grads_d = _out_and_grads(
+        lambda q, k, v: _backend("dense")(q, k, v, (pattern,)), q, k, v, cotangent
+    )
+    np.testing.assert_allclose(out_p, out_d, atol=2e-6, rtol=1e-5)
+    for g_p, g_d in zip(grads_p, grads_d):
+        np.testing.assert_allclose(g_p, g_d, atol=5e-6, rtol=1e-5)
 
 
 def _fwd_bwd(backend, patterns):
