@@ -332,13 +332,19 @@ def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense(capsys):
     parser = argparse.ArgumentParser()
     bench.register(parser.add_subparsers())
     argv = ["--seq", "2048", "--pattern", "strided", "--stride", "128", "--heads", "2", "--dtype", "bfloat16"]
-    args = parser.parse_args(["bench", "attention", *argv, "--backends", "dense,pallas", "--json"])
+    args = parser.parse_args(
+        ["bench", "attention", *argv, "--backends", "dense,pallas,pallas_fused", "--json"]
+    )
     assert args.run(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["backend"] for r in rows] == ["dense", "pallas"]
-    dense, pallas = rows
+    assert [r["backend"] for r in rows] == ["dense", "pallas", "pallas_fused"]
+    dense, pallas, fused = rows
     assert pallas["fwd_bwd_gflop"] > 0 and pallas["fwd_bwd_gbytes"] > 0
     assert pallas["flops_ratio_fwd_bwd"] > 2 and pallas["density"] < 0.5  # counted from the active blocks
+    # The fused backward: 5 block matmuls per active block instead of 7, the same forward.
+    assert (
+        fused["fwd_gflop"] == pallas["fwd_gflop"] and fused["fwd_bwd_gflop"] < 0.9 * pallas["fwd_bwd_gflop"]
+    )
 
 
 def test_equality_cases_cover_empty_rows_and_partial_blocks():
