@@ -274,6 +274,9 @@ def _dq_kernel(
         dq_ref[...] = dq_s[...].astype(dq_ref.dtype)
 
 
+_TN = (((0,), (0,)), ((), ()))  # a.T @ b: the fused backward's dq contribution
+
+
 def _dkv_kernel(
     rows,
     cols,
@@ -288,11 +291,12 @@ def _dkv_kernel(
     mask_ref,
     dk_ref,
     dv_ref,
-    dk_s,
-    dv_s,
-    *,
+    *rest,
     hb,
+    fused,
 ):
+    """dk, dv of the step's key block; `fused` also writes the step's dq contribution (its own slot)."""
+    dq_part_ref, (dk_s, dv_s) = (rest[0] if fused else None), rest[-2:]
     mid, first, last = _decode(kinds, pl.program_id(2))
 
     @pl.when(first)
@@ -300,81 +304,33 @@ def _dkv_kernel(
         dk_s[...] = jnp.zeros_like(dk_s)
         dv_s[...] = jnp.zeros_like(dv_s)
 
-    def step(masked: bool):
-        for keys in _key_slices(k_ref.shape[1]):
-            allowed = mask_ref[keys, :] != 0 if masked else None  # [keys, bq], stored transposed
-            for h in range(hb):
-                q, do = q_ref[h], do_ref[h]
-                s_t = lax.dot_general(k_ref[h, keys], q, _NT, preferred_element_type=jnp.float32)
-                p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
-                if masked:
-                    p_t = jnp.where(allowed, p_t, 0.0)
-                dv_s[h, keys] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
-                dp_t = lax.dot_general(v_ref[h, keys], do, _NT, preferred_element_type=jnp.float32)
-                ds_t = p_t * (dp_t - delta_ref[h])
-                dk_s[h, keys] += jnp.dot(ds_t.astype(q.dtype), q, preferred_element_type=jnp.float32)
+    if fused:
 
-    _branches(mid, step)
-
-    @pl.when(last)
-    def _finish():
-        dk_ref[...] = dk_s[...].astype(dk_ref.dtype)
-        dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
-
-
-_TN = (((0,), (0,)), ((), ()))  # a.T @ b: the fused backward's dq contribution
-
-
-def _fused_kernel(
-    rows,
-    cols,
-    kinds,
-    fetch,
-    q_ref,
-    k_ref,
-    v_ref,
-    do_ref,
-    lse_ref,
-    delta_ref,
-    mask_ref,
-    dk_ref,
-    dv_ref,
-    dq_part_ref,
-    dk_s,
-    dv_s,
-    *,
-    hb,
-):
-    mid, first, last = _decode(kinds, pl.program_id(2))
-
-    @pl.when(first)
-    def _init():
-        dk_s[...] = jnp.zeros_like(dk_s)
-        dv_s[...] = jnp.zeros_like(dv_s)
-
-    @pl.when(mid == EMPTY_MASK_ID)
-    def _no_contribution():  # every step owns its dq slot, so an empty row's step writes zeros
-        dq_part_ref[...] = jnp.zeros_like(dq_part_ref)
+        @pl.when(mid == EMPTY_MASK_ID)
+        def _no_contribution():  # every step owns its dq slot, so an empty row's step writes zeros
+            dq_part_ref[...] = jnp.zeros_like(dq_part_ref)
 
     def step(masked: bool):
         slices = _key_slices(k_ref.shape[1])
-        allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # stored transposed
-        for h in range(hb):  # heads outer: one dq accumulator [bq, head_dim] at a time
+        allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # [keys, bq], transposed
+        for h in range(hb):
             q, do = q_ref[h], do_ref[h]
             dq = None
             for keys, allowed_keys in zip(slices, allowed):
                 k = k_ref[h, keys]
                 s_t = lax.dot_general(k, q, _NT, preferred_element_type=jnp.float32)  # [keys, bq]
-                p_t = jnp.exp(s_t - lse_ref[h])
+                p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
                 if masked:
                     p_t = jnp.where(allowed_keys, p_t, 0.0)
                 dv_s[h, keys] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
                 dp_t = lax.dot_general(v_ref[h, keys], do, _NT, preferred_element_type=jnp.float32)
                 ds_t = (p_t * (dp_t - delta_ref[h])).astype(q.dtype)
                 dk_s[h, keys] += jnp.dot(ds_t, q, preferred_element_type=jnp.float32)
-                part = lax.dot_general(ds_t, k, _TN, preferred_element_type=jnp.float32)
-                dq = part if dq is None else dq + part
-            dq_part_ref[h] = dq
+                if fused:
+                    part = lax.dot_general(ds_t, k, _TN, preferred_element_type=jnp.float32)
+                    dq = part if dq is None else dq + part
+            if fused:
+                dq_part_ref[h] = dq
 
     _branches(mid, step)
 
@@ -384,49 +340,53 @@ def _fused_kernel(
         dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
 
 
-def _fused_backward(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool):
-    """dq, dk, dv in one pass over the column steps (see the module docstring)."""
+def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool, fused: bool):
+    """The pass over the column steps: (dk, dv, None), or with `fused` (dk, dv, dq) where dq sums each
+    step's float32 contribution per query block after the kernel."""
     batch, heads, q_len, dim = q.shape
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim)
     col_steps = _column_steps(layout)
     num_steps = col_steps[0].size
     own, streamed, _, stat_streamed, mask = _specs(hb, dim, bq, bk, rows_block=bk, cols_block=bq)
-    dq_part = pl.BlockSpec((None, hb, None, bq, dim), lambda b, g, s, *_: (b, g, s, 0, 0))
-    dk, dv, parts = pl.pallas_call(
-        functools.partial(_fused_kernel, hb=hb),
+    out_specs = [own(), own()]
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    if fused:
+        out_specs.append(pl.BlockSpec((None, hb, None, bq, dim), lambda b, g, s, *_: (b, g, s, 0, 0)))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_steps, bq, dim), jnp.float32))
+    outputs = pl.pallas_call(
+        functools.partial(_dkv_kernel, hb=hb, fused=fused),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, num_steps),
             in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)],
-            out_specs=[own(), own(), dq_part],
+            out_specs=out_specs,
             scratch_shapes=[pltpu.VMEM((hb, bk, dim), jnp.float32), pltpu.VMEM((hb, bk, dim), jnp.float32)],
         ),
-        out_shape=[
-            jax.ShapeDtypeStruct(k.shape, k.dtype),
-            jax.ShapeDtypeStruct(v.shape, v.dtype),
-            jax.ShapeDtypeStruct((batch, heads, num_steps, bq, dim), jnp.float32),
-        ],
+        out_shape=out_shape,
         compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,
             dim=dim,
             itemsize=q.dtype.itemsize,
-            matmuls=5,
-            streamed=4,  # q, dout in; the step's partial dq out (float32: counted twice)
+            matmuls=5 if fused else 4,
+            streamed=4 if fused else 2,  # q, dout in; fused: the step's float32 dq out (counted twice)
             resident=4,
             by_key_blocks=True,
         ),
         interpret=interpret,
-        name="sparse_flash_bwd_fused",
+        name="sparse_flash_bwd_fused" if fused else "sparse_flash_dkv",
     )(*map(jnp.asarray, col_steps), q, k, v, do, lse, delta, _masks(layout, transposed=True))
+    if not fused:
+        return (*outputs, None)
+    dk, dv, parts = outputs
     query_blocks = jnp.asarray(col_steps[1])  # the streamed block of each step is its query block
     by_block = jax.ops.segment_sum(
         jnp.moveaxis(parts, 2, 0), query_blocks, num_segments=layout.num_q_blocks
     )  # [num_q_blocks, B, H, bq, D]
     dq = jnp.moveaxis(by_block, 0, 2).reshape(batch, heads, q_len, dim)
-    return dq.astype(q.dtype), dk, dv
+    return dk, dv, dq.astype(q.dtype)
 
 
 def backward(
@@ -434,13 +394,12 @@ def backward(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """dq, dk, dv given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse finite);
     split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring)."""
+    dk, dv, dq = _dkv_pass(q, k, v, do, lse, delta, layout, interpret=interpret, fused=fused)
     if fused:
-        return _fused_backward(q, k, v, do, lse, delta, layout, interpret=interpret)
+        return dq, dk, dv
     batch, heads, _, dim = q.shape
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim)
-    params, itemsize = pltpu.CompilerParams(dimension_semantics=_SEMANTICS), q.dtype.itemsize
-
     row_steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, bq, bk, rows_block=bq, cols_block=bk)
     dq = pl.pallas_call(
@@ -453,38 +412,17 @@ def backward(
             scratch_shapes=[pltpu.VMEM((hb, bq, dim), jnp.float32)],
         ),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=params,
-        cost_estimate=block_sparse_cost(
-            layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
-        ),
-        interpret=interpret,
-        name="sparse_flash_dq",
-    )(*map(jnp.asarray, row_steps), q, k, v, do, lse, delta, _masks(layout, transposed=False))
-
-    col_steps = _column_steps(layout)
-    own, streamed, _, stat_streamed, mask = _specs(hb, dim, bq, bk, rows_block=bk, cols_block=bq)
-    dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, hb=hb),
-        grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=4,
-            grid=(batch, heads // hb, col_steps[0].size),
-            in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)],
-            out_specs=[own(), own()],
-            scratch_shapes=[pltpu.VMEM((hb, bk, dim), jnp.float32), pltpu.VMEM((hb, bk, dim), jnp.float32)],
-        ),
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=params,
+        compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,
             dim=dim,
-            itemsize=itemsize,
-            matmuls=4,
+            itemsize=q.dtype.itemsize,
+            matmuls=3,
             streamed=2,
-            resident=4,
-            by_key_blocks=True,
+            resident=3,
         ),
         interpret=interpret,
-        name="sparse_flash_dkv",
-    )(*map(jnp.asarray, col_steps), q, k, v, do, lse, delta, _masks(layout, transposed=True))
+        name="sparse_flash_dq",
+    )(*map(jnp.asarray, row_steps), q, k, v, do, lse, delta, _masks(layout, transposed=False))
     return dq, dk, dv
