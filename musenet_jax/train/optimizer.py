@@ -31,7 +31,8 @@ def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Clip, then `cfg.optimizer`; weight decay applies to weight matrices and embeddings only."""
+    """Clip, then `cfg.optimizer`. AdamW decays weight matrices and embeddings (not biases or norm scales);
+    Muon decays its hidden matrices only."""
     schedule = learning_rate_schedule(cfg)
     if cfg.optimizer == "muon":
         update = muon(
