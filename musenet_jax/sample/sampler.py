@@ -55,7 +55,7 @@ class Candidate:
 
     ids: np.ndarray  # int32: prompt + sampled tokens (+ closing note-offs) + end
     prompt_length: int  # tokens of prefix + intro at the head of `ids`
-    sampled: int  # tokens the model drew (closing tokens not included)
+    sampled: int  # tokens the model drew (closing tokens and given, forced ones not included)
     mean_logprob: float  # mean log-probability (nats) of the drawn tokens under the model, temperature 1
     stopped_by: str  # "end", "length" or "budget"
     open_ids: np.ndarray  # int32: prompt + sampled tokens as drawn, not closed (to be continued later)

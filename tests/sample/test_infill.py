@@ -168,3 +168,30 @@ def test_infill_and_accompany_keep_every_given_note_bit_for_bit(anticipation_run
         assert [note_rows(i) for i in given] == [note_rows(i) for i in source.instruments]
         assert [i.name for i in added.instruments[len(source.instruments) :]] in ([], ["accompany: bass"])
     assert new_notes > 0
+
+
+@pytest.mark.slow
+def test_sampler_writes_every_given_token_at_its_time(anticipation_run, piece):
+    """The candidates' own tokens: each forced token at exactly its clock step, in order, and nothing
+    drawn after the span's end on the events' clock."""
+    from musenet_jax.app.run import load_run
+    from musenet_jax.encoding.timing import token_times
+
+    run = load_run(anticipation_run)
+    tokenizer = run.tokenizer
+    given = given_for_infill(tokenizer, read_piece(piece), 4.0, 8.0, piece)
+    request = anticipated_request(tokenizer, "bach", given, ["piano", "drums"], ["piano", "drums"])
+    due = request.forced_at < request.target_steps
+    [candidate] = run.sampler().sample([request], max_new_tokens=96 + int(due.sum()), seed=3)
+    assert candidate.stopped_by == "length"
+    ids = candidate.open_ids
+    times = token_times(ids, tokenizer.vocab)
+    tail = np.arange(len(ids)) >= len(request.prompt)
+    written = tail & is_control(ids, tokenizer.vocab)
+    np.testing.assert_array_equal(
+        ids[written], request.forced[due][is_control(request.forced[due], tokenizer.vocab)]
+    )
+    np.testing.assert_array_equal(
+        times[written], request.forced_at[due][is_control(request.forced[due], tokenizer.vocab)]
+    )
+    assert times[-1] <= request.target_steps
