@@ -27,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Continues a conditioning prefix (composer, instruments) and an optional MIDI intro with "
             "KV-cache sampling. Writes OUT/sample_K.mid/.json/.png (.wav with FluidSynth) and "
-            "OUT/ranking.json, best first. --seconds is the length after the intro. Each flag below "
-            "overrides the run's sample.* value of the same name."
+            "OUT/ranking.json, best first. --seconds is the length after the intro. With a model trained "
+            "with anticipation, --infill refills a span of the --prompt piece and --accompany adds parts "
+            "to a piece, keeping its notes as they are. Each flag below overrides the run's sample.* value "
+            "of the same name."
         ),
     )
     add_run_arguments(parser)

@@ -206,7 +206,7 @@ def with_new_notes(midi: miditoolkit.MidiFile, new: Events, label: str) -> midit
         starts = _seconds_ticks(midi, rows.start_s)
         ends = np.maximum(_seconds_ticks(midi, rows.end_s), starts + 1)
         inst = miditoolkit.Instrument(
-            program=FAMILY_PROGRAM[name], is_drum=family == DRUMS, name=f"{label}: {name}"
+            program=FAMILY_PROGRAM[name], is_drum=bool(family == DRUMS), name=f"{label}: {name}"
         )
         inst.notes = [
             miditoolkit.Note(velocity=int(v), pitch=int(p), start=int(s), end=int(e))
