@@ -27,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Continues a conditioning prefix (composer, instruments) and an optional MIDI intro with "
             "KV-cache sampling. Writes OUT/sample_K.mid/.json/.png (.wav with FluidSynth) and "
-            "OUT/ranking.json, best first. --seconds is the length after the intro. Each flag below "
-            "overrides the run's sample.* value of the same name."
+            "OUT/ranking.json, best first. --seconds is the length after the intro. With a model trained "
+            "with anticipation, --infill refills a span of the --prompt piece and --accompany adds parts "
+            "to a piece, keeping its notes as they are. Each flag below overrides the run's sample.* value "
+            "of the same name."
         ),
     )
     add_run_arguments(parser)
@@ -40,7 +42,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--list-composers", action="store_true", help="print the run's composer labels, one line, and exit"
     )
-    parser.add_argument("--prompt", metavar="INTRO.mid", help="a MIDI intro to continue")
+    parser.add_argument(
+        "--prompt", metavar="INTRO.mid", help="a MIDI intro to continue (with --infill: the piece)"
+    )
+    parser.add_argument(
+        "--infill",
+        metavar="START:END",
+        help="refill the notes of --prompt that start in this span (seconds) and keep every other note as it "
+        "is; needs a model trained with encoding.anticipation_s > 0",
+    )
+    parser.add_argument(
+        "--infill-bars",
+        metavar="FIRST:LAST",
+        help="--infill by bars (1-based, inclusive) of the file's tempo map and time signatures",
+    )
+    parser.add_argument(
+        "--accompany",
+        metavar="PIECE.mid",
+        help="add the --instruments families to this piece, keeping its notes as they are; needs a model "
+        "trained with encoding.anticipation_s > 0",
+    )
     parser.add_argument("--seconds", type=float, help="music to add, in seconds (default: sample.seconds)")
     parser.add_argument(
         "--piece-seconds",
@@ -74,12 +95,21 @@ def run(args: argparse.Namespace) -> int:
     if args.composer is None:
         known = ", ".join(run_composers(args.checkpoint, args.step))
         raise UserError(f"--composer is required; this run knows: {known}")
-    if args.instruments is None or args.out is None:
+    infilling = args.infill is not None or args.infill_bars is not None
+    if infilling and args.accompany is not None:
+        raise UserError("--infill and --accompany do not mix; give one of them")
+    if infilling and args.prompt is None:
+        raise UserError("--infill needs the piece as --prompt PIECE.mid")
+    if args.infill is not None and args.infill_bars is not None:
+        raise UserError("give the span once: --infill START:END (seconds) or --infill-bars FIRST:LAST")
+    if (args.instruments is None and not infilling) or args.out is None:
         raise UserError("--instruments and --out are required, e.g. --instruments piano --out samples/")
     prepare_out_dir(args.out)  # an unwritable --out is said before the model loads
     composers = run_composers(args.checkpoint, args.step, say=lambda _: None)  # loading the model warns
     if label_name(args.composer) not in composers:
         raise unknown_choice("composer", args.composer, composers)
+    if infilling or args.accompany is not None:
+        return _infill_or_accompany(args, infilling)
     ranking = generate(
         run_from_args(args, FLAGS),
         args.out,
@@ -92,5 +122,38 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
         f"mean log-prob {best['mean_logprob']:.3f}, {best['seconds']:.1f} s)"
+    )
+    return 0
+
+
+def _infill_or_accompany(args: argparse.Namespace, infilling: bool) -> int:
+    from musenet_jax.app.infill import accompany, infill
+    from musenet_jax.sample.infill import parse_span
+
+    if infilling:
+        span_s = parse_span(args.infill, "--infill") if args.infill is not None else None
+        bars = parse_span(args.infill_bars, "--infill-bars") if args.infill_bars is not None else None
+        ranking = infill(
+            run_from_args(args, FLAGS),
+            args.out,
+            piece=args.prompt,
+            composer=args.composer,
+            span_s=span_s,
+            span_bars=bars,
+            instruments=args.instruments,
+        )
+    else:
+        ranking = accompany(
+            run_from_args(args, FLAGS),
+            args.out,
+            piece=args.accompany,
+            composer=args.composer,
+            instruments=args.instruments,
+        )
+    best = ranking[0]
+    score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
+    print(
+        f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
+        f"mean log-prob {best['mean_logprob']:.3f}, {best['new_notes']} new notes)"
     )
     return 0

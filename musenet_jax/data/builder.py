@@ -32,6 +32,7 @@ from tqdm import tqdm
 from musenet_jax.data import convert as convert_lib
 from musenet_jax.data.corpora import CORPORA, LAKH_FULL, MAESTRO_V3, list_sources
 from musenet_jax.data.corpus import SourceFile
+from musenet_jax.encoding.anticipation import plain_encoding
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError, unknown_choice
@@ -273,7 +274,8 @@ def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingCon
         raise unknown_choice("data source", source, SOURCES)
     if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
         raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")
-    return MusenetMidi(config=source, data_dir=str(data_dir), encoding=encoding, **kwargs)
+    # Pieces are stored plain; anticipation is made per training window (data/pipeline.py).
+    return MusenetMidi(config=source, data_dir=str(data_dir), encoding=plain_encoding(encoding), **kwargs)
 
 
 def input_digest(builder: MusenetMidi, sources: list[SourceFile]) -> str:
@@ -303,7 +305,7 @@ def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None
     """Refuses a dataset whose tokens were made with another vocabulary. Its cut (`max_seconds`, recorded in
     the metadata) may differ from the config's: it decided which notes went in, not what a token means, and a
     run resumed with its old config (cut at 240 s) must still read a dataset of whole pieces."""
-    expected = Vocabulary(encoding).fingerprint()
+    expected = Vocabulary(plain_encoding(encoding)).fingerprint()
     found = metadata.get("vocab_fingerprint")
     if found != expected:
         raise UserError(

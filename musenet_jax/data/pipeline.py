@@ -3,6 +3,11 @@
 Element randomness (augmentation, crop position) is drawn from the element's *global* position in the
 shuffled stream, and process p takes positions p, p + P, ...; so P processes together see exactly the
 batches one process would, and the iterator state (a position) restores exactly.
+
+With `encoding.anticipation_s` > 0, each training piece becomes a plain, span-infilling or accompaniment
+sequence at random (`encoding/anticipation.py`) before it is cropped; control tokens are given, never
+predicted, so they are left out of the loss. Datasets are stored plain either way; evaluation windows stay
+plain, so validation numbers compare with runs trained without anticipation.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
 from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
+from musenet_jax.encoding.anticipation import is_control, training_ids
 from musenet_jax.encoding.augment import AugmentRanges, augment_ids
 from musenet_jax.encoding.slots import held_before, note_slots
 from musenet_jax.encoding.timing import duration_steps, token_times
@@ -61,6 +67,8 @@ class CropExample:
         ids = np.asarray(element["ids"], np.int32)
         if self.augment:
             ids = augment_ids(tokenizer, ids, rng, self.ranges)
+            if vocab.anticipates:
+                ids = training_ids(tokenizer, ids, rng)
         times = token_times(ids, vocab)
         n_prefix = min(tokenizer.prefix_length(ids), self.context)
         window = self.context + 1 - n_prefix
@@ -74,7 +82,9 @@ class CropExample:
         return {
             "inputs": row[:-1],
             "targets": row[1:],
-            "loss_mask": (np.arange(self.context) < length - 1).astype(np.float32),
+            "loss_mask": ((np.arange(self.context) < length - 1) & ~is_control(row[1:], vocab)).astype(
+                np.float32
+            ),
             "times": row_times[:-1],
             "durations": np.int32(max(duration_steps(ids, vocab), 1)),
             "sounding_head": held_before(ids, start, self.slots),  # notes held into the crop

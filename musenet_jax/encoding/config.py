@@ -46,6 +46,10 @@ class EncodingConfig:
     # None keeps every note (pieces are stored whole and training crops windows anywhere in them); a number
     # drops the notes that start later, and `encode` / `prepare` say how many.
     max_seconds: float | None = None
+    # Anticipation (encoding/anticipation.py): 0 = off. A number of seconds switches it on: the vocabulary
+    # gains control tokens (given notes placed this far ahead of their time) and the `anticipate` flag, and
+    # training windows become infilling and accompaniment sequences as well as plain ones.
+    anticipation_s: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("time_step_ms", "max_wait_steps", "velocity_bins"):
@@ -55,6 +59,11 @@ class EncodingConfig:
             raise ValueError(
                 f"encoding.pitch_min={self.pitch_min} and encoding.pitch_max={self.pitch_max} must "
                 "satisfy 0 <= pitch_min <= pitch_max <= 127 (MIDI pitches)"
+            )
+        if not 0 <= self.anticipation_s <= 60:
+            raise ValueError(
+                f"encoding.anticipation_s must be seconds in [0, 60] (0 = off, 5 as in the Anticipatory "
+                f"Music Transformer), not {self.anticipation_s}"
             )
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(

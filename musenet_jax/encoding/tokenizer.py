@@ -20,7 +20,14 @@ from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
-from musenet_jax.encoding.vocab import KIND_COMPOSER, KIND_INSTRUMENT, KIND_NOTE_OFF, KIND_NOTE_ON, Vocabulary
+from musenet_jax.encoding.vocab import (
+    KIND_ANTICIPATE,
+    KIND_COMPOSER,
+    KIND_INSTRUMENT,
+    KIND_NOTE_OFF,
+    KIND_NOTE_ON,
+    Vocabulary,
+)
 from musenet_jax.errors import unknown_choice
 
 MidiSource = str | os.PathLike | miditoolkit.MidiFile
@@ -91,6 +98,15 @@ class Tokenizer:
         return np.array([vocab.composer_id(composer), *instruments, vocab.start_id], np.int32)
 
     def events_to_ids(self, events: Events, composer: str | None = None) -> np.ndarray:
+        steps, tokens = self.timed_tokens(events)
+        body = interleave_waits(steps, tokens, self.vocab, self.cfg.max_wait_steps)
+        return np.concatenate([self.prefix(composer, events.family), body, [self.vocab.end_id]]).astype(
+            np.int32
+        )
+
+    def timed_tokens(self, events: Events) -> tuple[np.ndarray, np.ndarray]:
+        """(time step, note token) of every note-on and note-off of `events`, in the canonical order
+        (by step; at one step note-offs before note-ons, each by id): the sequence before its waits."""
         vocab, step = self.vocab, self.step_s
         on_step = np.rint(events.start_s / step).astype(np.int64)
         off_step = np.maximum(np.rint(events.end_s / step).astype(np.int64), on_step + 1)
@@ -107,8 +123,7 @@ class Tokenizer:
         )
         is_on = np.concatenate([np.ones(len(events), np.int8), np.zeros(melodic.sum(), np.int8)])
         order = np.lexsort((tokens, is_on, steps))
-        body = _interleave_waits(steps[order], tokens[order], vocab, self.cfg.max_wait_steps)
-        return np.concatenate([self.prefix(composer, events.family), body, [vocab.end_id]]).astype(np.int32)
+        return steps[order], tokens[order]
 
     def ids_to_events(self, ids: np.ndarray) -> Events:
         """Notes of a token sequence: note-offs close the oldest open note of that family and pitch."""
@@ -157,15 +172,16 @@ class Tokenizer:
         return None
 
     def prefix_length(self, ids: np.ndarray) -> int:
-        """Number of conditioning tokens (composer, instruments, start) at the head of `ids`."""
-        kinds = self.vocab.token_kinds[np.asarray(ids[: 2 + len(self.vocab.families)])]
+        """Number of conditioning tokens (composer, instruments, the `anticipate` flag, start) at the head
+        of `ids`."""
+        kinds = self.vocab.token_kinds[np.asarray(ids[: 3 + len(self.vocab.families)])]
         n = 0
-        while n < len(kinds) and kinds[n] in (KIND_COMPOSER, KIND_INSTRUMENT):
+        while n < len(kinds) and kinds[n] in (KIND_COMPOSER, KIND_INSTRUMENT, KIND_ANTICIPATE):
             n += 1
         return n + int(n < len(ids) and int(ids[n]) == self.vocab.start_id)
 
 
-def _interleave_waits(steps: np.ndarray, tokens: np.ndarray, vocab: Vocabulary, max_wait: int) -> np.ndarray:
+def interleave_waits(steps: np.ndarray, tokens: np.ndarray, vocab: Vocabulary, max_wait: int) -> np.ndarray:
     """Event tokens with `wait:N` tokens (N <= max_wait) put before each event that is later than the last."""
     gaps = np.diff(steps, prepend=0)
     full, rest = gaps // max_wait, gaps % max_wait

@@ -4,7 +4,9 @@ Layout, in id order: `<pad>`, `start`, `end`, one token per composer (+ `unknown
 `encoding.composers`, which `prepare` extends with the labels a dataset carries), one per instrument
 family, `wait:1..W`, then note tokens `family:vB:pitch` for every family, velocity bin B (0 = note-off;
 drums have no note-off) and pitch in [pitch_min, pitch_max]. Note ids are computed arithmetically, so
-encoding and decoding are vectorized.
+encoding and decoding are vectorized. With `encoding.anticipation_s` > 0 (and only then) two groups follow:
+the `anticipate` flag and one control token `ctl:family:vB:pitch` per note token, in the same order
+(`encoding/anticipation.py`); every id before them means what it means without anticipation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,21 @@ from musenet_jax.errors import unknown_choice
 KIND_PAD, KIND_START, KIND_END, KIND_COMPOSER, KIND_INSTRUMENT, KIND_WAIT, KIND_NOTE_ON, KIND_NOTE_OFF = (
     range(8)
 )
-KIND_NAMES: tuple[str, ...] = ("pad", "start", "end", "composer", "instrument", "wait", "note_on", "note_off")
+KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF = range(8, 11)  # only with anticipation
+KIND_NAMES: tuple[str, ...] = (
+    "pad",
+    "start",
+    "end",
+    "composer",
+    "instrument",
+    "wait",
+    "note_on",
+    "note_off",
+    "anticipate",
+    "control_on",
+    "control_off",
+)
+ANTICIPATION_KINDS = frozenset(KIND_NAMES[KIND_ANTICIPATE:])
 
 UNKNOWN_COMPOSER = "unknown"
 # `max_seconds` decides which notes are kept, not what a token means, so it cannot change the fingerprint:
@@ -62,7 +78,15 @@ class Vocabulary:
         starts = np.concatenate([[0], np.cumsum(rows)[:-1]]) * self.num_pitches + self.note_base
         self.family_note_base = starts.astype(np.int64)
         self.family_min_bin = np.array([1 if f == DRUMS else 0 for f in range(len(FAMILIES))], np.int64)
-        self.size = int(self.note_base + sum(rows) * self.num_pitches)
+        self.note_end = int(self.note_base + sum(rows) * self.num_pitches)  # one past the last note id
+        self.anticipation_steps = round(cfg.anticipation_s * 1000 / cfg.time_step_ms)
+        self.anticipates = self.anticipation_steps > 0
+        # With anticipation: the flag, then control ids = note ids + control_shift.
+        self.anticipate_id = self.note_end if self.anticipates else -1
+        self.control_base = self.note_end + 1
+        self.control_shift = self.control_base - self.note_base
+        n_notes = self.note_end - self.note_base
+        self.size = self.control_base + n_notes if self.anticipates else self.note_end
         self._build_tables(rows)
 
     def _build_tables(self, rows: list[int]) -> None:
@@ -87,6 +111,10 @@ class Vocabulary:
             note_bin[ids] = bins
             note_pitch[ids] = offset % self.num_pitches + self.cfg.pitch_min
             kinds[ids] = np.where(bins == 0, KIND_NOTE_OFF, KIND_NOTE_ON)
+        if self.anticipates:
+            kinds[self.anticipate_id] = KIND_ANTICIPATE
+            notes = kinds[self.note_base : self.note_end]
+            kinds[self.control_base :] = np.where(notes == KIND_NOTE_ON, KIND_CONTROL_ON, KIND_CONTROL_OFF)
         self.token_kinds, self.wait_steps = kinds, waits
         self.note_family, self.note_bin, self.note_pitch = note_family, note_bin, note_pitch
 
@@ -137,11 +165,14 @@ class Vocabulary:
         out += [f"composer:{c}" for c in self.composers]
         out += [f"instrument:{f}" for f in FAMILIES]
         out += [f"wait:{n}" for n in range(1, self.cfg.max_wait_steps + 1)]
-        ids = np.arange(self.note_base, self.size)
-        out += [
+        ids = np.arange(self.note_base, self.note_end)
+        notes = [
             f"{FAMILIES[f]}:v{b}:{pitch_name(p)}"
             for f, b, p in zip(self.note_family[ids], self.note_bin[ids], self.note_pitch[ids])
         ]
+        out += notes
+        if self.anticipates:
+            out += ["anticipate", *(f"ctl:{note}" for note in notes)]
         return tuple(out)
 
     @functools.cached_property
@@ -161,10 +192,16 @@ class Vocabulary:
     def groups(self) -> dict[str, int]:
         """Token count per kind, for `musenet-jax vocab`."""
         counts = np.bincount(self.token_kinds, minlength=len(KIND_NAMES))
-        return {name: int(n) for name, n in zip(KIND_NAMES, counts)}
+        return {
+            name: int(n)
+            for name, n in zip(KIND_NAMES, counts)
+            if self.anticipates or name not in ANTICIPATION_KINDS
+        }
 
     def fingerprint(self) -> str:
         """sha256 of the token strings and the encoding config: datasets and checkpoints must agree on it."""
         config = dataclasses.asdict(self.cfg) | _FINGERPRINT_PINNED
+        if not self.anticipates:  # off: the same fingerprint as before the switch existed
+            del config["anticipation_s"]
         payload = json.dumps({"tokens": self.strings, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

@@ -36,6 +36,10 @@ class Request:
     piece_steps: int  # the piece's whole length for the countdown embedding (>= target_steps)
     families: np.ndarray  # bool [len(FAMILIES)]: instruments the continuation may play
     may_end: bool = True  # False: no `end` token (the co-composer's continuations: the user ends a piece)
+    # Given tokens (anticipation: controls, and note-offs of given notes) the sampler writes itself, each
+    # when its clock reaches `forced_at` (ascending, none before the prompt's end); sample/infill.py.
+    forced: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    forced_at: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 def parse_instruments(text: str | Sequence[str]) -> list[str]:

@@ -24,6 +24,10 @@ minor scale: scale consistency 0.98-0.99 over a piece's opening):
 9. key: once a few melodic notes have been played, a note-on whose pitch class lies outside the major
    scale (or its relative minor) that best fits the recent notes loses `key_bias` from its logit. "Recent"
    decays by `KEY_DECAY` per note, so a piece may modulate; drums are not counted.
+And one rule of anticipation (`encoding/anticipation.py`), with a vocabulary that has it:
+10. controls: control tokens and the `anticipate` flag are never drawn; they are the given notes, which
+   the sampler writes itself where they are due (`Request.forced`). They change no state: a given note
+   does not sound in the events' slots.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -41,7 +45,15 @@ from musenet_jax.data.note_facts import NoteFacts
 from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.families import DRUMS
 from musenet_jax.encoding.scales import scale_masks
-from musenet_jax.encoding.vocab import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_WAIT, Vocabulary
+from musenet_jax.encoding.vocab import (
+    KIND_ANTICIPATE,
+    KIND_CONTROL_OFF,
+    KIND_CONTROL_ON,
+    KIND_NOTE_OFF,
+    KIND_NOTE_ON,
+    KIND_WAIT,
+    Vocabulary,
+)
 
 SOUNDING = np.iinfo(np.int32).max  # busy_until of a melodic note that is on until its note-off
 KEY_DECAY = 1.0 - 1.0 / 16  # rule 9: each new note weighs the earlier ones by this (a memory of ~16 notes)
@@ -65,6 +77,7 @@ class GrammarTables:
     length_limit: np.ndarray  # int32 [slots]: steps after which rule 7 releases a note (SOUNDING = never)
     opening_note: bool  # rule 8
     pitch_class: np.ndarray  # int32: pitch class of a melodic note-on (rule 9), -1 otherwise
+    is_control: np.ndarray  # bool: a control token or the `anticipate` flag (rule 10)
     key_bias: float  # rule 9: logit penalty of an out-of-key note-on (0 = off)
     num_slots: int
     num_families: int
@@ -120,6 +133,7 @@ class GrammarTables:
             length_limit=length_limit,
             opening_note=opening_note,
             pitch_class=np.where(is_on & (family != DRUMS), vocab.note_pitch % 12, -1).astype(np.int32),
+            is_control=np.isin(kinds, (KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF)),
             key_bias=float(key_bias),
             num_slots=num_slots,
             num_families=len(vocab.families),
@@ -169,7 +183,7 @@ def allowed_tokens(
     if may_end is not None:
         can_end = can_end & may_end
     end = (jnp.arange(len(tables.slot)) == tables.end_id)[None] & can_end[:, None]
-    allowed = ((note_on | note_off) & in_order) | wait | end
+    allowed = (((note_on | note_off) & in_order) | wait | end) & ~jnp.asarray(tables.is_control)[None]
     held = state.time[:, None] - state.on_since >= jnp.asarray(tables.length_limit)[None]
     overdue_slot = (state.busy_until == SOUNDING) & held  # [B, slots]
     overdue = jnp.take(overdue_slot, jnp.asarray(tables.slot), axis=1) & note_off & in_order

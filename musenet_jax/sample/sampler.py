@@ -6,6 +6,10 @@ stops a candidate at `end` (unless its request may not end) or when its music re
 length (the last wait is cut to land exactly on it). Steps run in jitted chunks (`lax.fori_loop`), so
 the host only looks in between to update the progress bar and to see whether everyone is done.
 
+Given tokens (`Request.forced`: anticipation's controls, sample/infill.py) are written by the sampler
+itself when the clock reaches their time, before anything is drawn at that step; a drawn wait that
+would pass one is cut to land on it, and `end` waits until none is left before the stop.
+
 A piece longer than the context slides on: when the cache is full it is rebuilt from the
 conditioning prefix and the latest tokens (`context // 2` in all), as training crops keep the prefix
 at the head of a window. Times stay absolute, so the timing and countdown embeddings do not notice.
@@ -42,6 +46,7 @@ from musenet_jax.sample.grammar import (
 )
 
 CHUNK_STEPS = 32  # decoding steps per jitted call between progress updates
+NEVER = np.iinfo(np.int32).max  # the time of a forced token that is not there
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +55,7 @@ class Candidate:
 
     ids: np.ndarray  # int32: prompt + sampled tokens (+ closing note-offs) + end
     prompt_length: int  # tokens of prefix + intro at the head of `ids`
-    sampled: int  # tokens the model drew (closing tokens not included)
+    sampled: int  # tokens the model drew (closing tokens and given, forced ones not included)
     mean_logprob: float  # mean log-probability (nats) of the drawn tokens under the model, temperature 1
     stopped_by: str  # "end", "length" or "budget"
     open_ids: np.ndarray  # int32: prompt + sampled tokens as drawn, not closed (to be continued later)
@@ -75,7 +80,10 @@ class DecodeState:
     done: jax.Array  # bool [B]
     stop: jax.Array  # int8 [B]: 0 running, 1 end, 2 length
     logprob: jax.Array  # float32 [B]: sum over drawn tokens
-    drawn: jax.Array  # int32 [B]
+    drawn: jax.Array  # int32 [B]: tokens appended after the prompt, forced ones included
+    forced: jax.Array  # int32 [B, F]: given tokens to write (Request.forced), padded
+    forced_at: jax.Array  # int32 [B, F]: the time each is due; NEVER for padding
+    forced_next: jax.Array  # int32 [B]: how many have been written
     key: jax.Array
 
 
@@ -133,14 +141,23 @@ class Sampler:
             params, st = carry  # the parameters ride in the carry: NNX merges them at the loop's trace level
             model = self._model(params)
             key, sub = jax.random.split(st.key)
-            allowed = allowed_tokens(st.grammar, tables, st.families, st.may_end)
+            time = st.grammar.time
+            column = jnp.minimum(st.forced_next, st.forced.shape[1] - 1)[:, None]
+            forced = jnp.take_along_axis(st.forced, column, axis=1)[:, 0]
+            forced_at = jnp.take_along_axis(st.forced_at, column, axis=1)[:, 0]
+            due = forced_at == time  # padding is NEVER due
+            pending = forced_at < st.stop_at
+            allowed = allowed_tokens(st.grammar, tables, st.families, st.may_end & ~pending)
             biased = st.logits + key_penalty(st.grammar, tables) if tables.key_bias else st.logits
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
-            time = st.grammar.time
-            steps_of = jnp.asarray(tables.wait_steps)[token]
-            reaches = (steps_of > 0) & (time + steps_of >= st.stop_at)
+            wait_steps = jnp.asarray(tables.wait_steps)
+            passes = pending & (wait_steps[token] > 0) & (time + wait_steps[token] > forced_at)
+            token = jnp.where(passes, tables.wait_base + forced_at - time - 1, token)  # land on a given token
+            steps_of = wait_steps[token]
+            reaches = ~due & (steps_of > 0) & (time + steps_of >= st.stop_at)
             token = jnp.where(reaches, tables.wait_base + st.stop_at - time - 1, token)  # cut the last wait
+            token = jnp.where(due, forced, token)
             active = ~st.done
             token = jnp.where(active, token, tables.pad_id)
             ended = active & (token == tables.end_id)
@@ -154,8 +171,9 @@ class Sampler:
                 grammar=advance(st.grammar, token, tables, active),
                 done=st.done | ended | (active & reaches),
                 stop=jnp.where(ended, 1, jnp.where(active & reaches, 2, st.stop)).astype(jnp.int8),
-                logprob=st.logprob + jnp.where(active, logp, 0.0),
+                logprob=st.logprob + jnp.where(active & ~due, logp, 0.0),
                 drawn=st.drawn + active.astype(jnp.int32),
+                forced_next=st.forced_next + (active & due).astype(jnp.int32),
                 key=key,
             )
 
@@ -171,6 +189,11 @@ class Sampler:
         tokens[:, : prompt.shape[1]] = prompt
         times[:, : prompt.shape[1]] = token_times(prompt, vocab)
         num = len(requests)
+        width = 1 + max(len(r.forced) for r in requests)  # a NEVER column after the last one
+        forced = np.full((num, width), vocab.pad_id, np.int32)
+        forced_at = np.full((num, width), NEVER, np.int32)
+        for row, r in enumerate(requests):
+            forced[row, : len(r.forced)], forced_at[row, : len(r.forced)] = r.forced, r.forced_at
         return DecodeState(
             cache=None,
             logits=None,
@@ -186,6 +209,9 @@ class Sampler:
             stop=jnp.zeros((num,), jnp.int8),
             logprob=jnp.zeros((num,), jnp.float32),
             drawn=jnp.zeros((num,), jnp.int32),
+            forced=jnp.asarray(forced),
+            forced_at=jnp.asarray(forced_at),
+            forced_next=jnp.zeros((num,), jnp.int32),
             key=jax.random.key(seed),
         )
 
@@ -247,6 +273,7 @@ class Sampler:
         tokens = np.asarray(st.tokens)[:, : int(st.length)]
         busy = np.asarray(st.grammar.busy_until)
         stop, drawn, logprob = np.asarray(st.stop), np.asarray(st.drawn), np.asarray(st.logprob)
+        written = np.asarray(st.forced_next)
         out = []
         for row in range(tokens.shape[0]):
             drawn_ids = ids = tokens[row, : prompt_length + int(drawn[row])]
@@ -256,8 +283,8 @@ class Sampler:
                 Candidate(
                     ids=ids.astype(np.int32),
                     prompt_length=prompt_length,
-                    sampled=int(drawn[row]),
-                    mean_logprob=float(logprob[row] / max(int(drawn[row]), 1)),
+                    sampled=int(drawn[row] - written[row]),
+                    mean_logprob=float(logprob[row] / max(int(drawn[row] - written[row]), 1)),
                     stopped_by=("budget", "end", "length")[int(stop[row])],
                     open_ids=drawn_ids.astype(np.int32),
                 )

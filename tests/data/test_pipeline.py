@@ -1,5 +1,6 @@
 """The grain pipeline: batch format, prefix kept, determinism, exact restore, disjoint process shards."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from musenet_jax.config import load_config
 from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator, open_split
+from musenet_jax.encoding.anticipation import is_control
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import KIND_COMPOSER
 
@@ -122,3 +124,20 @@ def test_bench_data_reports_both_rates_and_their_ratio(music21_data_dir, capsys)
     report = json.loads(capsys.readouterr().out)
     assert report["pipeline_tokens_per_s"] > 0 and report["train_tokens_per_s"] > 0
     assert report["ratio"] == report["pipeline_tokens_per_s"] / report["train_tokens_per_s"]
+
+
+def test_anticipation_reads_the_plain_dataset_and_masks_controls(cfg):
+    """With the switch on, the same (plain) dataset is read; windows mix plain and anticipated sequences,
+    the flag stays in the prefix, and control tokens are never targets of the loss."""
+    on = cfg.replace(encoding=dataclasses.replace(cfg.encoding, anticipation_s=1.0))
+    vocab = Tokenizer(on.encoding).vocab
+    batches = take(make_train_iterator(on, process_index=0, process_count=1), 6)
+    inputs = np.concatenate([b["inputs"] for b in batches])
+    targets = np.concatenate([b["targets"] for b in batches])
+    mask = np.concatenate([b["loss_mask"] for b in batches])
+    flagged = np.any(inputs == vocab.anticipate_id, axis=1)
+    assert 0 < flagged.sum() < len(inputs)
+    assert np.all(np.flatnonzero(inputs[flagged][0] == vocab.anticipate_id) < 2 + len(vocab.families))
+    controls = is_control(targets, vocab)
+    assert controls.any() and not np.any(mask[controls])
+    assert np.all(mask[~controls & (targets != vocab.pad_id)] == 1)

@@ -1,0 +1,192 @@
+"""`generate --infill` / `--accompany`: N candidates that fill a span of a piece or add parts to it.
+
+Needs a run trained with anticipation (`encoding.anticipation_s` > 0). Writes what `generate` writes:
+`sample_K.mid` (the given file's notes copied as they are plus one track per family of new notes, named
+`infill: piano`, `accompany: drums`), `sample_K.json` (the tokens of the whole result), `sample_K.png`
+(given notes pale, new notes in full colour), `sample_K.wav` with FluidSynth, and `ranking.json`, best
+first by the critic (by mean log-probability without one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from musenet_jax.app.generate import clear_earlier_output, prepare_out_dir
+from musenet_jax.app.run import Run
+from musenet_jax.critic.scoring import critic_logits, probability_real
+from musenet_jax.critic.store import load_critic
+from musenet_jax.encoding.anticipation import require_anticipation
+from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.sample.audio import renderer
+from musenet_jax.sample.budget import token_budget
+from musenet_jax.sample.conditioning import Request, parse_instruments
+from musenet_jax.sample.infill import (
+    Given,
+    anticipated_request,
+    bar_span,
+    given_for_accompaniment,
+    given_for_infill,
+    new_notes,
+    read_piece,
+    with_new_notes,
+)
+from musenet_jax.sample.pianoroll import save_given_and_new
+from musenet_jax.storage import local_folder_for
+
+
+def infill(
+    run: Run,
+    out_dir: str | os.PathLike,
+    *,
+    piece: str | os.PathLike,
+    composer: str,
+    span_s: tuple[float, float] | None = None,
+    span_bars: tuple[float, float] | None = None,
+    instruments: str | None = None,
+    say: Callable[[str], None] = print,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Refills the notes of `piece` that start in a span (seconds, or bars by the file's tempo map) with
+    the piece's families (and `instruments`, if given); returns the ranking as written."""
+    tokenizer = run.tokenizer
+    require_anticipation(tokenizer.vocab)
+    out = prepare_out_dir(out_dir)
+    midi = read_piece(piece)
+    start_s, end_s = span_s if span_s is not None else bar_span(midi, *span_bars, piece)
+    given = given_for_infill(tokenizer, midi, start_s, end_s, piece)
+    families = sorted(
+        {FAMILIES[f] for f in np.unique(tokenizer.midi_to_events(midi).family)}
+        | set(parse_instruments(instruments) if instruments else ()),
+        key=FAMILIES.index,
+    )
+    request = anticipated_request(tokenizer, composer, given, families, families)
+    return _sample_and_write(
+        run,
+        out,
+        request,
+        given,
+        composer,
+        label="infill",
+        marks=(start_s, end_s),
+        say=say,
+        show_progress=show_progress,
+    )
+
+
+def accompany(
+    run: Run,
+    out_dir: str | os.PathLike,
+    *,
+    piece: str | os.PathLike,
+    composer: str,
+    instruments: str,
+    say: Callable[[str], None] = print,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Adds parts of the `instruments` families to the whole of `piece`; returns the ranking as written."""
+    tokenizer = run.tokenizer
+    require_anticipation(tokenizer.vocab)
+    out = prepare_out_dir(out_dir)
+    given, new = given_for_accompaniment(tokenizer, read_piece(piece), instruments, piece)
+    present = [FAMILIES[f] for f in np.unique(given.events.family)]
+    families = sorted({*present, *new}, key=FAMILIES.index)
+    request = anticipated_request(tokenizer, composer, given, families, new)
+    return _sample_and_write(
+        run, out, request, given, composer, label="accompany", marks=(), say=say, show_progress=show_progress
+    )
+
+
+def _sample_and_write(
+    run: Run,
+    out: Any,
+    request: Request,
+    given: Given,
+    composer: str,
+    *,
+    label: str,
+    marks: tuple[float, ...],
+    say: Callable[[str], None],
+    show_progress: bool,
+) -> list[dict[str, Any]]:
+    sc, tokenizer = run.cfg.sample, run.tokenizer
+    seconds = (given.stop_step - given.start_step) * tokenizer.step_s
+    budget = token_budget(seconds, int(request.families.sum()), sc.max_new_tokens) + len(request.forced)
+    with tqdm(total=budget, unit="tok", desc=label, disable=not show_progress) as bar:
+        candidates = run.sampler().sample(
+            [request] * sc.num_samples,
+            max_new_tokens=budget,
+            seed=sc.seed,
+            progress=lambda steps, _music_s: bar.update(steps),
+        )
+    news = [new_notes(tokenizer, cand.ids, given.start_step) for cand in candidates]
+    wholes = [_concatenated(given.events, new) for new in news]
+    plain = [tokenizer.events_to_ids(whole, composer) for whole in wholes]
+    critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
+    if critic is None:
+        scores = None
+        say(
+            f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
+            "ranking by mean log-probability"
+        )
+    else:
+        scores = probability_real(critic_logits(critic[0], tokenizer, plain))
+    removed = clear_earlier_output(out)
+    if removed:
+        say(f"removed {len(removed)} files of an earlier generate from {out}")
+    render, why_not = renderer()
+    if render is None:
+        say(why_not)
+    entries = [
+        {
+            "sample": k,
+            "midi": f"sample_{k}.mid",
+            "critic_score": None if scores is None else float(scores[k]),
+            "mean_logprob": cand.mean_logprob,
+            "tokens": int(cand.sampled),
+            "new_notes": len(news[k]),
+            "stopped_by": cand.stopped_by,
+        }
+        for k, cand in enumerate(candidates)
+    ]
+    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
+    ranking = sorted(entries, key=key)
+    with local_folder_for(out) as local:
+        for k in range(len(candidates)):
+            stem = f"sample_{k}"
+            with_new_notes(given.midi, news[k], label).dump(str(local / f"{stem}.mid"))
+            (local / f"{stem}.json").write_text(json.dumps({"ids": plain[k].tolist(), "prompt_length": 0}))
+            save_given_and_new(
+                given.events, news[k], local / f"{stem}.png", marks=marks, title=f"{stem}: {label}"
+            )
+            if render is not None:
+                render(wholes[k], local / f"{stem}.wav")
+        (local / "ranking.json").write_text(
+            json.dumps(
+                {
+                    "ranked_by": "critic_score" if scores is not None else "mean_logprob",
+                    "candidates": ranking,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    for entry in entries:
+        if entry["stopped_by"] == "budget":
+            say(f"warning: sample_{entry['sample']} ran out of its token budget of {budget} before the end")
+    return ranking
+
+
+def _concatenated(given: Events, new: Events) -> Events:
+    return Events.from_columns(
+        *(
+            np.concatenate([getattr(given, c), getattr(new, c)])
+            for c in ("start_s", "end_s", "family", "pitch", "velocity")
+        )
+    ).sorted()
