@@ -154,7 +154,7 @@ def test_export_over_a_bundle_on_a_full_disk_keeps_the_old_one(tiny_run, tiny_bu
 
 @pytest.mark.slow
 def test_an_export_killed_midway_leaves_a_whole_bundle(tiny_run, bundle_copy, tmp_path):
-    """SIGKILL as soon as the staging folder appears: whichever moment it lands in, --out is the old bundle
+    """SIGTERM as soon as the staging folder appears: whichever moment it lands in, --out is the old bundle
     byte for byte or a complete new one, never an empty or partial folder; the next export cleans up."""
     from musenet_jax.app.bundle import verify_checksums
 
@@ -169,7 +169,7 @@ def test_an_export_killed_midway_leaves_a_whole_bundle(tiny_run, bundle_copy, tm
             assert time.monotonic() < deadline, "export did not start writing within 300 s"
             time.sleep(0.01)
     finally:
-        export.send_signal(signal.SIGKILL)
+        export.send_signal(signal.SIGTERM)
         export.wait()
     if _snapshot(bundle_copy) != before:
         verify_checksums(bundle_copy, str(bundle_copy))  # a complete new bundle
@@ -267,3 +267,31 @@ def test_make_fakes_replaces_its_own_and_refuses_a_users_pieces(tiny_run, tmp_pa
     line = _one_error_line(err, "critic")
     assert f"{mine} exists and was not written by musenet-jax" in line and "choose another --out" in line
     assert _snapshot(fakes) == before
+
+
+def _dead_pid() -> int:
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # reaped: no process has this id now
+    return finished.pid
+
+
+def test_a_killed_writers_leftovers_are_cleaned_and_a_set_aside_folder_put_back(tmp_path):
+    """The states a kill can leave, as files: a staging folder (removed by the next writer) and, killed
+    between its two renames, the old folder set aside with none in its place (put back, byte for byte)."""
+    from etils import epath
+
+    from musenet_jax.outputs import folder_staged_beside
+
+    pid = _dead_pid()
+    staged = tmp_path / f".bundle.staged-{pid}-0a0b0c0d"
+    staged.mkdir()
+    (staged / "model.safetensors").write_bytes(b"half")
+    aside = tmp_path / f".bundle.replaced-{pid}-0a0b0c0d"
+    aside.mkdir()
+    (aside / "bundle.json").write_text("the old bundle")
+    mine = tmp_path / ".bundle.staged-notes"  # not of the writer's naming: left alone
+    mine.write_text("mine")
+    with folder_staged_beside(epath.Path(tmp_path / "bundle")) as staging:
+        assert staging.exists() and not staged.exists()
+        assert (tmp_path / "bundle" / "bundle.json").read_text() == "the old bundle" and not aside.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bundle.staged-notes", "bundle"]
