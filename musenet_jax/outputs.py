@@ -63,7 +63,13 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, dict[str, str]]:
         files = json.loads(path.read_text()).get("files", {})
     except (OSError, ValueError, AttributeError):
         return {}
-    return files if isinstance(files, dict) else {}
+    if not isinstance(files, dict):
+        return {}
+    return {  # plain names in this folder only, whatever a damaged manifest says
+        name: entry
+        for name, entry in files.items()
+        if isinstance(entry, dict) and "/" not in name and name not in ("", ".", "..")
+    }
 
 
 def _write_manifest(folder: epath.Path, files: dict[str, dict[str, str]]) -> None:
