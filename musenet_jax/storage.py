@@ -9,12 +9,9 @@ turn a URL into a local path (URLs are kept as given).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import shutil
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 from etils import epath
@@ -62,19 +59,6 @@ def move_folder(source: epath.Path, target: epath.Path) -> None:
         return
     copy_folder(source, target)
     source.rmtree()
-
-
-@contextlib.contextmanager
-def local_folder_for(target: str | os.PathLike) -> Iterator[pathlib.Path]:
-    """A local folder to write `target`'s files into (for writers that take local paths only: MIDI, PNG,
-    WAV): `target` itself when local; for a bucket URL a temporary folder whose files are uploaded into
-    `target` when the block ends without an error."""
-    if not is_url(target):
-        yield pathlib.Path(target)
-        return
-    with tempfile.TemporaryDirectory(prefix="musenet-upload-") as local:
-        yield pathlib.Path(local)
-        copy_folder(epath.Path(local), epath.Path(target))
 
 
 def save_figure(fig: Any, out: str | os.PathLike) -> None:

@@ -1,6 +1,7 @@
 """The exported inference bundle: one folder that composes without the training run or its dataset.
 
-    bundle.json            format, version, step, parameter dtype, where it came from
+    bundle.json            format, version, step, parameter dtype, where it came from, and the sha256 of
+                           every other file but README.md (checked whenever the bundle is loaded)
     config.json            the run's resolved config (what the parameters mean, how to sample)
     vocab.json             the vocabulary's tokens and fingerprint (a bundle of another encoding is refused)
     model.safetensors      the model's parameters (float32 or bfloat16; loaded as the model's float32)
@@ -28,6 +29,8 @@ from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.eval.report import format_table
 from musenet_jax.model.param_files import load_tensors, save_tensors
+from musenet_jax.outputs import sha256_of
+from musenet_jax.storage import files_under, relative_name
 
 FORMAT = "musenet-jax-bundle"
 FORMAT_VERSION = 1
@@ -35,6 +38,13 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 PARAMS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+CHECKSUMS_KEY = "sha256"  # bundle.json: relative path -> sha256 of each file that makes the model
+UNCHECKED = (CARD_FILE, BUNDLE_FILE)  # the card may be edited (on the Hub too); bundle.json holds the sums
+# Every file an export writes (a bundle from before checksums is recognised by these names).
+OWN_FILES = frozenset(
+    {PARAMS_FILE, CONFIG_FILE, VOCAB_FILE, FACTS_FILE, CARD_FILE, BUNDLE_FILE}
+    | {"critic/params.safetensors", "critic/critic.json"}
+)
 # Hugging Face dataset tags for the model card, by `data.source`.
 DATASET_TAGS: dict[str, str] = {"music21": "music21-corpus", "midi_dir": "own-midi-files"}
 
@@ -61,6 +71,55 @@ def read_info(folder: str | epath.PathLike) -> BundleInfo:
             f"{data.get('format')!r} version {data.get('format_version')}); upgrade musenet-jax"
         )
     return BundleInfo(**{f.name: data[f.name] for f in dataclasses.fields(BundleInfo)})
+
+
+def _visible_files(folder: epath.Path) -> list[str]:
+    """Relative paths of the files below `folder`, hidden ones (a `.gitkeep`, the Hub's `.gitattributes`)
+    left out: they are not the bundle's."""
+    names = [relative_name(file, folder) for file in files_under(folder)]
+    return [n for n in names if not any(part.startswith(".") for part in n.split("/"))]
+
+
+def file_checksums(folder: str | epath.PathLike) -> dict[str, str]:
+    """Relative path -> sha256 of every file of the bundle in `folder` that checksums cover."""
+    root = epath.Path(folder)
+    return {name: sha256_of(root / name) for name in _visible_files(root) if name not in UNCHECKED}
+
+
+def _recorded_checksums(folder: epath.Path) -> dict[str, str] | None:
+    data = json.loads((folder / BUNDLE_FILE).read_text())
+    recorded = data.get(CHECKSUMS_KEY) if isinstance(data, dict) else None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def verify_checksums(folder: str | epath.PathLike, given: str) -> None:
+    """Every file bundle.json has a sha256 for is there and has it; else one `UserError` naming the file
+    and how to get a good copy. A bundle exported before checksums (none recorded) loads as it is."""
+    root = epath.Path(folder)
+    recorded = _recorded_checksums(root)
+    if recorded is None:
+        return
+    if given.startswith("hf://"):
+        fix = f"download it again (remove {given} from the Hugging Face cache first)"
+    elif given == "bundled":
+        fix = "reinstall musenet-jax"
+    else:
+        fix = "export the bundle again (or copy or download it again)"
+    for name, digest in sorted(recorded.items()):
+        path = root / name
+        if not path.is_file():
+            raise UserError(f"{path} is missing from the bundle {given} ({BUNDLE_FILE} lists it); {fix}")
+        if sha256_of(path) != digest:
+            raise UserError(
+                f"{path} is damaged or was changed: its sha256 is not the one {BUNDLE_FILE} records; {fix}"
+            )
+
+
+def foreign_files(folder: str | epath.PathLike) -> list[str]:
+    """Files in a bundle's folder that no export wrote there (hidden ones aside)."""
+    root = epath.Path(folder)
+    own = set(OWN_FILES) | set(_recorded_checksums(root) or {})
+    return [name for name in _visible_files(root) if name not in own]
 
 
 def read_config(folder: str | epath.PathLike) -> Config:
@@ -95,7 +154,8 @@ def write_bundle(
     note_facts: NoteFacts | None,
     card: str,
 ) -> list[str]:
-    """Writes every file but the critic's (see `critic.store.save_critic_tensors`); returns their names."""
+    """Writes every file but the critic's (see `critic.store.save_critic_tensors`, called first) and, last,
+    bundle.json with the sha256 of them all (the critic's included); returns the names written."""
     folder = epath.Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = tokenizer.vocab
@@ -111,7 +171,8 @@ def write_bundle(
         (folder / FACTS_FILE).write_text(json.dumps(note_facts.to_dict(), indent=2) + "\n")
         written.append(FACTS_FILE)
     (folder / CARD_FILE).write_text(card)
-    (folder / BUNDLE_FILE).write_text(json.dumps(dataclasses.asdict(info), indent=2) + "\n")  # last: complete
+    described = {**dataclasses.asdict(info), CHECKSUMS_KEY: file_checksums(folder)}
+    (folder / BUNDLE_FILE).write_text(json.dumps(described, indent=2) + "\n")  # last: complete
     return [*written, CARD_FILE, BUNDLE_FILE]
 
 

@@ -1,5 +1,10 @@
 """`export`: a loaded run (or bundle) -> a self-contained inference bundle (`app/bundle.py`), optionally
-published on the Hugging Face Hub."""
+published on the Hugging Face Hub.
+
+The bundle is written into a hidden folder beside `--out`, read back against its checksums, and only then
+swapped in (the old one renamed aside, the new one renamed in, the old one removed): a full disk or a kill
+midway leaves an earlier bundle as it was. Only an earlier bundle is replaced; a folder with anything of
+the user's in it, or the very folder being exported, is refused in one line."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,10 +27,12 @@ from musenet_jax.app import bundle
 from musenet_jax.app.run import Run
 from musenet_jax.app.sources import BUNDLE_FILE
 from musenet_jax.config import Config
-from musenet_jax.critic.store import CRITIC_SUBDIR, read_meta, save_critic_tensors, stored_critic_params
+from musenet_jax.critic.store import read_meta, save_critic_tensors, stored_critic_params
 from musenet_jax.data.config import DataConfig
 from musenet_jax.errors import UserError
 from musenet_jax.model.param_files import STORE_DTYPES
+from musenet_jax.outputs import folder_staged_beside, naming, swap_in
+from musenet_jax.storage import is_url
 
 EVAL_KEYS: tuple[str, ...] = ("split", "pieces", "tokens", "bits_per_token", "bits_per_token_by_kind")
 
@@ -61,20 +69,43 @@ def read_eval_report(path: str | os.PathLike) -> dict[str, Any]:
     return report
 
 
-def _prepare_out(out: epath.Path) -> None:
-    """An empty or new folder, or an earlier bundle (replaced); anything else is refused."""
-    if not out.exists():
+def _refuse_own_source(run: Run, out: epath.Path) -> None:
+    """Replacing the folder being read (or one holding it) would lose what is being exported."""
+    source = epath.Path(str(run.workdir))
+    if is_url(out) != is_url(source):
         return
-    present = [p for p in out.iterdir() if not p.name.startswith(".")]
-    if not present:
+    if is_url(out):
+        same = str(out).rstrip("/") == str(source).rstrip("/")
+        inside = str(source).startswith(str(out).rstrip("/") + "/")
+    else:
+        mine, theirs = pathlib.Path(out).resolve(), pathlib.Path(source).resolve()
+        same, inside = mine == theirs, mine in theirs.parents
+    if same or inside:
+        what = "is" if same else "holds"
+        raise UserError(
+            f"--out {out} {what} the --checkpoint being exported ({run.source or run.workdir}); "
+            "export to another folder, then replace the old one with it if you mean to"
+        )
+
+
+def _check_replaceable(out: epath.Path) -> None:
+    """A new or empty folder, or an earlier bundle with nothing of the user's in it; else one line."""
+    if not out.exists() or not any(not p.name.startswith(".") for p in out.iterdir()):
         return
     if not (out / BUNDLE_FILE).exists():
         raise UserError(f"--out {out} holds files that are not a bundle; choose a new or empty folder")
-    for path in present:
-        if path.name == CRITIC_SUBDIR:
-            path.rmtree()
-        elif path.is_file():
-            path.unlink()
+    try:
+        bundle.read_info(out)
+    except (ValueError, KeyError, TypeError):
+        raise UserError(
+            f"--out {out}: its {BUNDLE_FILE} is not one musenet-jax wrote; choose a new or empty folder"
+        ) from None
+    foreign = bundle.foreign_files(out)
+    if foreign:
+        raise UserError(
+            f"--out {out} is an earlier bundle, but {out / foreign[0]} in it is not a bundle's file; "
+            "move it out of the folder or choose another --out"
+        )
 
 
 def export_bundle(
@@ -86,11 +117,12 @@ def export_bundle(
     name: str | None = None,
 ) -> ExportReport:
     """Writes `run` as a bundle in `out`: its parameters in `dtype`, config, vocabulary, note facts, its
-    critic when one was trained, and a model card (with `eval_report`'s scores when given)."""
+    critic when one was trained, a model card (with `eval_report`'s scores when given) and checksums."""
     if dtype not in STORE_DTYPES:
         raise UserError(f"--dtype {dtype}: valid: {', '.join(STORE_DTYPES)}")
     folder = epath.Path(str(out))
-    _prepare_out(folder)
+    _refuse_own_source(run, folder)
+    _check_replaceable(folder)
     params = jax.device_get(nnx.to_pure_dict(nnx.state(run.model, nnx.Param)))
     count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
     critic_meta = read_meta(run.workdir)
@@ -102,18 +134,21 @@ def export_bundle(
     cfg = portable_config(run.cfg)
     auc = None if critic_meta is None else critic_meta.heldout_auc
     card = bundle.model_card(cfg, info, name=name or folder.name, eval_report=eval_report, critic_auc=auc)
-    if critic_meta is not None:
-        critic_params = jax.device_get(stored_critic_params(run.workdir, run.model, critic_meta))
-        save_critic_tensors(folder, critic_params, critic_meta, dtype)
-    bundle.write_bundle(
-        folder,
-        cfg=cfg,
-        tokenizer=run.tokenizer,
-        params=params,
-        info=info,
-        note_facts=run.note_facts,
-        card=card,
-    )
+    with folder_staged_beside(folder) as staging, naming(folder):
+        if critic_meta is not None:
+            critic_params = jax.device_get(stored_critic_params(run.workdir, run.model, critic_meta))
+            save_critic_tensors(staging, critic_params, critic_meta, dtype)
+        bundle.write_bundle(
+            staging,
+            cfg=cfg,
+            tokenizer=run.tokenizer,
+            params=params,
+            info=info,
+            note_facts=run.note_facts,
+            card=card,
+        )
+        bundle.verify_checksums(staging, str(folder))  # read back whole before it replaces anything
+        swap_in(staging, folder)
     return ExportReport(str(folder), bundle_files(folder), count, dtype, auc)
 
 

@@ -4,7 +4,9 @@ Writes `sample_K.mid`, its tokens as `sample_K.json` (for `musenet-jax decode`),
 roll) and, with FluidSynth, `sample_K.wav` per candidate, and `ranking.json`: candidates best first by
 the critic's probability that they are real music (by mean log-probability when no critic has been
 trained in the run's work directory). Lengths, counts and creativity come from the run's `sample`
-section (the command line overrides it).
+section (the command line overrides it). The files are written beside and moved in when all are written;
+an earlier generate's files (listed unchanged in the folder's manifest, `outputs.py`) are replaced or
+removed, and a file of the user's where one would go is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.timing import duration_steps
+from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import make_request
 from musenet_jax.sample.pianoroll import save_pianoroll
-from musenet_jax.storage import is_url, local_folder_for
+from musenet_jax.storage import is_url
 
-# Files an earlier `generate` wrote into an output folder (and only those: other files are left alone).
+# The names of `generate`'s files: an earlier generate's are removed when its manifest lists them unchanged.
 OUTPUT_FILE = re.compile(r"^(sample_\d+\.(mid|json|png|wav)|ranking\.json)$")
 
 
@@ -49,15 +52,10 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> epath.Path:
     return out
 
 
-def clear_earlier_output(out: epath.Path) -> list[str]:
-    """Removes the sample files and ranking of an earlier run in `out`, so that what is there after this
-    run is exactly what its ranking.json describes; returns the names removed."""
-    if not out.is_dir():  # a bucket prefix with no objects under it is no folder yet
-        return []
-    removed = sorted(p.name for p in out.iterdir() if p.is_file() and OUTPUT_FILE.match(p.name))
-    for name in removed:
-        (out / name).unlink()
-    return removed
+def output_names(num_samples: int, audio: bool) -> list[str]:
+    """The files one `generate` writes: per candidate MIDI, tokens, piano roll (and WAV), then the ranking."""
+    kinds = ("mid", "json", "png", "wav") if audio else ("mid", "json", "png")
+    return [f"sample_{k}.{kind}" for k in range(num_samples) for kind in kinds] + ["ranking.json"]
 
 
 def generate(
@@ -74,6 +72,9 @@ def generate(
     that stopped short of the requested length is said in one line each."""
     sc, tokenizer = run.cfg.sample, run.tokenizer
     out = prepare_out_dir(out_dir)
+    render, why_not = renderer()
+    names = output_names(sc.num_samples, render is not None)
+    refuse_to_overwrite(out, names, "--out")  # before any token is sampled
     request = make_request(
         tokenizer,
         composer,
@@ -105,11 +106,6 @@ def generate(
     else:
         scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
 
-    removed = clear_earlier_output(out)
-    if removed:
-        shown = ", ".join(removed[:6]) + (", ..." if len(removed) > 6 else "")
-        say(f"removed {len(removed)} files of an earlier generate from {out}: {shown}")
-    render, why_not = renderer()
     if render is None:
         say(why_not)
     intro_s = duration_steps(request.prompt, tokenizer.vocab) * tokenizer.step_s
@@ -128,7 +124,8 @@ def generate(
     key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
     ranking = sorted(entries, key=key)
     ranked_by = "critic_score" if scores is not None else "mean_logprob"
-    with local_folder_for(out_dir) as local:  # a bucket gets the files when all are written
+    # Written beside and moved in when all are written; a write that fails (a full disk) names `out`.
+    with staged_into(out, "generate", "--out") as local, naming(out):
         for k, cand in enumerate(candidates):
             stem = f"sample_{k}"
             tokenizer.decode(cand.ids).dump(str(local / f"{stem}.mid"))
@@ -142,6 +139,10 @@ def generate(
         (local / "ranking.json").write_text(
             json.dumps({"ranked_by": ranked_by, "candidates": ranking}, indent=2) + "\n"
         )
+    removed = remove_earlier(out, "generate", OUTPUT_FILE, keep=names)
+    if removed:
+        shown = ", ".join(removed[:6]) + (", ..." if len(removed) > 6 else "")
+        say(f"removed {len(removed)} files of an earlier generate from {out}: {shown}")
     target_s = request.target_steps * tokenizer.step_s
     for entry in entries:
         if entry["stopped_by"] == "budget":

@@ -113,6 +113,7 @@ def _load_bundle(source: Source, step: int | str, overrides: Sequence[str], mesh
         raise UserError(
             f"--checkpoint {source.given} is a bundle of step {info.step} only; drop --step {step}"
         )
+    bundle.verify_checksums(source.path, source.given)
     cfg = with_overrides(bundle.read_config(source.path), overrides, RUN_OVERRIDABLE)
     tokenizer = Tokenizer(cfg.encoding)
     bundle.check_vocabulary(source.path, tokenizer, source.given)

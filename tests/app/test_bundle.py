@@ -16,6 +16,7 @@ from flax import nnx
 from model_inputs import batch
 from tiny_run import train_tiny
 
+from musenet_jax.app.bundle import file_checksums
 from musenet_jax.app.export import export_bundle, portable_config
 from musenet_jax.app.run import load_run
 from musenet_jax.cli.main import main
@@ -112,6 +113,9 @@ def test_bundle_of_another_encoding_is_refused_in_one_line(tiny_run, tmp_path, c
     vocab = json.loads(vocab_path.read_text())
     vocab["fingerprint"] = "0" * 64  # as written by a musenet-jax whose vocabulary differs
     vocab_path.write_text(json.dumps(vocab))
+    info_path = tmp_path / "b" / "bundle.json"  # whose export summed its own files
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "sha256": file_checksums(tmp_path / "b")}))
     with pytest.raises(UserError, match="exported with another encoding .*fingerprint 000000000000"):
         load_run(tmp_path / "b")
     assert main(["eval", "--checkpoint", str(tmp_path / "b"), "--num-samples", "0"]) == 2
