@@ -199,23 +199,42 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
             # task past its time limit (replacing its worker), which concurrent.futures' cannot.
             context = multiprocessing.get_context("spawn")
             limit = self.file_timeout_s
-            with pebble.ProcessPool(self.workers, context=context) as pool:
+            pool = pebble.ProcessPool(self.workers, context=context)
+            try:
                 futures = {
                     pool.schedule(convert_lib.convert, (s, self.encoding), timeout=limit): s for s in sources
                 }
                 for future in concurrent.futures.as_completed(futures):
-                    try:
-                        results += future.result()
-                    except concurrent.futures.TimeoutError:
-                        why = f"conversion took over {limit:g} s (prepare --file-timeout)"
-                        results.append(convert_lib.Skipped(futures[future].source_id, "timeout", why))
+                    results += _result_or_skip(future, futures[future], limit)
                     bar.update()
+                pool.close()
+            except BaseException:
+                # Ctrl-C or a failure: end the workers now, not after every file already scheduled.
+                pool.stop()
+                raise
+            finally:
+                pool.join()
         bar.close()
         return sorted(results, key=lambda r: r.source)
 
     def _generate_examples(self, items: list) -> Iterator[tuple[str, dict]]:
         for ex in items:
             yield ex.source, ex.features()
+
+
+def _result_or_skip(future: concurrent.futures.Future, source: SourceFile, limit: float | None) -> list:
+    """A worker's results, or the file skipped with the reason its worker gave none: past the time limit,
+    or the worker process died (killed for memory, crashed in a parser) -- one file never stops a build."""
+    try:
+        return future.result()
+    except concurrent.futures.TimeoutError:
+        why = f"conversion took over {limit:g} s (prepare --file-timeout)"
+        return [convert_lib.Skipped(source.source_id, "timeout", why)]
+    except pebble.ProcessExpired as err:
+        why = (
+            f"the conversion process died (exit status {err.exitcode}: killed for memory, or a parser crash)"
+        )
+        return [convert_lib.Skipped(source.source_id, "crashed", why)]
 
 
 def spread_subset(items: list, limit: int | None) -> list:

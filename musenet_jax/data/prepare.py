@@ -91,6 +91,8 @@ def prepare(
     holding its archive or the archive extracted; without one it is downloaded (`corpora.py`)."""
     if source not in builder_lib.SOURCES:
         raise unknown_choice("data source", source, builder_lib.SOURCES)
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be 1 or more (conversion processes), got {workers}")
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
     corpus = CORPORA.get(source)

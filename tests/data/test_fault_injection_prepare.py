@@ -1,0 +1,219 @@
+"""Fault injection on reading and preparing data (issue 29): hostile MIDI within a memory budget, Ctrl-C
+and bad worker counts, a run waiting on its coordinator. Real files, real subprocesses of the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import pytest
+from midi_corpus import hostile_gap_midi
+from test_fault_injection_data import cli, folder_of, good_files, one_error_line
+
+from musenet_jax.bench.serve import free_port
+from musenet_jax.data import builder as builder_lib
+from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.midi_io import MidiReadError, events_to_midi
+from musenet_jax.encoding.tokenizer import Tokenizer
+
+MEMORY_BUDGET_MB = 1024  # what one hostile file may make a command use, at most
+
+
+def measured(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs a command to its end; (its result, its peak resident memory in MB, its child processes
+    included): `wait4` gives the usage of this one child, not of every child the test process had."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        result = subprocess.CompletedProcess(args, proc.returncode, out.read().decode(), err.read().decode())
+    return result, usage.ru_maxrss / 1024  # kilobytes on Linux
+
+
+def musenet(*args: str) -> list[str]:
+    return [sys.executable, "-m", "musenet_jax.cli.main", *args]
+
+
+@pytest.fixture()
+def hostile(tmp_path):
+    """The 4.5e9-second gap of the report (its 3.5e9 wait tokens took 26 GiB)."""
+    return hostile_gap_midi(tmp_path / "gap.mid")
+
+
+# 10. One hostile file: refused with its reason before any array is sized, in every path that reads MIDI.
+
+
+@pytest.mark.parametrize("parser", ["symusic", "miditoolkit"])
+def test_hostile_gaps_and_lengths_are_refused_with_their_reason(parser, tmp_path):
+    tokenizer = Tokenizer(parser=parser)
+    for gap_s in (4.5e9, 3e7, 700.0):
+        with pytest.raises(
+            MidiReadError, match=r"s of silence before the note at .* over the limit of 600 s"
+        ):
+            tokenizer.read_notes(hostile_gap_midi(tmp_path / f"gap{gap_s:g}.mid", gap_s))
+    held = events_to_midi(Events.from_columns([0.0], [5 * 3600.0], [0], [60], [80]))
+    held.dump(str(tmp_path / "held.mid"))
+    with pytest.raises(MidiReadError, match=r"lasts 1.8e\+04 s, over the limit of 14400 s") as caught:
+        tokenizer.read_notes(tmp_path / "held.mid")
+    assert caught.value.reason == "too_long"
+    fine = tokenizer.read_notes(hostile_gap_midi(tmp_path / "short_rest.mid", 60.0))
+    rest = fine.events.start_s[1] - fine.events.end_s[0]
+    assert len(fine.events) == 2 and np.isclose(rest, 60.0, atol=17)  # to within one tick (16.8 s)
+
+
+def test_encode_skips_a_hostile_file_within_a_memory_budget(hostile, tmp_path):
+    good = good_files(1)[0]
+    result, peak_mb = measured(musenet("encode", str(hostile), str(good), "-o", str(tmp_path / "out")))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"musenet-jax encode: skipped {hostile}: 4.5e+09 s of silence")
+    assert "over the limit of 600 s" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{good.stem}.json"]
+    assert peak_mb < MEMORY_BUDGET_MB, peak_mb
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_prepare_builds_the_rest_of_a_folder_past_a_hostile_file(hostile, tmp_path, workers):
+    midi_dir = folder_of(tmp_path, good_files(3))
+    hostile.rename(midi_dir / "gap.mid")
+    args = ["--source", "midi_dir", "--midi-dir", str(midi_dir), "--data-dir", str(tmp_path / "tfds")]
+    result, peak_mb = measured(musenet("prepare", *args, "--workers", workers, "--json"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["files_ok"] == 3 and summary["skipped_by_reason"] == {"long_silence": 1}
+    [entry] = builder_lib.read_skipped_report(tmp_path / "tfds", "midi_dir")
+    assert entry["source"] == "gap.mid" and "4.5e+09 s of silence" in entry["detail"]
+    assert peak_mb < MEMORY_BUDGET_MB, peak_mb
+
+
+@pytest.mark.slow
+def test_generate_refuses_a_hostile_prompt_within_a_memory_budget(hostile, tmp_path):
+    args = ["--composer", "bach", "--instruments", "piano", "--seconds", "1", "--out", str(tmp_path / "out")]
+    result, peak_mb = measured(musenet("generate", *args, "--prompt", str(hostile)))
+    line = one_error_line(result)
+    assert line.startswith(f"musenet-jax generate: error: {hostile}: 4.5e+09 s of silence")
+    assert peak_mb < MEMORY_BUDGET_MB, peak_mb
+
+
+SERVE_UPLOAD = """
+import sys
+from musenet_jax.app.co_composer import CoComposer, Settings
+from musenet_jax.app.run import load_run
+from musenet_jax.errors import UserError
+
+composer = CoComposer(load_run(None), sys.argv[2])
+try:
+    composer.start_piece(Settings("bach", ("piano",), 3.0, 1.0, 1.0), upload=sys.argv[1])
+except UserError as err:
+    print(err)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_the_co_composer_refuses_a_hostile_upload_within_a_memory_budget(hostile, tmp_path):
+    (tmp_path / "media").mkdir()
+    script = [sys.executable, "-c", textwrap.dedent(SERVE_UPLOAD), str(hostile), str(tmp_path / "media")]
+    result, peak_mb = measured(script)
+    assert result.returncode == 3, result.stderr
+    # said with the upload's name, not the server's temporary path
+    assert result.stdout.startswith("gap.mid: 4.5e+09 s of silence before the note"), result.stdout
+    assert peak_mb < MEMORY_BUDGET_MB, peak_mb
+
+
+# 11. Ctrl-C, bad worker counts and a missing coordinator.
+
+
+def _read_until(stream, pattern: bytes) -> bytes:
+    """What a child wrote until `pattern` appears (or it closed the stream)."""
+    seen = b""
+    while not re.search(pattern, seen):
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_prepare_without_converting_every_file(tmp_path):
+    files = good_files(9)
+    midi_dir = tmp_path / "in"
+    midi_dir.mkdir()
+    for n in range(300):
+        (midi_dir / f"f{n:03d}.mid").write_bytes(files[n % len(files)].read_bytes())
+    data_dir = tmp_path / "tfds"
+    args = [
+        "--source",
+        "midi_dir",
+        "--midi-dir",
+        str(midi_dir),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(musenet("prepare", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    before = _read_until(proc.stderr, rb"converting:.*\b[1-9]\d*/300")
+    assert b"/300" in before, before
+    proc.send_signal(signal.SIGINT)
+    _, after = proc.communicate(timeout=60)  # it used to wait for all 300 files (121 s in the report)
+    assert proc.returncode == 130
+    assert "musenet-jax prepare: interrupted" in after.decode()
+    assert b"300/300" not in before + after  # it stopped before every file was converted
+    assert list(data_dir.iterdir()) == []  # no dataset, no staging folder left
+
+
+@pytest.mark.parametrize("workers", ["-3", "0"])
+def test_a_worker_count_below_one_is_one_line(tmp_path, workers):
+    midi_dir = folder_of(tmp_path, good_files(1))
+    result = cli("prepare", "--source", "midi_dir", "--midi-dir", str(midi_dir), "--workers", workers)
+    assert one_error_line(result) == (
+        f"musenet-jax prepare: error: --workers must be 1 or more (conversion processes), got {workers}"
+    )
+
+
+def _train_as_process_1(coordinator: str, workdir, timeout_s: int | None = None) -> list[str]:
+    args = ["train", "--workdir", str(workdir), "--coordinator", coordinator]
+    args += ["--num-processes", "2", "--process-id", "1"]
+    if timeout_s is None:
+        return musenet(*args)
+    shorter = f"import musenet_jax.train.distributed as d; d.JOIN_TIMEOUT_S = {timeout_s}; "
+    run_cli = f"from musenet_jax.cli.main import main; import sys; sys.exit(main({args!r}))"
+    return [sys.executable, "-c", shorter + run_cli]
+
+
+def test_a_process_waiting_for_its_coordinator_says_so_and_stops_on_ctrl_c(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"  # nobody listens there
+    proc = subprocess.Popen(
+        _train_as_process_1(coordinator, tmp_path / "w"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    waiting = proc.stderr.readline().decode().strip()
+    assert waiting == (
+        f"process 1 of 2: waiting up to 300 s for the coordinator (process 0) at {coordinator}"
+    )
+    proc.send_signal(signal.SIGINT)
+    _, after = proc.communicate(timeout=60)  # it used to ignore SIGINT for 150 s
+    assert proc.returncode == 130 and after.decode().strip() == "musenet-jax train: interrupted"
+
+
+def test_a_coordinator_that_never_answers_is_one_line(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        _train_as_process_1(coordinator, tmp_path / "w", timeout_s=2), capture_output=True, text=True
+    )
+    waiting, line = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and waiting.endswith(
+        f"waiting up to 2 s for the coordinator (process 0) at {coordinator}"
+    )
+    assert line.startswith(
+        f"musenet-jax train: error: no answer from the coordinator (process 0) at {coordinator} within 2 s"
+    )
