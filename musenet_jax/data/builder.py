@@ -290,25 +290,38 @@ def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingCon
     """The builder of one source; a wrong source or a data dir that is a file is one line, not a traceback."""
     if source not in SOURCES:
         raise unknown_choice("data source", source, SOURCES)
-    if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
-        raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")
+    check_data_dir(data_dir)
     return MusenetMidi(config=source, data_dir=str(data_dir), encoding=encoding, **kwargs)
 
 
+def check_data_dir(data_dir: str | os.PathLike) -> None:
+    """A data dir that is a file is one line, not a traceback."""
+    if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
+        raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")
+
+
 def input_digest(builder: MusenetMidi, sources: list[SourceFile]) -> str:
-    """Hash of what a build would read (paths and sizes): equal digests mean an identical rebuild."""
+    """Hash of what a build would read: each file's path and a hash of its content (a file transposed or
+    repaired in place, its size unchanged, is new input), so equal digests mean an identical rebuild."""
     if builder.builder_config.name == "music21":
         listing = [s.source_id for s in sources]
     else:
-        listing = [f"{s.source_id}:{_size(s.path)}" + (f":{s.split}" if s.split else "") for s in sources]
+        listing = [
+            f"{s.source_id}:{_content_hash(s.path)}" + (f":{s.split}" if s.split else "") for s in sources
+        ]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def _size(path: str) -> int | None:
-    """Size of a file, None for one that cannot be looked at (a broken link): it is skipped with a reason."""
+def _content_hash(path: str) -> str | None:
+    """SHA-256 of a regular file's bytes; None for one that cannot be read (a broken link, a pipe, no
+    permission): the build skips it with a reason, and its becoming readable is a change."""
+    file = pathlib.Path(path)
     try:
-        return pathlib.Path(path).stat().st_size
+        if not file.is_file():
+            return None
+        with file.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
 

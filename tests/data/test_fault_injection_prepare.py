@@ -6,22 +6,29 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 
+import mido
 import numpy as np
 import pytest
 from midi_corpus import hostile_gap_midi
-from test_fault_injection_data import cli, folder_of, good_files, one_error_line
+from test_fault_injection_data import cli, folder_of, good_files, one_error_line, prepare_cli
 
 from musenet_jax.bench.serve import free_port
 from musenet_jax.data import builder as builder_lib
+from musenet_jax.data.prepare import LOCK_NAME, prepare
+from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.midi_io import MidiReadError, events_to_midi
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.locks import FolderLock
 
 MEMORY_BUDGET_MB = 1024  # what one hostile file may make a command use, at most
 
@@ -145,31 +152,17 @@ def _read_until(stream, pattern: bytes) -> bytes:
 
 @pytest.mark.slow
 def test_ctrl_c_ends_prepare_without_converting_every_file(tmp_path):
-    files = good_files(9)
-    midi_dir = tmp_path / "in"
-    midi_dir.mkdir()
-    for n in range(300):
-        (midi_dir / f"f{n:03d}.mid").write_bytes(files[n % len(files)].read_bytes())
     data_dir = tmp_path / "tfds"
-    args = [
-        "--source",
-        "midi_dir",
-        "--midi-dir",
-        str(midi_dir),
-        "--data-dir",
-        str(data_dir),
-        "--workers",
-        "2",
-    ]
-    proc = subprocess.Popen(musenet("prepare", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    before = _read_until(proc.stderr, rb"converting:.*\b[1-9]\d*/300")
-    assert b"/300" in before, before
+    proc = _start_prepare(_many_files(tmp_path, 3000), data_dir)
+    # meanwhile, a second prepare into the same data dir is refused, naming the first (8.)
+    line = one_error_line(prepare_cli(folder_of(tmp_path, good_files(3)), data_dir))
+    assert f"in use by another prepare (host {socket.gethostname()}, PID {proc.pid}, since" in line
     proc.send_signal(signal.SIGINT)
-    _, after = proc.communicate(timeout=60)  # it used to wait for all 300 files (121 s in the report)
+    _, after = proc.communicate(timeout=60)  # it used to wait for every scheduled file (121 s reported)
     assert proc.returncode == 130
     assert "musenet-jax prepare: interrupted" in after.decode()
-    assert b"300/300" not in before + after  # it stopped before every file was converted
-    assert list(data_dir.iterdir()) == []  # no dataset, no staging folder left
+    assert b"3000/3000" not in after  # it stopped before every file was converted
+    assert list(data_dir.iterdir()) == []  # no dataset, no staging folder, no lock left
 
 
 @pytest.mark.parametrize("workers", ["-3", "0"])
@@ -191,6 +184,7 @@ def _train_as_process_1(coordinator: str, workdir, timeout_s: int | None = None)
     return [sys.executable, "-c", shorter + run_cli]
 
 
+@pytest.mark.slow
 def test_a_process_waiting_for_its_coordinator_says_so_and_stops_on_ctrl_c(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"  # nobody listens there
     proc = subprocess.Popen(
@@ -205,6 +199,7 @@ def test_a_process_waiting_for_its_coordinator_says_so_and_stops_on_ctrl_c(tmp_p
     assert proc.returncode == 130 and after.decode().strip() == "musenet-jax train: interrupted"
 
 
+@pytest.mark.slow
 def test_a_coordinator_that_never_answers_is_one_line(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
     result = subprocess.run(
@@ -217,3 +212,173 @@ def test_a_coordinator_that_never_answers_is_one_line(tmp_path):
     assert line.startswith(
         f"musenet-jax train: error: no answer from the coordinator (process 0) at {coordinator} within 2 s"
     )
+
+
+# 5. Reuse decided by content and options; --force.
+
+
+def _transpose_in_place(path, semitones: int) -> None:
+    """Rewrites a MIDI file with every note moved: the same size, other music."""
+    midi = mido.MidiFile(str(path))
+    for track in midi.tracks:
+        for n, message in enumerate(track):
+            if message.type in ("note_on", "note_off"):
+                track[n] = message.copy(note=message.note + semitones)
+    midi.save(str(path))
+
+
+def _reused(midi_dir, data_dir, **options) -> bool:
+    summary = prepare("midi_dir", str(data_dir), midi_dir=str(midi_dir), show_progress=False, **options)
+    return summary.reused
+
+
+def test_a_file_changed_in_place_with_its_size_is_rebuilt(tmp_path):
+    midi_dir, data_dir = folder_of(tmp_path, good_files(3)), tmp_path / "tfds"
+    assert not _reused(midi_dir, data_dir, workers=1)
+    assert _reused(midi_dir, data_dir, workers=1)
+    changed = sorted(midi_dir.iterdir())[0]
+    size = changed.stat().st_size
+    _transpose_in_place(changed, 2)
+    assert changed.stat().st_size == size
+    assert not _reused(midi_dir, data_dir, workers=1)
+    builder = builder_lib.make_builder("midi_dir", data_dir, EncodingConfig())
+    stored = {
+        ex["source"].decode(): ex["ids"]
+        for split in builder.info.splits
+        for ex in builder.as_data_source(split)
+    }
+    np.testing.assert_array_equal(stored[changed.name], Tokenizer().encode(changed))
+
+
+@pytest.mark.slow
+def test_options_that_change_the_result_and_force_rebuild(tmp_path):
+    midi_dir, data_dir = folder_of(tmp_path, good_files(3)), tmp_path / "tfds"
+    assert not _reused(midi_dir, data_dir, workers=1, file_timeout_s=60)
+    assert _reused(midi_dir, data_dir, workers=1, file_timeout_s=60)
+    # the README's advice after timeouts: rerun without the limit -- not the old build with its skips
+    assert not _reused(midi_dir, data_dir, workers=1)
+    assert _reused(midi_dir, data_dir, workers=1)
+    assert not _reused(midi_dir, data_dir, workers=1, force=True)
+    result = prepare_cli(midi_dir, data_dir, "--force", "--json")
+    assert result.returncode == 0 and not json.loads(result.stdout)["reused"]
+
+
+# 8. One prepare per data dir.
+
+
+def test_a_second_prepare_into_a_data_dir_in_use_is_one_line(tmp_path):
+    midi_dir, data_dir = folder_of(tmp_path, good_files(3)), tmp_path / "tfds"
+    with FolderLock(data_dir, LOCK_NAME, "prepare", "data dir"):  # this process is the running prepare
+        line = one_error_line(prepare_cli(midi_dir, data_dir))
+        assert line.startswith(
+            f"musenet-jax prepare: error: data dir {data_dir} is in use by another prepare"
+        )
+        assert f"PID {os.getpid()}, since" in line and f"delete {data_dir / LOCK_NAME}" in line
+        assert sorted(p.name for p in data_dir.iterdir()) == [LOCK_NAME]  # nothing built
+    assert prepare("midi_dir", str(data_dir), midi_dir=str(midi_dir), show_progress=False).files_ok == 3
+    assert not (data_dir / LOCK_NAME).exists()  # released at the end
+
+
+# 9b. What a killed prepare left is removed, and only that.
+
+
+def _many_files(tmp_path, n: int = 300):
+    files = good_files(9)
+    midi_dir = tmp_path / "many"
+    midi_dir.mkdir()
+    for k in range(n):
+        (midi_dir / f"f{k:03d}.mid").write_bytes(files[k % len(files)].read_bytes())
+    return midi_dir
+
+
+def _start_prepare(midi_dir, data_dir) -> subprocess.Popen:
+    """A prepare of 300 files on 2 workers, returned once it has converted some."""
+    args = [
+        "--source",
+        "midi_dir",
+        "--midi-dir",
+        str(midi_dir),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(musenet("prepare", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert b"/300" in _read_until(proc.stderr, rb"converting:.*\b[1-9]\d*/300")
+    return proc
+
+
+@pytest.mark.slow
+def test_staging_a_killed_prepare_left_is_removed_and_nothing_else(tmp_path):
+    data_dir = tmp_path / "tfds"
+    killed = _start_prepare(_many_files(tmp_path), data_dir)
+    killed.kill()  # SIGKILL: no handler runs, the staging folder and the lock stay
+    killed.communicate(timeout=60)
+    [left] = [p for p in data_dir.iterdir() if p.name != LOCK_NAME]
+    assert left.name.startswith(".musenet_midi-midi_dir-building-")
+    lookalike = data_dir / ".musenet_midi-midi_dir-building-userdata"  # not made by prepare
+    lookalike.mkdir()
+    (lookalike / "notes.txt").write_text("mine")
+    result = prepare_cli(folder_of(tmp_path, good_files(3)), data_dir, "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["files_ok"] == 3
+    assert f"taking over the stale lock {data_dir / LOCK_NAME}" in result.stderr
+    assert (
+        f"removed 1 unfinished build folder(s) a killed prepare left in {data_dir}: {left.name}"
+        in result.stderr
+    )
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted(["musenet_midi", lookalike.name])
+    assert (lookalike / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_sigterm_ends_prepare_and_removes_its_build(tmp_path):
+    data_dir = tmp_path / "tfds"
+    proc = _start_prepare(_many_files(tmp_path), data_dir)
+    proc.terminate()
+    _, after = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "musenet-jax prepare: interrupted" in after.decode()
+    assert list(data_dir.iterdir()) == []
+
+
+# 14. A full disk: one line naming the data dir, the previous dataset kept, nothing partial left.
+
+
+def _file_size_limit(max_bytes: int):
+    """In the child before exec: files may not grow past `max_bytes` (a write past it fails with EFBIG,
+    as a full disk fails with ENOSPC); the signal that would kill the process instead is ignored."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return limit
+
+
+def test_prepare_out_of_space_is_one_line_and_keeps_the_previous_dataset(tmp_path):
+    midi_dir, data_dir = folder_of(tmp_path, good_files(3)), tmp_path / "tfds"
+    prepare("midi_dir", str(data_dir), midi_dir=str(midi_dir), workers=1, show_progress=False)
+    folder = builder_lib.dataset_dir(data_dir, "midi_dir")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    shutil.copy(good_files(4)[-1], midi_dir / "new.mid")
+    args = [
+        "--source",
+        "midi_dir",
+        "--midi-dir",
+        str(midi_dir),
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        "1",
+    ]
+    result = subprocess.run(
+        musenet("prepare", *args), capture_output=True, text=True, preexec_fn=_file_size_limit(8192)
+    )
+    line = one_error_line(result)
+    assert line.startswith(f"musenet-jax prepare: error: no space to write the dataset in {data_dir} (")
+    assert "File too large" in line
+    assert line.endswith(
+        "the previous dataset is kept as it was; free some space there or give another --data-dir, then rerun"
+    )
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in data_dir.iterdir()] == ["musenet_midi"]  # no partial build beside it
