@@ -110,6 +110,17 @@ def test_generate_refuses_a_hostile_prompt_within_a_memory_budget(hostile, tmp_p
     assert peak_mb < MEMORY_BUDGET_MB, peak_mb
 
 
+@pytest.mark.slow
+def test_critic_score_skips_a_hostile_file_within_a_memory_budget(hostile):
+    good = good_files(1)[0]
+    result, peak_mb = measured(musenet("critic", "score", str(hostile), str(good)))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    skipped, scored = result.stdout.strip().splitlines()[-2:]
+    assert skipped.startswith(f"skipped {hostile}") and "4.5e+09 s of silence" in skipped
+    assert scored.endswith(f"  {good}") and 0 <= float(scored.split()[0]) <= 1
+    assert peak_mb < MEMORY_BUDGET_MB, peak_mb
+
+
 SERVE_UPLOAD = """
 import sys
 from musenet_jax.app.co_composer import CoComposer, Settings
