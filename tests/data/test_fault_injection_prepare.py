@@ -24,6 +24,7 @@ from test_fault_injection_data import cli, folder_of, good_files, one_error_line
 from musenet_jax.bench.serve import free_port
 from musenet_jax.data import builder as builder_lib
 from musenet_jax.data.prepare import LOCK_NAME, prepare
+from musenet_jax.encoding.budget import MAX_FILE_BYTES, MAX_NOTES, over_budget
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.midi_io import MidiReadError, events_to_midi
@@ -74,6 +75,21 @@ def test_hostile_gaps_and_lengths_are_refused_with_their_reason(parser, tmp_path
     fine = tokenizer.read_notes(hostile_gap_midi(tmp_path / "short_rest.mid", 60.0))
     rest = fine.events.start_s[1] - fine.events.end_s[0]
     assert len(fine.events) == 2 and np.isclose(rest, 60.0, atol=17)  # to within one tick (16.8 s)
+
+
+def test_a_huge_file_is_refused_before_it_is_read_and_a_million_notes_are_too_many(tmp_path):
+    huge = tmp_path / "huge.mid"
+    with huge.open("wb") as f:
+        f.write(b"MThd")
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no 64 MiB written
+    with pytest.raises(MidiReadError, match=r"huge.mid: 64 MiB, over the limit of 64 MiB") as caught:
+        Tokenizer().read_notes(huge)
+    assert caught.value.reason == "too_large"
+    n = MAX_NOTES + 1
+    onsets = np.arange(n) * 0.01
+    many = Events.from_columns(onsets, onsets + 0.01, np.zeros(n), np.full(n, 60), np.full(n, 80))
+    assert over_budget(many)[0] == "too_many_notes"
+    assert over_budget(many.select(np.arange(MAX_NOTES))) is None
 
 
 def test_encode_skips_a_hostile_file_within_a_memory_budget(hostile, tmp_path):
