@@ -70,7 +70,7 @@ def initialize(
     if spec.explicit:
         assert spec.process_id is not None and spec.num_processes is not None
         whom = (
-            f"the other {spec.num_processes - 1} processes to join at {spec.coordinator}"
+            f"the other {spec.num_processes - 1} process(es) to join at {spec.coordinator}"
             if spec.process_id == 0
             else f"the coordinator (process 0) at {spec.coordinator}"
         )

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import mido
@@ -34,16 +33,27 @@ from musenet_jax.locks import FolderLock
 MEMORY_BUDGET_MB = 1024  # what one hostile file may make a command use, at most
 
 
-def measured(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
-    """Runs a command to its end; (its result, its peak resident memory in MB, its child processes
-    included): `wait4` gives the usage of this one child, not of every child the test process had."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        result = subprocess.CompletedProcess(args, proc.returncode, out.read().decode(), err.read().decode())
-    return result, usage.ru_maxrss / 1024  # kilobytes on Linux
+# Forks and execs the command, then writes its peak resident memory (KB, its waited-for children included)
+# to argv[1]. A small process of its own: Linux keeps a process's peak across exec, so a command forked
+# straight from the test process would count the test process's memory as its own.
+PEAK_RSS_OF = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+def measured(args: list[str], tmp_path) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs a command to its end: its result and its peak resident memory in MB."""
+    peak = tmp_path / "peak_rss_kb"
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_OF, str(peak), *args], capture_output=True, text=True
+    )
+    return result, int(peak.read_text()) / 1024
 
 
 def musenet(*args: str) -> list[str]:
@@ -94,7 +104,9 @@ def test_a_huge_file_is_refused_before_it_is_read_and_a_million_notes_are_too_ma
 
 def test_encode_skips_a_hostile_file_within_a_memory_budget(hostile, tmp_path):
     good = good_files(1)[0]
-    result, peak_mb = measured(musenet("encode", str(hostile), str(good), "-o", str(tmp_path / "out")))
+    result, peak_mb = measured(
+        musenet("encode", str(hostile), str(good), "-o", str(tmp_path / "out")), tmp_path
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"musenet-jax encode: skipped {hostile}: 4.5e+09 s of silence")
@@ -103,12 +115,12 @@ def test_encode_skips_a_hostile_file_within_a_memory_budget(hostile, tmp_path):
     assert peak_mb < MEMORY_BUDGET_MB, peak_mb
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
 def test_prepare_builds_the_rest_of_a_folder_past_a_hostile_file(hostile, tmp_path, workers):
     midi_dir = folder_of(tmp_path, good_files(3))
     hostile.rename(midi_dir / "gap.mid")
     args = ["--source", "midi_dir", "--midi-dir", str(midi_dir), "--data-dir", str(tmp_path / "tfds")]
-    result, peak_mb = measured(musenet("prepare", *args, "--workers", workers, "--json"))
+    result, peak_mb = measured(musenet("prepare", *args, "--workers", workers, "--json"), tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["files_ok"] == 3 and summary["skipped_by_reason"] == {"long_silence": 1}
@@ -120,16 +132,16 @@ def test_prepare_builds_the_rest_of_a_folder_past_a_hostile_file(hostile, tmp_pa
 @pytest.mark.slow
 def test_generate_refuses_a_hostile_prompt_within_a_memory_budget(hostile, tmp_path):
     args = ["--composer", "bach", "--instruments", "piano", "--seconds", "1", "--out", str(tmp_path / "out")]
-    result, peak_mb = measured(musenet("generate", *args, "--prompt", str(hostile)))
+    result, peak_mb = measured(musenet("generate", *args, "--prompt", str(hostile)), tmp_path)
     line = one_error_line(result)
     assert line.startswith(f"musenet-jax generate: error: {hostile}: 4.5e+09 s of silence")
     assert peak_mb < MEMORY_BUDGET_MB, peak_mb
 
 
 @pytest.mark.slow
-def test_critic_score_skips_a_hostile_file_within_a_memory_budget(hostile):
+def test_critic_score_skips_a_hostile_file_within_a_memory_budget(hostile, tmp_path):
     good = good_files(1)[0]
-    result, peak_mb = measured(musenet("critic", "score", str(hostile), str(good)))
+    result, peak_mb = measured(musenet("critic", "score", str(hostile), str(good)), tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     skipped, scored = result.stdout.strip().splitlines()[-2:]
     assert skipped.startswith(f"skipped {hostile}") and "4.5e+09 s of silence" in skipped
@@ -156,7 +168,7 @@ except UserError as err:
 def test_the_co_composer_refuses_a_hostile_upload_within_a_memory_budget(hostile, tmp_path):
     (tmp_path / "media").mkdir()
     script = [sys.executable, "-c", textwrap.dedent(SERVE_UPLOAD), str(hostile), str(tmp_path / "media")]
-    result, peak_mb = measured(script)
+    result, peak_mb = measured(script, tmp_path)
     assert result.returncode == 3, result.stderr
     # said with the upload's name, not the server's temporary path
     assert result.stdout.startswith("gap.mid: 4.5e+09 s of silence before the note"), result.stdout
