@@ -113,76 +113,102 @@ def prepare(
     builder_lib.check_data_dir(data_dir)
     with FolderLock(data_dir, LOCK_NAME, "prepare", "data dir", say=say):
         if not is_url(data_dir):
-            remove_stale_staging(pathlib.Path(data_dir), say)
-        corpus = CORPORA.get(source)
-        if corpus is not None:
-            local = cache_root() if is_url(data_dir) else pathlib.Path(data_dir)
-            midi_dir = str(corpus_root(corpus, midi_dir, local / "downloads"))
-        sources = list_sources(source, midi_dir)
-        if source == "midi_dir" and not sources:
-            raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
-        configured = encoding.composers
-        encoding = labelled_encoding(encoding, sources)
-        pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
-        probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit, sources=sources)
-        folder = builder_lib.dataset_dir(data_dir, source)
-        inputs = {
-            "digest": builder_lib.input_digest(probe, sources),
-            "fingerprint": probe.vocab.fingerprint(),
-            "max_seconds": encoding.max_seconds,
-            "version": str(probe.version),
-            "limit": limit,
-            # options that change which files are skipped
-            "file_timeout_s": file_timeout_s or None,
-            "budget": [MAX_FILE_BYTES, MAX_NOTES, MAX_DURATION_S, MAX_SILENCE_S],
-        }
-        inputs_file = folder / BUILD_INPUTS
-        if not force and inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
-            return _reused_summary(json.loads(inputs_file.read_text()))
-        if not is_url(data_dir):
-            pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
-        beside = (
-            None if is_url(data_dir) else data_dir
-        )  # renames need one filesystem; a bucket gets an upload
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=beside))
-        try:
-            (staging / STAGING_MARK).write_text("a prepare builds here; removed when it ends\n")
-            builder = builder_lib.make_builder(
-                source,
-                staging,
-                encoding,
-                limit=limit,
-                workers=workers,
-                file_timeout_s=file_timeout_s,
-                show_progress=show_progress,
-                beam=pipeline_options is not None,
-                sources=sources,
-            )
-            summary = _build(builder, midi_dir, pipeline_options, str(folder))
-            summary = dataclasses.replace(
-                summary,
-                new_labels=list(encoding.composers[len(configured) :]),
-                license=corpus.license if corpus else "",
-            )
-            staged = builder_lib.dataset_dir(staging, source)
-            record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
-            skipped = {"skipped": builder.stats.skipped}
-            (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
-            (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
-            if is_url(data_dir):
-                upload_dataset(staged, folder)
-            else:
-                _swap_in(pathlib.Path(staged), pathlib.Path(folder))
-        except (OSError, RuntimeError) as err:
-            if not _out_of_space(err):
-                raise
-            kept = "the previous dataset is kept as it was" if inputs_file.exists() else "nothing was kept"
-            raise UserError(
-                f"no space to write the dataset in {data_dir} ({_first_line(err)}); {kept}; free some space "
-                "there or give another --data-dir, then rerun"
-            ) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_stale_staging(pathlib.Path(data_dir), say)
+        return _build_or_reuse(
+            source,
+            data_dir,
+            encoding,
+            midi_dir=midi_dir,
+            limit=limit,
+            workers=workers,
+            file_timeout_s=file_timeout_s,
+            show_progress=show_progress,
+            beam_options=beam_options,
+            force=force,
+        )
+
+
+def _build_or_reuse(
+    source: str,
+    data_dir: str,
+    encoding: EncodingConfig,
+    *,
+    midi_dir: str | None,
+    limit: int | None,
+    workers: int | None,
+    file_timeout_s: float | None,
+    show_progress: bool,
+    beam_options: str | None,
+    force: bool,
+) -> PrepareSummary:
+    """`prepare`'s work, done holding the data dir's lock."""
+    corpus = CORPORA.get(source)
+    if corpus is not None:
+        downloads = cache_root() / "downloads" if is_url(data_dir) else pathlib.Path(data_dir) / "downloads"
+        midi_dir = str(corpus_root(corpus, midi_dir, downloads))
+    sources = list_sources(source, midi_dir)
+    if source == "midi_dir" and not sources:
+        raise UserError(f"no MIDI files (.mid, .midi) found under {midi_dir}; nothing to prepare")
+    configured = encoding.composers
+    encoding = labelled_encoding(encoding, sources)
+    pipeline_options = _beam_pipeline_options(beam_options) if beam_options is not None else None
+    probe = builder_lib.make_builder(source, data_dir, encoding, limit=limit, sources=sources)
+    folder = builder_lib.dataset_dir(data_dir, source)
+    inputs = {
+        "digest": builder_lib.input_digest(probe, sources),
+        "fingerprint": probe.vocab.fingerprint(),
+        "max_seconds": encoding.max_seconds,
+        "version": str(probe.version),
+        "limit": limit,
+        # options that change which files are skipped
+        "file_timeout_s": file_timeout_s or None,
+        "budget": [MAX_FILE_BYTES, MAX_NOTES, MAX_DURATION_S, MAX_SILENCE_S],
+    }
+    inputs_file = folder / BUILD_INPUTS
+    if not force and inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
+        return _reused_summary(json.loads(inputs_file.read_text()))
+    if not is_url(data_dir):
+        pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    beside = None if is_url(data_dir) else data_dir  # renames need one filesystem; a bucket gets an upload
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=beside))
+    try:
+        (staging / STAGING_MARK).write_text("a prepare builds here; removed when it ends\n")
+        builder = builder_lib.make_builder(
+            source,
+            staging,
+            encoding,
+            limit=limit,
+            workers=workers,
+            file_timeout_s=file_timeout_s,
+            show_progress=show_progress,
+            beam=pipeline_options is not None,
+            sources=sources,
+        )
+        summary = _build(builder, midi_dir, pipeline_options, str(folder))
+        summary = dataclasses.replace(
+            summary,
+            new_labels=list(encoding.composers[len(configured) :]),
+            license=corpus.license if corpus else "",
+        )
+        staged = builder_lib.dataset_dir(staging, source)
+        record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
+        skipped = {"skipped": builder.stats.skipped}
+        (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
+        (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
+        if is_url(data_dir):
+            upload_dataset(staged, folder)
+        else:
+            _swap_in(pathlib.Path(staged), pathlib.Path(folder))
+    except (OSError, RuntimeError) as err:
+        if not _out_of_space(err):
+            raise
+        kept = "the previous dataset is kept as it was" if inputs_file.exists() else "nothing was kept"
+        raise UserError(
+            f"no space to write the dataset in {data_dir} ({_first_line(err)}); {kept}; free some space "
+            "there or give another --data-dir, then rerun"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
@@ -211,7 +237,7 @@ def _first_line(err: BaseException) -> str:
 _STAGING_NAME = re.compile(r"\.musenet_midi-[a-z0-9_]+-building-[A-Za-z0-9_]{8}")
 
 
-def remove_stale_staging(data_dir: pathlib.Path, say: Callable[[str], None]) -> None:
+def _remove_stale_staging(data_dir: pathlib.Path, say: Callable[[str], None]) -> None:
     """Removes the staging folders that a killed `prepare` (SIGKILL, a power cut) left in `data_dir`.
     Called holding the data dir's lock, so no live `prepare` builds in them. Only folders `prepare` made
     are touched: the name it gives them and its mark inside (or, from before the mark, nothing but what a
