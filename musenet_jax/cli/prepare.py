@@ -57,15 +57,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='convert with Apache Beam instead of local processes, e.g. "--runner=DirectRunner" '
         "or Dataflow flags (needs the beam extra)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even when a dataset from the same input (compared by content) is already there",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 
 
+def _stop(signum: int, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: workers stopped, the unfinished build removed, exit 130
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    import signal
 
     from musenet_jax.data.prepare import prepare
 
+    signal.signal(signal.SIGTERM, _stop)
     cfg = config_from_args(args)
     summary = prepare(
         args.source or cfg.data.source,
@@ -77,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         file_timeout_s=args.file_timeout,
         show_progress=not args.json,
         beam_options=args.beam_options,
+        force=args.force,
     )
     print(json.dumps(dataclasses.asdict(summary)) if args.json else summary.describe())
     return 0

@@ -200,23 +200,42 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
             # task past its time limit (replacing its worker), which concurrent.futures' cannot.
             context = multiprocessing.get_context("spawn")
             limit = self.file_timeout_s
-            with pebble.ProcessPool(self.workers, context=context) as pool:
+            pool = pebble.ProcessPool(self.workers, context=context)
+            try:
                 futures = {
                     pool.schedule(convert_lib.convert, (s, self.encoding), timeout=limit): s for s in sources
                 }
                 for future in concurrent.futures.as_completed(futures):
-                    try:
-                        results += future.result()
-                    except concurrent.futures.TimeoutError:
-                        why = f"conversion took over {limit:g} s (prepare --file-timeout)"
-                        results.append(convert_lib.Skipped(futures[future].source_id, "timeout", why))
+                    results += _result_or_skip(future, futures[future], limit)
                     bar.update()
+                pool.close()
+            except BaseException:
+                # Ctrl-C or a failure: end the workers now, not after every file already scheduled.
+                pool.stop()
+                raise
+            finally:
+                pool.join()
         bar.close()
         return sorted(results, key=lambda r: r.source)
 
     def _generate_examples(self, items: list) -> Iterator[tuple[str, dict]]:
         for ex in items:
             yield ex.source, ex.features()
+
+
+def _result_or_skip(future: concurrent.futures.Future, source: SourceFile, limit: float | None) -> list:
+    """A worker's results, or the file skipped with the reason its worker gave none: past the time limit,
+    or the worker process died (killed for memory, crashed in a parser) -- one file never stops a build."""
+    try:
+        return future.result()
+    except concurrent.futures.TimeoutError:
+        why = f"conversion took over {limit:g} s (prepare --file-timeout)"
+        return [convert_lib.Skipped(source.source_id, "timeout", why)]
+    except pebble.ProcessExpired as err:
+        why = (
+            f"the conversion process died (exit status {err.exitcode}: killed for memory, or a parser crash)"
+        )
+        return [convert_lib.Skipped(source.source_id, "crashed", why)]
 
 
 def spread_subset(items: list, limit: int | None) -> list:
@@ -272,26 +291,39 @@ def make_builder(source: str, data_dir: str | os.PathLike, encoding: EncodingCon
     """The builder of one source; a wrong source or a data dir that is a file is one line, not a traceback."""
     if source not in SOURCES:
         raise unknown_choice("data source", source, SOURCES)
-    if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
-        raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")
+    check_data_dir(data_dir)
     # Pieces are stored plain; anticipation is made per training window (data/pipeline.py).
     return MusenetMidi(config=source, data_dir=str(data_dir), encoding=plain_encoding(encoding), **kwargs)
 
 
+def check_data_dir(data_dir: str | os.PathLike) -> None:
+    """A data dir that is a file is one line, not a traceback."""
+    if pathlib.Path(data_dir).exists() and not pathlib.Path(data_dir).is_dir():
+        raise UserError(f"data dir {str(data_dir)!r} is a file, not a folder; give a folder for the dataset")
+
+
 def input_digest(builder: MusenetMidi, sources: list[SourceFile]) -> str:
-    """Hash of what a build would read (paths and sizes): equal digests mean an identical rebuild."""
+    """Hash of what a build would read: each file's path and a hash of its content (a file transposed or
+    repaired in place, its size unchanged, is new input), so equal digests mean an identical rebuild."""
     if builder.builder_config.name == "music21":
         listing = [s.source_id for s in sources]
     else:
-        listing = [f"{s.source_id}:{_size(s.path)}" + (f":{s.split}" if s.split else "") for s in sources]
+        listing = [
+            f"{s.source_id}:{_content_hash(s.path)}" + (f":{s.split}" if s.split else "") for s in sources
+        ]
     listing = spread_subset(listing, builder.limit)
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def _size(path: str) -> int | None:
-    """Size of a file, None for one that cannot be looked at (a broken link): it is skipped with a reason."""
+def _content_hash(path: str) -> str | None:
+    """SHA-256 of a regular file's bytes; None for one that cannot be read (a broken link, a pipe, no
+    permission): the build skips it with a reason, and its becoming readable is a change."""
+    file = pathlib.Path(path)
     try:
-        return pathlib.Path(path).stat().st_size
+        if not file.is_file():
+            return None
+        with file.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import pathlib
+import re
 import shlex
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import tensorflow_datasets as tfds
 
@@ -19,9 +23,14 @@ from musenet_jax.data import builder as builder_lib
 from musenet_jax.data.bucket import BUILD_INPUTS, cache_root, upload_dataset
 from musenet_jax.data.corpora import CORPORA, corpus_root, list_sources
 from musenet_jax.data.labels import labelled_encoding
+from musenet_jax.encoding.budget import MAX_DURATION_S, MAX_FILE_BYTES, MAX_NOTES, MAX_SILENCE_S
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.errors import UserError, unknown_choice
+from musenet_jax.locks import FolderLock
 from musenet_jax.storage import is_url
+
+LOCK_NAME = "prepare.lock"  # in the data dir: one prepare at a time writes there
+STAGING_MARK = ".musenet-prepare-staging"  # inside each staging folder: made by prepare, safe to remove
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +86,18 @@ def prepare(
     file_timeout_s: float | None = None,
     show_progress: bool = True,
     beam_options: str | None = None,
+    force: bool = False,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> PrepareSummary:
-    """Builds the dataset unless one built from the same input with the same encoding is already there.
+    """Builds the dataset unless one built from the same input with the same encoding and options is
+    already there (`force` rebuilds anyway). The input is compared by content: a hash of every file.
 
     The build goes to a folder beside the dataset and replaces it only once complete, so a failed or
-    interrupted rebuild leaves the previous dataset (and its record of inputs) exactly as it was. A bucket
-    `data_dir` (gs://) gets a dataset built in a local folder and then uploaded (`bucket.py`).
+    interrupted rebuild (a full disk included: one line naming the data dir) leaves the previous dataset
+    (and its record of inputs) exactly as it was. One `prepare` at a time per data dir: it holds
+    `DATA_DIR/prepare.lock` (a second one is refused, naming the holder) and, holding it, removes the
+    staging folders a killed `prepare` left there. A bucket `data_dir` (gs://) gets a dataset built in a
+    local folder and then uploaded (`bucket.py`).
     `beam_options` (Beam pipeline flags, e.g. "--runner=DataflowRunner --project=P ...") runs the
     conversion as an Apache Beam pipeline instead of local worker processes. `file_timeout_s` skips (and
     reports) an input file whose conversion takes longer: one pathological score cannot hold up a corpus.
@@ -91,8 +106,42 @@ def prepare(
     holding its archive or the archive extracted; without one it is downloaded (`corpora.py`)."""
     if source not in builder_lib.SOURCES:
         raise unknown_choice("data source", source, builder_lib.SOURCES)
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be 1 or more (conversion processes), got {workers}")
     if source == "midi_dir" and not (midi_dir and pathlib.Path(midi_dir).is_dir()):
         raise UserError(f"--midi-dir {midi_dir!r} is not a folder; give the folder of MIDI files to prepare")
+    builder_lib.check_data_dir(data_dir)
+    with FolderLock(data_dir, LOCK_NAME, "prepare", "data dir", say=say):
+        if not is_url(data_dir):
+            _remove_stale_staging(pathlib.Path(data_dir), say)
+        return _build_or_reuse(
+            source,
+            data_dir,
+            encoding,
+            midi_dir=midi_dir,
+            limit=limit,
+            workers=workers,
+            file_timeout_s=file_timeout_s,
+            show_progress=show_progress,
+            beam_options=beam_options,
+            force=force,
+        )
+
+
+def _build_or_reuse(
+    source: str,
+    data_dir: str,
+    encoding: EncodingConfig,
+    *,
+    midi_dir: str | None,
+    limit: int | None,
+    workers: int | None,
+    file_timeout_s: float | None,
+    show_progress: bool,
+    beam_options: str | None,
+    force: bool,
+) -> PrepareSummary:
+    """`prepare`'s work, done holding the data dir's lock."""
     corpus = CORPORA.get(source)
     if corpus is not None:
         downloads = cache_root() / "downloads" if is_url(data_dir) else pathlib.Path(data_dir) / "downloads"
@@ -111,15 +160,19 @@ def prepare(
         "max_seconds": encoding.max_seconds,
         "version": str(probe.version),
         "limit": limit,
+        # options that change which files are skipped
+        "file_timeout_s": file_timeout_s or None,
+        "budget": [MAX_FILE_BYTES, MAX_NOTES, MAX_DURATION_S, MAX_SILENCE_S],
     }
     inputs_file = folder / BUILD_INPUTS
-    if inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
+    if not force and inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
         return _reused_summary(json.loads(inputs_file.read_text()))
     if not is_url(data_dir):
         pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
     beside = None if is_url(data_dir) else data_dir  # renames need one filesystem; a bucket gets an upload
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".musenet_midi-{source}-building-", dir=beside))
     try:
+        (staging / STAGING_MARK).write_text("a prepare builds here; removed when it ends\n")
         builder = builder_lib.make_builder(
             source,
             staging,
@@ -146,9 +199,67 @@ def prepare(
             upload_dataset(staged, folder)
         else:
             _swap_in(pathlib.Path(staged), pathlib.Path(folder))
+    except (OSError, RuntimeError) as err:
+        if not _out_of_space(err):
+            raise
+        kept = "the previous dataset is kept as it was" if inputs_file.exists() else "nothing was kept"
+        raise UserError(
+            f"no space to write the dataset in {data_dir} ({_first_line(err)}); {kept}; free some space "
+            "there or give another --data-dir, then rerun"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+# What a full disk (or quota, or file size limit) looks like from TFDS and ArrayRecord's writers: OSError
+# with its errno, TFDS's own space check (an errno-less IOError), the shard writer's RuntimeError text.
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_SPACE_TEXTS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "File too large",
+    "Not enough disk space",
+)
+
+
+def _out_of_space(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in _NO_SPACE_ERRNOS:
+        return True
+    return any(text in str(err) for text in _NO_SPACE_TEXTS)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]
+
+
+_STAGING_NAME = re.compile(r"\.musenet_midi-[a-z0-9_]+-building-[A-Za-z0-9_]{8}")
+
+
+def _remove_stale_staging(data_dir: pathlib.Path, say: Callable[[str], None]) -> None:
+    """Removes the staging folders that a killed `prepare` (SIGKILL, a power cut) left in `data_dir`.
+    Called holding the data dir's lock, so no live `prepare` builds in them. Only folders `prepare` made
+    are touched: the name it gives them and its mark inside (or, from before the mark, nothing but what a
+    build puts there)."""
+    if not data_dir.is_dir():
+        return
+    stale = [
+        entry
+        for entry in sorted(data_dir.iterdir())
+        if _STAGING_NAME.fullmatch(entry.name)
+        and entry.is_dir()
+        and not entry.is_symlink()
+        and (
+            (entry / STAGING_MARK).is_file()
+            or {p.name for p in entry.iterdir()} <= {"musenet_midi", "previous"}
+        )
+    ]
+    for entry in stale:
+        shutil.rmtree(entry)
+    if stale:
+        names = ", ".join(entry.name for entry in stale)
+        say(f"removed {len(stale)} unfinished build folder(s) a killed prepare left in {data_dir}: {names}")
 
 
 def _build(

@@ -10,6 +10,7 @@ import miditoolkit
 import numpy as np
 import symusic
 
+from musenet_jax.encoding.budget import MAX_FILE_BYTES
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS, FAMILIES, FAMILY_PROGRAM, family_of
 from musenet_jax.errors import UserError
@@ -22,7 +23,8 @@ DRUM_HIT_S = 0.1  # drums have note-on tokens only; decoded hits last this long
 class MidiReadError(UserError):
     """A file that is not a readable MIDI file; the message names the file and the reason.
 
-    `reason` is a short code (missing, unreadable, empty, not_midi, corrupt) that reports group files by.
+    `reason` is a short code (missing, unreadable, empty, not_midi, corrupt, or a limit of `budget.py`:
+    too_large, too_many_notes, too_long, long_silence) that reports group files by.
     """
 
     def __init__(self, message: str, reason: str):
@@ -50,6 +52,16 @@ def read_midi_bytes(path: pathlib.Path) -> bytes:
         raise _unreadable(path, "a folder, not a file")
     if not path.is_file():
         raise _unreadable(path, "not a regular file (a pipe, socket or device)")
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise _unreadable(path, (err.strerror or type(err).__name__).lower()) from None
+    if size > MAX_FILE_BYTES:
+        raise MidiReadError(
+            f"{shown(path)}: {size / 2**20:.0f} MiB, over the limit of {MAX_FILE_BYTES / 2**20:.0f} MiB "
+            "for one MIDI file; split it or leave it out",
+            "too_large",
+        )
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -82,17 +94,31 @@ def midi_to_events(midi: miditoolkit.MidiFile) -> Events:
     """All notes of all tracks with times in seconds (tempo map applied)."""
     if midi.max_tick <= 0 or not any(inst.notes for inst in midi.instruments):
         return Events.empty()
-    tick_to_s = np.asarray(midi.get_tick_to_time_mapping(), dtype=np.float64)
     columns: list[tuple[np.ndarray, ...]] = []
     for inst in midi.instruments:
         if not inst.notes:
             continue
         raw = np.array([(n.start, n.end, n.pitch, n.velocity) for n in inst.notes], dtype=np.int64)
-        starts = np.clip(raw[:, 0], 0, len(tick_to_s) - 1)
-        ends = np.clip(raw[:, 1], 0, len(tick_to_s) - 1)
         family = np.full(len(raw), family_of(inst.program, inst.is_drum), np.int8)
-        columns.append((tick_to_s[starts], tick_to_s[ends], family, raw[:, 2], raw[:, 3]))
+        starts, ends = _tick_seconds(midi, raw[:, 0]), _tick_seconds(midi, raw[:, 1])
+        columns.append((starts, ends, family, raw[:, 2], raw[:, 3]))
     return _sounding(Events.from_columns(*(np.concatenate(c) for c in zip(*columns))))
+
+
+def _tick_seconds(midi: miditoolkit.MidiFile, ticks: np.ndarray) -> np.ndarray:
+    """miditoolkit's tick -> seconds mapping (`get_tick_to_time_mapping`) at the given ticks only: that one
+    is an array of `max_tick` entries, which a hostile file makes billions long (`budget.py`)."""
+    changes = midi.tempo_changes
+    ticks = np.clip(ticks, 0, midi.max_tick)
+    if not changes:
+        return np.zeros(len(ticks))
+    begin = np.array([c.time for c in changes], np.int64)
+    per_tick = 60.0 / np.array([c.tempo for c in changes], np.float64) / float(midi.ticks_per_beat)
+    at_begin = np.concatenate([[0.0], np.cumsum(per_tick[:-1] * np.diff(begin))])
+    segment = np.searchsorted(begin, ticks, side="right") - 1
+    inside = np.maximum(segment, 0)
+    seconds = at_begin[inside] + per_tick[inside] * (ticks - begin[inside])
+    return np.where(segment >= 0, seconds, 0.0)
 
 
 def read_events_symusic(path: str | os.PathLike) -> Events:

@@ -17,6 +17,7 @@ import miditoolkit
 import numpy as np
 
 from musenet_jax.encoding import midi_io
+from musenet_jax.encoding.budget import over_budget
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
@@ -64,7 +65,9 @@ class Tokenizer:
     # ---- MIDI boundary ---------------------------------------------------------------------------
     def read_notes(self, midi: MidiSource) -> NotesRead:
         """Notes of a MIDI file (path or object) within the pitch range, cut at `max_seconds` if one is set,
-        with the count of notes the cut removed, so that callers can say so."""
+        with the count of notes the cut removed, so that callers can say so. Notes over a limit of
+        `budget.py` (hours of silence, millions of notes) raise `MidiReadError` with the reason, before any
+        array is sized from their times."""
         if self.parser == "symusic" and not isinstance(midi, miditoolkit.MidiFile):
             events = midi_io.read_events_symusic(midi)
         else:
@@ -72,6 +75,12 @@ class Tokenizer:
         in_range = (events.pitch >= self.cfg.pitch_min) & (events.pitch <= self.cfg.pitch_max)
         events = events.select(in_range)
         kept = midi_io.cut_at(events, self.cfg.max_seconds)
+        over = over_budget(kept)
+        if over is not None:
+            name = "the MIDI" if isinstance(midi, miditoolkit.MidiFile) else midi_io.shown(midi)
+            raise midi_io.MidiReadError(
+                f"{name}: {over[1]} (a broken file?); repair it or leave it out", over[0]
+            )
         return NotesRead(kept, len(events) - len(kept))
 
     def midi_to_events(self, midi: MidiSource) -> Events:

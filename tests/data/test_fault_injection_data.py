@@ -92,7 +92,7 @@ def test_failed_rebuild_leaves_the_previous_dataset(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(builder_lib.MusenetMidi, "_generate_examples", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(UserError, match="No space left on device.*; the previous dataset is kept as it was"):
         prepare("midi_dir", str(data_dir), midi_dir=str(midi_dir), workers=1, show_progress=False)
     after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert after == before

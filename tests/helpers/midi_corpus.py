@@ -72,3 +72,26 @@ def concatenate_in_time(
     out.max_tick = max(x.end for track in out.instruments for x in track.notes)
     out.dump(str(out_path))
     return out_path
+
+
+SLOWEST_TEMPO_US = 0xFFFFFF  # microseconds per beat, the most a MIDI tempo event can say (16.8 s)
+LONGEST_DELTA = 0x0FFFFFFF  # ticks, the most one variable-length delta time can say
+
+
+def hostile_gap_midi(path: pathlib.Path, gap_s: float = 4.5e9) -> pathlib.Path:
+    """A tiny MIDI file (52 bytes) whose second note starts `gap_s` seconds (at most 4.5e9, to within one
+    16.8 s tick) after the first ends: one tick per beat at the slowest tempo and a huge delta time, as a
+    hostile upload would be made."""
+    import mido  # miditoolkit's own parser; only this helper writes raw messages
+
+    ticks = min(LONGEST_DELTA, round(gap_s / (SLOWEST_TEMPO_US / 1e6)))
+    midi = mido.MidiFile(ticks_per_beat=1)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=SLOWEST_TEMPO_US, time=0))
+    track.append(mido.Message("note_on", note=60, velocity=80, time=0))
+    track.append(mido.Message("note_off", note=60, velocity=0, time=1))
+    track.append(mido.Message("note_on", note=62, velocity=80, time=ticks))
+    track.append(mido.Message("note_off", note=62, velocity=0, time=1))
+    midi.tracks.append(track)
+    midi.save(str(path))
+    return path
