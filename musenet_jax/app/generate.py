@@ -96,15 +96,14 @@ def generate(
         )
 
     critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
-    if critic is None:
-        scores = None
+    scores = None
+    if critic is not None:
+        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
+    elif sc.rank_by == "critic":
         say(
             f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
             "ranking by mean log-probability"
         )
-    else:
-        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
-
     removed = clear_earlier_output(out)
     if removed:
         shown = ", ".join(removed[:6]) + (", ..." if len(removed) > 6 else "")
@@ -125,9 +124,10 @@ def generate(
         }
         for k, cand in enumerate(candidates)
     ]
-    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
+    by_critic = scores is not None and sc.rank_by == "critic"
+    key = (lambda e: -e["critic_score"]) if by_critic else (lambda e: -e["mean_logprob"])
     ranking = sorted(entries, key=key)
-    ranked_by = "critic_score" if scores is not None else "mean_logprob"
+    ranked_by = "critic_score" if by_critic else "mean_logprob"
     with local_folder_for(out_dir) as local:  # a bucket gets the files when all are written
         for k, cand in enumerate(candidates):
             stem = f"sample_{k}"
