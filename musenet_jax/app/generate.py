@@ -22,10 +22,11 @@ from tqdm import tqdm
 from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
+from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
-from musenet_jax.sample.conditioning import make_request
+from musenet_jax.sample.conditioning import make_request, parse_instruments
 from musenet_jax.sample.pianoroll import save_pianoroll
 from musenet_jax.storage import is_url, local_folder_for
 
@@ -84,6 +85,9 @@ def generate(
         piece_seconds=sc.piece_seconds,
     )
     budget = token_budget(sc.seconds, int(request.families.sum()), sc.max_new_tokens)
+    rare = pairing_note(run.note_facts, composer, parse_instruments(instruments))
+    if rare:
+        say(rare)
     sampler = run.sampler()
     with tqdm(total=budget, unit="tok", desc="sampling", disable=not show_progress) as bar:
 
