@@ -29,6 +29,7 @@ import numpy as np
 
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.melody import melody_line
 from musenet_jax.encoding.scales import scale_masks
 
 PATTERN_LENGTHS: tuple[int, ...] = (4, 6, 8)
@@ -47,18 +48,6 @@ FORM_STAT_NAMES: tuple[str, ...] = (
     "beat_grid_rate",
     "families_present",
 )
-
-
-def melody_line(events: Events) -> np.ndarray:
-    """The highest melodic pitch at each distinct onset, in time order."""
-    melodic = events.select(events.family != DRUMS)
-    if not len(melodic):
-        return np.zeros(0, np.int64)
-    onsets = np.rint(melodic.start_s * 1000).astype(np.int64)  # milliseconds: chords share an onset
-    order = np.lexsort((-melodic.pitch.astype(np.int64), onsets))
-    onsets, pitches = onsets[order], melodic.pitch.astype(np.int64)[order]
-    first = np.r_[True, onsets[1:] != onsets[:-1]]
-    return pitches[first]
 
 
 def recurring_rate(sequence: np.ndarray, n: int) -> float:

@@ -8,12 +8,12 @@ from midi_corpus import export_corpus_scores
 
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.encoding.melody import melody_line
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.eval.controls import opening_then_random, random_walk, shuffled_pitch
 from musenet_jax.eval.form_stats import (
     beat_grid_rate,
     form_stats,
-    melody_line,
     recurring_rate,
     self_similarity,
     window_keys,
