@@ -111,6 +111,7 @@ def prepare(
         "max_seconds": encoding.max_seconds,
         "version": str(probe.version),
         "limit": limit,
+        "splits": "works and copies together",  # a dataset split by file alone is rebuilt
     }
     inputs_file = folder / BUILD_INPUTS
     if inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
@@ -141,6 +142,8 @@ def prepare(
         record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
         skipped = {"skipped": builder.stats.skipped}
         (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
+        moved = {"moved": builder.stats.moved}
+        (staged / builder_lib.MOVED_REPORT).write_text(json.dumps(moved, indent=1))
         (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
         if is_url(data_dir):
             upload_dataset(staged, folder)
