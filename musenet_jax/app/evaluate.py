@@ -1,6 +1,8 @@
 """`eval`: bits per token, per note and per second of music on a split (overall and per composer), and the
 musical statistics of the model's samples next to the
-split's (cut to the same length), with the distance between the two on each statistic."""
+split's (cut to the same length), with the distance between the two on each statistic; the gate of form
+and honesty statistics, pooled and per composer (`eval/gates.py`), and with `controls` the same gate for
+real pieces of another held-out split and for controls made from them (`eval/controls.py`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from tqdm import tqdm
 from musenet_jax.app.run import Run
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
+from musenet_jax.eval.gate_sets import composer_label, gate_section
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import score_pieces, token_report
@@ -27,18 +30,25 @@ def evaluate(
     max_pieces: int | None = None,
     seed: int = 0,
     show_progress: bool = True,
+    composer: str | None = None,
+    controls: bool = False,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict (keys: bits_per_token, bits_per_token_by_kind, bits_per_note,
-    bits_per_second, by_composer, sample_stats, test_stats (the split's), stat_distance, ...).
-    `num_samples` defaults to `sample.num_samples`; 0 skips sampling."""
+    bits_per_second, by_composer, sample_stats, test_stats (the split's), stat_distance, gate, ...).
+    `num_samples` defaults to `sample.num_samples`; 0 skips sampling. `composer`: only the split's pieces
+    of that composer (scored, and the requests samples are conditioned like). `controls`: real pieces of
+    the other held-out split (validation for test, else test) and controls made from them through the
+    gate too."""
     cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
     num = cfg.sample.num_samples if num_samples is None else num_samples
     if num < 0:
         raise UserError(f"--num-samples must not be negative, got {num}")
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
-    pieces = load_split_pieces(cfg, split, max_pieces)
-    report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step}
+    pieces = _of_composer(
+        tokenizer, load_split_pieces(cfg, split, None if composer else max_pieces), composer, split
+    )[:max_pieces]
+    report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step, "composer": composer}
     scores = score_pieces(model, tokenizer, pieces)
     report.update(token_report(scores))
     report.update(music_rates(tokenizer, pieces, scores.nats_by_piece, scores.tokens_by_piece))
@@ -66,5 +76,27 @@ def evaluate(
         report["sample_stats"] = summary(generated)
         report["stat_distance"] = distances(generated, test)
     else:
+        samples = []
         report["sample_stats"], report["stat_distance"] = None, None
+    heldout = None
+    if controls:
+        other = "test" if split == "validation" else "validation"
+        heldout = _of_composer(
+            tokenizer, load_split_pieces(cfg, other, None if composer else max_pieces), composer, other
+        )[:max_pieces]
+        report["controls_split"] = other
+    report["gate"] = gate_section(
+        tokenizer, pieces, seconds, samples=[s.ids for s in samples], heldout=heldout, seed=seed
+    )
     return report
+
+
+def _of_composer(tokenizer, pieces: list, composer: str | None, split: str) -> list:
+    """The pieces of `composer` (all of them for None); a composer with none there is a one-line error."""
+    if composer is None:
+        return pieces
+    mine = [p for p in pieces if composer_label(tokenizer, p) == composer]
+    if not mine:
+        found = sorted({composer_label(tokenizer, p) for p in pieces})
+        raise UserError(f"split {split!r} has no pieces of composer {composer!r}; it has: {', '.join(found)}")
+    return mine

@@ -24,11 +24,12 @@ from tqdm import tqdm
 from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
+from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
-from musenet_jax.sample.conditioning import make_request
+from musenet_jax.sample.conditioning import make_request, parse_instruments
 from musenet_jax.sample.pianoroll import save_pianoroll
 from musenet_jax.storage import is_url
 
@@ -85,6 +86,9 @@ def generate(
         piece_seconds=sc.piece_seconds,
     )
     budget = token_budget(sc.seconds, int(request.families.sum()), sc.max_new_tokens)
+    rare = pairing_note(run.note_facts, composer, parse_instruments(instruments))
+    if rare:
+        say(rare)
     sampler = run.sampler()
     with tqdm(total=budget, unit="tok", desc="sampling", disable=not show_progress) as bar:
 
@@ -97,15 +101,14 @@ def generate(
         )
 
     critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
-    if critic is None:
-        scores = None
+    scores = None
+    if critic is not None:
+        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
+    elif sc.rank_by == "critic":
         say(
             f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
             "ranking by mean log-probability"
         )
-    else:
-        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
-
     if render is None:
         say(why_not)
     intro_s = duration_steps(request.prompt, tokenizer.vocab) * tokenizer.step_s
@@ -121,9 +124,10 @@ def generate(
         }
         for k, cand in enumerate(candidates)
     ]
-    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
+    by_critic = scores is not None and sc.rank_by == "critic"
+    key = (lambda e: -e["critic_score"]) if by_critic else (lambda e: -e["mean_logprob"])
     ranking = sorted(entries, key=key)
-    ranked_by = "critic_score" if scores is not None else "mean_logprob"
+    ranked_by = "critic_score" if by_critic else "mean_logprob"
     # Written beside and moved in when all are written; a write that fails (a full disk) names `out`.
     with staged_into(out, "generate", "--out") as local, naming(out):
         for k, cand in enumerate(candidates):

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from musenet_jax.app.generate import clear_earlier_output, prepare_out_dir
+from musenet_jax.app.generate import OUTPUT_FILE, output_names, prepare_out_dir
 from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import Request, parse_instruments
@@ -38,7 +39,6 @@ from musenet_jax.sample.infill import (
     with_new_notes,
 )
 from musenet_jax.sample.pianoroll import save_given_and_new
-from musenet_jax.storage import local_folder_for
 
 
 def infill(
@@ -116,6 +116,9 @@ def _sample_and_write(
     show_progress: bool,
 ) -> list[dict[str, Any]]:
     sc, tokenizer = run.cfg.sample, run.tokenizer
+    render, why_not = renderer()
+    names = output_names(sc.num_samples, render is not None)
+    refuse_to_overwrite(out, names, "--out")  # before any token is sampled
     seconds = (given.stop_step - given.start_step) * tokenizer.step_s
     budget = token_budget(seconds, int(request.families.sum()), sc.max_new_tokens) + len(request.forced)
     with tqdm(total=budget, unit="tok", desc=label, disable=not show_progress) as bar:
@@ -129,18 +132,14 @@ def _sample_and_write(
     wholes = [_concatenated(given.events, new) for new in news]
     plain = [tokenizer.events_to_ids(whole, composer) for whole in wholes]
     critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
-    if critic is None:
-        scores = None
+    scores = None
+    if critic is not None:
+        scores = probability_real(critic_logits(critic[0], tokenizer, plain))
+    elif sc.rank_by == "critic":
         say(
             f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
             "ranking by mean log-probability"
         )
-    else:
-        scores = probability_real(critic_logits(critic[0], tokenizer, plain))
-    removed = clear_earlier_output(out)
-    if removed:
-        say(f"removed {len(removed)} files of an earlier generate from {out}")
-    render, why_not = renderer()
     if render is None:
         say(why_not)
     entries = [
@@ -155,9 +154,10 @@ def _sample_and_write(
         }
         for k, cand in enumerate(candidates)
     ]
-    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
+    by_critic = scores is not None and sc.rank_by == "critic"
+    key = (lambda e: -e["critic_score"]) if by_critic else (lambda e: -e["mean_logprob"])
     ranking = sorted(entries, key=key)
-    with local_folder_for(out) as local:
+    with staged_into(out, "generate", "--out") as local, naming(out):
         for k in range(len(candidates)):
             stem = f"sample_{k}"
             with_new_notes(given.midi, news[k], label).dump(str(local / f"{stem}.mid"))
@@ -170,13 +170,16 @@ def _sample_and_write(
         (local / "ranking.json").write_text(
             json.dumps(
                 {
-                    "ranked_by": "critic_score" if scores is not None else "mean_logprob",
+                    "ranked_by": "critic_score" if by_critic else "mean_logprob",
                     "candidates": ranking,
                 },
                 indent=2,
             )
             + "\n"
         )
+    removed = remove_earlier(out, "generate", OUTPUT_FILE, keep=names)
+    if removed:
+        say(f"removed {len(removed)} files of an earlier generate from {out}")
     for entry in entries:
         if entry["stopped_by"] == "budget":
             say(f"warning: sample_{entry['sample']} ran out of its token budget of {budget} before the end")

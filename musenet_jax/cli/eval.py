@@ -20,7 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_run_arguments(parser)
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split to evaluate (default: test); choose sampling settings on validation, report on test",
+    )
+    parser.add_argument("--composer", help="only the split's pieces of this composer (and samples like them)")
+    parser.add_argument(
+        "--controls",
+        action="store_true",
+        help="also put real pieces of the other held-out split, and shuffled-pitch, random-walk and "
+        "opening-then-random pieces made from them, through the gate",
+    )
     parser.add_argument(
         "--num-samples", type=int, help="samples for the statistics; 0 = none (default: sample.num_samples)"
     )
@@ -64,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         max_pieces=args.max_pieces,
         seed=args.seed,
         show_progress=not args.json,
+        composer=args.composer,
+        controls=args.controls,
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -32,14 +32,17 @@ from tqdm import tqdm
 from musenet_jax.data import convert as convert_lib
 from musenet_jax.data.corpora import CORPORA, LAKH_FULL, MAESTRO_V3, list_sources
 from musenet_jax.data.corpus import SourceFile
+from musenet_jax.data.split_groups import group_splits
 from musenet_jax.encoding.anticipation import plain_encoding
 from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError, unknown_choice
 from musenet_jax.storage import is_url
 
 SOURCES = ("music21", "midi_dir", *CORPORA)
 SKIPPED_REPORT = "skipped_files.json"
+MOVED_REPORT = "split_moves.json"  # pieces moved to their work's or their copies' split, with why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,7 @@ class BuildStats:
     per_composer: dict[str, dict[str, int]]
     notes_cut: int  # by `encoding.max_seconds`, from the pieces kept
     pieces_cut: int
+    moved: list[dict[str, str]] = dataclasses.field(default_factory=list)  # `split_groups.group_splits`
 
 
 class MusenetMidi(tfds.core.GeneratorBasedBuilder):
@@ -165,9 +169,9 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
             raise UserError(
                 f"none of the {len(sources)} input files{where} could be used ({counts}); nothing to prepare"
             )
-        splits = _assign_splits(examples)
+        splits, moved = _assign_splits(examples, self.encoding)
         kept = {name: [convert_lib.outcome(ex) for ex in items] for name, items in splits.items()}
-        self._stats = _stats(kept, skipped)
+        self._stats = dataclasses.replace(_stats(kept, skipped), moved=moved)
         # TFDS cannot finalize a split without examples: an empty one is left out (`open_split` says so).
         return {name: self._generate_examples(items) for name, items in splits.items() if items}
 
@@ -245,21 +249,25 @@ def spread_subset(items: list, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def _assign_splits(examples: list) -> dict[str, list]:
-    """A corpus's own splits as they are; else hash splits, where in a corpus too small to fill all three
-    the largest split lends a piece to an empty one."""
+def _assign_splits(examples: list, encoding: EncodingConfig) -> tuple[dict[str, list], list[dict[str, str]]]:
+    """A corpus's own splits as they are; else hash splits of works, with copies and near copies of a piece
+    kept on one side (`split_groups.py`: the pieces moved are the second value), where in a corpus too small
+    to fill all three the largest split lends a piece to an empty one."""
     splits: dict[str, list] = {name: [] for name, _ in convert_lib.SPLIT_PERCENT}
     if any(ex.split for ex in examples):
         for ex in examples:
             splits[ex.split].append(ex)
-        return splits
-    for ex in examples:
-        splits[convert_lib.split_of(ex.source.split("#")[0])].append(ex)
+        return splits, []
+    assigned, moved = group_splits(
+        [ex.source for ex in examples], [ex.ids for ex in examples], Tokenizer(encoding), convert_lib.split_of
+    )
+    for ex, split in zip(examples, assigned):
+        splits[split].append(ex)
     for items in splits.values():
         donor = max(splits, key=lambda s: len(splits[s]))
         if not items and len(splits[donor]) > 1:
             items.append(splits[donor].pop())
-    return splits
+    return splits, moved
 
 
 def _stats(kept: dict[str, list[dict]], skipped: list[dict[str, str]]) -> BuildStats:

@@ -15,10 +15,12 @@ import numpy as np
 from musenet_jax.data.corpus import MAX_PIECES_PER_FILE, SourceFile
 from musenet_jax.data.score_notes import notes_to_midi
 from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.families import FAMILIES, FAMILY_PROGRAM, family_of, family_of_name
 from musenet_jax.encoding.midi_io import MidiReadError
 from musenet_jax.encoding.tokenizer import NotesRead, Tokenizer
 
 MIN_NOTES = 8  # fewer notes than this is not a piece worth training on ("too short")
+PIANO = FAMILIES.index("piano")
 SPLIT_PERCENT = (("train", 90), ("validation", 95), ("test", 100))  # cumulative
 
 
@@ -99,15 +101,28 @@ def _score_pieces(path: str) -> list:
 
 def score_to_midi(piece):
     """A music21 stream rendered to a miditoolkit object (in memory): music21's own export, or, where that
-    fails, the parsed notes as written (`score_notes.py`)."""
+    fails, the parsed notes as written (`score_notes.py`); parts given their family by name."""
     import music21  # here: seconds to import, and only the music21 source needs it
 
     with _music21_repairs_quietly():
         try:
             midi_bytes = music21.midi.translate.streamToMidiFile(piece).writestr()
         except Exception:  # music21 raises many types on repeats and notation it cannot re-make
-            return notes_to_midi(piece)
-    return miditoolkit.MidiFile(file=io.BytesIO(midi_bytes))
+            return programs_from_part_names(notes_to_midi(piece))
+    return programs_from_part_names(miditoolkit.MidiFile(file=io.BytesIO(midi_bytes)))
+
+
+def programs_from_part_names(midi: miditoolkit.MidiFile) -> miditoolkit.MidiFile:
+    """A score part exported as piano (music21's program when a part names no instrument it knows: a
+    chorale's "Soprano", a quartet's "Violino I") whose name names another family gets that family's
+    program, so the data shows the model voices, strings and winds where the score has them."""
+    for track in midi.instruments:
+        if track.is_drum or family_of(track.program, False) != PIANO:
+            continue
+        named = family_of_name(track.name or "")
+        if named is not None and named != "piano":
+            track.program = FAMILY_PROGRAM[named]
+    return midi
 
 
 def _one_line(err: Exception) -> str:

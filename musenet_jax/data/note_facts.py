@@ -21,6 +21,7 @@ from musenet_jax.config import Config
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.encoding.families import DRUMS, FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER
 
 FACTS_FILE = "note_facts.json"
 LENGTH_QUANTILE = 0.99  # notes sounding longer than this quantile of their family's lengths are rare
@@ -36,26 +37,54 @@ class NoteFacts:
     pitch_high: tuple[int, ...]
     length_steps: tuple[int, ...]
     time_step_ms: int
+    # Per composer, the pieces that carry each family (indexed like `FAMILIES`) and its piece count; empty
+    # in facts recorded before pairings were counted.
+    composer_family_pieces: tuple[tuple[str, tuple[int, ...], int], ...] = ()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["composer_family_pieces"] = {
+            name: {"pieces": total, "with_family": list(counts)}
+            for name, counts, total in self.composer_family_pieces
+        }
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> NoteFacts:
+        pairs = tuple(
+            (name, tuple(entry["with_family"]), int(entry["pieces"]))
+            for name, entry in sorted(data.get("composer_family_pieces", {}).items())
+        )
         return cls(
             **{
                 f.name: tuple(data[f.name]) if f.name != "time_step_ms" else int(data[f.name])
                 for f in dataclasses.fields(cls)
-            }
+                if f.name != "composer_family_pieces"
+            },
+            composer_family_pieces=pairs,
         )
+
+    def pairing(self, composer: str, family: int) -> tuple[int, int] | None:
+        """(pieces of `composer` with `family`, pieces of `composer`) in the training split; None when the
+        facts do not count pairings or have no piece of that composer."""
+        for name, counts, total in self.composer_family_pieces:
+            if name == composer:
+                return counts[family], total
+        return None
 
 
 def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:
     """The facts of token sequences `pieces` (e.g. every piece of the train split)."""
     families, pitches, lengths = [], [], []
+    pairs: dict[str, np.ndarray] = {}
+    totals: dict[str, int] = {}
     step_s = tokenizer.step_s
     for ids in pieces:
-        events = tokenizer.ids_to_events(np.asarray(ids, np.int32))
+        ids = np.asarray(ids, np.int32)
+        events = tokenizer.ids_to_events(ids)
+        composer = tokenizer.composer_of(ids) or UNKNOWN_COMPOSER
+        pairs.setdefault(composer, np.zeros(len(FAMILIES), np.int64))[np.unique(events.family)] += 1
+        totals[composer] = totals.get(composer, 0) + 1
         families.append(events.family.astype(np.int64))
         pitches.append(events.pitch.astype(np.int64))
         lengths.append(np.rint((events.end_s - events.start_s) / step_s).astype(np.int64))
@@ -70,7 +99,32 @@ def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:
         high.append(int(pitch[mine].max()) if mine.any() else -1)
         melodic = mine.any() and f != DRUMS
         hold.append(int(np.ceil(np.quantile(length[mine], LENGTH_QUANTILE))) if melodic else 0)
-    return NoteFacts(tuple(notes), tuple(low), tuple(high), tuple(hold), tokenizer.cfg.time_step_ms)
+    counted = tuple((name, tuple(int(c) for c in pairs[name]), totals[name]) for name in sorted(pairs))
+    return NoteFacts(tuple(notes), tuple(low), tuple(high), tuple(hold), tokenizer.cfg.time_step_ms, counted)
+
+
+RARE_SHARE = 0.02  # a pairing in fewer than this share of a composer's training pieces is rare
+
+
+def pairing_note(facts: NoteFacts | None, composer: str, families: Iterable[str]) -> str | None:
+    """One line saying which requested families the composer's training pieces rarely or never carry (a
+    model seldom plays what its data never paired); None when all are common or the facts cannot tell."""
+    if facts is None:
+        return None
+    notes = []
+    for name in families:
+        found = facts.pairing(composer, FAMILIES.index(name))
+        if found is None:
+            return None
+        with_family, total = found
+        if with_family < RARE_SHARE * total:
+            notes.append(f"{name} in {with_family} of {total}")
+    if not notes:
+        return None
+    return (
+        f"note: the training data rarely or never pairs {composer} with these instruments "
+        f"({'; '.join(notes)} pieces); the model may not play them"
+    )
 
 
 def split_note_facts(cfg: Config, split: str = "train") -> NoteFacts:

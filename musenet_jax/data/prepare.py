@@ -163,6 +163,7 @@ def _build_or_reuse(
         # options that change which files are skipped
         "file_timeout_s": file_timeout_s or None,
         "budget": [MAX_FILE_BYTES, MAX_NOTES, MAX_DURATION_S, MAX_SILENCE_S],
+        "splits": "works and copies together",  # a dataset split by file alone is rebuilt
     }
     inputs_file = folder / BUILD_INPUTS
     if not force and inputs_file.exists() and json.loads(inputs_file.read_text()).get("inputs") == inputs:
@@ -194,6 +195,8 @@ def _build_or_reuse(
         record = {"inputs": inputs, "summary": dataclasses.asdict(summary)}
         skipped = {"skipped": builder.stats.skipped}
         (staged / builder_lib.SKIPPED_REPORT).write_text(json.dumps(skipped, indent=1))
+        moved = {"moved": builder.stats.moved}
+        (staged / builder_lib.MOVED_REPORT).write_text(json.dumps(moved, indent=1))
         (staged / BUILD_INPUTS).write_text(json.dumps(record, indent=1))
         if is_url(data_dir):
             upload_dataset(staged, folder)

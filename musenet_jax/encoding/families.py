@@ -64,3 +64,79 @@ FAMILY_PROGRAM: dict[str, int] = {
 def family_of(program: int, is_drum: bool) -> int:
     """Family index of a MIDI track: the drum channel wins over its program number."""
     return DRUMS if is_drum else int(PROGRAM_TO_FAMILY[program])
+
+
+# Part and instrument names -> family, for scores whose parts name their instrument but carry no program
+# (music21 exports such a part, e.g. a chorale's "Soprano", as piano, program 0). Checked in order, each
+# the start of a word of the lower-cased name (so "viol" covers violino and violini); the first match wins,
+# so "english horn" is a wind before "horn" is brass, and "basso continuo" a keyboard before "basso" a voice.
+NAME_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("english horn", "winds"),
+    ("corno inglese", "winds"),
+    ("cor anglais", "winds"),
+    ("double bass", "strings"),
+    ("contrabass", "strings"),
+    ("violone", "strings"),
+    ("continuo", "piano"),
+    ("piano", "piano"),
+    ("harpsichord", "piano"),
+    ("cembal", "piano"),
+    ("clavi", "piano"),
+    ("klavier", "piano"),
+    ("keyboard", "piano"),
+    ("organ", "organ"),
+    ("orgel", "organ"),
+    ("viol", "strings"),  # violin, violino, violini, viola, violoncello, violon
+    ("cello", "strings"),
+    ("fiddle", "strings"),
+    ("flut", "winds"),
+    ("flaut", "winds"),
+    ("piccolo", "winds"),
+    ("recorder", "winds"),
+    ("obo", "winds"),
+    ("clarinet", "winds"),
+    ("bassoon", "winds"),
+    ("fagott", "winds"),
+    ("horn", "brass"),
+    ("corn", "brass"),  # corno, corni, cornet, cornetto
+    ("trump", "brass"),
+    ("tromb", "brass"),  # tromba, trombe, trombone
+    ("tuba", "brass"),
+    ("harp", "plucked"),
+    ("arpa", "plucked"),
+    ("lut", "plucked"),
+    ("liuto", "plucked"),
+    ("theorb", "plucked"),
+    ("timpan", "plucked"),
+    ("guitar", "guitar"),
+    ("sopran", "voice"),
+    ("mezzo", "voice"),
+    ("alto", "voice"),
+    ("altus", "voice"),
+    ("tenor", "voice"),
+    ("bariton", "voice"),
+    ("bass", "voice"),  # after every instrument named "bass...": in a score a plain "Bass" part is sung
+    ("cant", "voice"),  # cantus, canto
+    ("quint", "voice"),
+    ("sext", "voice"),
+    ("superius", "voice"),
+    ("discant", "voice"),
+    ("contratenor", "voice"),
+    ("triplum", "voice"),
+    ("motetus", "voice"),
+    ("voice", "voice"),
+    ("voce", "voice"),
+    ("choir", "voice"),
+    ("chor", "voice"),
+    ("coro", "voice"),
+)
+
+
+def family_of_name(name: str) -> str | None:
+    """The family a part or instrument name names (`NAME_FAMILIES`), or None."""
+    words = "".join(c if c.isalpha() else " " for c in name.lower()).split()
+    text = " " + " ".join(words) + " "
+    for key, family in NAME_FAMILIES:
+        if f" {key}" in text:
+            return family
+    return None

@@ -38,6 +38,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{name:<22}{_mean_std(sample):>16}{_mean_std(test):>16}"
             f"{'' if distance is None else f'{distance:.3f}':>10}"
         )
+    if report.get("gate"):
+        lines.append(format_gate(report["gate"], report["split"]))
     return "\n".join(lines)
 
 
@@ -49,3 +51,42 @@ def _mean_std(entry: dict[str, Any]) -> str:
     if not entry or entry.get("mean") is None:
         return "-"
     return f"{entry['mean']:.3f}±{entry['std']:.3f}"
+
+
+def format_gate(gate: dict[str, Any], split: str) -> str:
+    """The gate as a table: one row per statistic, the split's mean, then each set's distance (samples,
+    their per-composer distances, the held-out real pieces and the controls), and per set the statistics
+    it fails."""
+    sets: list[tuple[str, dict[str, float | None]]] = []
+    if gate.get("samples"):
+        sets.append(("samples", gate["samples"]["distance"]))
+        for name, entry in gate["samples"]["by_composer"].items():
+            sets.append((f"s:{name}"[:11], entry["distance"]))
+    for name, entry in (gate.get("controls") or {}).items():
+        sets.append((_SHORT.get(name, name)[:11], entry["distance"]))
+    header = f"{'gate (distance in ' + split + ' std)':<26}{split + ' mean':>12}" + "".join(
+        f"{name:>12}" for name, _ in sets
+    )
+    lines = [header]
+    for stat, entry in gate["reference"].items():
+        mean = "-" if entry["mean"] is None else f"{entry['mean']:.3f}"
+        cells = "".join(f"{_number_short(d.get(stat)):>12}" for _, d in sets)
+        lines.append(f"{stat:<26}{mean:>12}{cells}")
+    fails = [("samples", gate["samples"])] if gate.get("samples") else []
+    fails += list((gate.get("controls") or {}).items())
+    for name, entry in fails:
+        failed = entry["fails"]
+        lines.append(f"{name} fails {len(failed)}: {', '.join(failed) if failed else 'none'}")
+    return "\n".join(lines)
+
+
+_SHORT = {
+    "real_heldout": "real",
+    "shuffled_pitch": "shuffled",
+    "random_walk": "walk",
+    "opening_then_random": "open+walk",
+}
+
+
+def _number_short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

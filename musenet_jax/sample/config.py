@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 MAX_SECONDS = 3600.0  # one hour; MuseNet's pieces run up to 4 minutes
+RANKINGS = ("likelihood", "critic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,10 @@ class SampleConfig:
     opening_note_rule: bool = True  # a piece from nothing opens with a note, not a rest (grammar rule 8)
     # Grammar rule 9: logit penalty of a note-on outside the key of the recent notes (0 = off).
     key_bias: float = 0.0
+    # How `generate` orders its candidates: "likelihood" (the model's mean log-probability per token) or
+    # "critic" (the inner critic's P(real)). The critic ranks only where its pick was measured to beat a
+    # random pick on held-out requests; the bundled model's did not (docs/quality.md, "The inner critic").
+    rank_by: str = "likelihood"
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -50,6 +55,8 @@ class SampleConfig:
             )
         if not 0 <= self.key_bias < float("inf"):
             raise ValueError(f"sample.key_bias must be finite and >= 0 (0 = off), got {self.key_bias}")
+        if self.rank_by not in RANKINGS:
+            raise ValueError(f"sample.rank_by must be one of {', '.join(RANKINGS)}, got {self.rank_by!r}")
         if self.max_new_tokens < 0:
             raise ValueError(
                 f"sample.max_new_tokens must be >= 0 (0 = derived from sample.seconds), "

@@ -96,9 +96,12 @@ def test_generate_without_checkpoint_uses_the_bundled_model(tiny_bundle, tmp_pat
         "--out",
         str(out),
     ]
-    assert main([*args, "--max-new-tokens", "16"]) == 0
-    assert f"no trained critic in {tiny_bundle}" in capsys.readouterr().out
-    assert (out / "sample_0.mid").is_file() and json.loads((out / "ranking.json").read_text())["candidates"]
+    assert main([*args, "--max-new-tokens", "16", "--set", "sample.rank_by=critic"]) == 0
+    assert f"no trained critic in {tiny_bundle}" in capsys.readouterr().out  # asked for, falls back
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert (
+        (out / "sample_0.mid").is_file() and ranking["candidates"] and ranking["ranked_by"] == "mean_logprob"
+    )
     assert resolve_source(None).path == str(tiny_bundle) == resolve_source("bundled").path
 
 

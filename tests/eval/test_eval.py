@@ -130,5 +130,8 @@ def test_eval_end_to_end_on_a_trained_tiny_run(music21_data_dir, tmp_path, capsy
     assert report["pieces"] == 3 and report["num_samples"] == 2
     assert 0 < report["bits_per_token"] < math.log2(TOKENIZER.vocab.size) + 2  # 3 steps: near uniform, finite
     assert report["sample_stats"]["note_density"]["n"] > 0
+    gate = report["gate"]
+    assert set(gate["samples"]["distance"]) >= {"recurring_pitch_6", "key_return", "families_present"}
+    assert gate["reference"]["beat_grid_rate"]["n"] > 0 and isinstance(gate["samples"]["fails"], list)
     assert main(["eval", "--checkpoint", str(workdir), "--num-samples", "-1"]) == 2
     assert "--num-samples must not be negative" in capsys.readouterr().err

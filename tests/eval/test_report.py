@@ -43,3 +43,22 @@ def test_no_samples():
     rows = text.splitlines()
     assert rows[0].startswith("test:")
     assert rows[3].split()[1:] == ["-", "4.000±1.500"]
+
+
+def test_the_gate_table_shows_each_set_and_what_it_fails():
+    reference = {"recurring_pitch_6": {"mean": 0.42, "std": 0.3, "n": 10}, "key_return": {"mean": None}}
+    samples = {
+        "distance": {"recurring_pitch_6": 2.06, "key_return": None},
+        "fails": ["recurring_pitch_6", "folk:recurring_pitch_6"],
+        "by_composer": {"folk": {"distance": {"recurring_pitch_6": 2.06, "key_return": None}}},
+    }
+    controls = {"random_walk": {"distance": {"recurring_pitch_6": 1.99, "key_return": 0.1}, "fails": []}}
+    table = format_table(_report(gate={"reference": reference, "samples": samples, "controls": controls}))
+    header, row, empty = (
+        line for line in table.splitlines() if "gate" in line or line.startswith(("recurring", "key_return"))
+    )
+    assert "samples" in header and "s:folk" in header and "walk" in header
+    assert row.split() == ["recurring_pitch_6", "0.420", "2.06", "2.06", "1.99"]
+    assert empty.split() == ["key_return", "-", "-", "-", "0.10"]
+    assert "samples fails 2: recurring_pitch_6, folk:recurring_pitch_6" in table
+    assert "random_walk fails 0: none" in table

@@ -233,6 +233,8 @@ def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir
             "0.95",
             "--max-new-tokens",
             "40",
+            "--set",
+            "sample.rank_by=critic",
             "--out",
             str(out),
         ]
