@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Bottom to top. A package may import its own modules and those of lower layers only.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "storage"}),
-    frozenset({"platform", "hardware", "config", "locks"}),
+    frozenset({"platform", "hardware", "config", "locks", "outputs"}),
     frozenset({"encoding"}),
     frozenset({"data"}),
     frozenset({"attention"}),
