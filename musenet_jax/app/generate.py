@@ -3,8 +3,8 @@
 Writes `sample_K.mid`, its tokens as `sample_K.json` (for `musenet-jax decode`), `sample_K.png` (piano
 roll) and, with FluidSynth, `sample_K.wav` per candidate, and `ranking.json`: candidates best first by
 the critic's probability that they are real music (by mean log-probability when no critic has been
-trained in the run's work directory). Lengths, counts and creativity come from the run's `sample`
-section (the command line overrides it).
+trained in the run's work directory); a candidate that added no notes is ranked last whatever its score.
+Lengths, counts and creativity come from the run's `sample` section (the command line overrides it).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.timing import duration_steps
+from musenet_jax.encoding.vocab import KIND_NOTE_ON
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import make_request
@@ -58,6 +59,13 @@ def clear_earlier_output(out: epath.Path) -> list[str]:
     for name in removed:
         (out / name).unlink()
     return removed
+
+
+def rank_candidates(entries: list[dict[str, Any]], *, by_critic: bool) -> list[dict[str, Any]]:
+    """Best first by critic score (else mean log-probability); a candidate that added no notes goes last
+    whatever its score: a critic can rate silence highly, and silence is never the best answer."""
+    key = "critic_score" if by_critic else "mean_logprob"
+    return sorted(entries, key=lambda e: (e["new_notes"] == 0, -e[key]))
 
 
 def generate(
@@ -121,12 +129,14 @@ def generate(
             "mean_logprob": cand.mean_logprob,
             "tokens": int(cand.sampled),
             "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
+            "new_notes": int(
+                (tokenizer.vocab.token_kinds[cand.ids[cand.prompt_length :]] == KIND_NOTE_ON).sum()
+            ),
             "stopped_by": cand.stopped_by,
         }
         for k, cand in enumerate(candidates)
     ]
-    key = (lambda e: -e["critic_score"]) if scores is not None else (lambda e: -e["mean_logprob"])
-    ranking = sorted(entries, key=key)
+    ranking = rank_candidates(entries, by_critic=scores is not None)
     ranked_by = "critic_score" if scores is not None else "mean_logprob"
     with local_folder_for(out_dir) as local:  # a bucket gets the files when all are written
         for k, cand in enumerate(candidates):
@@ -144,7 +154,12 @@ def generate(
         )
     target_s = request.target_steps * tokenizer.step_s
     for entry in entries:
-        if entry["stopped_by"] == "budget":
+        if entry["new_notes"] == 0:
+            say(
+                f"warning: sample_{entry['sample']} added no notes ({entry['tokens']} tokens, none a "
+                "note-on; the sampling settings may be extreme): ranked last"
+            )
+        elif entry["stopped_by"] == "budget":
             how = (
                 "--max-new-tokens / sample.max_new_tokens"
                 if sc.max_new_tokens
