@@ -10,6 +10,7 @@ turn a URL into a local path (URLs are kept as given).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -124,6 +125,16 @@ def save_figure(fig: Any, out: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         fig.savefig(f, format="png")
+
+
+def read_json(path: str | os.PathLike, remedy: str) -> Any:
+    """A JSON file's content; a damaged one (cut short, edited by hand) is one line with the file, where it
+    stops parsing and `remedy`, what to do about it."""
+    path = epath.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); {remedy}") from None
 
 
 def write_text_whole(path: epath.Path, text: str) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -64,6 +65,18 @@ class TrainSummary:
     mfu: float | None
     skipped_steps: int
     preempted_by: str | None  # signal name when stopped by SIGTERM/SIGINT
+    target_step: int | None = None  # the step it was asked to train to
+
+    @property
+    def exit_status(self) -> int:
+        """0 when it ran to its end; stopped early, 128 + the signal's number (1 when another process of
+        the job was asked to stop), so that `train && export` does not go on with an unfinished model."""
+        if self.preempted_by is None:
+            return 0
+        try:
+            return 128 + signal.Signals[self.preempted_by]
+        except KeyError:
+            return 1
 
     def describe(self) -> str:
         parts = [f"step {self.final_step}"]
@@ -80,6 +93,11 @@ class TrainSummary:
         if self.skipped_steps:
             parts.append(f"{self.skipped_steps} non-finite steps skipped")
         head = "; ".join(parts)
+        if self.target_step is not None and self.final_step == self.start_step >= self.target_step:
+            return (
+                f"nothing trained: {self.workdir} is at step {self.start_step} already, not before step "
+                f"{self.target_step} (--steps or train.steps); ask for a later step to train on"
+            )
         if self.preempted_by:
             return f"{self.preempted_by}: checkpoint saved at {head}; rerun the same command to resume"
         return f"trained to {head}; checkpoints in {checkpoint_dir(self.workdir)}"
@@ -351,8 +369,8 @@ def _train(
             logger.log(step, record)
         logger.advance(step)
 
-    try:
-        with StopRequest().installed() as stop:
+    with StopRequest().installed() as stop:  # also over the last save's wait: Ctrl-C there only repeats
+        try:
             pending: tuple[int, Any] | None = None
             batches: Iterator[Mapping[str, Any]] = iter(train_data)
             while step < total_steps:
@@ -386,10 +404,10 @@ def _train(
                     break
             if pending is not None:
                 finish_step(*pending)
-    finally:
-        checkpoints.wait()
-        checkpoints.close()
-        logger.close()
+        finally:
+            checkpoints.wait()
+            checkpoints.close()
+            logger.close()
     tokens_per_s, mfu = throughput.last or (None, None)
     return TrainSummary(
         workdir=workdir,
@@ -401,4 +419,5 @@ def _train(
         mfu=mfu,
         skipped_steps=guard.total,
         preempted_by=preempted_by,
+        target_step=total_steps,
     )
