@@ -114,12 +114,30 @@ def _changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any], section: str
     return sorted(k for k in now.get(section, {}) if saved.get(section, {}).get(k) != now[section][k])
 
 
+def _refuse_new_labels(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> None:
+    """A resume onto a dataset that gained composer labels (e.g. a data dir prepared again with one more
+    composer folder) cannot work with any config: say what can."""
+    saved = tuple(meta.config.get("encoding", {}).get("composers", ()))
+    now = cfg.encoding.composers
+    if meta.vocab_fingerprint == fingerprint or not saved or now[: len(saved)] != saved:
+        return
+    workdir = str(epath.Path(where).parent)
+    raise UserError(
+        f"the dataset has composer labels that {workdir} (step {meta.step}) was not trained with: "
+        f"{', '.join(now[len(saved) :])}; a run's vocabulary cannot grow: fine-tune a new run from it "
+        f"(`musenet-jax train --workdir NEW --init-from {workdir}`; the new labels start from its "
+        "`unknown`), or resume with a --data-dir prepared (`--config` its config.json) from only the "
+        "composer folders it knows"
+    )
+
+
 def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> str | None:
     """Refuses a resume whose config changes what the saved arrays mean: the vocabulary (its fingerprint
     covers every encoding key that changes a token's meaning), the model's architecture or the optimizer
     (whose state is saved). Returns one
     line naming the changes that only alter how they are computed or fed (the mesh, the attention
     backend, remat, compute dtype, an encoding cut), or None when there are none."""
+    _refuse_new_labels(meta, cfg, fingerprint, where)
     check_fingerprint(meta, fingerprint, where)
     saved, now = meta.config, cfg.to_dict()
     execution = set(ModelConfig.EXECUTION_KEYS)
