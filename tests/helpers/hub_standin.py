@@ -46,8 +46,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # metadata probes the client makes on the side
-        self._answer(200, {})
+    def do_GET(self) -> None:
+        hub: HubStandIn = self.server.hub  # type: ignore[attr-defined]
+        if self.path.startswith("/api/models/"):  # repo_info: only repositories created here exist
+            repo = "/".join(self.path[len("/api/models/") :].split("?")[0].split("/")[:2])
+            if repo not in hub.repos:
+                return self._answer(404, {"error": "Repository not found"})
+            return self._answer(200, {"id": repo, "sha": "0" * 40, "private": False})
+        self._answer(200, {})  # metadata probes the client makes on the side
 
     def do_POST(self) -> None:
         hub: HubStandIn = self.server.hub  # type: ignore[attr-defined]
