@@ -81,6 +81,11 @@ def bundled_config_names() -> list[str]:
 def _read_yaml(name_or_path: str) -> tuple[str, Mapping[str, Any]]:
     path = pathlib.Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise UserError(
+                f"--config {name_or_path} is a folder; expected a YAML file or a bundled config name "
+                f"({', '.join(bundled_config_names())})"
+            )
         if not path.is_file():
             raise UserError(f"config file {name_or_path!r} does not exist")
         text, name = path.read_text(), path.stem

@@ -9,7 +9,8 @@ Ahead-of-time compiles for TPU topologies do not need the TPU backend: they call
 from __future__ import annotations
 
 import glob
-from collections.abc import MutableMapping
+import traceback
+from collections.abc import Mapping, MutableMapping
 
 ACCELERATOR_DEVICE_GLOBS: tuple[str, ...] = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*")
 
@@ -23,3 +24,21 @@ def default_to_cpu_without_accelerators(environ: MutableMapping[str, str]) -> No
     """Sets JAX_PLATFORMS=cpu in `environ` when it is unset and no TPU or GPU device file exists."""
     if "JAX_PLATFORMS" not in environ and not has_accelerator_device_files():
         environ["JAX_PLATFORMS"] = "cpu"
+
+
+def backend_failure(err: BaseException, environ: Mapping[str, str]) -> str | None:
+    """One line for JAX failing to start the backend JAX_PLATFORMS names (a bare AssertionError or a
+    RuntimeError from JAX's backend set-up); None for any other error."""
+    requested = environ.get("JAX_PLATFORMS", "")
+    frames = traceback.extract_tb(err.__traceback__)
+    if not requested or not frames or not frames[-1].filename.endswith("xla_bridge.py"):
+        return None
+    from jax._src import xla_bridge  # loaded already: the error came from it
+
+    installed = ", ".join(getattr(xla_bridge, "_backend_factories", {})) or "none"
+    detail = str(err).split(" (set JAX_PLATFORMS")[0].strip()
+    return (
+        f"JAX_PLATFORMS={requested} asks for a platform JAX cannot start on this machine"
+        f"{f' ({detail})' if detail else ''}; platforms this JAX has: {installed}; unset JAX_PLATFORMS "
+        "to let JAX choose, or name one this machine has (e.g. JAX_PLATFORMS=cpu)"
+    )

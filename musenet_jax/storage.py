@@ -9,17 +9,59 @@ turn a URL into a local path (URLs are kept as given).
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
+import socket
+import urllib.parse
 from typing import Any
 
 from etils import epath
+
+from musenet_jax.errors import UserError
+
+GCS_ENDPOINT = "https://storage.googleapis.com"
+REACH_TIMEOUT_S = 5.0  # gcsfs retries an unreachable endpoint for about a minute; this says so at once
 
 
 def is_url(path: str | os.PathLike) -> bool:
     """True for bucket URLs such as gs://b/x (anything with a scheme), False for local paths."""
     return "://" in os.fspath(path)
+
+
+def gcs_credentials_hint() -> str:
+    """What to do about Google Cloud credentials, from a cheap look (no metadata-server probe, which
+    takes seconds off a VM): nothing when a credentials file is there or an emulator is used."""
+    if os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        return ""
+    config = os.environ.get("CLOUDSDK_CONFIG") or os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+    if os.path.isfile(os.path.join(config, "application_default_credentials.json")):
+        return ""
+    return (
+        "; no Google Cloud credentials file was found: off a Google Cloud VM run "
+        "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS)"
+    )
+
+
+def check_bucket_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """For a gs:// URL, one connection to Cloud Storage (or $STORAGE_EMULATOR_HOST) within `timeout_s`:
+    without network the user gets one line now instead of a minute of retries and their tracebacks."""
+    if not url.startswith("gs://"):
+        return
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or GCS_ENDPOINT
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise UserError(
+            f"{url}: cannot reach Google Cloud Storage at {host}:{port} ({reason}); check the network"
+            f"{' and STORAGE_EMULATOR_HOST' if parts.hostname != 'storage.googleapis.com' else ''}"
+            f"{gcs_credentials_hint()}, or use a local path"
+        ) from None
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
@@ -67,6 +109,16 @@ def save_figure(fig: Any, out: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         fig.savefig(f, format="png")
+
+
+def read_json(path: str | os.PathLike, remedy: str) -> Any:
+    """A JSON file's content; a damaged one (cut short, edited by hand) is one line with the file, where it
+    stops parsing and `remedy`, what to do about it."""
+    path = epath.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); {remedy}") from None
 
 
 def write_text_whole(path: epath.Path, text: str) -> None:

@@ -30,12 +30,13 @@ from musenet_jax.errors import UserError
 from musenet_jax.eval.report import format_table
 from musenet_jax.model.param_files import load_tensors, save_tensors
 from musenet_jax.outputs import sha256_of
-from musenet_jax.storage import files_under, relative_name
+from musenet_jax.storage import files_under, read_json, relative_name
 
 FORMAT = "musenet-jax-bundle"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
+DAMAGED_BUNDLE = "the bundle is damaged: export it again, or restore the file"
 PARAMS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 CHECKSUMS_KEY = "sha256"  # bundle.json: relative path -> sha256 of each file that makes the model
@@ -64,7 +65,7 @@ class BundleInfo:
 
 def read_info(folder: str | epath.PathLike) -> BundleInfo:
     path = epath.Path(folder) / BUNDLE_FILE
-    data = json.loads(path.read_text())
+    data = read_json(path, DAMAGED_BUNDLE)
     if data.get("format") != FORMAT or int(data.get("format_version", 0)) > FORMAT_VERSION:
         raise UserError(
             f"{path} is a bundle this musenet-jax ({__version__}) cannot read (format "
@@ -123,13 +124,13 @@ def foreign_files(folder: str | epath.PathLike) -> list[str]:
 
 
 def read_config(folder: str | epath.PathLike) -> Config:
-    data = json.loads((epath.Path(folder) / CONFIG_FILE).read_text())
+    data = read_json(epath.Path(folder) / CONFIG_FILE, DAMAGED_BUNDLE)
     return config_from_dict(data, name=data.get("name", "custom"))
 
 
 def check_vocabulary(folder: str | epath.PathLike, tokenizer: Tokenizer, given: str) -> None:
     """The bundle's tokens must mean what `tokenizer`'s mean: one line when they do not."""
-    saved = json.loads((epath.Path(folder) / VOCAB_FILE).read_text())
+    saved = read_json(epath.Path(folder) / VOCAB_FILE, DAMAGED_BUNDLE)
     mine = tokenizer.vocab.fingerprint()
     if saved["fingerprint"] != mine:
         raise UserError(

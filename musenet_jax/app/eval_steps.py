@@ -22,6 +22,7 @@ from etils import epath
 
 from musenet_jax.app.evaluate import evaluate
 from musenet_jax.app.run import load_run, warn
+from musenet_jax.app.sources import BUNDLE_FILE
 from musenet_jax.errors import UserError
 from musenet_jax.eval.steps_report import plot_steps, steps_table
 from musenet_jax.storage import as_path, write_text_whole
@@ -111,8 +112,22 @@ def finished_reports(folder: epath.Path, settings: EvalSettings) -> dict[int, di
     return reports
 
 
+def _check_is_run(workdir: str | epath.Path | None) -> None:
+    """Only a training run has steps to go through: a missing work dir or a bundle is one line."""
+    if workdir is None:
+        raise UserError(
+            "--all-steps, --steps and --watch go through the checkpoints of a training run: add "
+            "--checkpoint WORKDIR (to evaluate the bundled model, leave them out)"
+        )
+    if (epath.Path(workdir) / BUNDLE_FILE).exists():
+        raise UserError(
+            f"--checkpoint {workdir} is an exported bundle, which holds one step: evaluate it without "
+            "--all-steps, --steps or --watch, or give the work dir of the run it came from"
+        )
+
+
 def evaluate_steps(
-    workdir: str | epath.Path,
+    workdir: str | epath.Path | None,
     settings: EvalSettings = EvalSettings(),
     *,
     steps: Sequence[int] | None = None,
@@ -125,6 +140,7 @@ def evaluate_steps(
 ) -> StepsResult:
     """Evaluates `steps` of the run (None: every saved step) that have no report in `folder` (default
     `W/eval`) yet; with `watch`, goes on with the checkpoints that appear until its stop condition."""
+    _check_is_run(workdir)
     folder = epath.Path(folder) if folder is not None else eval_folder(workdir)
     reports = finished_reports(folder, settings)
     wanted = None if steps is None else sorted(set(steps))

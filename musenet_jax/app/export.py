@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import huggingface_hub
+import huggingface_hub.constants  # a submodule: `import huggingface_hub` alone does not load it
 import jax
 from etils import epath
 from flax import nnx

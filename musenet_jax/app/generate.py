@@ -3,10 +3,11 @@
 Writes `sample_K.mid`, its tokens as `sample_K.json` (for `musenet-jax decode`), `sample_K.png` (piano
 roll) and, with FluidSynth, `sample_K.wav` per candidate, and `ranking.json`: candidates best first by
 the critic's probability that they are real music (by mean log-probability when no critic has been
-trained in the run's work directory). Lengths, counts and creativity come from the run's `sample`
-section (the command line overrides it). The files are written beside and moved in when all are written;
-an earlier generate's files (listed unchanged in the folder's manifest, `outputs.py`) are replaced or
-removed, and a file of the user's where one would go is refused in one line.
+trained in the run's work directory); a candidate that added no notes is ranked last whatever its score.
+Lengths, counts and creativity come from the run's `sample` section (the command line overrides it). The
+files are written beside and moved in when all are written; an earlier generate's files (listed unchanged in
+the folder's manifest, `outputs.py`) are replaced or removed, and a file of the user's where one would go is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
 from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.timing import duration_steps
+from musenet_jax.encoding.vocab import KIND_NOTE_ON
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
@@ -57,6 +59,13 @@ def output_names(num_samples: int, audio: bool) -> list[str]:
     """The files one `generate` writes: per candidate MIDI, tokens, piano roll (and WAV), then the ranking."""
     kinds = ("mid", "json", "png", "wav") if audio else ("mid", "json", "png")
     return [f"sample_{k}.{kind}" for k in range(num_samples) for kind in kinds] + ["ranking.json"]
+
+
+def rank_candidates(entries: list[dict[str, Any]], *, by_critic: bool) -> list[dict[str, Any]]:
+    """Best first by critic score (else mean log-probability); a candidate that added no notes goes last
+    whatever its score: a critic can rate silence highly, and silence is never the best answer."""
+    key = "critic_score" if by_critic else "mean_logprob"
+    return sorted(entries, key=lambda e: (e["new_notes"] == 0, -e[key]))
 
 
 def generate(
@@ -120,13 +129,15 @@ def generate(
             "mean_logprob": cand.mean_logprob,
             "tokens": int(cand.sampled),
             "seconds": duration_steps(cand.ids, tokenizer.vocab) * tokenizer.step_s,
+            "new_notes": int(
+                (tokenizer.vocab.token_kinds[cand.ids[cand.prompt_length :]] == KIND_NOTE_ON).sum()
+            ),
             "stopped_by": cand.stopped_by,
         }
         for k, cand in enumerate(candidates)
     ]
     by_critic = scores is not None and sc.rank_by == "critic"
-    key = (lambda e: -e["critic_score"]) if by_critic else (lambda e: -e["mean_logprob"])
-    ranking = sorted(entries, key=key)
+    ranking = rank_candidates(entries, by_critic=by_critic)
     ranked_by = "critic_score" if by_critic else "mean_logprob"
     # Written beside and moved in when all are written; a write that fails (a full disk) names `out`.
     with staged_into(out, "generate", "--out") as local, naming(out):
@@ -149,7 +160,12 @@ def generate(
         say(f"removed {len(removed)} files of an earlier generate from {out}: {shown}")
     target_s = request.target_steps * tokenizer.step_s
     for entry in entries:
-        if entry["stopped_by"] == "budget":
+        if entry["new_notes"] == 0:
+            say(
+                f"warning: sample_{entry['sample']} added no notes ({entry['tokens']} tokens, none a "
+                "note-on; the sampling settings may be extreme): ranked last"
+            )
+        elif entry["stopped_by"] == "budget":
             how = (
                 "--max-new-tokens / sample.max_new_tokens"
                 if sc.max_new_tokens

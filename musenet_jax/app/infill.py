@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from musenet_jax.app.generate import OUTPUT_FILE, output_names, prepare_out_dir
+from musenet_jax.app.generate import OUTPUT_FILE, output_names, prepare_out_dir, rank_candidates
 from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
@@ -155,8 +155,7 @@ def _sample_and_write(
         for k, cand in enumerate(candidates)
     ]
     by_critic = scores is not None and sc.rank_by == "critic"
-    key = (lambda e: -e["critic_score"]) if by_critic else (lambda e: -e["mean_logprob"])
-    ranking = sorted(entries, key=key)
+    ranking = rank_candidates(entries, by_critic=by_critic)
     with staged_into(out, "generate", "--out") as local, naming(out):
         for k in range(len(candidates)):
             stem = f"sample_{k}"

@@ -55,9 +55,8 @@ def measure_reranking(
             progress(1)
 
     step_s = tokenizer.step_s
-    reference = stats_table(
-        [piece_stats(opening(tokenizer.ids_to_events(p), seconds), step_s) for p in pieces]
-    )
+    reference_stats = [piece_stats(opening(tokenizer.ids_to_events(p), seconds), step_s) for p in pieces]
+    reference = stats_table(reference_stats)
 
     def picked(choice: Sequence[int]) -> dict[str, float | None]:
         return distances(stats_table([stats[r][c] for r, c in enumerate(choice)]), reference)
@@ -85,7 +84,36 @@ def measure_reranking(
         "critic_beats_random": beats,
         "critic_pick": critic_pick,
         "critic_scores": [[float(x) for x in s] for s in critic_scores],
+        "seconds": seconds,
+        "silent_candidates": sum(_silent(c) for request in stats for c in request),
+        "silent_references": sum(_silent(r) for r in reference_stats),
+        "references": len(reference_stats),
     }
+
+
+def _silent(stats: dict[str, float]) -> bool:
+    """No statistic defined: the piece (or its opening) has no notes."""
+    return all(np.isnan(v) for v in stats.values())
+
+
+def undefined_reason(report: dict[str, Any]) -> str | None:
+    """Why some statistics have no distance (a "-" in the table), or None when every one has."""
+    if all(report["critic"][n] is not None for n in STAT_NAMES):
+        return None
+    total = report["requests"] * report["candidates"]
+    reasons = []
+    if report.get("silent_candidates"):
+        reasons.append(
+            f"{report['silent_candidates']} of the {total} candidates have no notes (an undertrained model "
+            "or extreme sampling settings: look at `musenet-jax generate`'s output)"
+        )
+    if report.get("silent_references"):
+        reasons.append(
+            f"{report['silent_references']} of the split's {report['references']} pieces have no notes in "
+            f"their first {report['seconds']:g} s (raise sample.seconds)"
+        )
+    reasons = reasons or ["no pick has a note of the kind they need (only drums, or too few notes)"]
+    return "- = undefined: " + "; ".join(reasons)
 
 
 def reranking_table(report: dict[str, Any]) -> str:
@@ -100,6 +128,7 @@ def reranking_table(report: dict[str, Any]) -> str:
     def spread(stat: dict[str, float | None]) -> str:
         return "-" if stat["mean"] is None else f"{stat['mean']:.2f} ± {stat['std']:.2f}"
 
+    why = undefined_reason(report)
     return "\n".join(
         [
             row("pick", list(STAT_NAMES)),
@@ -108,5 +137,6 @@ def reranking_table(report: dict[str, Any]) -> str:
             row("likeliest (mean log-prob)", [number(report["likeliest"][n]) for n in STAT_NAMES]),
             row("random (mean ± std)", [spread(report["random"][n]) for n in STAT_NAMES]),
             row("critic beats random", [number(report["critic_beats_random"][n], ".0%") for n in STAT_NAMES]),
+            *([f"\n{why}"] if why else []),
         ]
     )

@@ -19,6 +19,7 @@ from etils import epath
 from huggingface_hub import errors as hf_errors
 
 from musenet_jax.errors import UserError
+from musenet_jax.storage import check_bucket_reachable, gcs_credentials_hint, is_url
 
 BUNDLE_FILE = "bundle.json"  # marks a folder as an exported bundle (format and provenance)
 RUN_MARKER = "checkpoints"  # a training run's work directory holds its checkpoints here
@@ -102,6 +103,7 @@ def resolve_source(source: str | os.PathLike | None) -> Source:
     if given.startswith(HF_SCHEME):
         folder = epath.Path(hub_snapshot(given))
     elif "://" in given:
+        check_bucket_reachable(given)
         folder = epath.Path(given.rstrip("/"))
     else:
         folder = epath.Path(pathlib.Path(given))
@@ -110,7 +112,8 @@ def resolve_source(source: str | os.PathLike | None) -> Source:
     if (folder / RUN_MARKER).exists():
         return Source(given, str(folder), "run")
     if not folder.exists():
-        raise UserError(f"--checkpoint {given}: no such folder")
+        unreadable = " (or none that these credentials may read)" if is_url(given) else ""
+        raise UserError(f"--checkpoint {given}: no such folder{unreadable}{gcs_credentials_hint()}")
     raise UserError(
         f"--checkpoint {given} is neither a training run (no {RUN_MARKER}/) nor an exported bundle "
         f"(no {BUNDLE_FILE})"

@@ -60,7 +60,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts and durations in range (and finite) before anything loads."""
+    if args.num_samples is not None and args.num_samples < 0:
+        raise UserError(f"--num-samples must be >= 0 (0 = no samples), got {args.num_samples}")
+    if args.max_pieces is not None and args.max_pieces < 1:
+        raise UserError(f"--max-pieces must be at least 1, got {args.max_pieces}")
+    for flag, value in (("--poll-s", args.poll_s), ("--max-wait-s", args.max_wait_s)):
+        if not 0 < value < float("inf"):  # NaN too
+            raise UserError(f"{flag} must be a positive number of seconds, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_numbers(args)
     if args.all_steps or args.steps or args.watch:
         return _run_steps(args)
     import json

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from musenet_jax import __version__
 from musenet_jax.errors import UserError
-from musenet_jax.platform import default_to_cpu_without_accelerators
+from musenet_jax.platform import backend_failure, default_to_cpu_without_accelerators
 from musenet_jax.storage import bucket_support_missing
 
 # Subcommand modules, in the order `--help` lists them.
@@ -91,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing is None:
             raise
         print(f"musenet-jax {args.command}: error: {missing}", file=sys.stderr)
+        return 2
+    except (AssertionError, RuntimeError) as err:
+        line = backend_failure(err, os.environ)
+        if line is None:
+            raise
+        print(f"musenet-jax {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"musenet-jax {args.command}: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from musenet_jax.cli.common import add_config_arguments, config_from_args
+from musenet_jax.errors import UserError
 
 SOURCES = (
     "music21",
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.data.prepare import prepare
 
     signal.signal(signal.SIGTERM, _stop)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (how many input files to use), got {args.limit}")
+    if args.file_timeout is not None and not 0 < args.file_timeout < float("inf"):  # NaN too
+        raise UserError(f"--file-timeout must be a positive number of seconds, got {args.file_timeout}")
     cfg = config_from_args(args)
     summary = prepare(
         args.source or cfg.data.source,

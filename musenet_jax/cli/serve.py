@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import pathlib
+import socket
 import tempfile
 import threading
 
@@ -43,11 +45,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Binds HOST:PORT once and lets it go, so that a bad port, a busy one or a host that is not this
+    machine's is one line before the model loads (and before a URL is printed that would not answer)."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be in 1..65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise UserError(
+            f"cannot resolve --host {host} ({err.strerror}); give a name or address of this machine, "
+            "e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is in use by another program; try another --port"
+                ) from None
+            raise UserError(
+                f"cannot bind --host {host} port {port} ({err.strerror}); give an address of this machine, "
+                "e.g. 127.0.0.1 or 0.0.0.0, and a port you may use (1024 and above need no privileges)"
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise UserError(f"serve needs Gradio: {DEMO_INSTALL}")
     if args.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
+    check_can_listen(args.host, args.port)
     from musenet_jax.app.co_composer import CoComposer
     from musenet_jax.app.openings import prepare_openings
     from musenet_jax.app.run import load_run

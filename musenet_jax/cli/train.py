@@ -87,4 +87,4 @@ def run(args: argparse.Namespace) -> int:
             print(line)
     summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step, init_params=init_params)
     print(summary.describe())
-    return 0
+    return summary.exit_status

@@ -342,14 +342,30 @@ def read_skipped_report(data_dir: str | os.PathLike, source: str) -> list[dict[s
 
 
 def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None:
-    """Refuses a dataset whose tokens were made with another vocabulary. Its cut (`max_seconds`, recorded in
-    the metadata) may differ from the config's: it decided which notes went in, not what a token means, and a
-    run resumed with its old config (cut at 240 s) must still read a dataset of whole pieces."""
+    """Refuses a dataset whose tokens were made with another vocabulary, saying what differs and what works.
+    Its cut (`max_seconds`, recorded in the metadata) may differ from the config's: it decided which notes
+    went in, not what a token means, and a run resumed with its old config (cut at 240 s) must still read
+    a dataset of whole pieces."""
     expected = Vocabulary(plain_encoding(encoding)).fingerprint()
     found = metadata.get("vocab_fingerprint")
-    if found != expected:
+    if found == expected:
+        return
+    theirs = metadata.get("encoding", {})
+    mine = dataclasses.asdict(encoding)
+    other_keys = [k for k in theirs if k not in ("composers", "max_seconds") and theirs[k] != mine.get(k)]
+    extra = [c for c in theirs.get("composers", ()) if c not in encoding.composers]
+    if extra and not other_keys:  # e.g. the user's own composer folders, unknown to a trained model
         raise UserError(
-            f"{where} was encoded with vocabulary {str(found)[:12]}, but this config's encoding gives "
-            f"{expected[:12]}; rerun `musenet-jax prepare` with this config or use the dataset's encoding "
-            "settings"
+            f"{where} has composer labels the model (or config) lacks: {', '.join(extra)}; a trained "
+            "model's vocabulary is fixed: prepare the folder into another --data-dir with "
+            "`--config MODEL/config.json` (the run's work dir or the bundle; no --config for the bundled "
+            "model) and composer sub-folders among its labels (`musenet-jax generate --list-composers`; "
+            "files directly in the folder are `unknown`), or fine-tune a new run on this dataset "
+            "(`musenet-jax train --init-from`)"
         )
+    differs = ", ".join(f"encoding.{k}" for k in other_keys) or "encoding.composers (their order)"
+    raise UserError(
+        f"{where} was encoded with vocabulary {str(found)[:12]}, but this config's encoding gives "
+        f"{expected[:12]} ({differs} differ); prepare it into another --data-dir with this encoding "
+        "(`--config` the run's config.json), or for a new run use the encoding the dataset was prepared with"
+    )

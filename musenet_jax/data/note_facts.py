@@ -22,6 +22,7 @@ from musenet_jax.data.pipeline import open_split
 from musenet_jax.encoding.families import DRUMS, FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER
+from musenet_jax.storage import read_json
 
 FACTS_FILE = "note_facts.json"
 LENGTH_QUANTILE = 0.99  # notes sounding longer than this quantile of their family's lengths are rare
@@ -140,4 +141,10 @@ def save_note_facts(workdir: str | os.PathLike, facts: NoteFacts) -> None:
 def load_note_facts(workdir: str | os.PathLike) -> NoteFacts | None:
     """The run's (or bundle's) facts, or None for a run trained before they were recorded."""
     path = epath.Path(str(workdir)) / FACTS_FILE
-    return NoteFacts.from_dict(json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    remedy = (
+        "restore it, or delete it: sampling then goes without the data's pitch ranges and note lengths "
+        "(a run's next `musenet-jax train` writes it again)"
+    )
+    return NoteFacts.from_dict(read_json(path, remedy))

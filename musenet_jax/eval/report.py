@@ -31,12 +31,18 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{_number(rates['bits_per_note']):>12}{_number(rates['bits_per_second']):>13}"
             )
     lines.append(f"{'statistic':<22}{'samples':>16}{report['split']:>16}{'distance':>10}")
+    raw = []  # distances not divided by the split's spread (it has none): in the statistic's own units
     for name, test in report["test_stats"].items():
         sample = (report["sample_stats"] or {}).get(name) or {}
         distance = (report["stat_distance"] or {}).get(name)
+        unscaled = distance is not None and test.get("std") == 0
+        raw += [name] if unscaled else []
+        shown = "" if distance is None else f"{distance:.3f}{'*' if unscaled else ''}"
+        lines.append(f"{name:<22}{_mean_std(sample):>16}{_mean_std(test):>16}{shown:>10}")
+    if raw:
         lines.append(
-            f"{name:<22}{_mean_std(sample):>16}{_mean_std(test):>16}"
-            f"{'' if distance is None else f'{distance:.3f}':>10}"
+            f"* raw distance in the statistic's own units, not in {report['split']} standard deviations: "
+            f"the split does not vary on it ({report['pieces']} piece(s)); compare it only with itself"
         )
     if report.get("gate"):
         lines.append(format_gate(report["gate"], report["split"]))

@@ -35,8 +35,10 @@ class SampleConfig:
     rank_by: str = "likelihood"
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"sample.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):  # also refuses NaN
+            raise ValueError(
+                f"sample.temperature must be finite and >= 0 (0 = greedy), got {self.temperature}"
+            )
         if self.top_k < 0:
             raise ValueError(f"sample.top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 < self.top_p <= 1:

@@ -395,21 +395,46 @@ def restore_first_readable(
     Returns (step, what `load` returned, the damaged steps). Raises `UserError` when none reads.
     """
     damaged: list[int] = []
+    reason: DamagedCheckpoint | None = None
     for n, step in enumerate(steps):
         try:
             return step, load(step), damaged
         except DamagedCheckpoint as err:
             damaged.append(step)
+            if len(steps) == 1:  # the one step asked for: said below, with the readable ones
+                reason = err
+                continue
             after = (
                 f"falling back to step {steps[n + 1]}"
                 if n + 1 < len(steps)
                 else "no older step to fall back to"
             )
             say(f"warning: {err}; {after}")
+    readable = _passing_checks(checkpoints, [s for s in checkpoints.all_steps() if s not in damaged])
+    if len(steps) == 1:
+        others = (
+            f"steps that pass their checks: {', '.join(map(str, readable))} (give --step {readable[-1]}, "
+            "or leave --step out for the latest readable one)"
+            if readable
+            else "no other step passes its checks; train from scratch in a new --workdir"
+        )
+        raise UserError(f"{reason}; {others}")
     raise UserError(
         f"no readable checkpoint in {checkpoints.directory} (damaged: {', '.join(map(str, damaged))}); "
         "delete the damaged step folders or train from scratch in a new --workdir"
     )
+
+
+def _passing_checks(checkpoints: RunCheckpoints, steps: list[int]) -> list[int]:
+    """The `steps` whose files match their manifests (cheap: no arrays are restored), ascending."""
+    passing = []
+    for step in sorted(steps):
+        try:
+            checkpoints.verify(step)
+        except DamagedCheckpoint:
+            continue
+        passing.append(step)
+    return passing
 
 
 def set_aside(workdir: str | os.PathLike, steps: list[int], why: str) -> epath.Path | None:

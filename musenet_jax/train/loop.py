@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -64,6 +65,18 @@ class TrainSummary:
     mfu: float | None
     skipped_steps: int
     preempted_by: str | None  # signal name when stopped by SIGTERM/SIGINT
+    target_step: int | None = None  # the step it was asked to train to
+
+    @property
+    def exit_status(self) -> int:
+        """0 when it ran to its end; stopped early, 128 + the signal's number (1 when another process of
+        the job was asked to stop), so that `train && export` does not go on with an unfinished model."""
+        if self.preempted_by is None:
+            return 0
+        try:
+            return 128 + signal.Signals[self.preempted_by]
+        except KeyError:
+            return 1
 
     def describe(self) -> str:
         parts = [f"step {self.final_step}"]
@@ -80,6 +93,11 @@ class TrainSummary:
         if self.skipped_steps:
             parts.append(f"{self.skipped_steps} non-finite steps skipped")
         head = "; ".join(parts)
+        if self.target_step is not None and self.final_step == self.start_step >= self.target_step:
+            return (
+                f"nothing trained: {self.workdir} is at step {self.start_step} already, not before step "
+                f"{self.target_step} (--steps or train.steps); ask for a later step to train on"
+            )
         if self.preempted_by:
             return f"{self.preempted_by}: checkpoint saved at {head}; rerun the same command to resume"
         return f"trained to {head}; checkpoints in {checkpoint_dir(self.workdir)}"
@@ -96,12 +114,30 @@ def _changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any], section: str
     return sorted(k for k in now.get(section, {}) if saved.get(section, {}).get(k) != now[section][k])
 
 
+def _refuse_new_labels(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> None:
+    """A resume onto a dataset that gained composer labels (e.g. a data dir prepared again with one more
+    composer folder) cannot work with any config: say what can."""
+    saved = tuple(meta.config.get("encoding", {}).get("composers", ()))
+    now = cfg.encoding.composers
+    if meta.vocab_fingerprint == fingerprint or not saved or now[: len(saved)] != saved:
+        return
+    workdir = str(epath.Path(where).parent)
+    raise UserError(
+        f"the dataset has composer labels that {workdir} (step {meta.step}) was not trained with: "
+        f"{', '.join(now[len(saved) :])}; a run's vocabulary cannot grow: fine-tune a new run from it "
+        f"(`musenet-jax train --workdir NEW --init-from {workdir}`; the new labels start from its "
+        "`unknown`), or resume with a --data-dir prepared (`--config` its config.json) from only the "
+        "composer folders it knows"
+    )
+
+
 def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: str) -> str | None:
     """Refuses a resume whose config changes what the saved arrays mean: the vocabulary (its fingerprint
     covers every encoding key that changes a token's meaning), the model's architecture or the optimizer
     (whose state is saved). Returns one
     line naming the changes that only alter how they are computed or fed (the mesh, the attention
     backend, remat, compute dtype, an encoding cut), or None when there are none."""
+    _refuse_new_labels(meta, cfg, fingerprint, where)
     check_fingerprint(meta, fingerprint, where)
     saved, now = meta.config, cfg.to_dict()
     execution = set(ModelConfig.EXECUTION_KEYS)
@@ -351,8 +387,8 @@ def _train(
             logger.log(step, record)
         logger.advance(step)
 
-    try:
-        with StopRequest().installed() as stop:
+    with StopRequest().installed() as stop:  # also over the last save's wait: Ctrl-C there only repeats
+        try:
             pending: tuple[int, Any] | None = None
             batches: Iterator[Mapping[str, Any]] = iter(train_data)
             while step < total_steps:
@@ -386,10 +422,10 @@ def _train(
                     break
             if pending is not None:
                 finish_step(*pending)
-    finally:
-        checkpoints.wait()
-        checkpoints.close()
-        logger.close()
+        finally:
+            checkpoints.wait()
+            checkpoints.close()
+            logger.close()
     tokens_per_s, mfu = throughput.last or (None, None)
     return TrainSummary(
         workdir=workdir,
@@ -401,4 +437,5 @@ def _train(
         mfu=mfu,
         skipped_steps=guard.total,
         preempted_by=preempted_by,
+        target_step=total_steps,
     )

@@ -17,13 +17,14 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from etils import epath
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from musenet_jax.errors import UserError
 from musenet_jax.storage import is_url
 
 # The figures shown on the progress bar, in this order, with their formats.
@@ -45,12 +46,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The logged records of a `metrics.jsonl`, in file order."""
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def read_metrics(path: str | os.PathLike, say: Callable[[str], None] = _warn) -> list[dict[str, Any]]:
+    """The logged records of a `metrics.jsonl`, in file order. A torn last line (a write cut short by a
+    full disk or a kill) is said in one line and left out; a damaged line before it is a `UserError`."""
     path = epath.Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(
+                    f"{path} line {number} is not a JSON record ({line[:40]!r}...): the file was altered; "
+                    "delete that line"
+                ) from None
+            say(
+                f"warning: {path} ends in a torn line (a write cut short: full disk or a kill); "
+                f"ignored it, the {len(records)} records before it are kept"
+            )
+    return records
 
 
 class MetricsLogger:
@@ -74,6 +95,7 @@ class MetricsLogger:
         workdir = epath.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "metrics.jsonl"
+        # rewritten from the records kept: a torn last line does not stay glued to the next record
         kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= start_step]
         earlier_s = max((float(r.get("elapsed_s", 0.0)) for r in kept), default=0.0)
         self._clock_start = time.monotonic() - earlier_s

@@ -41,7 +41,10 @@ def test_the_critic_pick_is_its_best_scored_candidate_and_random_has_a_spread(ru
         assert report["random"][name]["std"] >= 0
         assert 0.0 <= report["critic_beats_random"][name] <= 1.0
     table = reranking_table(report)
-    assert table.count("\n") == 5 and "critic beats random" in table
+    rows, _, reason = table.partition("\n\n")
+    assert rows.count("\n") == 5 and "critic beats random" in rows
+    undefined = any(report["critic"][name] is None for name in STAT_NAMES)
+    assert reason.startswith("- = undefined: ") if undefined else reason == ""
 
 
 def test_too_few_candidates_or_no_critic_is_one_line(run_and_pieces, tmp_path):

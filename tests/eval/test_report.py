@@ -62,3 +62,21 @@ def test_the_gate_table_shows_each_set_and_what_it_fails():
     assert empty.split() == ["key_return", "-", "-", "-", "0.10"]
     assert "samples fails 2: recurring_pitch_6, folk:recurring_pitch_6" in table
     assert "random_walk fails 0: none" in table
+
+
+def test_a_split_without_spread_marks_its_raw_distances():
+    one_piece = _report(
+        pieces=1,
+        test_stats={"notes_per_second": {"mean": 4.0, "std": 0.0}, "pitch_range": {"mean": 30.0, "std": 2.0}},
+        sample_stats={
+            "notes_per_second": {"mean": 3.0, "std": 0.5},
+            "pitch_range": {"mean": 31.0, "std": 1.0},
+        },
+        stat_distance={"notes_per_second": 1.0, "pitch_range": 0.5},
+    )
+    lines = format_table(one_piece).splitlines()
+    rows = {line.split()[0]: line for line in lines[3:]}
+    assert rows["notes_per_second"].rstrip().endswith("1.000*")
+    assert rows["pitch_range"].rstrip().endswith("0.500")
+    assert lines[-1].startswith("* raw distance in the statistic's own units") and "(1 piece(s))" in lines[-1]
+    assert not format_table(_report()).splitlines()[-1].startswith("*")

@@ -109,7 +109,7 @@ def test_sigkill_after_a_checkpoint_then_restart_reproduces_the_uninterrupted_ru
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_non_zero(data_dir, tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.Popen(
         _train_command(data_dir, workdir, "--set", "train.checkpoint_every=1000"),
@@ -120,7 +120,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     _wait_for(lambda: len(_losses(workdir)) >= 2, proc, "two logged steps")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]  # unfinished: `train && export` stops
+    assert "Traceback" not in err
     assert "SIGTERM" in out and "rerun the same command to resume" in out
     saved = RunCheckpoints(workdir, read_only=True).all_steps()
     assert len(saved) == 1 and 2 <= saved[0] < 40  # the step it stopped at, not a periodic one
