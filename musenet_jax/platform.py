@@ -9,6 +9,8 @@ Ahead-of-time compiles for TPU topologies do not need the TPU backend: they call
 from __future__ import annotations
 
 import glob
+import importlib.util
+import pkgutil
 import traceback
 from collections.abc import Mapping, MutableMapping
 
@@ -33,12 +35,23 @@ def backend_failure(err: BaseException, environ: Mapping[str, str]) -> str | Non
     frames = traceback.extract_tb(err.__traceback__)
     if not requested or not frames or not frames[-1].filename.endswith("xla_bridge.py"):
         return None
-    from jax._src import xla_bridge  # loaded already: the error came from it
-
-    installed = ", ".join(getattr(xla_bridge, "_backend_factories", {})) or "none"
+    installed = ", ".join(installed_platforms())
     detail = str(err).split(" (set JAX_PLATFORMS")[0].strip()
     return (
         f"JAX_PLATFORMS={requested} asks for a platform JAX cannot start on this machine"
         f"{f' ({detail})' if detail else ''}; platforms this JAX has: {installed}; unset JAX_PLATFORMS "
         "to let JAX choose, or name one this machine has (e.g. JAX_PLATFORMS=cpu)"
     )
+
+
+def installed_platforms() -> list[str]:
+    """The platforms this JAX installation can offer: the CPU, TPU with libtpu, and each PJRT plugin
+    package (`jax_plugins.xla_cuda12` -> cuda), read from what is installed, not from JAX's internals."""
+    names = ["cpu"] + (["tpu"] if importlib.util.find_spec("libtpu") else [])
+    plugins = importlib.util.find_spec("jax_plugins")  # a namespace package; found without importing it
+    if plugins is not None and plugins.submodule_search_locations:
+        for plugin in pkgutil.iter_modules(plugins.submodule_search_locations):
+            kind = next((k for k in ("cuda", "rocm", "tpu", "metal") if k in plugin.name), plugin.name)
+            if kind not in names:
+                names.append(kind)
+    return names

@@ -15,7 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Bottom to top. A package may import its own modules and those of lower layers only.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "storage"}),
+    frozenset({"errors"}),
+    frozenset({"storage"}),
     frozenset({"platform", "hardware", "config", "locks", "outputs"}),
     frozenset({"encoding"}),
     frozenset({"data"}),
