@@ -11,6 +11,7 @@ from tqdm import tqdm
 from musenet_jax.app.run import Run
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
+from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import score_pieces, token_report
@@ -68,3 +69,15 @@ def evaluate(
     else:
         report["sample_stats"], report["stat_distance"] = None, None
     return report
+
+
+def evaluate_infill_spans(
+    run: Run, *, seconds: float, split: str = "test", max_pieces: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """`eval --infill-spans`: bits/token inside one span per piece of the split, with the future given
+    and left to right (see `eval/infill_spans.py`)."""
+    if max_pieces is not None and max_pieces < 1:
+        raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
+    pieces = load_split_pieces(run.cfg, split, max_pieces)
+    report = infill_span_scores(run.model, run.tokenizer, pieces, seconds=seconds, seed=seed)
+    return {"split": split, "pieces": len(pieces), "step": run.step, **report}

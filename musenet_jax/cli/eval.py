@@ -27,6 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-pieces", type=int, help="evaluate only the first N pieces of the split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--infill-spans",
+        type=float,
+        metavar="SECONDS",
+        help="instead: bits/token of the notes inside one SECONDS-long span per piece (seeded), scored with "
+        "the notes after the span given (a run trained with anticipation) and left to right",
+    )
     many = parser.add_argument_group("many checkpoints")
     many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
     many.add_argument("--steps", metavar="N,M", help="evaluate these saved steps, e.g. 1000,2000")
@@ -50,9 +57,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.infill_spans is not None and (args.all_steps or args.steps or args.watch):
+        raise UserError(
+            "--infill-spans scores one checkpoint (--step): leave out --all-steps, --steps, --watch"
+        )
     if args.all_steps or args.steps or args.watch:
         return _run_steps(args)
     import json
+
+    if args.infill_spans is not None:
+        from musenet_jax.app.evaluate import evaluate_infill_spans
+        from musenet_jax.eval.infill_spans import format_spans
+
+        spans = evaluate_infill_spans(
+            run_from_args(args),
+            seconds=args.infill_spans,
+            split=args.split,
+            max_pieces=args.max_pieces,
+            seed=args.seed,
+        )
+        print(json.dumps(spans, indent=2) if args.json else format_spans(spans))
+        return 0
 
     from musenet_jax.app.evaluate import evaluate
     from musenet_jax.eval.report import format_table
