@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="instead: bits/token of the notes inside one SECONDS-long span per piece (seeded), scored with "
         "the notes after the span given (a run trained with anticipation) and left to right",
     )
+    parser.add_argument(
+        "--accompany-stats",
+        metavar="FAMILY",
+        help="instead: on each piece with a FAMILY part and another one (its first sample.seconds), the "
+        "model writes FAMILY given the rest; onsets on the given part's onsets and key consistency of its "
+        "part and of the real one (a run trained with anticipation)",
+    )
     many = parser.add_argument_group("many checkpoints")
     many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
     many.add_argument("--steps", metavar="N,M", help="evaluate these saved steps, e.g. 1000,2000")
@@ -57,10 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.infill_spans is not None and (args.all_steps or args.steps or args.watch):
-        raise UserError(
-            "--infill-spans scores one checkpoint (--step): leave out --all-steps, --steps, --watch"
-        )
+    modes = {"--infill-spans": args.infill_spans is not None, "--accompany-stats": bool(args.accompany_stats)}
+    alone = [flag for flag, given in modes.items() if given]
+    if len(alone) == 2:
+        raise UserError("give --infill-spans or --accompany-stats, not both")
+    if alone and (args.all_steps or args.steps or args.watch):
+        raise UserError(f"{alone[0]} scores one checkpoint (--step): leave out --all-steps, --steps, --watch")
     if args.all_steps or args.steps or args.watch:
         return _run_steps(args)
     import json
@@ -77,6 +86,19 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(json.dumps(spans, indent=2) if args.json else format_spans(spans))
+        return 0
+    if args.accompany_stats:
+        from musenet_jax.app.evaluate import evaluate_accompaniment
+
+        stats = evaluate_accompaniment(
+            run_from_args(args),
+            family=args.accompany_stats,
+            split=args.split,
+            max_pieces=args.max_pieces,
+            seed=args.seed,
+            show_progress=not args.json,
+        )
+        print(json.dumps(stats, indent=2))
         return 0
 
     from musenet_jax.app.evaluate import evaluate

@@ -9,6 +9,7 @@ from midi_corpus import concatenate_in_time, export_corpus_scores
 from musenet_jax.encoding.families import DRUMS
 from musenet_jax.encoding.midi_io import read_midi
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.errors import UserError
 from musenet_jax.eval.accompaniment import (
     accompaniment_stats,
     beat_times,
@@ -55,3 +56,30 @@ def test_drums_are_judged_on_the_grid_only(tmp_path):
     stats = accompaniment_stats(drums, given, np.zeros(0))  # they play the piece's onsets
     assert stats["onsets_on_grid"] == 1.0 and np.isnan(stats["key_consistency"])
     assert np.isnan(onsets_on_grid(drums.select(np.zeros(len(drums), bool)), given, np.zeros(0)))
+
+
+def test_eval_accompany_stats_refuses_a_model_without_anticipation_in_one_line(capsys):
+    from musenet_jax.cli.main import main
+
+    assert main(["eval", "--accompany-stats", "drums"]) == 2  # the bundled model
+    err = capsys.readouterr().err
+    assert "trained without anticipation and cannot infill or accompany" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_accompany_stats_of_the_model_and_the_real_part(anticipation_run, tmp_path):
+    from musenet_jax.app.evaluate import accompaniment_report
+    from musenet_jax.app.run import load_run
+
+    run = load_run(str(anticipation_run), overrides=["sample.seconds=6"])
+    scores = export_corpus_scores(tmp_path / "scores", ("bach/bwv66.6",))
+    with_drums = concatenate_in_time(scores, tmp_path / "d.mid", minutes=0.2, with_drums=True)
+    pieces = [run.tokenizer.encode(with_drums, "bach"), run.tokenizer.encode(scores[0], "bach")]
+    report = accompaniment_report(run, pieces, family="drums")
+    assert (report["pieces"], report["scored"], report["family"]) == (2, 1, "drums")  # the second has none
+    assert report["real"] == {"onsets_on_grid": 1.0, "key_consistency": None}  # they play the piece's onsets
+    assert report["model"]["key_consistency"] is None
+    grid = report["model"]["onsets_on_grid"]
+    assert grid is None or 0.0 <= grid <= 1.0
+    with pytest.raises(UserError, match="takes one family"):
+        accompaniment_report(run, pieces, family="drums,bass")
