@@ -30,6 +30,16 @@ def tiny_bundle(music21_data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def anticipation_run(music21_data_dir, tmp_path_factory):
+    """A tiny run trained 3 steps with anticipation on (delta 1 s): it can infill and accompany."""
+    from tiny_run import train_tiny
+
+    return train_tiny(
+        music21_data_dir, tmp_path_factory.mktemp("anticipation_run"), overrides=["encoding.anticipation_s=1"]
+    )
+
+
+@pytest.fixture(scope="session")
 def mixed_midi_dir(tmp_path_factory):
     """Good MIDI (in composer sub-folders) mixed with a corrupt file, an empty file and a text file."""
     root = tmp_path_factory.mktemp("midi_in")

@@ -8,6 +8,11 @@ user's piece and its rounds; the `CoComposer` holds the model, loaded once, and 
 A piece is kept open: its tokens up to where the chosen continuation stopped, without closing note-offs
 or `end`, so a note held across the seam keeps sounding into the next continuation. Its MIDI file closes
 such notes at the end.
+
+With a model trained with anticipation (`encoding.anticipation_s` > 0) a round can also work inside the
+piece so far (`sample/infill.py`): "fill a span" offers candidates that rewrite the notes starting in
+[start, end) seconds, "add a part" candidates that add families to all of it; the given notes stay as
+they are. A model without anticipation refuses both in one line (`infill_note`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +34,7 @@ from musenet_jax.app.openings import opening_midi
 from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
+from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.timing import duration_steps
@@ -37,7 +43,16 @@ from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import Request, intro_events, parse_instruments
 from musenet_jax.sample.filtering import SamplingSettings
-from musenet_jax.sample.pianoroll import save_pianoroll
+from musenet_jax.sample.infill import (
+    Given,
+    anticipated_request,
+    given_and_new,
+    given_for_accompaniment,
+    given_for_infill,
+    new_notes,
+    with_new_notes,
+)
+from musenet_jax.sample.pianoroll import save_given_and_new, save_pianoroll
 from musenet_jax.sample.sampler import Candidate, Sampler
 
 MAX_CANDIDATES = 8
@@ -103,6 +118,9 @@ class Continuation:
     roll: pathlib.Path  # piano roll of the whole, the seam dashed
     midi: pathlib.Path  # the whole as MIDI
     audio: pathlib.Path | None  # the new music alone as WAV, None without FluidSynth
+    # the piece it becomes when chosen, where that is not the round's piece with these ids: a filled span
+    # or an added part (its prefix lists the added families)
+    becomes: Piece | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +307,8 @@ class CoComposer:
                 raise UserError("compose a piece first")
             if not 0 <= chosen < len(current.candidates):
                 raise UserError(f"choose one of candidates 1 to {len(current.candidates)}")
-            grown = dataclasses.replace(current.piece, ids=current.candidates[chosen].ids)
+            picked = current.candidates[chosen]
+            grown = picked.becomes or dataclasses.replace(current.piece, ids=picked.ids)
             offered = self._offer(session, grown, settings, progress, ready)
             session.rounds.append(offered)
             return offered
@@ -301,6 +320,72 @@ class CoComposer:
                 raise UserError("nothing to undo")
             shutil.rmtree(session.rounds.pop().folder, ignore_errors=True)
             return session.rounds[-1]
+
+    @property
+    def infill_note(self) -> str:
+        """Empty for a model trained with anticipation; else the one line saying it cannot fill or add."""
+        try:
+            require_anticipation(self.tokenizer.vocab)
+        except UserError as err:
+            return str(err)
+        return ""
+
+    def fill(
+        self,
+        session: Session,
+        start_s: float,
+        end_s: float,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        ready: Ready | None = None,
+    ) -> Round:
+        """Candidates that rewrite the notes of the piece so far starting in [start_s, end_s), with the
+        piece's instruments, knowing what comes after; everything else stays as it is."""
+        with session.working():
+            piece = self._piece_to_work_in(session)
+            given = given_for_infill(self.tokenizer, self._midi(piece), start_s, end_s, "the piece so far")
+            families = [FAMILIES[f] for f in piece.allowed.nonzero()[0]]
+            request = anticipated_request(self.tokenizer, piece.composer, given, families, families)
+            offered = self._offer_given(
+                session, piece, given, request, piece.allowed, settings, "fill", (start_s, end_s), progress,
+                ready,
+            )  # fmt: skip
+            session.rounds.append(offered)
+            return offered
+
+    def add_part(
+        self,
+        session: Session,
+        families: Sequence[str],
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        ready: Ready | None = None,
+    ) -> Round:
+        """Candidates that add parts of `families` (ones the piece does not play yet) to all of the piece
+        so far, in time with it; its own notes stay as they are."""
+        with session.working():
+            piece = self._piece_to_work_in(session)
+            if not families:
+                raise UserError("choose the instruments of the part to add")
+            playing = [FAMILIES[f] for f in np.unique(self.events(piece.ids).family)]
+            already = [f for f in parse_instruments(list(families)) if f in playing]
+            if already:
+                raise UserError(
+                    f"the piece already plays {', '.join(already)}; add a part it lacks (it plays "
+                    f"{', '.join(playing)})"
+                )
+            given, new = given_for_accompaniment(self.tokenizer, self._midi(piece), list(families), "piece")
+            allowed = piece.allowed.copy()
+            allowed[[FAMILIES.index(f) for f in new]] = True
+            present = [FAMILIES[f] for f in allowed.nonzero()[0]]
+            request = anticipated_request(self.tokenizer, piece.composer, given, present, new)
+            offered = self._offer_given(
+                session, piece, given, request, allowed, settings, "add", (), progress, ready
+            )
+            session.rounds.append(offered)
+            return offered
 
     def seconds(self, ids: np.ndarray) -> float:
         return duration_steps(ids, self.tokenizer.vocab) * self.tokenizer.step_s
@@ -356,6 +441,91 @@ class CoComposer:
             if ready is not None:
                 ready(k, made)
         return self._round(folder, piece, tuple(candidates))
+
+    def _piece_to_work_in(self, session: Session) -> Piece:
+        require_anticipation(self.tokenizer.vocab)
+        current = session.current
+        if current is None:
+            raise UserError("compose a piece first")
+        if not len(self.events(current.piece.ids)):
+            raise UserError("the piece so far has no notes: extend it first")
+        return current.piece
+
+    def _midi(self, piece: Piece):
+        return self.tokenizer.decode(piece.ids)
+
+    def _offer_given(
+        self,
+        session: Session,
+        piece: Piece,
+        given: Given,
+        request: Request,
+        allowed: np.ndarray,
+        settings: Settings,
+        label: str,
+        marks: tuple[float, ...],
+        progress: Progress | None,
+        ready: Ready | None,
+    ) -> Round:
+        """Samples candidates for an anticipated `request` on `piece` and writes their files: each is the
+        given notes plus its new ones, as a piece that can be extended."""
+        tokenizer = self.tokenizer
+        step = tokenizer.step_s
+        seconds = (given.stop_step - given.start_step) * step
+        budget = token_budget(seconds, int(request.families.sum()), self.run.cfg.sample.max_new_tokens)
+        budget += len(request.forced)
+        history = math.ceil((len(request.prompt) + budget) / HISTORY_BUCKET) * HISTORY_BUCKET
+        begin_s = (given.start_step + tokenizer.vocab.anticipation_steps) * step
+
+        def on_chunk(_: int, music_s: float) -> None:
+            if session.stopping:
+                raise Stopped("stopped")
+            if progress is not None:
+                progress(min(max(music_s - begin_s, 0.0), seconds), seconds)
+
+        sampled = self._sampler(settings).sample(
+            [request] * settings.num_candidates,
+            max_new_tokens=budget,
+            seed=secrets.randbits(31),
+            history=history,
+            progress=on_chunk,
+        )
+        news = [new_notes(tokenizer, c.ids, given.start_step) for c in sampled]
+        wholes = [given_and_new(given.events, new) for new in news]
+        pieces = [self._open_piece(whole, piece.composer, allowed) for whole in wholes]
+        scores = None
+        if self.critic is not None:
+            scores = probability_real(critic_logits(self.critic, tokenizer, [p.ids for p in pieces]))
+        folder = session.new_folder()
+        candidates = []
+        start_s, end_s = given.start_step * step, given.stop_step * step
+        for k, (cand, new, whole, grown) in enumerate(zip(sampled, news, wholes, pieces)):
+            if session.stopping:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise Stopped("stopped")
+            stem = folder / f"candidate_{k + 1}"
+            title = f"candidate {k + 1}: {len(new)} new notes, {start_s:.1f} s to {end_s:.1f} s"
+            save_given_and_new(given.events, new, stem.with_suffix(".png"), marks=marks, title=title)
+            with_new_notes(given.midi, new, label).dump(str(stem.with_suffix(".mid")))
+            audio = None
+            if self.render is not None:
+                audio = stem.with_suffix(".wav")
+                self.render(whole, audio)
+            made = Continuation(
+                grown.ids, start_s, end_s, None if scores is None else float(scores[k]), cand.stopped_by,
+                len(whole), stem.with_suffix(".png"), stem.with_suffix(".mid"), audio, becomes=grown,
+            )  # fmt: skip
+            candidates.append(made)
+            if ready is not None:
+                ready(k, made)
+        return self._round(folder, piece, tuple(candidates))
+
+    def _open_piece(self, events: Events, composer: str, allowed: np.ndarray) -> Piece:
+        """`events` as a piece to continue: the prefix of the `allowed` families, the notes, no `end`."""
+        closed = self.tokenizer.events_to_ids(events, composer)
+        prefix = self.tokenizer.prefix(composer, allowed.nonzero()[0])
+        body = closed[self.tokenizer.prefix_length(closed) : -1]
+        return Piece(np.concatenate([prefix, body]).astype(np.int32), len(prefix), allowed, composer)
 
     def _continuation(
         self, folder: pathlib.Path, k: int, cand: Candidate, start_s: float, score: float | None

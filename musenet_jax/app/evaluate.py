@@ -6,19 +6,26 @@ real pieces of another held-out split and for controls made from them (`eval/con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
+from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
+from musenet_jax.eval.accompaniment import accompaniment_stats
 from musenet_jax.eval.gate_sets import composer_label, gate_section
+from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import score_pieces, token_report
 from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.sample.budget import token_budget
+from musenet_jax.sample.conditioning import parse_instruments
+from musenet_jax.sample.infill import Given, anticipated_request, new_notes
 from musenet_jax.sample.like_data import sample_like_pieces
 
 
@@ -100,3 +107,83 @@ def _of_composer(tokenizer, pieces: list, composer: str | None, split: str) -> l
         found = sorted({composer_label(tokenizer, p) for p in pieces})
         raise UserError(f"split {split!r} has no pieces of composer {composer!r}; it has: {', '.join(found)}")
     return mine
+
+
+def evaluate_infill_spans(
+    run: Run, *, seconds: float, split: str = "test", max_pieces: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """`eval --infill-spans`: bits/token inside one span per piece of the split, with the future given
+    and left to right (see `eval/infill_spans.py`)."""
+    if max_pieces is not None and max_pieces < 1:
+        raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
+    pieces = load_split_pieces(run.cfg, split, max_pieces)
+    report = infill_span_scores(run.model, run.tokenizer, pieces, seconds=seconds, seed=seed)
+    return {"split": split, "pieces": len(pieces), "step": run.step, **report}
+
+
+def evaluate_accompaniment(
+    run: Run,
+    *,
+    family: str,
+    split: str = "test",
+    max_pieces: int | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """`eval --accompany-stats FAMILY` on the pieces of a split (see `accompaniment_report`)."""
+    require_anticipation(run.tokenizer.vocab)
+    if max_pieces is not None and max_pieces < 1:
+        raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
+    pieces = load_split_pieces(run.cfg, split, max_pieces)
+    report = accompaniment_report(run, pieces, family=family, seed=seed, show_progress=show_progress)
+    return {"split": split, "step": run.step, **report}
+
+
+def accompaniment_report(
+    run: Run, pieces: Sequence[np.ndarray], *, family: str, seed: int = 0, show_progress: bool = False
+) -> dict[str, Any]:
+    """On each piece's first `sample.seconds` that has a `family` part and another one, the model writes
+    a `family` part given the rest (one candidate); the figures of `eval/accompaniment.py` of its part and
+    of the piece's real one, averaged over the pieces. The datasets keep no tempo map, so the grid is the
+    given part's onsets only. Run it on a control run too (one trained without the given part)."""
+    tokenizer, sc = run.tokenizer, run.cfg.sample
+    require_anticipation(tokenizer.vocab)
+    names = parse_instruments(family)
+    if len(names) != 1:
+        raise UserError(f"--accompany-stats takes one family, not {family!r}")
+    name = names[0]
+    index, step = FAMILIES.index(name), tokenizer.step_s
+    sampler = run.sampler()
+    ours, real = [], []
+    for k, ids in enumerate(tqdm(pieces, unit="piece", desc="accompany", disable=not show_progress)):
+        events = opening(tokenizer.ids_to_events(ids), sc.seconds)
+        part = events.family == index
+        if not part.any() or part.all():
+            continue
+        rest = events.select(~part)
+        composer = tokenizer.composer_of(ids)
+        stop = max(round(float(rest.end_s.max()) / step), 1)
+        given = Given(tokenizer.decode(tokenizer.events_to_ids(rest, composer)), rest, 0, stop)
+        present = [FAMILIES[f] for f in np.unique(events.family)]
+        request = anticipated_request(tokenizer, composer, given, present, [name])
+        budget = token_budget(stop * step, 1, sc.max_new_tokens) + len(request.forced)
+        [candidate] = sampler.sample([request], max_new_tokens=budget, seed=seed + k)
+        none = np.zeros(0)
+        ours.append(accompaniment_stats(new_notes(tokenizer, candidate.ids, 0), rest, none))
+        real.append(accompaniment_stats(events.select(part), rest, none))
+    if not ours:
+        raise UserError(f"no piece has a {name} part and another one: nothing to accompany")
+
+    def means(rows: list[dict[str, float]]) -> dict[str, float | None]:
+        values = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+        return {key: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for key, v in values.items()}
+
+    return {
+        "family": name,
+        "pieces": len(pieces),
+        "scored": len(ours),
+        "seconds": sc.seconds,
+        "grid": "the given part's onsets (no tempo map in the dataset)",
+        "model": means(ours),
+        "real": means(real),
+    }

@@ -22,7 +22,6 @@ from musenet_jax.app.run import Run
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.anticipation import require_anticipation
-from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.sample.audio import renderer
@@ -32,6 +31,7 @@ from musenet_jax.sample.infill import (
     Given,
     anticipated_request,
     bar_span,
+    given_and_new,
     given_for_accompaniment,
     given_for_infill,
     new_notes,
@@ -129,7 +129,7 @@ def _sample_and_write(
             progress=lambda steps, _music_s: bar.update(steps),
         )
     news = [new_notes(tokenizer, cand.ids, given.start_step) for cand in candidates]
-    wholes = [_concatenated(given.events, new) for new in news]
+    wholes = [given_and_new(given.events, new) for new in news]
     plain = [tokenizer.events_to_ids(whole, composer) for whole in wholes]
     critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
     scores = None
@@ -183,12 +183,3 @@ def _sample_and_write(
         if entry["stopped_by"] == "budget":
             say(f"warning: sample_{entry['sample']} ran out of its token budget of {budget} before the end")
     return ranking
-
-
-def _concatenated(given: Events, new: Events) -> Events:
-    return Events.from_columns(
-        *(
-            np.concatenate([getattr(given, c), getattr(new, c)])
-            for c in ("start_s", "end_s", "family", "pitch", "velocity")
-        )
-    ).sorted()

@@ -4,7 +4,9 @@ Requests go through Gradio's queue, so generation runs off the request thread; e
 its own `Session` (its piece and rounds), found by Gradio's session id. Composing runs in a worker thread
 that reports seconds composed and each candidate as soon as its files are written; the page shows both
 as they come. Stop (or leaving the page) stops the worker at its next chunk of tokens. A user error is a
-one-line message in the page, never a traceback, and the server keeps serving.
+one-line message in the page, never a traceback, and the server keeps serving. "Fill a span" and "Add a
+part" work inside the piece so far with a model trained with anticipation; with any other model the page
+says in one line that it cannot, and so do the two buttons when pressed.
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ class CoComposerApp:
                     style = gr.Dropdown(
                         list(composer.composers), value=composer.composers[0], label="Composer"
                     )
-                    instruments = gr.CheckboxGroup(list(FAMILIES), value=["piano"], label="Instruments")
+                    instruments = gr.CheckboxGroup(
+                        list(FAMILIES), value=["piano"], label="Instruments", elem_id="instruments"
+                    )
                     intro = gr.Dropdown([NO_INTRO, *OPENINGS, UPLOADED], value=NO_INTRO, label="Intro")
                     upload = gr.File(label="MIDI intro", file_types=[".mid", ".midi"], type="filepath")
                     seconds = gr.Slider(
@@ -139,6 +143,17 @@ class CoComposerApp:
                         download = gr.DownloadButton(
                             "Download piece (MIDI)", visible=False, elem_id="download"
                         )
+                    with gr.Accordion("Work inside the piece", open=True):
+                        gr.Markdown(
+                            composer.infill_note, visible=bool(composer.infill_note), elem_id="infill-note"
+                        )
+                        with gr.Row():
+                            fill_start = gr.Number(0, label="Fill from (s)", minimum=0, elem_id="fill-start")
+                            fill_end = gr.Number(4, label="Fill to (s)", minimum=0, elem_id="fill-end")
+                            fill = gr.Button("Fill span")
+                        with gr.Row():
+                            parts = gr.CheckboxGroup(list(FAMILIES), label="Parts to add", elem_id="parts")
+                            add_part = gr.Button("Add part")
                     slots = [self._slot(k) for k in range(MAX_CANDIDATES)]
                     with gr.Accordion("Details", open=False):
                         summary = gr.JSON(label="Round", elem_id="summary")
@@ -162,8 +177,27 @@ class CoComposerApp:
                 api_name="extend",
                 show_progress_on=[status],
             )
+            fill_event = fill.click(
+                self._fill,
+                inputs=[fill_start, fill_end, temperature, top_p, count],
+                outputs=outputs,
+                api_name="fill",
+                show_progress_on=[status],
+            )
+            add_event = add_part.click(
+                self._add_part,
+                inputs=[parts, temperature, top_p, count],
+                outputs=outputs,
+                api_name="add_part",
+                show_progress_on=[status],
+            )
             undo.click(self._undo, outputs=outputs, api_name="undo")
-            stop.click(self._stop, outputs=status, cancels=[compose_event, extend_event], api_name="stop")
+            stop.click(
+                self._stop,
+                outputs=status,
+                cancels=[compose_event, extend_event, fill_event, add_event],
+                api_name="stop",
+            )
             blocks.unload(self._leave)
         return blocks
 
@@ -232,6 +266,50 @@ class CoComposerApp:
             progress,
         )
 
+    def _fill(self, start, end, temperature, top_p, count, request: gr.Request, progress=gr.Progress()):
+        """Candidates that rewrite the notes of the piece so far starting in [start, end) seconds."""
+        session = self.sessions.get(request.session_hash)
+        with _one_line():
+            settings = self._inside_settings(session, temperature, top_p, count)
+            start, end = float(start or 0), float(end or 0)
+        yield from self._run(
+            session,
+            lambda report, ready: self.composer.fill(
+                session, start, end, settings, progress=report, ready=ready
+            ),
+            settings,
+            progress,
+            heading=f"Filling {start:g} s to {end:g} s: {settings.num_candidates} candidates...",
+        )
+
+    def _add_part(self, parts, temperature, top_p, count, request: gr.Request, progress=gr.Progress()):
+        """Candidates that add parts of the chosen families to all of the piece so far."""
+        session = self.sessions.get(request.session_hash)
+        with _one_line():
+            settings = self._inside_settings(session, temperature, top_p, count)
+        chosen = list(parts or ())
+        yield from self._run(
+            session,
+            lambda report, ready: self.composer.add_part(
+                session, chosen, settings, progress=report, ready=ready
+            ),
+            settings,
+            progress,
+            heading=f"Adding {', '.join(chosen) or 'nothing'}: {settings.num_candidates} candidates...",
+        )
+
+    def _inside_settings(self, session, temperature, top_p, count) -> Settings:
+        """The settings of a fill or an added part (the piece's own composer and instruments); a model
+        without anticipation or a session without a piece is refused here in one line."""
+        if self.composer.infill_note:
+            raise UserError(self.composer.infill_note)
+        if session.current is None:
+            raise UserError("compose a piece first")
+        piece = session.current.piece
+        families = tuple(FAMILIES[i] for i in piece.allowed.nonzero()[0])
+        return Settings(piece.composer, families, MAX_CONTINUATION_SECONDS, float(temperature),
+                        float(top_p), int(count))  # fmt: skip
+
     def _undo(self, request: gr.Request) -> dict:
         session = self.sessions.get(request.session_hash)
         with _one_line():
@@ -258,6 +336,7 @@ class CoComposerApp:
         work: Callable[[Callable[[float, float], None], Callable[[int, Continuation], None]], Round],
         settings: Settings,
         progress: gr.Progress,
+        heading: str | None = None,
     ) -> Iterator[dict]:
         """Runs `work` in a worker thread; yields page updates as it reports: seconds composed, each
         candidate once its files exist, then the whole round. Leaving early (Stop, a closed page)
@@ -279,8 +358,8 @@ class CoComposerApp:
         shown: list[dict] = []
         finished = False
         try:
-            yield {self._outputs[1]: f"Composing {n} candidates of {settings.seconds:.0f} s...",
-                   **self._hide_slots()}  # fmt: skip
+            heading = heading or f"Composing {n} candidates of {settings.seconds:.0f} s..."
+            yield {self._outputs[1]: heading, **self._hide_slots()}
             while True:
                 event = events.get()
                 if isinstance(event, _Progress):

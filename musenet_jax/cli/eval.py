@@ -38,6 +38,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-pieces", type=int, help="evaluate only the first N pieces of the split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--infill-spans",
+        type=float,
+        metavar="SECONDS",
+        help="instead: bits/token of the notes inside one SECONDS-long span per piece (seeded), scored with "
+        "the notes after the span given (a run trained with anticipation) and left to right",
+    )
+    parser.add_argument(
+        "--accompany-stats",
+        metavar="FAMILY",
+        help="instead: on each piece with a FAMILY part and another one (its first sample.seconds), the "
+        "model writes FAMILY given the rest; onsets on the given part's onsets and key consistency of its "
+        "part and of the real one (a run trained with anticipation)",
+    )
     many = parser.add_argument_group("many checkpoints")
     many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
     many.add_argument("--steps", metavar="N,M", help="evaluate these saved steps, e.g. 1000,2000")
@@ -73,9 +87,42 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
+    modes = {"--infill-spans": args.infill_spans is not None, "--accompany-stats": bool(args.accompany_stats)}
+    alone = [flag for flag, given in modes.items() if given]
+    if len(alone) == 2:
+        raise UserError("give --infill-spans or --accompany-stats, not both")
+    if alone and (args.all_steps or args.steps or args.watch):
+        raise UserError(f"{alone[0]} scores one checkpoint (--step): leave out --all-steps, --steps, --watch")
     if args.all_steps or args.steps or args.watch:
         return _run_steps(args)
     import json
+
+    if args.infill_spans is not None:
+        from musenet_jax.app.evaluate import evaluate_infill_spans
+        from musenet_jax.eval.infill_spans import format_spans
+
+        spans = evaluate_infill_spans(
+            run_from_args(args),
+            seconds=args.infill_spans,
+            split=args.split,
+            max_pieces=args.max_pieces,
+            seed=args.seed,
+        )
+        print(json.dumps(spans, indent=2) if args.json else format_spans(spans))
+        return 0
+    if args.accompany_stats:
+        from musenet_jax.app.evaluate import evaluate_accompaniment
+
+        stats = evaluate_accompaniment(
+            run_from_args(args),
+            family=args.accompany_stats,
+            split=args.split,
+            max_pieces=args.max_pieces,
+            seed=args.seed,
+            show_progress=not args.json,
+        )
+        print(json.dumps(stats, indent=2))
+        return 0
 
     from musenet_jax.app.evaluate import evaluate
     from musenet_jax.eval.report import format_table

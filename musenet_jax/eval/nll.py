@@ -76,6 +76,20 @@ def score_pieces(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray])
     return PieceScores(nats, counts, piece_nats, piece_counts)
 
 
+def token_nlls(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per piece, the negative log-likelihood (nats) of each token as scored in `score_pieces` (NaN for
+    the first token, which nothing predicts): for scores of chosen tokens only."""
+    graphdef, params = nnx.split(model)
+    out = [np.full(len(ids), np.nan) for ids in pieces]
+    for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
+        keys = ("inputs", "targets", "times", "durations", "sounding_head")
+        arrays = {k: jnp.asarray(rows[k]) for k in keys}
+        nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)
+        for r, c in zip(*np.nonzero(rows["scored"] > 0)):
+            out[rows["piece"][r]][rows["target_index"][r, c]] = nll[r, c]
+    return out
+
+
 def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
     """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind"} over every
     token of the pieces after the first (each scored once, see `windows.py`)."""

@@ -38,6 +38,7 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
     scored = np.zeros((count, context), np.float32)
     valid = np.zeros((count, context), np.float32)
     heads = np.zeros((count, slots.count), np.int32)
+    target_index = np.full((count, context), -1, np.int32)
     for w in range(count):
         heads[w] = held_before(ids, n_prefix + w * span, slots)
         take = np.concatenate(
@@ -46,6 +47,7 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
         inputs[w, : len(take)], row_times[w, : len(take)] = ids[take], times[take]
         first = 0 if w == 0 else n_prefix - 1
         scored[w, first : len(take) - 1] = 1.0
+        target_index[w, : len(take) - 1] = take[1:]
         valid[w, : min(len(take), context)] = 1.0
     return {
         "inputs": inputs[:, :-1],
@@ -55,6 +57,7 @@ def piece_windows(tokenizer: Tokenizer, ids: np.ndarray, context: int) -> Rows:
         "valid": valid,
         "durations": np.full(count, max(duration_steps(ids, vocab), 1), np.int32),
         "sounding_head": heads,
+        "target_index": target_index,  # where each target is in `ids` (-1: padding)
         "piece": np.zeros(count, np.int32),
     }
 

@@ -215,3 +215,13 @@ def with_new_notes(midi: miditoolkit.MidiFile, new: Events, label: str) -> midit
         out.instruments.append(inst)
     out.max_tick = max([out.max_tick, *(n.end for inst in out.instruments for n in inst.notes)])
     return out
+
+
+def given_and_new(given: Events, new: Events) -> Events:
+    """The whole piece of a candidate: the given notes and the new ones, in time order."""
+    return Events.from_columns(
+        *(
+            np.concatenate([getattr(given, c), getattr(new, c)])
+            for c in ("start_s", "end_s", "family", "pitch", "velocity")
+        )
+    ).sorted()

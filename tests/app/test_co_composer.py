@@ -85,3 +85,74 @@ def test_an_opening_is_the_first_seconds_of_its_corpus_score():
     assert events.end_s.max() <= OPENING_SECONDS + 0.01 and np.all(events.family == 0)  # piano
     with pytest.raises(UserError, match="unknown opening 'Mozart'"):
         opening_midi("Mozart")
+
+
+@pytest.fixture(scope="module")
+def anticipating(anticipation_run, tmp_path_factory):
+    """A co-composer on the tiny anticipation run and a session holding a composed piano piece."""
+    from musenet_jax.app.co_composer import CoComposer
+    from musenet_jax.app.run import load_run
+
+    composer = CoComposer(load_run(anticipation_run), tmp_path_factory.mktemp("media"))
+    session = composer.new_session()
+    composer.compose(session, settings(seconds=6.0, num_candidates=1), opening=next(iter(OPENINGS)))
+    composer.extend(session, 0, settings(seconds=2.0, num_candidates=1))
+    return composer, session
+
+
+def note_rows(events, keep=None) -> set:
+    keep = np.ones(len(events), bool) if keep is None else keep
+    return set(zip(events.family[keep], events.pitch[keep], np.round(events.start_s[keep], 2)))
+
+
+@pytest.mark.slow
+def test_fill_a_span_rewrites_only_its_notes_and_the_result_can_be_extended(anticipating):
+    composer, session = anticipating
+    before = session.current.piece
+    old = composer.events(before.ids)
+    offered = composer.fill(session, 1.0, 3.0, settings(num_candidates=2))
+    assert len(offered.candidates) == 2 and session.current is offered and offered.piece is before
+    outside = (old.start_s < 1.0 - 0.005) | (old.start_s >= 3.0 - 0.005)
+    for cand in offered.candidates:
+        whole = composer.events(cand.ids)
+        inside = (whole.start_s >= 1.0 - 0.005) & (whole.start_s < 3.0 - 0.005)
+        assert note_rows(whole, ~inside) == note_rows(old, outside)  # the rest as it was
+        assert (cand.start_s, cand.end_s) == (1.0, 3.0) and cand.roll.stat().st_size > 0
+        assert cand.becomes is not None and np.array_equal(cand.becomes.allowed, before.allowed)
+    grown = composer.extend(session, 1, settings(seconds=1.0, num_candidates=1))
+    np.testing.assert_array_equal(grown.piece.ids, offered.candidates[1].ids)
+    assert composer.undo(session) is offered
+
+
+@pytest.mark.slow
+def test_add_a_part_keeps_the_piece_and_adds_only_the_chosen_families(anticipating):
+    from musenet_jax.encoding.families import FAMILIES
+
+    composer, session = anticipating
+    old = composer.events(session.current.piece.ids)
+    with pytest.raises(UserError, match="the piece already plays piano; add a part it lacks"):
+        composer.add_part(session, ["piano"], settings())
+    with pytest.raises(UserError, match="choose the instruments of the part to add"):
+        composer.add_part(session, [], settings())
+    offered = composer.add_part(session, ["bass"], settings(num_candidates=2))
+    for cand in offered.candidates:
+        whole = composer.events(cand.ids)
+        given = np.isin(whole.family, np.unique(old.family))
+        assert note_rows(whole, given) == note_rows(old)
+        assert set(FAMILIES[f] for f in np.unique(whole.family[~given])) <= {"bass"}
+        assert cand.becomes.allowed[FAMILIES.index("bass")] and cand.becomes.allowed[FAMILIES.index("piano")]
+        assert cand.midi.stat().st_size > 0
+
+
+def test_a_model_without_anticipation_says_it_cannot_fill_or_add_in_one_line(tmp_path):
+    from musenet_jax.app.co_composer import CoComposer
+    from musenet_jax.app.run import load_run
+
+    composer = CoComposer(load_run(None), tmp_path)  # the bundled model: trained without anticipation
+    assert composer.infill_note.startswith("this model was trained without anticipation")
+    session = composer.new_session()
+    for ask in (lambda: composer.fill(session, 0.0, 2.0, settings()),
+                lambda: composer.add_part(session, ["drums"], settings())):  # fmt: skip
+        with pytest.raises(UserError, match="trained without anticipation and cannot infill") as caught:
+            ask()
+        assert "\n" not in str(caught.value)

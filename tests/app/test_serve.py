@@ -15,9 +15,11 @@ from gradio_client import Client, handle_file
 from midi_corpus import packaged_midi_files
 
 from musenet_jax.app.co_composer import CoComposer, Session
+from musenet_jax.app.openings import OPENINGS
 from musenet_jax.app.run import load_run
 from musenet_jax.app.web import CoComposerApp
 from musenet_jax.bench.serve import free_port
+from musenet_jax.encoding.families import FAMILIES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_DIR = "MUSENET_SCREENSHOT_DIR"  # where the browser test leaves its screenshot (default: tmp)
@@ -101,7 +103,18 @@ def test_in_a_browser_compose_play_extend_and_download_the_piece_shown(server, t
             midi = tmp_path / "piece.mid"
             download.value.save_as(midi)
 
-            page.get_by_label("piano").uncheck()  # bad input: one line in the page, the page goes on
+            # The bundled model has no anticipation: one line in the page, and each button says so.
+            note = page.locator("#infill-note")
+            assert note.inner_text().strip().startswith("this model was trained without anticipation")
+            for button in ("Fill span", "Add part"):
+                page.get_by_role("button", name=button).click()
+                refusal = page.get_by_test_id("toast-text").get_by_text("trained without anticipation")
+                refusal.first.wait_for()
+                assert "\n" not in refusal.first.inner_text().strip()
+                page.get_by_test_id("toast-close").first.click()
+
+            # bad input: one line in the page, the page goes on
+            page.locator("#instruments").get_by_label("piano").uncheck()
             page.get_by_role("button", name="Compose").click()
             toast = page.get_by_test_id("toast-text").get_by_text("choose at least one instrument")
             toast.wait_for()
@@ -114,6 +127,60 @@ def test_in_a_browser_compose_play_extend_and_download_the_piece_shown(server, t
     np.testing.assert_array_equal(piece.ids, session.rounds[0].candidates[0].ids)  # grown by candidate 1
     same_notes(app, midi, piece.ids)
     assert (shots / "co_composer.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def anticipation_server(anticipation_run, tmp_path_factory):
+    run = load_run(str(anticipation_run), overrides=["sample.max_new_tokens=0"])
+    app = CoComposerApp(CoComposer(run, tmp_path_factory.mktemp("media")), concurrency=1)
+    url = app.launch("127.0.0.1", free_port(), block=False)
+    yield app, url
+    app.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")
+def test_in_a_browser_fill_a_span_and_add_a_part_with_an_anticipation_model(anticipation_server):
+    from playwright.sync_api import sync_playwright
+
+    app, url = anticipation_server
+    before = app.sessions.values()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--mute-audio"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(600_000)
+            page.goto(url)
+            assert not page.locator("#infill-note").is_visible()  # this model can: no refusal line
+            page.get_by_label("Intro").click()
+            page.get_by_role("option", name=next(iter(OPENINGS))).click()
+            page.get_by_label("number input for Seconds per continuation").fill("2")
+            page.get_by_label("number input for Candidates").fill("2")
+            page.get_by_label("number input for Candidates").press("Enter")
+            page.get_by_role("button", name="Compose").click()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()  # the opening is the piece
+
+            page.locator("#fill-start input").fill("2")
+            page.locator("#fill-end input").fill("4")
+            page.get_by_role("button", name="Fill span").click()
+            page.locator("#candidate-1").get_by_text("2.0 s to 4.0 s").wait_for()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()
+
+            page.locator("#parts").get_by_label("bass").check()
+            page.get_by_role("button", name="Add part").click()
+            page.locator("#candidate-1").get_by_text("0.0 s to").wait_for()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()
+            session = new_session(app, before)
+        finally:
+            browser.close()
+    fill_round, add_round = session.rounds[-2:]
+    assert [(c.start_s, c.end_s) for c in fill_round.candidates] == [(2.0, 4.0)] * 2
+    piece = app.composer.events(add_round.piece.ids)
+    for cand in add_round.candidates:
+        whole = app.composer.events(cand.ids)
+        given = whole.family != FAMILIES.index("bass")
+        np.testing.assert_array_equal(whole.pitch[given], piece.pitch)  # the piece's notes as they were
+        np.testing.assert_allclose(whole.start_s[given], piece.start_s)
 
 
 @pytest.mark.slow

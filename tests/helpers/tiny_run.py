@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 
 from musenet_jax.config import load_config
 
@@ -28,9 +29,11 @@ def export_tiny_bundle(data_dir: pathlib.Path, root: pathlib.Path, dtype: str = 
     return root / "bundle"
 
 
-def train_tiny(data_dir: pathlib.Path, workdir: pathlib.Path, steps: int = 3) -> pathlib.Path:
+def train_tiny(
+    data_dir: pathlib.Path, workdir: pathlib.Path, steps: int = 3, overrides: Sequence[str] = ()
+) -> pathlib.Path:
     """Trains `steps` steps with the real loop (Orbax checkpoint at the end) and returns the work dir."""
     from musenet_jax.train.loop import train
 
-    train(load_config("tiny", [*TINY_RUN, f"data.data_dir={data_dir}"]), workdir, steps=steps)
+    train(load_config("tiny", [*TINY_RUN, f"data.data_dir={data_dir}", *overrides]), workdir, steps=steps)
     return workdir

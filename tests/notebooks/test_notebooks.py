@@ -70,6 +70,12 @@ def test_compose_notebook_runs_with_a_bundle(tiny_bundle, tmp_path):
         str(out.get("data", {}).get("text/markdown", "")) for out in outputs_of(nb, "text/markdown")
     )
     assert "4 candidates, ranked by" in shown and "#4: `sample_" in shown
+    printed = [
+        out["text"] for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs if "text" in out
+    ]
+    refusal = "this model was trained without anticipation and cannot infill or accompany"
+    assert [line for text in printed for line in text.splitlines() if refusal in line]  # the accompany cell
+    assert not (tmp_path / "compose_out_accompanied").exists()
 
 
 @pytest.mark.slow

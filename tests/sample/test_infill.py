@@ -8,7 +8,6 @@ import miditoolkit
 import numpy as np
 import pytest
 from midi_corpus import concatenate_in_time, export_corpus_scores
-from tiny_run import TINY_RUN
 
 from musenet_jax.encoding.anticipation import is_control, require_anticipation
 from musenet_jax.encoding.config import EncodingConfig
@@ -123,18 +122,6 @@ def test_a_model_without_anticipation_refuses_in_one_line(piece, tmp_path):
     assert "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if "anticipation" in line]
     assert "this model was trained without anticipation and cannot infill" in line
-
-
-@pytest.fixture(scope="module")
-def anticipation_run(music21_data_dir, tmp_path_factory):
-    """A tiny run trained 3 steps with the switch on (delta 1 s)."""
-    from musenet_jax.config import load_config
-    from musenet_jax.train.loop import train
-
-    workdir = tmp_path_factory.mktemp("anticipation_run")
-    overrides = [*TINY_RUN, f"data.data_dir={music21_data_dir}", "encoding.anticipation_s=1"]
-    train(load_config("tiny", overrides), workdir, steps=3)
-    return workdir
 
 
 @pytest.mark.slow

@@ -1,0 +1,66 @@
+"""Does an added part listen to the given one? Two figures of issue #28's must-show, for a new part (the
+model's, the piece's real one, or a control's) against the given part of the same piece:
+
+- `onsets_on_grid`: the share of the new part's onsets that fall on an onset of the given part or on a
+  beat of the file's beat grid (its tempo map), within `tolerance_s`;
+- `key_consistency`: the share of the new part's pitched notes inside the key of the given part, the
+  major scale (or its relative minor, `encoding/scales.py`) that holds most of the given part's notes.
+
+NaN where a figure is undefined: a new part with no notes, or no pitched notes (drums) for the key.
+"""
+
+from __future__ import annotations
+
+import miditoolkit
+import numpy as np
+
+from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.scales import scale_masks
+
+TOLERANCE_S = 0.03  # about a 64th note at 120 bpm: what a listener hears as together
+
+
+def beat_times(midi: miditoolkit.MidiFile) -> np.ndarray:
+    """Seconds of every beat (quarter note, `ticks_per_beat`) of the file up to its last tick, by its
+    tempo map."""
+    mapping = np.asarray(midi.get_tick_to_time_mapping(), np.float64)
+    return mapping[np.arange(0, len(mapping), midi.ticks_per_beat)]
+
+
+def onsets_on_grid(new: Events, given: Events, beats: np.ndarray, tolerance_s: float = TOLERANCE_S) -> float:
+    """The share of `new`'s onsets within `tolerance_s` of an onset of `given` or of one of `beats`."""
+    if not len(new):
+        return float("nan")
+    grid = np.unique(np.concatenate([given.start_s, beats]))
+    at = np.clip(np.searchsorted(grid, new.start_s), 1, max(len(grid) - 1, 1))
+    nearest = np.minimum(
+        np.abs(new.start_s - grid[at - 1]), np.abs(new.start_s - grid[np.minimum(at, len(grid) - 1)])
+    )
+    return float(np.mean(nearest <= tolerance_s + 1e-9))
+
+
+def key_of(given: Events) -> int:
+    """The tonic (pitch class) of the major scale holding most of `given`'s pitched notes; -1 if none."""
+    pitched = given.select(given.family != DRUMS)
+    if not len(pitched):
+        return -1
+    classes = np.bincount(pitched.pitch.astype(np.int64) % 12, minlength=12)
+    return int(np.argmax(scale_masks() @ classes))
+
+
+def key_consistency(new: Events, given: Events) -> float:
+    """The share of `new`'s pitched notes inside the key of `given` (`key_of`)."""
+    pitched = new.select(new.family != DRUMS)
+    tonic = key_of(given)
+    if not len(pitched) or tonic < 0:
+        return float("nan")
+    return float(scale_masks()[tonic, pitched.pitch.astype(np.int64) % 12].mean())
+
+
+def accompaniment_stats(new: Events, given: Events, beats: np.ndarray) -> dict[str, float]:
+    """{"onsets_on_grid", "key_consistency"} of a new part against the given part."""
+    return {
+        "onsets_on_grid": onsets_on_grid(new, given, beats),
+        "key_consistency": key_consistency(new, given),
+    }
