@@ -11,9 +11,9 @@ from musenet_jax.critic.fakes import load_fakes
 from musenet_jax.critic.scoring import critic_logits, probability_real
 from musenet_jax.critic.store import CriticMeta, load_critic, save_critic
 from musenet_jax.critic.training import train_critic
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.midi_io import MidiReadError
 from musenet_jax.errors import UserError
-from musenet_jax.eval.pieces import load_split_pieces
 
 
 @dataclasses.dataclass(frozen=True)

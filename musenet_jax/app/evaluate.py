@@ -9,12 +9,12 @@ from typing import Any
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import score_pieces, token_report
-from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.like_data import sample_like_pieces
 

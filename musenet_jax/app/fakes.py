@@ -10,8 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.families import FAMILIES
-from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.like_data import sample_like_pieces
 

@@ -92,7 +92,7 @@ def run_rerank(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from musenet_jax.app.rerank import measure_reranking, reranking_table
-    from musenet_jax.eval.pieces import load_split_pieces
+    from musenet_jax.data.pieces import load_split_pieces
 
     run = run_from_args(args)
     pieces = load_split_pieces(run.cfg, args.split)

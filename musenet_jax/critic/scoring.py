@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from musenet_jax.data.windows import batched_windows
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.eval.windows import batched_windows
 
 SCORE_BATCH = 8  # windows per jitted call (one compile)
 

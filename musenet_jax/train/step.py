@@ -15,16 +15,11 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from musenet_jax.config import Config
+from musenet_jax.model.loss import token_nll
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.train.setup import TrainSetup, TrainState
 
 Batch = Mapping[str, jax.Array]
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Negative log-likelihood of each target token, in nats, computed in float32."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
 def mixup_draw(key: jax.Array, batch_size: int, alpha: float, groups: int) -> tuple[jax.Array, jax.Array]:

@@ -1,14 +1,14 @@
-"""eval/pieces.py: whole tokenized pieces of a prepared split (the session's real music21 dataset), in the
+"""data/pieces.py: whole tokenized pieces of a prepared split (the session's real music21 dataset), in the
 dataset's order, with `limit`, and one-line errors for a missing dataset or split."""
 
 import numpy as np
 import pytest
 
 from musenet_jax.config import load_config
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
-from musenet_jax.eval.pieces import load_split_pieces
 
 
 @pytest.fixture(scope="module")
