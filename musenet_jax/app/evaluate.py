@@ -37,7 +37,7 @@ def evaluate(
         raise UserError(f"--num-samples must not be negative, got {num}")
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
-    pieces = load_split_pieces(cfg, split, max_pieces)
+    pieces = load_split_pieces(cfg.data, cfg.encoding, split, max_pieces)
     report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step}
     scores = score_pieces(model, tokenizer, pieces)
     report.update(token_report(scores))

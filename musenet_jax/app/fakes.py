@@ -28,7 +28,7 @@ def make_fakes(
     capped at `sample.seconds`); returns the count written."""
     cfg, tokenizer = run.cfg, run.tokenizer
     num = cfg.critic.fakes
-    pieces = load_split_pieces(cfg, split)
+    pieces = load_split_pieces(cfg.data, cfg.encoding, split)
     sampler = run.sampler()
     budget = token_budget(cfg.sample.seconds, len(FAMILIES), cfg.sample.max_new_tokens)  # any instruments
     with tqdm(total=num, unit="piece", desc="fakes", disable=not show_progress) as bar:

@@ -20,8 +20,6 @@ from etils import epath
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
-from musenet_jax.critic.scoring import critic_logits, probability_real
-from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
@@ -95,7 +93,7 @@ def generate(
             [request] * sc.num_samples, max_new_tokens=budget, seed=sc.seed, progress=progress
         )
 
-    critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
+    critic = run.critic()
     if critic is None:
         scores = None
         say(
@@ -103,7 +101,7 @@ def generate(
             "ranking by mean log-probability"
         )
     else:
-        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
+        scores = critic.score([c.ids for c in candidates])
 
     removed = clear_earlier_output(out)
     if removed:

@@ -95,7 +95,7 @@ def run_rerank(args: argparse.Namespace) -> int:
     from musenet_jax.data.pieces import load_split_pieces
 
     run = run_from_args(args)
-    pieces = load_split_pieces(run.cfg, args.split)
+    pieces = load_split_pieces(run.cfg.data, run.cfg.encoding, args.split)
     with tqdm(total=args.requests, unit="request", desc="candidates") as bar:
         report = measure_reranking(
             run,

@@ -33,7 +33,7 @@ from musenet_jax.data import convert as convert_lib
 from musenet_jax.data.corpora import CORPORA, LAKH_FULL, MAESTRO_V3, list_sources
 from musenet_jax.data.corpus import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
-from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.encoding.vocab import vocabulary
 from musenet_jax.errors import UserError, unknown_choice
 from musenet_jax.storage import is_url
 
@@ -90,7 +90,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     ):
         self.encoding = encoding
         self.listed_sources = sources  # the input as `prepare` listed it (a Lakh listing takes minutes)
-        self.vocab = Vocabulary(encoding)
+        self.vocab = vocabulary(encoding)
         self.limit = limit
         self.workers = workers or os.cpu_count() or 1
         self.file_timeout_s = file_timeout_s or None
@@ -303,7 +303,7 @@ def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None
     """Refuses a dataset whose tokens were made with another vocabulary. Its cut (`max_seconds`, recorded in
     the metadata) may differ from the config's: it decided which notes went in, not what a token means, and a
     run resumed with its old config (cut at 240 s) must still read a dataset of whole pieces."""
-    expected = Vocabulary(encoding).fingerprint()
+    expected = vocabulary(encoding).fingerprint()
     found = metadata.get("vocab_fingerprint")
     if found != expected:
         raise UserError(

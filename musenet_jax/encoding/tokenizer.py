@@ -20,7 +20,14 @@ from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
-from musenet_jax.encoding.vocab import KIND_COMPOSER, KIND_INSTRUMENT, KIND_NOTE_OFF, KIND_NOTE_ON, Vocabulary
+from musenet_jax.encoding.vocab import (
+    KIND_COMPOSER,
+    KIND_INSTRUMENT,
+    KIND_NOTE_OFF,
+    KIND_NOTE_ON,
+    Vocabulary,
+    vocabulary,
+)
 from musenet_jax.errors import unknown_choice
 
 MidiSource = str | os.PathLike | miditoolkit.MidiFile
@@ -51,7 +58,7 @@ class Tokenizer:
             parser = "symusic" if importlib.util.find_spec("symusic") else "miditoolkit"
         self.parser = parser
         self.cfg = cfg
-        self.vocab = Vocabulary(cfg)
+        self.vocab = vocabulary(cfg)
         self.step_s = cfg.time_step_ms / 1000.0
 
     # ---- MIDI boundary ---------------------------------------------------------------------------
