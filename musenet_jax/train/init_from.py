@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from musenet_jax.encoding.config import EncodingConfig
-from musenet_jax.encoding.vocab import KIND_COMPOSER, UNKNOWN_COMPOSER, Vocabulary
+from musenet_jax.encoding.vocab import KIND_COMPOSER, UNKNOWN_COMPOSER, Vocabulary, vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.transformer import abstract_params
@@ -49,7 +49,7 @@ class InitialParams:
                 f"--init-from {self.origin} is another architecture ({', '.join(changes)}); train with its "
                 "model settings (its config.json)"
             )
-        mine = Vocabulary(dataclasses.replace(encoding, composers=self.vocab.composers)).fingerprint()
+        mine = vocabulary(dataclasses.replace(encoding, composers=self.vocab.cfg.composers)).fingerprint()
         theirs = self.vocab.fingerprint()
         if mine != theirs:
             raise UserError(
