@@ -70,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps must not be negative")
     cfg = config_from_args(args, FLAGS)
 
+    from musenet_jax.train.checkpoint import has_checkpoints
     from musenet_jax.train.loop import train
 
     init_params = None
     source = args.init_from or cfg.train.init_from
-    if source:
+    if source and has_checkpoints(args.workdir):  # the base is not read again: it may be gone by now
+        print(f"resuming {args.workdir}: the initial parameters are for a new run only")
+    elif source:
         from musenet_jax.app.init_from import initial_params
 
         init_params = initial_params(source, cfg)
