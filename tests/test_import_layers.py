@@ -102,6 +102,99 @@ def test_no_import_climbs_a_layer():
     assert _violations() == []
 
 
+def _node(module: str) -> str:
+    """The package graph's node of a module: its package, except a config section (`musenet_jax.X.config`),
+    a leaf of its own that the composite `musenet_jax.config` gathers (see the test that keeps it a leaf)."""
+    parts = module.split(".")
+    if len(parts) == 3 and parts[2] == "config":
+        return f"{parts[1]}.config"
+    return parts[1]
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """Package -> the packages it imports (every import, in functions too)."""
+    graph: dict[str, set[str]] = {}
+    for module, target in _edges():
+        if module.count(".") == 0:
+            continue  # the package's own __init__
+        source, dest = _node(module), _node(target)
+        graph.setdefault(source, set())
+        if source != dest:
+            graph[source].add(dest)
+    return graph
+
+
+def _a_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of the graph as a path that returns to its start, or [] when there is none."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in done:
+            return []
+        for dest in sorted(graph.get(node, ())):
+            found = visit(dest, [*path, node])
+            if found:
+                return found
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        found = visit(start, [])
+        if found:
+            return found
+    return []
+
+
+def test_the_packages_form_no_cycle():
+    """Transitively: no package reaches itself through the imports of others (config, data, model,
+    attention, train, sample, eval, critic, app, cli, bench...)."""
+    assert _a_cycle(_package_graph()) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_import(tmp_path, monkeypatch):
+    """The check can fail: eval -> model at the top and model -> eval inside a function is a cycle."""
+    fake_root = tmp_path / "repo"
+    for package in ("eval", "model"):
+        (fake_root / "musenet_jax" / package).mkdir(parents=True)
+        (fake_root / "musenet_jax" / package / "__init__.py").write_text("")
+    (fake_root / "musenet_jax" / "__init__.py").write_text("")
+    (fake_root / "musenet_jax" / "eval" / "nll.py").write_text("from musenet_jax.model import loss\n")
+    (fake_root / "musenet_jax" / "model" / "loss.py").write_text(
+        "def token_nll():\n    from musenet_jax.eval import nll\n"
+    )
+    monkeypatch.setattr(__import__(__name__), "ROOT", fake_root)
+    assert _a_cycle(_package_graph()) in (["eval", "model", "eval"], ["model", "eval", "model"])
+
+
+def test_config_sections_are_leaves():
+    """A section imports nothing of the project but errors, so gathering them in `musenet_jax.config`
+    ties no package to another."""
+    for module, path in _modules("musenet_jax"):
+        if module.count(".") == 2 and module.endswith(".config"):
+            project = {n for n in _imports(path, module) if n.startswith("musenet_jax.")}
+            assert project <= {"musenet_jax.errors"}, f"{module} imports {sorted(project)}"
+
+
+# Who sees a whole run's `Config`: workflows, the command line, and the train loop with its setup,
+# compile and checkpoints (which save and read a run's config). Libraries take the sections they use.
+WHOLE_CONFIG_READERS = (
+    "musenet_jax.app.",
+    "musenet_jax.cli.",
+    "musenet_jax.bench.",
+    "musenet_jax.train.loop",
+    "musenet_jax.train.setup",
+    "musenet_jax.train.compile",
+    "musenet_jax.train.checkpoint",
+)
+
+
+def test_libraries_take_their_config_sections_not_the_whole_config():
+    readers = {module for module, target in _edges() if target == "musenet_jax.config"}
+    assert sorted(m for m in readers if not m.startswith(WHOLE_CONFIG_READERS)) == []
+
+
 def test_sample_critic_and_eval_import_no_workflow_and_form_no_circle():
     edges = {(_package(m), _package(t)) for m, t in _edges() if m.count(".") >= 1}
     for library in ("sample", "critic", "eval"):

@@ -32,8 +32,6 @@ import numpy as np
 
 from musenet_jax.app.openings import opening_midi
 from musenet_jax.app.run import Run
-from musenet_jax.critic.scoring import critic_logits, probability_real
-from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
@@ -42,7 +40,7 @@ from musenet_jax.errors import UserError
 from musenet_jax.sample.audio import renderer
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import Request, intro_events, parse_instruments
-from musenet_jax.sample.filtering import SamplingSettings
+from musenet_jax.sample.config import SampleConfig
 from musenet_jax.sample.infill import (
     Given,
     anticipated_request,
@@ -92,7 +90,10 @@ class Settings:
             )
         if not 1 <= self.num_candidates <= MAX_CANDIDATES:
             raise UserError(f"candidates must be 1 to {MAX_CANDIDATES}, got {self.num_candidates}")
-        SamplingSettings(self.temperature, 0, self.top_p)  # temperature and top-p checked there
+        try:  # temperature and top-p are checked where every sampling knob is
+            SampleConfig(temperature=self.temperature, top_p=self.top_p)
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,11 +227,10 @@ class CoComposer:
     def __init__(self, run: Run, media_root: pathlib.Path):
         self.run, self.tokenizer = run, run.tokenizer
         self.media_root = media_root
-        critic = load_critic(run.workdir, run.model, run.tokenizer.vocab.fingerprint())
-        self.critic = None if critic is None else critic[0]
+        self.critic = run.critic()
         self.render, self.no_audio_reason = renderer()
         self.piece_seconds = run.cfg.sample.piece_seconds or DEFAULT_PIECE_SECONDS
-        self._samplers: OrderedDict[SamplingSettings, Sampler] = OrderedDict()
+        self._samplers: OrderedDict[SampleConfig, Sampler] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -429,7 +429,7 @@ class CoComposer:
         )
         scores = None
         if self.critic is not None:
-            scores = probability_real(critic_logits(self.critic, tokenizer, [c.ids for c in sampled]))
+            scores = self.critic.score([c.ids for c in sampled])
         folder = session.new_folder()
         candidates = []
         for k, cand in enumerate(sampled):
@@ -495,7 +495,7 @@ class CoComposer:
         pieces = [self._open_piece(whole, piece.composer, allowed) for whole in wholes]
         scores = None
         if self.critic is not None:
-            scores = probability_real(critic_logits(self.critic, tokenizer, [p.ids for p in pieces]))
+            scores = self.critic.score([p.ids for p in pieces])
         folder = session.new_folder()
         candidates = []
         start_s, end_s = given.start_step * step, given.stop_step * step
@@ -569,7 +569,7 @@ class CoComposer:
 
     def _sampler(self, settings: Settings) -> Sampler:
         """One compiled sampler per creativity setting, the least recently used dropped beyond a few."""
-        key = SamplingSettings(settings.temperature, self.run.cfg.sample.top_k, settings.top_p)
+        key = dataclasses.replace(self.run.cfg.sample, temperature=settings.temperature, top_p=settings.top_p)
         with self._lock:
             if key not in self._samplers:
                 self._samplers[key] = self.run.sampler(key)

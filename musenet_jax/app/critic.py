@@ -8,12 +8,11 @@ from collections.abc import Callable, Sequence
 
 from musenet_jax.app.run import Run
 from musenet_jax.critic.fakes import load_fakes
-from musenet_jax.critic.scoring import critic_logits, probability_real
-from musenet_jax.critic.store import CriticMeta, load_critic, save_critic
+from musenet_jax.critic.store import CriticMeta, save_critic
 from musenet_jax.critic.training import train_critic
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.midi_io import MidiReadError
 from musenet_jax.errors import UserError
-from musenet_jax.eval.pieces import load_split_pieces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +51,18 @@ def train_critic_for_run(
             "bundle, then export again"
         )
     cfg, tokenizer = run.cfg, run.tokenizer
-    reals = load_split_pieces(cfg, split)
+    reals = load_split_pieces(cfg.data, cfg.encoding, split)
     fakes = load_fakes(fakes_dir, tokenizer)
     params, auc, loss, held_real, held_fake = train_critic(
-        cfg, run.model, tokenizer, reals, fakes, seed=seed, show_progress=show_progress
+        cfg.critic,
+        cfg.data,
+        cfg.model.context,
+        run.model,
+        tokenizer,
+        reals,
+        fakes,
+        seed=seed,
+        show_progress=show_progress,
     )
     cc = cfg.critic
     meta = CriticMeta(
@@ -70,9 +77,7 @@ def score_files(
 ) -> list[tuple[str, float]]:
     """(file, probability that it is real music) for each readable file; unreadable ones are said and
     skipped."""
-    loaded = load_critic(run.workdir, run.model, run.tokenizer.vocab.fingerprint())
-    if loaded is None:
-        raise UserError(f"no trained critic in {run.workdir}; run `musenet-jax critic train` first")
+    critic = run.trained_critic()
     readable, pieces = [], []
     for path in files:
         try:
@@ -82,5 +87,5 @@ def score_files(
             say(f"skipped {path}: {err}")
     if not pieces:
         raise UserError("none of the files could be read as MIDI")
-    scores = probability_real(critic_logits(loaded[0], run.tokenizer, pieces))
+    scores = critic.score(pieces)
     return list(zip(readable, (float(s) for s in scores)))

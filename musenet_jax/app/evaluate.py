@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
@@ -22,7 +23,6 @@ from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import score_pieces, token_report
-from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import parse_instruments
 from musenet_jax.sample.infill import Given, anticipated_request, new_notes
@@ -53,7 +53,10 @@ def evaluate(
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
     pieces = _of_composer(
-        tokenizer, load_split_pieces(cfg, split, None if composer else max_pieces), composer, split
+        tokenizer,
+        load_split_pieces(cfg.data, cfg.encoding, split, None if composer else max_pieces),
+        composer,
+        split,
     )[:max_pieces]
     report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step, "composer": composer}
     scores = score_pieces(model, tokenizer, pieces)
@@ -89,7 +92,10 @@ def evaluate(
     if controls:
         other = "test" if split == "validation" else "validation"
         heldout = _of_composer(
-            tokenizer, load_split_pieces(cfg, other, None if composer else max_pieces), composer, other
+            tokenizer,
+            load_split_pieces(cfg.data, cfg.encoding, other, None if composer else max_pieces),
+            composer,
+            other,
         )[:max_pieces]
         report["controls_split"] = other
     report["gate"] = gate_section(
@@ -116,7 +122,7 @@ def evaluate_infill_spans(
     and left to right (see `eval/infill_spans.py`)."""
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
-    pieces = load_split_pieces(run.cfg, split, max_pieces)
+    pieces = load_split_pieces(run.cfg.data, run.cfg.encoding, split, max_pieces)
     report = infill_span_scores(run.model, run.tokenizer, pieces, seconds=seconds, seed=seed)
     return {"split": split, "pieces": len(pieces), "step": run.step, **report}
 
@@ -134,7 +140,7 @@ def evaluate_accompaniment(
     require_anticipation(run.tokenizer.vocab)
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
-    pieces = load_split_pieces(run.cfg, split, max_pieces)
+    pieces = load_split_pieces(run.cfg.data, run.cfg.encoding, split, max_pieces)
     report = accompaniment_report(run, pieces, family=family, seed=seed, show_progress=show_progress)
     return {"split": split, "step": run.step, **report}
 

@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
+from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.families import FAMILIES
-from musenet_jax.eval.pieces import load_split_pieces
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.like_data import sample_like_pieces
@@ -41,7 +41,7 @@ def make_fakes(
     out.mkdir(parents=True, exist_ok=True)
     present = sorted(p.name for p in out.iterdir() if p.is_file() and p.suffix in PIECE_SUFFIXES)
     refuse_to_overwrite(out, present, "--out")  # before sampling: only make-fakes' own may be replaced
-    pieces = load_split_pieces(cfg, split)
+    pieces = load_split_pieces(cfg.data, cfg.encoding, split)
     sampler = run.sampler()
     budget = token_budget(cfg.sample.seconds, len(FAMILIES), cfg.sample.max_new_tokens)  # any instruments
     with tqdm(total=num, unit="piece", desc="fakes", disable=not show_progress) as bar:

@@ -23,8 +23,6 @@ from etils import epath
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
-from musenet_jax.critic.scoring import critic_logits, probability_real
-from musenet_jax.critic.store import load_critic
 from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.encoding.vocab import KIND_NOTE_ON
@@ -109,11 +107,9 @@ def generate(
             [request] * sc.num_samples, max_new_tokens=budget, seed=sc.seed, progress=progress
         )
 
-    critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
-    scores = None
-    if critic is not None:
-        scores = probability_real(critic_logits(critic[0], tokenizer, [c.ids for c in candidates]))
-    elif sc.rank_by == "critic":
+    critic = run.critic()
+    scores = None if critic is None else critic.score([c.ids for c in candidates])
+    if critic is None and sc.rank_by == "critic":
         say(
             f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
             "ranking by mean log-probability"

@@ -19,8 +19,6 @@ from tqdm import tqdm
 
 from musenet_jax.app.generate import OUTPUT_FILE, output_names, prepare_out_dir, rank_candidates
 from musenet_jax.app.run import Run
-from musenet_jax.critic.scoring import critic_logits, probability_real
-from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
@@ -131,11 +129,9 @@ def _sample_and_write(
     news = [new_notes(tokenizer, cand.ids, given.start_step) for cand in candidates]
     wholes = [given_and_new(given.events, new) for new in news]
     plain = [tokenizer.events_to_ids(whole, composer) for whole in wholes]
-    critic = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
-    scores = None
-    if critic is not None:
-        scores = probability_real(critic_logits(critic[0], tokenizer, plain))
-    elif sc.rank_by == "critic":
+    critic = run.critic()
+    scores = None if critic is None else critic.score(plain)
+    if critic is None and sc.rank_by == "critic":
         say(
             f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
             "ranking by mean log-probability"

@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 
 from musenet_jax.app.run import Run
-from musenet_jax.critic.scoring import critic_logits, probability_real
-from musenet_jax.critic.store import load_critic
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
 from musenet_jax.eval.music_stats import STAT_NAMES, distances, opening, piece_stats, stats_table
@@ -37,9 +35,7 @@ def measure_reranking(
     if requests < 1 or candidates < 2:
         raise UserError(f"need at least 1 request and 2 candidates, got {requests} and {candidates}")
     tokenizer, seconds = run.tokenizer, run.cfg.sample.seconds
-    loaded = load_critic(run.workdir, run.model, tokenizer.vocab.fingerprint())
-    if loaded is None:
-        raise UserError(f"no trained critic in {run.workdir}; run `musenet-jax critic train` first")
+    critic = run.trained_critic()
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(pieces), size=requests, replace=requests > len(pieces))
     sampler = run.sampler()
@@ -48,7 +44,7 @@ def measure_reranking(
     for n, index in enumerate(chosen):
         request = request_like(tokenizer, pieces[index], seconds)
         drawn = sampler.sample([request] * candidates, max_new_tokens=budget, seed=seed + n)
-        critic_scores.append(probability_real(critic_logits(loaded[0], tokenizer, [c.ids for c in drawn])))
+        critic_scores.append(critic.score([c.ids for c in drawn]))
         logprobs.append([c.mean_logprob for c in drawn])
         stats.append([piece_stats(tokenizer.ids_to_events(c.ids), tokenizer.step_s) for c in drawn])
         if progress is not None:

@@ -20,14 +20,16 @@ from flax import nnx
 from musenet_jax.app import bundle
 from musenet_jax.app.sources import Source, resolve_source
 from musenet_jax.config import Config, with_overrides
+from musenet_jax.critic.scoring import Critic
+from musenet_jax.critic.store import load_critic
 from musenet_jax.data.note_facts import NoteFacts, load_note_facts
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.model.config import MeshConfig
-from musenet_jax.model.sharding import make_mesh, state_shardings
-from musenet_jax.model.transformer import MuseNet, build_model
-from musenet_jax.sample.filtering import SamplingSettings
+from musenet_jax.model.sharding import make_mesh
+from musenet_jax.model.transformer import MuseNet, abstract_params
+from musenet_jax.sample.config import SampleConfig
 from musenet_jax.sample.grammar import GrammarTables
 from musenet_jax.sample.sampler import Sampler
 from musenet_jax.train.checkpoint import (
@@ -59,7 +61,7 @@ class Run:
     kind: str = "run"  # "run" or "bundle"
     source: str = ""  # the --checkpoint as given (empty: the work dir itself)
 
-    def sampler(self, settings: SamplingSettings | None = None) -> Sampler:
+    def sampler(self, settings: SampleConfig | None = None) -> Sampler:
         """A sampler with the run's `sample` settings (or `settings`: the co-composer's knobs per request)
         and, where switched on, the data's note rules."""
         sc = self.cfg.sample
@@ -72,8 +74,20 @@ class Run:
             opening_note=sc.opening_note_rule,
             key_bias=sc.key_bias,
         )
-        settings = SamplingSettings.from_config(sc) if settings is None else settings
+        settings = sc if settings is None else settings
         return Sampler(self.model, self.tokenizer, settings, tables)
+
+    def critic(self) -> Critic | None:
+        """The critic trained into this run or bundle, or None when there is none."""
+        loaded = load_critic(self.workdir, self.model, self.tokenizer.vocab.fingerprint())
+        return None if loaded is None else Critic(loaded[0], self.tokenizer)
+
+    def trained_critic(self) -> Critic:
+        """The run's critic, or one line saying to train it first."""
+        critic = self.critic()
+        if critic is None:
+            raise UserError(f"no trained critic in {self.workdir}; run `musenet-jax critic train` first")
+        return critic
 
 
 def load_run(
@@ -96,17 +110,6 @@ def load_run(
     return dataclasses.replace(run, source=resolved.given)
 
 
-def _abstract_params(cfg: Config, vocab_size: int, mesh: Any) -> tuple[Any, Any]:
-    """(the abstract model, its parameters' shapes, dtypes and shardings on `mesh`)."""
-    abstract_model = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
-    shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
-    shapes = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
-    abstract = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
-    )
-    return abstract_model, abstract
-
-
 def _load_bundle(source: Source, step: int | str, overrides: Sequence[str], mesh: Any) -> Run:
     info = bundle.read_info(source.path)
     if str(step) not in ("latest", "best", str(info.step)):
@@ -117,7 +120,7 @@ def _load_bundle(source: Source, step: int | str, overrides: Sequence[str], mesh
     cfg = with_overrides(bundle.read_config(source.path), overrides, RUN_OVERRIDABLE)
     tokenizer = Tokenizer(cfg.encoding)
     bundle.check_vocabulary(source.path, tokenizer, source.given)
-    abstract_model, abstract = _abstract_params(cfg, tokenizer.vocab.size, mesh)
+    abstract_model, abstract = abstract_params(cfg.model, tokenizer.vocab, mesh)
     params = bundle.load_params(source.path, abstract)
     model = nnx.merge(nnx.graphdef(abstract_model), params)
     facts = load_note_facts(source.path)
@@ -136,7 +139,7 @@ def _load_checkpoint(
             cfg = with_overrides(meta.resolved_config(), overrides, RUN_OVERRIDABLE)
             tokenizer = Tokenizer(cfg.encoding)
             check_fingerprint(meta, tokenizer.vocab.fingerprint(), checkpoints.directory)
-            abstract_model, abstract = _abstract_params(cfg, meta.vocab_size, mesh)
+            abstract_model, abstract = abstract_params(cfg.model, tokenizer.vocab, mesh)
             params = checkpoints.restore(chosen, abstract_params=abstract)["params"]
             return cfg, tokenizer, abstract_model, params
 

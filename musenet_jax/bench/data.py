@@ -37,17 +37,22 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.cli.common import config_from_args
     from musenet_jax.data.labels import with_dataset_labels
     from musenet_jax.data.pipeline import make_train_iterator
+    from musenet_jax.encoding.tokenizer import Tokenizer
     from musenet_jax.model.sharding import make_mesh
     from musenet_jax.train.setup import make_train_setup
     from musenet_jax.train.step import make_train_step
 
     if min(args.batches, args.steps, args.rounds) < 1:
         raise UserError("--batches, --steps and --rounds must be at least 1")
-    cfg = with_dataset_labels(config_from_args(args, {"data_dir": "data.data_dir"}))
-    iterator = make_train_iterator(cfg, process_index=0, process_count=1)
+    cfg = config_from_args(args, {"data_dir": "data.data_dir"})
+    cfg = cfg.replace(encoding=with_dataset_labels(cfg.data, cfg.encoding))
+    tokenizer = Tokenizer(cfg.encoding)
+    iterator = make_train_iterator(
+        cfg.data, tokenizer, cfg.model.context, cfg.train.global_batch, process_index=0, process_count=1
+    )
     first = next(iterator)  # opening the source and starting the read threads is not throughput
 
-    setup = make_train_setup(cfg, make_mesh(cfg.mesh))
+    setup = make_train_setup(cfg, make_mesh(cfg.mesh), tokenizer)
     state = setup.init_state()
     train_step = make_train_step(setup)
     batch = jax.device_put(first, setup.batch_sharding)

@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if min(args.context, args.batch, args.steps, args.rounds) < 1 or args.steps >= args.context:
         raise UserError("--context, --batch, --steps, --rounds must be >= 1 and --steps < --context")
     cfg = config_from_args(args, {"context": "model.context"})
-    vocab_size = Vocabulary(cfg.encoding).size
-    model = build_model(cfg, vocab_size)
+    vocab = Vocabulary(cfg.encoding)
+    vocab_size = vocab.size
+    model = build_model(cfg.model, vocab)
     graphdef, params = nnx.split(model)
     rng = np.random.default_rng(0)
     b, t = args.batch, args.context

@@ -92,10 +92,10 @@ def run_rerank(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from musenet_jax.app.rerank import measure_reranking, reranking_table
-    from musenet_jax.eval.pieces import load_split_pieces
+    from musenet_jax.data.pieces import load_split_pieces
 
     run = run_from_args(args)
-    pieces = load_split_pieces(run.cfg, args.split)
+    pieces = load_split_pieces(run.cfg.data, run.cfg.encoding, args.split)
     with tqdm(total=args.requests, unit="request", desc="candidates") as bar:
         report = measure_reranking(
             run,

@@ -105,13 +105,14 @@ def run(args: argparse.Namespace) -> int:
     if (args.instruments is None and not infilling) or args.out is None:
         raise UserError("--instruments and --out are required, e.g. --instruments piano --out samples/")
     prepare_out_dir(args.out)  # an unwritable --out is said before the model loads
-    composers = run_composers(args.checkpoint, args.step, say=lambda _: None)  # loading the model warns
+    run = run_from_args(args, FLAGS)  # the checkpoint source is resolved once, here
+    composers = run.tokenizer.vocab.composers
     if label_name(args.composer) not in composers:
         raise unknown_choice("composer", args.composer, composers)
     if infilling or args.accompany is not None:
         return _infill_or_accompany(args, infilling)
     ranking = generate(
-        run_from_args(args, FLAGS),
+        run,
         args.out,
         composer=args.composer,
         instruments=args.instruments,

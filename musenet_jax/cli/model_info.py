@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.model.info import model_info
 
     cfg = config_from_args(args)
-    info = model_info(cfg, Vocabulary(cfg.encoding).size)
+    info = model_info(cfg.model, Vocabulary(cfg.encoding))
     if args.json:
         print(json.dumps(info.to_dict()))
         return 0

@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--init-from",
         metavar="SOURCE",
         help="start a new run from these parameters (fresh optimizer, step 0): a run, a bundle, "
-        "hf://ORG/NAME[@REVISION], gs://..., or `bundled`; the architecture must match --config's. From a "
-        "training run, composer labels the new dataset adds start from the base's `unknown` "
-        "(train.init_from); a bundle needs the same vocabulary. Ignored when WORKDIR already has "
+        "hf://ORG/NAME[@REVISION], gs://..., or `bundled`; the architecture must match --config's. "
+        "Composer labels the new dataset adds start from the base's `unknown` (train.init_from); the rest "
+        "of the encoding must be the base's. Ignored when WORKDIR already has "
         "checkpoints (the run resumes)",
     )
     parser.add_argument(
@@ -70,21 +70,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps must not be negative")
     cfg = config_from_args(args, FLAGS)
 
+    from musenet_jax.train.checkpoint import has_checkpoints
     from musenet_jax.train.loop import train
 
     init_params = None
-    if args.init_from:
-        import dataclasses
-
+    source = args.init_from or cfg.train.init_from
+    if source and has_checkpoints(args.workdir):  # the base is not read again: it may be gone by now
+        print(f"resuming {args.workdir}: the initial parameters are for a new run only")
+    elif source:
         from musenet_jax.app.init_from import initial_params
-        from musenet_jax.app.sources import resolve_source
 
-        base = resolve_source(args.init_from)
-        if base.kind == "run":  # label-aware (train/init_from.py)
-            cfg = cfg.replace(train=dataclasses.replace(cfg.train, init_from=base.path))
-        else:
-            init_params, line = initial_params(args.init_from, cfg)
-            print(line)
+        init_params = initial_params(source, cfg)
+        print(f"starting from the parameters of {init_params.origin} (step {init_params.step})")
     summary = train(cfg, args.workdir, steps=args.steps, resume_step=args.step, init_params=init_params)
     print(summary.describe())
     return summary.exit_status

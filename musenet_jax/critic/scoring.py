@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -11,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from musenet_jax.data.windows import batched_windows
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.eval.windows import batched_windows
 
 SCORE_BATCH = 8  # windows per jitted call (one compile)
 
@@ -39,3 +40,15 @@ def critic_logits(model: Any, tokenizer: Tokenizer, sequences: Sequence[np.ndarr
 
 def probability_real(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Critic:
+    """A trained critic (a model whose critic head is the trained one) with the tokenizer it reads with."""
+
+    model: Any
+    tokenizer: Tokenizer
+
+    def score(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """P(real) of each token sequence."""
+        return probability_real(critic_logits(self.model, self.tokenizer, sequences))

@@ -18,9 +18,10 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from musenet_jax.config import Config
 from musenet_jax.critic.auc import roc_auc
+from musenet_jax.critic.config import CriticConfig
 from musenet_jax.critic.scoring import critic_logits
+from musenet_jax.data.config import DataConfig
 from musenet_jax.data.pipeline import CropExample
 from musenet_jax.errors import UserError
 
@@ -45,7 +46,9 @@ def training_rows(
 
 
 def train_critic(
-    cfg: Config,
+    cc: CriticConfig,
+    data: DataConfig,
+    context: int,
     model: Any,
     tokenizer: Any,
     reals: Sequence[np.ndarray],
@@ -55,8 +58,8 @@ def train_critic(
     show_progress: bool = True,
 ) -> tuple[dict[str, Any], float, float, int, int]:
     """Trains on real (1) vs generated (0); returns (trained params subtree, held-out AUC, last loss,
-    held-out real count, held-out fake count). `model` is left untouched."""
-    cc = cfg.critic
+    held-out real count, held-out fake count). Rows are random crops of `context` tokens of the pieces,
+    read as `data` says (its augmentation ranges, none applied). `model` is left untouched."""
     rng = np.random.default_rng(seed)
     real_train, real_held = split_heldout(len(reals), cc.heldout, rng)
     fake_train, fake_held = split_heldout(len(fakes), cc.heldout, rng)
@@ -82,7 +85,7 @@ def train_critic(
         updates, opt_state = tx.update(grads, opt_state, trainable)
         return optax.apply_updates(trainable, updates), opt_state, loss
 
-    crop = CropExample(tokenizer, cfg.data, cfg.model.context, augment=False)
+    crop = CropExample(tokenizer, data, context, augment=False)
     half = cc.batch // 2
     labels = jnp.concatenate([jnp.ones(half), jnp.zeros(half)])
     loss = float("nan")

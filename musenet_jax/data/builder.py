@@ -36,7 +36,7 @@ from musenet_jax.data.split_groups import group_splits
 from musenet_jax.encoding.anticipation import plain_encoding
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.encoding.vocab import vocabulary
 from musenet_jax.errors import UserError, unknown_choice
 from musenet_jax.storage import is_url
 
@@ -95,7 +95,7 @@ class MusenetMidi(tfds.core.GeneratorBasedBuilder):
     ):
         self.encoding = encoding
         self.listed_sources = sources  # the input as `prepare` listed it (a Lakh listing takes minutes)
-        self.vocab = Vocabulary(encoding)
+        self.vocab = vocabulary(encoding)
         self.limit = limit
         self.workers = workers or os.cpu_count() or 1
         self.file_timeout_s = file_timeout_s or None
@@ -346,7 +346,7 @@ def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None
     Its cut (`max_seconds`, recorded in the metadata) may differ from the config's: it decided which notes
     went in, not what a token means, and a run resumed with its old config (cut at 240 s) must still read
     a dataset of whole pieces."""
-    expected = Vocabulary(plain_encoding(encoding)).fingerprint()
+    expected = vocabulary(plain_encoding(encoding)).fingerprint()
     found = metadata.get("vocab_fingerprint")
     if found == expected:
         return

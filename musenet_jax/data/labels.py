@@ -15,9 +15,9 @@ import json
 import pathlib
 from collections.abc import Callable, Iterable
 
-from musenet_jax.config import Config
 from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import make_builder
+from musenet_jax.data.config import DataConfig
 from musenet_jax.data.corpus import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER
@@ -35,10 +35,10 @@ def labelled_encoding(encoding: EncodingConfig, sources: Iterable[SourceFile]) -
     return encoding if composers == encoding.composers else dataclasses.replace(encoding, composers=composers)
 
 
-def recorded_composers(cfg: Config) -> tuple[str, ...] | None:
-    """The composers the prepared dataset of `cfg.data` was encoded with; None when there is none yet."""
-    data_dir = local_data_dir(cfg.data.data_dir, cfg.data.source)
-    builder = make_builder(cfg.data.source, data_dir, cfg.encoding, show_progress=False)
+def recorded_composers(data: DataConfig, encoding: EncodingConfig) -> tuple[str, ...] | None:
+    """The composers the prepared dataset of `data` was encoded with; None when there is none yet."""
+    data_dir = local_data_dir(data.data_dir, data.source)
+    builder = make_builder(data.source, data_dir, encoding, show_progress=False)
     metadata = pathlib.Path(builder.data_dir) / "metadata.json"
     if not metadata.exists():
         return None
@@ -46,13 +46,15 @@ def recorded_composers(cfg: Config) -> tuple[str, ...] | None:
     return None if composers is None else tuple(composers)
 
 
-def with_dataset_labels(cfg: Config, say: Callable[[str], None] = print) -> Config:
-    """`cfg` with its composers extended by the labels its dataset added (said in one line). A dataset made
-    with other composers is left as it is, for the encoding check to refuse with what to do."""
-    recorded = recorded_composers(cfg)
-    configured = cfg.encoding.composers
+def with_dataset_labels(
+    data: DataConfig, encoding: EncodingConfig, say: Callable[[str], None] = print
+) -> EncodingConfig:
+    """`encoding` with its composers extended by the labels the dataset of `data` added (said in one line).
+    A dataset made with other composers is left as it is, for the encoding check to refuse with what to do."""
+    recorded = recorded_composers(data, encoding)
+    configured = encoding.composers
     if recorded is None or recorded == configured or recorded[: len(configured)] != configured:
-        return cfg
+        return encoding
     added = recorded[len(configured) :]
     say(f"composer labels from the dataset: {', '.join(added)} (besides the {len(configured)} configured)")
-    return cfg.replace(encoding=dataclasses.replace(cfg.encoding, composers=recorded))
+    return dataclasses.replace(encoding, composers=recorded)

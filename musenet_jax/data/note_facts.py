@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 from etils import epath
 
-from musenet_jax.config import Config
+from musenet_jax.data.config import DataConfig
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.encoding.families import DRUMS, FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -128,10 +128,10 @@ def pairing_note(facts: NoteFacts | None, composer: str, families: Iterable[str]
     )
 
 
-def split_note_facts(cfg: Config, split: str = "train") -> NoteFacts:
+def split_note_facts(data: DataConfig, tokenizer: Tokenizer, split: str = "train") -> NoteFacts:
     """The facts of every piece of one split of the prepared dataset."""
-    source = open_split(cfg, split)
-    return note_facts(Tokenizer(cfg.encoding), (source[i]["ids"] for i in range(len(source))))
+    source = open_split(data, tokenizer.cfg, split)
+    return note_facts(tokenizer, (source[i]["ids"] for i in range(len(source))))
 
 
 def save_note_facts(workdir: str | os.PathLike, facts: NoteFacts) -> None:

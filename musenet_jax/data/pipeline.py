@@ -21,13 +21,13 @@ import grain
 import jax
 import numpy as np
 
-from musenet_jax.config import Config
 from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
 from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
 from musenet_jax.encoding.anticipation import is_control, training_ids
 from musenet_jax.encoding.augment import AugmentRanges, augment_ids
+from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.slots import held_before, note_slots
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -37,15 +37,15 @@ Batch = dict[str, np.ndarray]
 READ_THREADS = 2
 
 
-def open_split(cfg: Config, split: str) -> Any:
-    """The TFDS data source of one split, after checking it was encoded with this config's encoding; a missing
+def open_split(data: DataConfig, encoding: EncodingConfig, split: str) -> Any:
+    """The TFDS data source of one split, after checking it was encoded with `encoding`; a missing
     dataset or an empty split is one line saying what to run."""
-    data_dir, source = cfg.data.data_dir, cfg.data.source
-    builder = make_builder(source, local_data_dir(data_dir, source), cfg.encoding, show_progress=False)
+    data_dir, source = data.data_dir, data.source
+    builder = make_builder(source, local_data_dir(data_dir, source), encoding, show_progress=False)
     metadata = pathlib.Path(builder.data_dir) / "metadata.json"
     if not metadata.exists():
         raise missing_dataset_error(data_dir, source, str(builder.version))
-    check_encoding(json.loads(metadata.read_text()), cfg.encoding, f"dataset {dataset_dir(data_dir, source)}")
+    check_encoding(json.loads(metadata.read_text()), encoding, f"dataset {dataset_dir(data_dir, source)}")
     if split not in builder.info.splits:
         sizes = {name: info.num_examples for name, info in builder.info.splits.items()}
         raise absent_split_error(data_dir, source, split, sizes)
@@ -91,8 +91,7 @@ class CropExample:
         }
 
 
-def _per_process_batch(cfg: Config, process_count: int) -> int:
-    batch = cfg.train.global_batch
+def _per_process_batch(batch: int, process_count: int) -> int:
     if batch % process_count:
         raise UserError(f"train.global_batch={batch} is not divisible by the {process_count} processes")
     return batch // process_count
@@ -105,29 +104,36 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 
 
 def make_train_iterator(
-    cfg: Config,
+    data: DataConfig,
+    tokenizer: Tokenizer,
+    context: int,
+    global_batch: int,
     *,
     split: str = "train",
     process_index: int | None = None,
     process_count: int | None = None,
     seed: int | None = None,
 ) -> grain.DatasetIterator:
-    """Endless, shuffled anew each epoch, augmented; `get_state()`/`set_state()` restore exactly."""
+    """Endless, shuffled anew each epoch, augmented; `get_state()`/`set_state()` restore exactly.
+    `global_batch` rows per step over all processes (train.global_batch)."""
     index, count = _process(process_index, process_count)
-    seed = cfg.data.shuffle_seed if seed is None else seed
-    crop = CropExample(Tokenizer(cfg.encoding), cfg.data, cfg.model.context, augment=True)
+    seed = data.shuffle_seed if seed is None else seed
+    crop = CropExample(tokenizer, data, context, augment=True)
     ds = (
-        grain.MapDataset.source(open_split(cfg, split))
+        grain.MapDataset.source(open_split(data, tokenizer.cfg, split))
         .shuffle(seed=seed)
         .repeat()
         .random_map(crop, seed=seed + 1)
     )
-    ds = ds[index::count].batch(_per_process_batch(cfg, count), drop_remainder=True)
-    return _iterate(ds, cfg.data)
+    ds = ds[index::count].batch(_per_process_batch(global_batch, count), drop_remainder=True)
+    return _iterate(ds, data)
 
 
 def make_eval_iterator(
-    cfg: Config,
+    data: DataConfig,
+    tokenizer: Tokenizer,
+    context: int,
+    global_batch: int,
     *,
     split: str = "validation",
     process_index: int | None = None,
@@ -136,20 +142,20 @@ def make_eval_iterator(
     """One deterministic pass, no augmentation. Every process yields the same number of batches (rows past
     the end of the split are fully masked), because each batch is a collective step across processes."""
     index, count = _process(process_index, process_count)
-    batch = _per_process_batch(cfg, count)
-    crop = CropExample(Tokenizer(cfg.encoding), cfg.data, cfg.model.context, augment=False)
-    source = open_split(cfg, split)
+    batch = _per_process_batch(global_batch, count)
+    crop = CropExample(tokenizer, data, context, augment=False)
+    source = open_split(data, tokenizer.cfg, split)
     n = len(source)
     rows_per_process = math.ceil(math.ceil(n / count) / batch) * batch
-    empty = _empty_row(cfg.model.context, crop.slots.count)
+    empty = _empty_row(context, crop.slots.count)
 
     def row(position: int) -> Batch:
         if position >= n:
             return empty
-        return crop(source[position], np.random.default_rng([cfg.data.shuffle_seed, position]))
+        return crop(source[position], np.random.default_rng([data.shuffle_seed, position]))
 
     ds = grain.MapDataset.range(rows_per_process * count)[index::count].map(row).batch(batch)
-    return _iterate(ds, cfg.data)
+    return _iterate(ds, data)
 
 
 def _empty_row(context: int, slots: int) -> Batch:

@@ -28,6 +28,7 @@ from musenet_jax.encoding.vocab import (
     KIND_NOTE_OFF,
     KIND_NOTE_ON,
     Vocabulary,
+    vocabulary,
 )
 from musenet_jax.errors import unknown_choice
 
@@ -59,7 +60,7 @@ class Tokenizer:
             parser = "symusic" if importlib.util.find_spec("symusic") else "miditoolkit"
         self.parser = parser
         self.cfg = cfg
-        self.vocab = Vocabulary(cfg)
+        self.vocab = vocabulary(cfg)
         self.step_s = cfg.time_step_ms / 1000.0
 
     # ---- MIDI boundary ---------------------------------------------------------------------------

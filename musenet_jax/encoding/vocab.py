@@ -205,3 +205,10 @@ class Vocabulary:
             del config["anticipation_s"]
         payload = json.dumps({"tokens": self.strings, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def vocabulary(cfg: EncodingConfig = EncodingConfig()) -> Vocabulary:
+    """The vocabulary of `cfg`, built once per process and encoding: a vocabulary never changes, and the
+    tokenizer, the dataset builder and its encoding check all need the same one."""
+    return Vocabulary(cfg)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from musenet_jax.data.windows import batched_windows
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import (
     KIND_COMPOSER,
@@ -23,8 +24,7 @@ from musenet_jax.encoding.vocab import (
     KIND_START,
     KIND_WAIT,
 )
-from musenet_jax.eval.windows import batched_windows
-from musenet_jax.train.step import token_nll
+from musenet_jax.model.loss import token_nll
 
 # Report groups of token kinds; the conditioning prefix counts as one.
 KIND_GROUPS: dict[str, tuple[int, ...]] = {

@@ -94,6 +94,16 @@ class ModelConfig:
                 f"model.fixed_summary={self.fixed_summary} must not exceed model.stride={self.stride}"
             )
 
+    def architecture_changes(self, other: ModelConfig) -> list[str]:
+        """`model.KEY a -> b` for every key that differs in `other` and changes what the parameters mean
+        (every key but the EXECUTION_KEYS): parameters of one cannot serve the other."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return [
+            f"model.{key} {mine[key]!r} -> {theirs[key]!r}"
+            for key in sorted(mine)
+            if key not in self.EXECUTION_KEYS and mine[key] != theirs[key]
+        ]
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:

@@ -13,13 +13,12 @@ import math
 from typing import Any
 
 import jax
-from flax import nnx
 
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.attention.patterns import layer_patterns
-from musenet_jax.config import Config
+from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.model.config import ModelConfig
-from musenet_jax.model.transformer import build_model
+from musenet_jax.model.transformer import abstract_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +43,9 @@ class ModelInfo:
         return dataclasses.asdict(self)
 
 
-def count_parameters(cfg: Config, vocab_size: int) -> int:
+def count_parameters(model: ModelConfig, vocab: Vocabulary) -> int:
     """Exact parameter count of the run's model, from abstract shapes (nothing allocated)."""
-    abstract = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params(model, vocab)[1]))
 
 
 def layer_attention(cfg: ModelConfig) -> tuple[LayerAttention, ...]:
@@ -80,11 +78,10 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int) -> float:
     return 6.0 * matmul_params + 12 * d * cfg.n_layers * keys_per_query
 
 
-def model_info(cfg: Config, vocab_size: int) -> ModelInfo:
-    model = cfg.model
+def model_info(model: ModelConfig, vocab: Vocabulary) -> ModelInfo:
     return ModelInfo(
-        vocab_size,
-        count_parameters(cfg, vocab_size),
-        flops_per_token(model, vocab_size),
+        vocab.size,
+        count_parameters(model, vocab),
+        flops_per_token(model, vocab.size),
         layer_attention(model),
     )

@@ -66,6 +66,16 @@ def logical_to_spec(
     return PartitionSpec(*spec)
 
 
+def batch_axes() -> tuple[str, ...]:
+    """The mesh axes a batch's rows are split over (data x fsdp): the rules' `batch`."""
+    return LOGICAL_AXIS_RULES["batch"]
+
+
+def batch_devices(mesh: Mesh) -> int:
+    """How many ways a batch's rows are split on `mesh`."""
+    return math.prod(mesh.shape[axis] for axis in batch_axes())
+
+
 def constrain(x: jax.Array, names: Logical) -> jax.Array:
     """Pin an activation's sharding by logical names when a mesh is set (`jax.set_mesh`); else a no-op."""
     mesh = jax.sharding.get_abstract_mesh()

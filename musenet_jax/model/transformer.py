@@ -13,11 +13,12 @@ the same stacked parameters (so checkpoints work either way). `remat_policy` wra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 
 from musenet_jax.attention.patterns import Pattern, layer_patterns
 from musenet_jax.encoding.config import EncodingConfig
@@ -28,11 +29,8 @@ from musenet_jax.model.cache import CACHE_AXES, KVCache
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.embeddings import MusicEmbedding
 from musenet_jax.model.modules import Block, layer_norm
-from musenet_jax.model.sharding import constrain, logical_init
+from musenet_jax.model.sharding import constrain, logical_init, state_shardings
 from musenet_jax.model.sounding import SoundingNotes, held_after, held_step, mask_silent_note_offs
-
-if TYPE_CHECKING:
-    from musenet_jax.config import Config
 
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "full": None,  # save nothing: recompute the whole group in the backward pass
@@ -265,10 +263,23 @@ def _pinned(cache: KVCache) -> KVCache:
     return cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
 
 
-def build_model(cfg: Config, vocab_size: int, seed: int = 0) -> MuseNet:
-    """The MuseNet of a run's config: its model section on its encoding's time grid."""
-    uses_slots = cfg.model.sounding_embedding or cfg.model.note_off_mask
-    slots = note_slots(Vocabulary(cfg.encoding)) if uses_slots else None
+def build_model(model: ModelConfig, vocab: Vocabulary, seed: int = 0) -> MuseNet:
+    """The MuseNet of a run: its model section over its vocabulary, on its encoding's time grid."""
+    slots = note_slots(vocab) if model.sounding_embedding or model.note_off_mask else None
     return MuseNet(
-        cfg.model, vocab_size, rngs=nnx.Rngs(seed), time_step_ms=cfg.encoding.time_step_ms, note_slots=slots
+        model, vocab.size, rngs=nnx.Rngs(seed), time_step_ms=vocab.cfg.time_step_ms, note_slots=slots
     )
+
+
+def abstract_params(model: ModelConfig, vocab: Vocabulary, mesh: Mesh | None = None) -> tuple[MuseNet, Any]:
+    """(the model without arrays, its parameter tree as ShapeDtypeStructs): nothing is allocated. On `mesh`,
+    each carries its NamedSharding by the rules (what a checkpoint restores into)."""
+    abstract = nnx.eval_shape(lambda: build_model(model, vocab))
+    shapes = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+    if mesh is None:
+        return abstract, shapes
+    shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract, nnx.Param), mesh))
+    placed = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+    return abstract, placed

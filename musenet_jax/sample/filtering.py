@@ -1,40 +1,16 @@
 """The co-composer's "creativity" knobs on next-token logits: temperature, top-k and top-p (nucleus).
 
 Filters set excluded logits to -inf; they compose in the usual order (temperature, top-k, top-p) and
-never exclude the most likely token, so a distribution with one finite logit stays samplable.
+never exclude the most likely token, so a distribution with one finite logit stays samplable. The knobs
+are the run's `SampleConfig` (checked there), or a copy with a request's own.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
-from musenet_jax.errors import UserError
 from musenet_jax.sample.config import SampleConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """temperature 0 = greedy; top_k 0 = off; top_p 1.0 = off."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise UserError(f"sample.temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise UserError(f"sample.top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"sample.top_p must be in (0, 1] (1 = off), got {self.top_p}")
-
-    @classmethod
-    def from_config(cls, sample_cfg: SampleConfig) -> SamplingSettings:
-        """The filters of the config's sample.temperature / top_k / top_p."""
-        return cls(sample_cfg.temperature, sample_cfg.top_k, sample_cfg.top_p)
 
 
 def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
@@ -57,14 +33,14 @@ def top_p_filter(logits: jax.Array, p: float) -> jax.Array:
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
-def filtered_logits(logits: jax.Array, settings: SamplingSettings) -> jax.Array:
+def filtered_logits(logits: jax.Array, settings: SampleConfig) -> jax.Array:
     """Temperature-scaled, then top-k and top-p filtered logits (temperature 0 leaves the scale)."""
     if settings.temperature > 0:
         logits = logits / settings.temperature
     return top_p_filter(top_k_filter(logits, settings.top_k), settings.top_p)
 
 
-def draw(key: jax.Array, logits: jax.Array, settings: SamplingSettings) -> jax.Array:
+def draw(key: jax.Array, logits: jax.Array, settings: SampleConfig) -> jax.Array:
     """One token id per row: argmax at temperature 0, else a categorical draw from the filtered logits."""
     filtered = filtered_logits(logits, settings)
     if settings.temperature == 0:

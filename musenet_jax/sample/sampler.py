@@ -34,7 +34,8 @@ from musenet_jax.model.cache import KVCache
 from musenet_jax.model.sounding import held_before_positions
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample.conditioning import Request
-from musenet_jax.sample.filtering import SamplingSettings, draw
+from musenet_jax.sample.config import SampleConfig
+from musenet_jax.sample.filtering import draw
 from musenet_jax.sample.grammar import (
     GrammarState,
     GrammarTables,
@@ -97,7 +98,7 @@ class Sampler:
         self,
         model: MuseNet,
         tokenizer: Tokenizer,
-        settings: SamplingSettings = SamplingSettings(),
+        settings: SampleConfig = SampleConfig(),
         tables: GrammarTables | None = None,
     ):
         """`tables`: the grammar (default: rules 1-5 of `grammar.py`, no facts of the data)."""

@@ -44,6 +44,12 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
     return str(as_path(workdir) / CHECKPOINT_SUBDIR)
 
 
+def has_checkpoints(workdir: str | os.PathLike) -> bool:
+    """Whether `workdir` holds saved steps (a train there resumes), seen without opening Orbax."""
+    folder = epath.Path(checkpoint_dir(workdir))
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointMeta:
     """The JSON part of a checkpoint: what the arrays mean and where they came from."""

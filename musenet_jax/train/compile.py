@@ -138,7 +138,7 @@ def compile_train_step(cfg: Config, topology: str) -> CompileReport:
         grad_accum_steps=cfg.train.grad_accum_steps,
         context=cfg.model.context,
         attention=cfg.model.attention,
-        parameters=count_parameters(cfg, vocab_size),
+        parameters=count_parameters(cfg.model, setup.tokenizer.vocab),
         argument_bytes=memory.argument_size_in_bytes,
         output_bytes=memory.output_size_in_bytes,
         alias_bytes=memory.alias_size_in_bytes,

@@ -32,8 +32,9 @@ class TrainConfig:
     eval_batches: int = 8
     log_every: int = 10
     max_consecutive_nonfinite: int = 10
-    # Fine-tuning: a new run starts from the latest checkpoint of this work directory (`train/init_from.py`);
-    # its vocabulary may add composer labels. Ignored once the run has checkpoints of its own.
+    # Fine-tuning: a new run starts from the parameters of this source (a run's latest checkpoint, a bundle,
+    # hf://..., `bundled`: `train/init_from.py`); its vocabulary may add composer labels.
+    # Ignored once the run has checkpoints of its own.
     init_from: str | None = None
 
     def __post_init__(self) -> None:

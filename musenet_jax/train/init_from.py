@@ -1,4 +1,5 @@
-"""Fine-tuning: a new run starts from another run's parameters (`train.init_from: BASE_WORKDIR`).
+"""Fine-tuning: a new run starts from another model's parameters (`train --init-from`, `train.init_from`),
+a training run's or a bundle's alike (`app/init_from.py` loads them into an `InitialParams`).
 
 The new run's vocabulary may have composer labels the base lacked (its dataset brought them, see
 `data/labels.py`). Composer tokens sit before the instrument, wait and note tokens, so a new label moves
@@ -7,7 +8,7 @@ bias) are therefore rebuilt row by row by token *name*: each token takes the bas
 and a composer the base never saw starts from the base's `composer:unknown` row (what the base does
 with a piece by an unnamed composer), to be specialised by the fine-tuning. Every other parameter is
 the base's as it is. Only the composers may differ between the two vocabularies, and the two models must
-have the same architecture; the optimizer starts afresh.
+have the same architecture (`ModelConfig.architecture_changes`); the optimizer starts afresh.
 """
 
 from __future__ import annotations
@@ -17,20 +18,45 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from musenet_jax.config import Config
-from musenet_jax.encoding.vocab import KIND_COMPOSER, UNKNOWN_COMPOSER, Vocabulary
+from musenet_jax.encoding.config import EncodingConfig
+from musenet_jax.encoding.vocab import KIND_COMPOSER, UNKNOWN_COMPOSER, Vocabulary, vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.model.config import ModelConfig
-from musenet_jax.model.sharding import state_shardings
-from musenet_jax.model.transformer import build_model
-from musenet_jax.train.checkpoint import RunCheckpoints, check_fingerprint, choose_step
-from musenet_jax.train.setup import TrainSetup
+from musenet_jax.model.transformer import abstract_params
 
 VOCAB_AXIS = "vocab"
+
+
+@dataclasses.dataclass(frozen=True)
+class InitialParams:
+    """Another model's parameters, with what they mean: the one thing the loop fine-tunes from."""
+
+    params: Any  # host arrays of the model's parameter tree (a pure dict)
+    model: ModelConfig
+    vocab: Vocabulary
+    origin: str  # where they came from, as the user named it
+    step: int
+
+    def check_fits(self, model: ModelConfig, encoding: EncodingConfig) -> None:
+        """Refuses, in one line, a run whose parameters or tokens would mean something else; the composer
+        labels alone may differ (a new one starts from `unknown`)."""
+        changes = self.model.architecture_changes(model)
+        if changes:
+            raise UserError(
+                f"--init-from {self.origin} is another architecture ({', '.join(changes)}); train with its "
+                "model settings (its config.json)"
+            )
+        mine = vocabulary(dataclasses.replace(encoding, composers=self.vocab.cfg.composers)).fingerprint()
+        theirs = self.vocab.fingerprint()
+        if mine != theirs:
+            raise UserError(
+                f"--init-from {self.origin} uses another encoding (vocabulary fingerprint {theirs[:12]}..., "
+                f"this run's config gives {mine[:12]}...); use its encoding settings (its config.json) for "
+                "the new run: only the composer labels may differ"
+            )
 
 
 def vocab_rows(base: Vocabulary, new: Vocabulary) -> np.ndarray:
@@ -45,73 +71,39 @@ def vocab_rows(base: Vocabulary, new: Vocabulary) -> np.ndarray:
             rows[i] = unknown
         else:
             raise UserError(
-                f"train.init_from: the base run's vocabulary has no token {token!r}; a fine-tuned run may "
+                f"--init-from: the base model's vocabulary has no token {token!r}; a fine-tuned run may "
                 "add composer labels, but its other encoding settings must be the base's"
             )
     return rows
 
 
 def fine_tune_params(
-    base_workdir: str, cfg: Config, setup: TrainSetup, say: Callable[[str], None] = print
+    initial: InitialParams, model: ModelConfig, vocab: Vocabulary, say: Callable[[str], None] = print
 ) -> Any:
-    """The latest checkpoint of `base_workdir` as the parameters of `cfg`'s model, on `setup`'s shardings."""
-    checkpoints = RunCheckpoints(base_workdir, read_only=True)
-    try:
-        step = choose_step(checkpoints, "latest", base_workdir)
-        meta = checkpoints.read_meta(step)
-        base_cfg = meta.resolved_config()
-        base_vocab = Vocabulary(base_cfg.encoding)
-        check_fingerprint(meta, base_vocab.fingerprint(), checkpoints.directory)
-        _check_same_model(base_cfg, cfg)
-        rows = vocab_rows(base_vocab, Vocabulary(cfg.encoding))
-        abstract_model = nnx.eval_shape(lambda: build_model(base_cfg, meta.vocab_size))
-        params = nnx.state(abstract_model, nnx.Param)
-        shardings = nnx.to_pure_dict(state_shardings(params, setup.mesh))
-        abstract = jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            nnx.to_pure_dict(params),
-            shardings,
-        )
-        base = checkpoints.restore(step, abstract_params=abstract)["params"]
-    finally:
-        checkpoints.close()
-    axes = _vocab_axes(cfg, setup.vocab_size)
-    added = [c for c in Vocabulary(cfg.encoding).composers if c not in base_vocab.composers]
+    """Host arrays of `initial`'s parameters as those of a `model` over `vocab`: rows of the vocabulary
+    axes moved to each token's id in `vocab`, new composers on the base's `unknown`."""
+    initial.check_fits(model, vocab.cfg)
+    rows = vocab_rows(initial.vocab, vocab)
+    axes = _vocab_axes(model, vocab)
+    added = [c for c in vocab.composers if c not in initial.vocab.composers]
     say(
-        f"fine-tuning from step {step} of {base_workdir}"
+        f"fine-tuning from step {initial.step} of {initial.origin}"
         + (f"; new composer labels start from `unknown`: {', '.join(added)}" if added else "")
     )
-    index = jnp.asarray(rows)
 
-    def remap(tree: Any) -> Any:
-        return jax.tree_util.tree_map_with_path(
-            lambda path, x: jnp.take(x, index, axis=axes[_keys(path)]) if _keys(path) in axes else x, tree
-        )
+    def remap(path: tuple, x: Any) -> Any:
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        return np.take(np.asarray(x), rows, axis=axes[keys]) if keys in axes else x
 
-    return jax.jit(remap, out_shardings=setup.state_shardings.params)(base)
+    return jax.tree_util.tree_map_with_path(remap, initial.params)
 
 
-def _check_same_model(base: Config, new: Config) -> None:
-    execution = set(ModelConfig.EXECUTION_KEYS)
-    base_model, new_model = dataclasses.asdict(base.model), dataclasses.asdict(new.model)
-    changed = sorted(k for k in new_model if k not in execution and base_model.get(k) != new_model[k])
-    if changed:
-        raise UserError(
-            f"train.init_from: the base run's model differs in {', '.join('model.' + k for k in changed)}; "
-            "fine-tune with the base's model settings (its config.json)"
-        )
-
-
-def _vocab_axes(cfg: Config, vocab_size: int) -> dict[tuple[str, ...], int]:
+def _vocab_axes(model: ModelConfig, vocab: Vocabulary) -> dict[tuple[str, ...], int]:
     """Path (as keys) of every parameter with a vocabulary axis -> that axis."""
-    abstract = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
+    abstract, _ = abstract_params(model, vocab)
     axes = {}
     for path, variable in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
         names = variable.get_metadata().get("out_sharding") or ()
         if VOCAB_AXIS in names:
             axes[tuple(str(k) for k in path)] = tuple(names).index(VOCAB_AXIS)
     return axes
-
-
-def _keys(path: tuple) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", k)) for k in path)

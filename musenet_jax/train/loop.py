@@ -44,7 +44,7 @@ from musenet_jax.train.checkpoint import (
     restore_first_readable,
     set_aside,
 )
-from musenet_jax.train.init_from import fine_tune_params
+from musenet_jax.train.init_from import InitialParams, fine_tune_params
 from musenet_jax.train.lock import WorkdirLock
 from musenet_jax.train.metrics import MetricsLogger
 from musenet_jax.train.preemption import NonFiniteGuard, StopRequest
@@ -142,7 +142,7 @@ def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: 
     saved, now = meta.config, cfg.to_dict()
     execution = set(ModelConfig.EXECUTION_KEYS)
     model_changes = _changed_keys(saved, now, "model")
-    refused = [f"model.{k}" for k in model_changes if k not in execution]
+    refused = meta.resolved_config().model.architecture_changes(cfg.model)
     # The optimizer's state is saved with the run; runs saved before `train.optimizer` existed used AdamW.
     if saved.get("train", {}).get("optimizer", "adamw") != cfg.train.optimizer:
         refused.append("train.optimizer")
@@ -243,14 +243,15 @@ def train(
     steps: int | None = None,
     *,
     resume_step: int | str | None = None,
-    init_params: Mapping[str, Any] | None = None,
+    init_params: InitialParams | None = None,
     devices: Sequence[Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> TrainSummary:
     """Trains until step `steps` (default `train.steps`) on the data in `data.data_dir`, resuming from
     `workdir`'s latest readable checkpoint, or from `resume_step` (a number or "best"; later steps are
-    set aside). A new run starts from `init_params` (host arrays of the model's parameter tree, e.g. a
-    bundle's: fine-tuning) when given, with a fresh optimizer at step 0; a run that resumes ignores them.
+    set aside). A new run starts from `init_params` (another model's parameters, a run's or a bundle's,
+    loaded by `app/init_from.py`: fine-tuning) when given, composer labels the base lacks on its
+    `unknown`, with a fresh optimizer at step 0; a run that resumes ignores them.
     `devices` (default: all) are the mesh's devices. One train per work directory at a time."""
     workdir = str(workdir)
     with WorkdirLock(workdir, enabled=jax.process_index() == 0, say=say):
@@ -267,13 +268,14 @@ def _train(
     workdir: str,
     steps: int | None,
     resume_step: int | str | None,
-    init_params: Mapping[str, Any] | None,
+    init_params: InitialParams | None,
     devices: Sequence[Any] | None,
     say: Callable[[str], None],
 ) -> TrainSummary:
     is_main = jax.process_index() == 0
     tell = say if is_main else (lambda _: None)
-    cfg = with_dataset_labels(_absolute_data_dir(cfg), say=tell)
+    cfg = _absolute_data_dir(cfg)
+    cfg = cfg.replace(encoding=with_dataset_labels(cfg.data, cfg.encoding, say=tell))
     tc = cfg.train
     total_steps = tc.steps if steps is None else steps
     if tc.global_batch % jax.process_count():
@@ -284,9 +286,10 @@ def _train(
     vocab_size = tokenizer.vocab.size
     fingerprint = tokenizer.vocab.fingerprint()
 
-    setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices))
+    setup = make_train_setup(cfg, make_mesh(cfg.mesh, devices), tokenizer)
     process = {"process_index": jax.process_index(), "process_count": jax.process_count()}
-    train_data = make_train_iterator(cfg, split="train", **process)
+    rows_of = (cfg.data, tokenizer, cfg.model.context, tc.global_batch)
+    train_data = make_train_iterator(*rows_of, split="train", **process)
 
     checkpoints = RunCheckpoints(workdir, keep=tc.keep_checkpoints)
     saved = sorted(checkpoints.all_steps(), reverse=True)
@@ -323,16 +326,13 @@ def _train(
     if is_main:
         write_config(workdir, cfg)
         if load_note_facts(workdir) is None:
-            save_note_facts(workdir, split_note_facts(cfg, "train"))
+            save_note_facts(workdir, split_note_facts(cfg.data, tokenizer, "train"))
     meta = lambda step: CheckpointMeta(step, fingerprint, vocab_size, cfg.to_dict())  # noqa: E731
     if state is None:
         state = setup.init_state()
-        if tc.init_from:  # a run's checkpoint, composer labels it lacks starting from its `unknown`
-            state = dataclasses.replace(state, params=fine_tune_params(tc.init_from, cfg, setup, say=tell))
-        elif init_params is not None:
-            state = dataclasses.replace(
-                state, params=place_params(init_params, setup.abstract_state().params)
-            )
+        if init_params is not None:  # composer labels the base lacks start from its `unknown`
+            host = fine_tune_params(init_params, cfg.model, tokenizer.vocab, say=tell)
+            state = dataclasses.replace(state, params=place_params(host, setup.abstract_state().params))
     elif init_params is not None:
         tell(f"resuming {workdir} from step {start_step}: the initial parameters are for a new run only")
     rows = setup.batch_sharding
@@ -341,7 +341,7 @@ def _train(
 
     def validate(state: Any) -> float | None:
         nll, count = 0.0, 0.0
-        batches = make_eval_iterator(cfg, split="validation", **process)
+        batches = make_eval_iterator(*rows_of, split="validation", **process)
         for _, batch in zip(range(tc.eval_batches), batches):
             batch_nll, batch_count = jax.device_get(eval_step(state, _global_batch(batch, rows)))
             nll, count = nll + float(batch_nll), count + float(batch_count)

@@ -1,5 +1,5 @@
 """Everything a run's train state is made of, built once: model graph, optimizer, schedule, mesh,
-vocabulary size, and where every array lives. The train step, the eval step, restore and the
+tokenizer (and its vocabulary), and where every array lives. The train step, the eval step, restore and the
 ahead-of-time compile all read it from here instead of rebuilding it from the config.
 
 The train state is a plain pytree (`TrainState`) of pure-dict parameters and optimizer state, so Orbax
@@ -21,10 +21,10 @@ from optax.transforms import MaskedNode
 
 from musenet_jax.config import Config
 from musenet_jax.encoding.slots import note_slots
-from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
-from musenet_jax.model.sharding import state_shardings
-from musenet_jax.model.transformer import build_model
+from musenet_jax.model.sharding import batch_axes, batch_devices
+from musenet_jax.model.transformer import abstract_params, build_model
 from musenet_jax.train.optimizer import learning_rate_schedule, make_optimizer
 
 
@@ -44,13 +44,17 @@ class TrainSetup:
 
     cfg: Config
     mesh: Mesh
-    vocab_size: int
+    tokenizer: Tokenizer  # the run's encoding, built once for the loop, its data and its checkpoints
     graphdef: nnx.GraphDef
     optimizer: optax.GradientTransformation
     schedule: optax.Schedule
     state_shardings: TrainState  # NamedSharding per array of the train state
     batch_sharding: NamedSharding  # rows over the data and fsdp axes (the rules' `batch`)
     replicated: NamedSharding
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab.size
 
     def init_state(self) -> TrainState:
         """A fresh, sharded train state (parameters initialized directly on their devices)."""
@@ -76,12 +80,13 @@ class TrainSetup:
             "loss_mask": spec(shape, jnp.float32),
             "times": spec(shape, jnp.int32),
             "durations": spec(shape[:1], jnp.int32),
-            "sounding_head": spec((shape[0], note_slots(Vocabulary(self.cfg.encoding)).count), jnp.int32),
+            "sounding_head": spec((shape[0], note_slots(self.tokenizer.vocab).count), jnp.int32),
         }
 
     def _fresh_state(self) -> TrainState:
         cfg = self.cfg
-        params = nnx.to_pure_dict(nnx.state(build_model(cfg, self.vocab_size, cfg.train.seed), nnx.Param))
+        model = build_model(cfg.model, self.tokenizer.vocab, cfg.train.seed)
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         rng = jax.random.key_data(jax.random.key(cfg.train.seed + 1))
         zero = jnp.zeros((), jnp.int32)
         return TrainState(params, self.optimizer.init(params), zero, rng, zero)
@@ -89,11 +94,7 @@ class TrainSetup:
 
 def check_batch_split(cfg: Config, mesh: Mesh) -> None:
     """Each of the `grad_accum_steps` microbatches must split evenly over the batch axes of the mesh."""
-    rows, accum, batch = (
-        mesh.shape["data"] * mesh.shape["fsdp"],
-        cfg.train.grad_accum_steps,
-        cfg.train.global_batch,
-    )
+    rows, accum, batch = batch_devices(mesh), cfg.train.grad_accum_steps, cfg.train.global_batch
     if accum < 1 or batch % (accum * rows):
         raise UserError(
             f"train.global_batch={batch} must split into train.grad_accum_steps={accum} microbatches "
@@ -101,16 +102,17 @@ def check_batch_split(cfg: Config, mesh: Mesh) -> None:
         )
 
 
-def make_train_setup(cfg: Config, mesh: Mesh) -> TrainSetup:
-    """Builds the setup of `cfg` on `mesh`; the batch must split over the mesh's batch axes."""
+def make_train_setup(cfg: Config, mesh: Mesh, tokenizer: Tokenizer | None = None) -> TrainSetup:
+    """Builds the setup of `cfg` on `mesh` (with `tokenizer`, the one of `cfg.encoding`, when the caller
+    has it); the batch must split over the mesh's batch axes."""
     check_batch_split(cfg, mesh)
-    vocab_size = Vocabulary(cfg.encoding).size
+    tokenizer = Tokenizer(cfg.encoding) if tokenizer is None else tokenizer
     optimizer = make_optimizer(cfg.train)
-    abstract_model = nnx.eval_shape(lambda: build_model(cfg, vocab_size))
-    params = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model, nnx.Param), mesh))
+    abstract_model, abstract = abstract_params(cfg.model, tokenizer.vocab, mesh)
+    params = jax.tree.map(lambda s: s.sharding, abstract)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Real shapes: Muon's state depends on each matrix's axes.
-    abstract_opt = jax.eval_shape(optimizer.init, nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param)))
+    abstract_opt = jax.eval_shape(optimizer.init, abstract)
     opt = optax.tree_utils.tree_map_params(
         optimizer,
         lambda state, sharding: state if isinstance(state, MaskedNode) else sharding,
@@ -122,11 +124,11 @@ def make_train_setup(cfg: Config, mesh: Mesh) -> TrainSetup:
     return TrainSetup(
         cfg=cfg,
         mesh=mesh,
-        vocab_size=vocab_size,
+        tokenizer=tokenizer,
         graphdef=nnx.graphdef(abstract_model),
         optimizer=optimizer,
         schedule=learning_rate_schedule(cfg.train),
         state_shardings=TrainState(params, opt, replicated, replicated, replicated),
-        batch_sharding=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))),
+        batch_sharding=NamedSharding(mesh, PartitionSpec(batch_axes())),
         replicated=replicated,
     )

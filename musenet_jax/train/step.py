@@ -14,17 +14,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from musenet_jax.config import Config
+from musenet_jax.model.loss import token_nll
+from musenet_jax.model.sharding import batch_devices
 from musenet_jax.model.transformer import MuseNet
+from musenet_jax.train.config import TrainConfig
 from musenet_jax.train.setup import TrainSetup, TrainState
 
 Batch = Mapping[str, jax.Array]
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Negative log-likelihood of each target token, in nats, computed in float32."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
 def mixup_draw(key: jax.Array, batch_size: int, alpha: float, groups: int) -> tuple[jax.Array, jax.Array]:
@@ -68,21 +64,23 @@ def summed_loss(
     return jnp.sum(nll), jnp.sum(weight)
 
 
-def mixup_groups(cfg: Config, mesh: Mesh) -> int:
+def mixup_groups(train: TrainConfig, mesh: Mesh) -> int:
     """Mixup partners come from the same device's rows (no batch-wide gather on a pod), as long as a
     device holds at least 2 rows of a microbatch; otherwise from the whole microbatch."""
-    rows = mesh.shape["data"] * mesh.shape["fsdp"]
-    micro = cfg.train.global_batch // cfg.train.grad_accum_steps
+    rows = batch_devices(mesh)
+    micro = train.global_batch // train.grad_accum_steps
     return rows if micro // rows >= 2 else 1
 
 
-def _gradients(cfg: Config, graphdef: nnx.GraphDef, params: Any, batch: Batch, key: jax.Array, groups: int):
+def _gradients(
+    train: TrainConfig, graphdef: nnx.GraphDef, params: Any, batch: Batch, key: jax.Array, groups: int
+):
     """Gradient of the mean token loss over the whole batch, accumulated over `grad_accum_steps` slices.
     Microbatch i takes rows i, i + accum, ...: each device keeps its own rows, so slicing moves no data."""
-    accum = cfg.train.grad_accum_steps
+    accum = train.grad_accum_steps
 
     def sums(p: Any, micro: Batch, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return summed_loss(nnx.merge(graphdef, p), micro, k, cfg.train.mixup_alpha, groups)
+        return summed_loss(nnx.merge(graphdef, p), micro, k, train.mixup_alpha, groups)
 
     grad_fn = jax.value_and_grad(sums, has_aux=True)
     if accum == 1:
@@ -112,12 +110,12 @@ def make_train_step(setup: TrainSetup) -> Callable[[TrainState, Batch], tuple[Tr
 def jit_train_step(setup: TrainSetup) -> Any:
     """The `jax.jit` object behind `make_train_step`, for ahead-of-time `.lower(...)`; trace it inside
     `jax.set_mesh(mesh)` so the model's activation constraints apply. The state argument is donated."""
-    cfg, graphdef, tx, schedule = setup.cfg, setup.graphdef, setup.optimizer, setup.schedule
-    groups = mixup_groups(cfg, setup.mesh)
+    train, graphdef, tx, schedule = setup.cfg.train, setup.graphdef, setup.optimizer, setup.schedule
+    groups = mixup_groups(train, setup.mesh)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         key, next_key = jax.random.split(jax.random.wrap_key_data(state.rng))
-        loss, grads = _gradients(cfg, graphdef, state.params, batch, key, groups)
+        loss, grads = _gradients(train, graphdef, state.params, batch, key, groups)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)

@@ -24,7 +24,7 @@ CFG = load_config("tiny", ["model.d_model=32", "model.context=64"])
 def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     tokenizer = Tokenizer(CFG.encoding)
-    model = build_model(CFG, tokenizer.vocab.size, seed=0)
+    model = build_model(CFG.model, tokenizer.vocab, seed=0)
     head = {"critic": nnx.to_pure_dict(nnx.state(model, nnx.Param))["critic"]}
     save_critic(workdir, head, CriticMeta(False, 1, 0.5, 1, 1, 0, tokenizer.vocab.fingerprint()))
     return Run(str(workdir), 0, CFG, model, tokenizer, note_facts=None)

@@ -11,15 +11,14 @@ from flax import nnx
 from midi_corpus import packaged_midi_files
 from tiny_run import TINY_RUN
 
+from musenet_jax.app.init_from import initial_params
 from musenet_jax.app.run import load_run, run_composers
 from musenet_jax.cli.main import main
 from musenet_jax.config import config_from_dict, load_config
 from musenet_jax.data.prepare import prepare
 from musenet_jax.encoding.vocab import Vocabulary
-from musenet_jax.model.sharding import make_mesh
 from musenet_jax.train.init_from import fine_tune_params
 from musenet_jax.train.loop import train
-from musenet_jax.train.setup import make_train_setup
 
 FOLDERS = ("bach", "Bill Evans", "satie")
 
@@ -81,13 +80,13 @@ def test_fine_tuning_onto_a_corpus_with_one_more_label(labelled_run, tmp_path):
     base_workdir = str(labelled_run / "run")
     cfg = midi_dir_config(
         data_dir,
-        f"train.init_from={base_workdir}",
         "encoding.composers=" + ",".join(Vocabulary().composers[:-1] + ("bill_evans", "ravel", "satie")),
     )
     base = load_run(base_workdir)
     base_params = nnx.to_pure_dict(nnx.state(base.model, nnx.Param))
     said = []
-    new = fine_tune_params(base_workdir, cfg, make_train_setup(cfg, make_mesh(cfg.mesh)), say=said.append)
+    initial = initial_params(base_workdir, cfg)
+    new = fine_tune_params(initial, cfg.model, Vocabulary(cfg.encoding), say=said.append)
     assert said == [
         f"fine-tuning from step 3 of {base_workdir}; new composer labels start from `unknown`: ravel"
     ]
@@ -110,6 +109,6 @@ def test_fine_tuning_onto_a_corpus_with_one_more_label(labelled_run, tmp_path):
     )
 
     said = []
-    summary = train(cfg, tmp_path / "tuned", steps=1, say=said.append)
+    summary = train(cfg, tmp_path / "tuned", steps=1, init_params=initial, say=said.append)
     assert summary.final_step == 1 and any(line.startswith("fine-tuning from step 3") for line in said)
     assert run_composers(tmp_path / "tuned")[-4:] == ("bill_evans", "ravel", "satie", "unknown")

@@ -23,7 +23,7 @@ CFG = load_config("tiny", ["model.d_model=32", "model.context=64", "sample.secon
 def run_and_pieces(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     tokenizer = Tokenizer(CFG.encoding)
-    model = build_model(CFG, tokenizer.vocab.size, seed=0)
+    model = build_model(CFG.model, tokenizer.vocab, seed=0)
     head = {"critic": nnx.to_pure_dict(nnx.state(model, nnx.Param))["critic"]}
     save_critic(workdir, head, CriticMeta(False, 1, 0.5, 1, 1, 0, tokenizer.vocab.fingerprint()))
     pieces = [tokenizer.encode(p, composer="bach") for p in packaged_midi_files()[:4]]

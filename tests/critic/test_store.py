@@ -24,7 +24,7 @@ FINGERPRINT = TOKENIZER.vocab.fingerprint()
 
 @pytest.fixture(scope="module")
 def model():
-    return build_model(CFG, TOKENIZER.vocab.size, seed=0)
+    return build_model(CFG.model, TOKENIZER.vocab, seed=0)
 
 
 def _params(model):

@@ -43,10 +43,10 @@ def pieces():
 def test_train_critic_returns_the_trainable_subtree_and_leaves_the_model(pieces, finetune):
     tokenizer, reals, fakes = pieces
     cfg = load_config("tiny", [*OVERRIDES, f"critic.finetune_trunk={finetune}"])
-    model = build_model(cfg, tokenizer.vocab.size, seed=0)
+    model = build_model(cfg.model, tokenizer.vocab, seed=0)
     before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     params, auc, loss, held_real, held_fake = train_critic(
-        cfg, model, tokenizer, reals, fakes, show_progress=False
+        cfg.critic, cfg.data, cfg.model.context, model, tokenizer, reals, fakes, show_progress=False
     )
     if finetune:
         assert set(params) == set(before) and len(params) > 1

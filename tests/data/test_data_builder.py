@@ -68,13 +68,13 @@ def test_split_is_stable_by_source_hash(music21_data_dir):
 def test_mismatched_encoding_is_refused(music21_data_dir):
     cfg = load_config("tiny", [f"data.data_dir={music21_data_dir}", "encoding.velocity_bins=8"])
     with pytest.raises(UserError, match="rerun `musenet-jax prepare`"):
-        open_split(cfg, "train")
+        open_split(cfg.data, cfg.encoding, "train")
 
 
 def test_missing_dataset_says_what_to_run(tmp_path):
     cfg = load_config("tiny", [f"data.data_dir={tmp_path}"])
     with pytest.raises(UserError, match="musenet-jax prepare --source music21"):
-        open_split(cfg, "train")
+        open_split(cfg.data, cfg.encoding, "train")
 
 
 def test_prepare_cli_prints_a_summary(mixed_midi_dir, tmp_path):

@@ -117,7 +117,7 @@ def test_one_file_folder_builds_with_empty_splits_said(tmp_path):
     [empty] = [name for name, n in examples.items() if n == 0][:1]
     cfg = load_config("tiny", [f"data.data_dir={data_dir}", "data.source=midi_dir"])
     with pytest.raises(UserError, match=rf"split '{empty}' of musenet_midi/midi_dir .* is empty.*add MIDI"):
-        open_split(cfg, empty)
+        open_split(cfg.data, cfg.encoding, empty)
 
 
 def test_three_files_fill_every_split(tmp_path):
@@ -240,10 +240,10 @@ def test_missing_dataset_names_the_source_to_select(tmp_path):
     )
     cfg = load_config("tiny", [f"data.data_dir={data_dir}"])
     with pytest.raises(UserError) as caught:
-        open_split(cfg, "train")
+        open_split(cfg.data, cfg.encoding, "train")
     message = str(caught.value)
     assert "no prepared musenet_midi/music21 dataset (data.source=music21)" in message
     assert "`--set data.source=midi_dir`" in message and "\n" not in message
     cfg = load_config("tiny", [f"data.data_dir={tmp_path / 'nothing'}", "data.source=midi_dir"])
     with pytest.raises(UserError, match=r"--source midi_dir --midi-dir .*--set data.source=NAME"):
-        open_split(cfg, "train")
+        open_split(cfg.data, cfg.encoding, "train")

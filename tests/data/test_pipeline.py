@@ -20,12 +20,17 @@ def cfg(music21_data_dir):
     )
 
 
+def rows(cfg):
+    """The iterators' arguments for a run of `cfg`."""
+    return cfg.data, Tokenizer(cfg.encoding), cfg.model.context, cfg.train.global_batch
+
+
 def take(iterator, n):
     return [next(iterator) for _ in range(n)]
 
 
 def test_batch_format_and_prefix(cfg):
-    batch = next(make_train_iterator(cfg, process_index=0, process_count=1))
+    batch = next(make_train_iterator(*rows(cfg), process_index=0, process_count=1))
     assert batch["inputs"].shape == (4, 64) and batch["durations"].shape == (4,)
     np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
     kinds = Tokenizer().vocab.token_kinds
@@ -34,9 +39,9 @@ def test_batch_format_and_prefix(cfg):
 
 
 def test_same_seed_same_batches_and_other_seed_differs(cfg):
-    a = take(make_train_iterator(cfg, process_index=0, process_count=1), 3)
-    b = take(make_train_iterator(cfg, process_index=0, process_count=1), 3)
-    c = take(make_train_iterator(cfg, process_index=0, process_count=1, seed=5), 3)
+    a = take(make_train_iterator(*rows(cfg), process_index=0, process_count=1), 3)
+    b = take(make_train_iterator(*rows(cfg), process_index=0, process_count=1), 3)
+    c = take(make_train_iterator(*rows(cfg), process_index=0, process_count=1, seed=5), 3)
     for x, y in zip(a, b):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
@@ -44,11 +49,11 @@ def test_same_seed_same_batches_and_other_seed_differs(cfg):
 
 
 def test_restore_mid_epoch_gives_the_following_batches(cfg):
-    it = make_train_iterator(cfg, process_index=0, process_count=1)
+    it = make_train_iterator(*rows(cfg), process_index=0, process_count=1)
     take(it, 5)  # past one epoch of this small split, so per-epoch reshuffling is exercised too
     state = it.get_state()
     expected = take(it, 3)
-    resumed = make_train_iterator(cfg, process_index=0, process_count=1)
+    resumed = make_train_iterator(*rows(cfg), process_index=0, process_count=1)
     resumed.set_state(state)
     for x, y in zip(expected, take(resumed, 3)):
         for key in x:
@@ -57,16 +62,16 @@ def test_restore_mid_epoch_gives_the_following_batches(cfg):
 
 @pytest.mark.parametrize("processes", [2, 4])
 def test_process_shards_are_disjoint_and_cover_the_split(cfg, processes):
-    n = len(open_split(cfg, "train"))
+    n = len(open_split(cfg.data, cfg.encoding, "train"))
     single = [
         row
-        for b in take(make_train_iterator(cfg, process_index=0, process_count=1), n // 4)
+        for b in take(make_train_iterator(*rows(cfg), process_index=0, process_count=1), n // 4)
         for row in b["inputs"]
     ]
     shards = [
         [
             row
-            for b in take(make_train_iterator(cfg, process_index=p, process_count=processes), n // 4)
+            for b in take(make_train_iterator(*rows(cfg), process_index=p, process_count=processes), n // 4)
             for row in b["inputs"]
         ]
         for p in range(processes)
@@ -80,8 +85,8 @@ def test_process_shards_are_disjoint_and_cover_the_split(cfg, processes):
 
 
 def test_eval_iterator_is_finite_and_padded(cfg):
-    batches = list(make_eval_iterator(cfg, split="test", process_index=0, process_count=1))
-    n = len(open_split(cfg, "test"))
+    batches = list(make_eval_iterator(*rows(cfg), split="test", process_index=0, process_count=1))
+    n = len(open_split(cfg.data, cfg.encoding, "test"))
     assert len(batches) == -(-n // 4)  # one process: ceil(n / batch)
     assert int((batches[-1]["loss_mask"].sum(1) > 0).sum()) == n - 4 * (len(batches) - 1)
 
@@ -90,11 +95,12 @@ def test_eval_batches_match_across_processes(cfg):
     """Each eval batch is a collective step: every process must yield as many batches, covering the
     split once."""
     shards = [
-        list(make_eval_iterator(cfg, split="validation", process_index=p, process_count=2)) for p in range(2)
+        list(make_eval_iterator(*rows(cfg), split="validation", process_index=p, process_count=2))
+        for p in range(2)
     ]
     assert len({len(s) for s in shards}) == 1
     real_rows = sum(int((b["loss_mask"].sum(1) > 0).sum()) for s in shards for b in s)
-    assert real_rows == len(open_split(cfg, "validation"))
+    assert real_rows == len(open_split(cfg.data, cfg.encoding, "validation"))
 
 
 @pytest.mark.slow  # compiles the tiny train step

@@ -130,7 +130,7 @@ def test_training_crops_carry_whole_piece_timing(long_dataset):
     cfg = load_config("tiny", [f"data.data_dir={data_dir}", "data.source=midi_dir", "model.context=64"])
     tokenizer = Tokenizer(cfg.encoding)
     split = next(iter(make_builder("midi_dir", data_dir, cfg.encoding).info.splits))
-    piece = open_split(cfg, split)[0]
+    piece = open_split(cfg.data, cfg.encoding, split)[0]
     full = duration_steps(piece["ids"], tokenizer.vocab)
     crop = CropExample(tokenizer, cfg.data, cfg.model.context, augment=False)
     rows = [crop(piece, np.random.default_rng(seed)) for seed in range(8)]
@@ -178,7 +178,7 @@ def test_prepare_reports_the_notes_a_cut_removes(long_dataset, long_files, tmp_p
     # The cut decided which notes went in, not what tokens mean: a config without it reads the dataset.
     cfg = load_config("tiny", [f"data.data_dir={tmp_path}", "data.source=midi_dir"])
     splits = make_builder("midi_dir", tmp_path, cfg.encoding).info.splits
-    assert sum(len(open_split(cfg, split)) for split in splits) == 2
+    assert sum(len(open_split(cfg.data, cfg.encoding, split)) for split in splits) == 2
 
 
 def test_a_dataset_of_the_old_version_is_refused(long_dataset, tmp_path):
@@ -198,8 +198,8 @@ def test_a_dataset_of_the_old_version_is_refused(long_dataset, tmp_path):
     (folder / "build_inputs.json").write_text(json.dumps(record))
     cfg = load_config("tiny", [f"data.data_dir={old_dir}", "data.source=midi_dir"])
     with pytest.raises(UserError, match=r"version 1\.0\.0 \(pieces cut at 240 s\).*musenet-jax prepare"):
-        open_split(cfg, "train")
+        open_split(cfg.data, cfg.encoding, "train")
     again = prepare("midi_dir", str(old_dir), midi_dir=str(midi_dir), workers=1, show_progress=False)
     assert not again.reused
     splits = make_builder("midi_dir", old_dir, cfg.encoding).info.splits
-    assert sum(len(open_split(cfg, split)) for split in splits) == 2
+    assert sum(len(open_split(cfg.data, cfg.encoding, split)) for split in splits) == 2

@@ -12,15 +12,15 @@ from tiny_run import train_tiny
 
 from musenet_jax.cli.main import main
 from musenet_jax.config import load_config
+from musenet_jax.data.windows import piece_windows
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.eval.music_stats import distances, piece_stats, stats_table
 from musenet_jax.eval.nll import bits_per_token
-from musenet_jax.eval.windows import piece_windows
+from musenet_jax.model.loss import token_nll
 from musenet_jax.model.transformer import MuseNet
-from musenet_jax.train.step import token_nll
 
 TOKENIZER = Tokenizer()
 PIANO = FAMILIES.index("piano")

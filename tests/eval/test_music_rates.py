@@ -13,8 +13,8 @@ from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.nll import score_pieces
+from musenet_jax.model.loss import token_nll
 from musenet_jax.model.transformer import MuseNet
-from musenet_jax.train.step import token_nll
 
 TOKENIZER = Tokenizer()
 VOCAB = TOKENIZER.vocab

@@ -70,7 +70,7 @@ def test_a_unison_holds_its_slot_until_both_notes_end():
 
 
 def test_the_mask_leaves_no_mass_on_a_silent_notes_note_off():
-    model = build_model(CFG, TOKENIZER.vocab.size)
+    model = build_model(CFG.model, TOKENIZER.vocab)
     ids = real_window()
     times = jnp.asarray(token_times(ids, TOKENIZER.vocab)[None].astype(np.int32))
     logits = np.asarray(model(jnp.asarray(ids[None]), times, jnp.asarray([int(times[0, -1]) + 10])))[0]
@@ -87,7 +87,7 @@ def test_the_mask_leaves_no_mass_on_a_silent_notes_note_off():
 
 
 def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():
-    model = build_model(CFG, TOKENIZER.vocab.size)
+    model = build_model(CFG.model, TOKENIZER.vocab)
     ids = real_window()
     times = jnp.asarray(token_times(ids, TOKENIZER.vocab)[None].astype(np.int32))
     inputs, durations = jnp.asarray(ids[None]), jnp.asarray([int(times[0, -1]) + 10], jnp.int32)
@@ -104,7 +104,7 @@ def test_full_forward_equals_prefill_then_decode_with_the_sounding_embedding():
 
 
 def parameter_count(cfg) -> int:
-    model = build_model(cfg, Vocabulary(cfg.encoding).size)
+    model = build_model(cfg.model, Vocabulary(cfg.encoding))
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
@@ -113,4 +113,4 @@ def test_switched_off_it_adds_no_parameter_and_on_it_adds_one_table():
     vocab = Vocabulary(CFG.encoding)
     slots = len(vocab.families) * vocab.num_pitches
     assert parameter_count(CFG) - parameter_count(off) == slots * CFG.model.d_model
-    assert build_model(off, vocab.size).sounding is None
+    assert build_model(off.model, vocab).sounding is None

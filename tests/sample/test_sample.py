@@ -22,7 +22,8 @@ from musenet_jax.errors import UserError
 from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample import audio
 from musenet_jax.sample.conditioning import make_request, request_like
-from musenet_jax.sample.filtering import SamplingSettings, draw, top_k_filter, top_p_filter
+from musenet_jax.sample.config import SampleConfig
+from musenet_jax.sample.filtering import draw, top_k_filter, top_p_filter
 from musenet_jax.sample.grammar import GrammarState, GrammarTables, advance, allowed_tokens
 from musenet_jax.sample.sampler import Sampler
 
@@ -47,14 +48,14 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p(p, expected):
 def test_draws_stay_inside_the_filtered_support_and_temperature_zero_is_greedy():
     logits = jnp.log(jnp.array([[0.15, 0.5, 0.05, 0.3]]))
     keys = jax.random.split(jax.random.key(0), 400)
-    draws = jax.vmap(lambda k: draw(k, logits, SamplingSettings(1.0, 3, 0.8)))(keys)
+    draws = jax.vmap(lambda k: draw(k, logits, SampleConfig(temperature=1.0, top_k=3, top_p=0.8)))(keys)
     assert set(np.asarray(draws).ravel().tolist()) == {
         1,
         3,
     }  # top-p 0.8 of the renormalized top 3 = the 2 likeliest
-    assert int(draw(keys[0], logits, SamplingSettings(0.0))[0]) == 1
-    with pytest.raises(UserError, match="sample.top_p"):
-        SamplingSettings(top_p=0.0)
+    assert int(draw(keys[0], logits, SampleConfig(temperature=0.0))[0]) == 1
+    with pytest.raises(ValueError, match="sample.top_p"):
+        SampleConfig(top_p=0.0)
 
 
 def test_grammar_allows_note_offs_only_of_sounding_notes_and_keeps_the_step_order():
@@ -108,7 +109,7 @@ def test_every_sampled_sequence_is_what_its_midi_file_encodes_to(random_model, t
 
 
 def test_sampling_stops_at_the_requested_length(random_model):
-    sampler = Sampler(random_model, TOKENIZER, SamplingSettings(top_k=300))
+    sampler = Sampler(random_model, TOKENIZER, SampleConfig(top_k=300))
     request = make_request(TOKENIZER, "bach", "piano", 0.3)
     candidates = sampler.sample([request] * 2, max_new_tokens=150, seed=2)
     assert any(c.stopped_by == "length" for c in candidates)
@@ -119,7 +120,7 @@ def test_sampling_stops_at_the_requested_length(random_model):
 def test_a_request_that_may_not_end_is_never_ended_and_stays_open(random_model):
     """The co-composer's continuations: no `end` drawn (an untrained model draws it often, see above),
     and `open_ids` keep the sampled tokens as drawn, trailing rest included, to be continued later."""
-    sampler = Sampler(random_model, TOKENIZER, SamplingSettings(top_k=300))
+    sampler = Sampler(random_model, TOKENIZER, SampleConfig(top_k=300))
     request = dataclasses.replace(make_request(TOKENIZER, "jazz", "piano,drums,bass", 0.3), may_end=False)
     candidates = sampler.sample([request] * 4, max_new_tokens=150, seed=1)
     end_id = TOKENIZER.vocab.end_id
@@ -136,7 +137,7 @@ def test_a_request_that_may_not_end_is_never_ended_and_stays_open(random_model):
 def test_the_opening_of_a_longer_piece_stops_early_but_counts_down_from_the_whole(random_model):
     """`piece_seconds` feeds the countdown: the model is told the piece goes on (no ending to write),
     while sampling still stops at the requested length."""
-    sampler = Sampler(random_model, TOKENIZER, SamplingSettings(top_k=300))
+    sampler = Sampler(random_model, TOKENIZER, SampleConfig(top_k=300))
     opening = make_request(TOKENIZER, "bach", "piano", 0.3, piece_seconds=60.0)
     assert (opening.target_steps, opening.piece_steps) == (30, 6000)
     for cand in sampler.sample([opening] * 2, max_new_tokens=150, seed=2):

@@ -34,14 +34,14 @@ def test_tiny_train_step_compiles_for_v5p_with_sane_memory_and_flops(capsys):
     assert report["global_batch"] == 8 and report["hbm_bytes"] == 95 * 2**30 and report["fits"]
 
     cfg = load_config("tiny", ["model.context=64"])
-    vocab = Vocabulary(cfg.encoding).size
-    state_bytes = 3 * 4 * count_parameters(cfg, vocab)  # fp32 params + two Adam moments
+    vocab = Vocabulary(cfg.encoding)
+    state_bytes = 3 * 4 * count_parameters(cfg.model, vocab)  # fp32 params + two Adam moments
     # The train state is split over the 4 devices (some small arrays replicated), and donated.
     assert state_bytes / 4 <= report["argument_bytes"] <= state_bytes / 2
     assert state_bytes / 4 <= report["alias_bytes"] <= report["argument_bytes"]
     assert report["argument_bytes"] < report["per_device_total_bytes"] < 2**30
 
-    analytic = flops_per_token(cfg.model, vocab) * 8 * 64
+    analytic = flops_per_token(cfg.model, vocab.size) * 8 * 64
     assert report["flops_per_step"] == pytest.approx(analytic)
     # One layer group and no accumulation: XLA counts everything here; remat adds up to a forward pass.
     per_device = analytic / 4

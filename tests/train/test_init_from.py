@@ -1,19 +1,26 @@
 """`train --init-from`: fine-tuning a bundle on one's own MIDI folder (prepare --source midi_dir) lowers the
-validation bits/token of that folder's split below the bundle's own; another vocabulary or architecture is
-refused in one line before any data is read."""
+validation bits/token of that folder's split below the bundle's own; a folder with a new composer label
+fine-tunes from a bundle as from a run; another encoding or architecture is refused in one line before any
+data is read."""
 
 from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 from midi_corpus import export_corpus_scores, packaged_midi_files
 from tiny_run import TINY_RUN
 
 from musenet_jax.app.evaluate import evaluate
-from musenet_jax.app.run import load_run
+from musenet_jax.app.init_from import initial_params
+from musenet_jax.app.run import load_run, run_composers
 from musenet_jax.cli.main import main
+from musenet_jax.config import load_config
+from musenet_jax.data.labels import with_dataset_labels
 from musenet_jax.data.prepare import prepare
+from musenet_jax.encoding.vocab import Vocabulary
+from musenet_jax.train.init_from import fine_tune_params
 
 SETS = [arg for item in TINY_RUN for arg in ("--set", item)]
 
@@ -60,3 +67,38 @@ def test_another_vocabulary_or_architecture_is_refused_in_one_line(tiny_bundle, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "uses another encoding (vocabulary fingerprint" in err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_bundle_takes_new_composer_labels_from_its_unknown(tiny_bundle, tmp_path, capsys):
+    """A bundle fine-tunes onto a folder whose composer is outside the default list, as a run does: the new
+    label's rows start from the bundle's `composer:unknown`, every other token keeps its own."""
+    midi = tmp_path / "my_midi"
+    for path in packaged_midi_files():
+        (midi / "satie").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, midi / "satie" / path.name)
+    data = tmp_path / "tfds"
+    assert prepare("midi_dir", str(data), midi_dir=str(midi), workers=1, show_progress=False).new_labels == [
+        "satie"
+    ]
+    cfg = load_config("tiny", [*TINY_RUN, f"data.data_dir={data}", "data.source=midi_dir"])
+    labelled = cfg.replace(encoding=with_dataset_labels(cfg.data, cfg.encoding))
+    initial = initial_params(str(tiny_bundle), cfg)  # checked against the config before any data is read
+    said = []
+    tuned = fine_tune_params(initial, labelled.model, Vocabulary(labelled.encoding), say=said.append)
+    new_label = "new composer labels start from `unknown`: satie"
+    assert said == [f"fine-tuning from step 3 of {tiny_bundle}; {new_label}"]
+    old, new = initial.vocab, Vocabulary(labelled.encoding)
+    for token, source in [("composer:satie", "composer:unknown"), ("composer:bach", "composer:bach")]:
+        np.testing.assert_array_equal(
+            tuned["embed"]["token"]["embedding"][new.id(token)],
+            initial.params["embed"]["token"]["embedding"][old.id(source)],
+        )
+    assert new.id("wait:7") == old.id("wait:7") + 1  # satie moved every later id
+
+    workdir = tmp_path / "tuned"
+    args = ["train", "--config", "tiny", *SETS, "--set", "data.source=midi_dir", "--data-dir", str(data)]
+    assert main([*args, "--workdir", str(workdir), "--steps", "1", "--init-from", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert new_label in out and "trained to step 1" in out
+    assert run_composers(workdir)[-2:] == ("satie", "unknown")

@@ -80,7 +80,7 @@ def test_optimizer_decays_kernels_not_biases_and_clips():
 
 def _small_model_params(overrides: list[str]) -> dict:
     cfg = load_config("tiny", ["model.d_model=32", "model.context=64", *overrides])
-    return nnx.to_pure_dict(nnx.state(build_model(cfg, Vocabulary(cfg.encoding).size), nnx.Param))
+    return nnx.to_pure_dict(nnx.state(build_model(cfg.model, Vocabulary(cfg.encoding)), nnx.Param))
 
 
 @pytest.mark.parametrize("scan", [True, False])

@@ -125,10 +125,8 @@ def test_mixup_partners_stay_within_a_devices_rows():
     x = np.arange(12 * 5).reshape(12, 5)
     np.testing.assert_array_equal(partner_rows(jnp.asarray(x), jnp.asarray(perm), 4), x[perm])
     mesh8 = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    assert mixup_groups(with_train(global_batch=16, grad_accum_steps=2), mesh8) == 4
-    assert (
-        mixup_groups(with_train(global_batch=4), mesh8) == 1
-    )  # one row per device: any partner in the batch
+    assert mixup_groups(with_train(global_batch=16, grad_accum_steps=2).train, mesh8) == 4
+    assert mixup_groups(with_train(global_batch=4).train, mesh8) == 1  # one row per device: any partner
 
 
 def test_a_non_finite_loss_skips_the_update_and_is_counted(one_device):
