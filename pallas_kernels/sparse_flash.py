@@ -6,6 +6,10 @@ program is lowered, not when it is traced (`lax.platform_dependent`), so ahead-o
 TPU or GPU from a CPU host gets the real kernel: Mosaic on TPU (flash_tpu), Triton on CUDA/ROCm
 (flash_gpu), and on CPU the TPU kernel in Pallas interpret mode (slow; for tests).
 
+Under rematerialization the forward kernel's results are residuals worth keeping: they are tagged with
+`checkpoint_name` (RESIDUAL_NAMES), so a remat policy that saves these names lets the backward run from
+them instead of running the forward kernel a second time.
+
 Backward: the log-sum-exp is an output too (components are merged by it), so its cotangent enters the
 score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
 """
@@ -20,6 +24,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec
 
 from pallas_kernels import flash_gpu, flash_tpu
@@ -30,6 +35,8 @@ Kernel = Literal["auto", "tpu", "gpu"]
 MIN_BLOCK = 128  # smallest block edge the kernels take: a full MXU / lane width on TPU, >= 64 for Triton
 # head_dim is zero-padded to a power of two >= this for the Triton kernels (Triton dots need 16).
 MIN_HEAD_DIM = 16
+# The names the forward's output and log-sum-exp carry as residuals (jax.ad_checkpoint.checkpoint_name).
+RESIDUAL_NAMES: tuple[str, ...] = ("sparse_flash_out", "sparse_flash_lse")
 
 
 class BlockSizeError(ValueError):
@@ -120,6 +127,7 @@ def _attention(q, k, v, layout: BlockLayout, kernel: Kernel, interpret: bool, fu
 
 def _attention_fwd(q, k, v, layout, kernel, interpret, fused_backward):
     out, lse = _attention(q, k, v, layout, kernel, interpret, fused_backward)
+    out, lse = (checkpoint_name(x, name) for x, name in zip((out, lse), RESIDUAL_NAMES))
     return (out, lse), (q, k, v, out, lse)
 
 

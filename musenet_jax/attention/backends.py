@@ -22,9 +22,18 @@ from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import dense_attention
 from musenet_jax.attention.xla_blocksparse import blocksparse_attention
 from musenet_jax.errors import UserError, unknown_choice
-from pallas_kernels.sparse_flash import MIN_BLOCK, BlockSizeError, pallas_block_size, pallas_component
+from pallas_kernels.sparse_flash import (
+    MIN_BLOCK,
+    RESIDUAL_NAMES,
+    BlockSizeError,
+    pallas_block_size,
+    pallas_component,
+)
 
 BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
+# Checkpoint names of the values a remat policy should save so that the backward pass does not run the
+# attention forward again (the Pallas kernels' output and log-sum-exp per component).
+ATTENTION_RESIDUALS: tuple[str, ...] = RESIDUAL_NAMES
 
 ComponentFn = Callable[[jax.Array, jax.Array, jax.Array, BlockLayout], tuple[jax.Array, jax.Array]]
 
