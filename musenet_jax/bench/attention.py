@@ -182,7 +182,7 @@ def _splash_cost(
     args: argparse.Namespace, pattern, seq: int, *, forward_only: bool = False
 ) -> tuple[float, float]:
     """(FLOPs, bytes) of splash's kernels, which declare no cost: counted from its active blocks."""
-    from pallas_kernels.kernel_cost import flash_fwd_bwd_cost
+    from musenet_jax.bench.kernel_estimate import flash_fwd_bwd_cost
 
     return flash_fwd_bwd_cost(
         active_blocks=_splash_active_blocks(pattern, seq),
@@ -246,8 +246,8 @@ def _compiled_cost(
     import jax
     import jax.numpy as jnp
 
+    from musenet_jax.bench import mosaic_dump
     from musenet_jax.hardware import TPU_STEP_US, estimate_ms
-    from pallas_kernels import mosaic_dump
 
     x = jax.ShapeDtypeStruct(
         (args.batch, seq, args.heads, args.head_dim),
@@ -365,8 +365,8 @@ def run(args: argparse.Namespace) -> int:
     if topology:
         import tempfile
 
+        from musenet_jax.bench import mosaic_dump
         from musenet_jax.train.compile import topology_devices
-        from pallas_kernels import mosaic_dump
 
         # Before libtpu starts (it reads LIBTPU_INIT_ARGS once): the kernels' grids are read from the dump.
         dump = mosaic_dump.enable(tempfile.mkdtemp(prefix="musenet-mosaic-"))

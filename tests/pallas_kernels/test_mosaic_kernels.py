@@ -1,6 +1,7 @@
-"""The TPU kernels as Mosaic compiled them (ahead of time for v5p, read back from libtpu's Mosaic dump):
-grids of one step per active block and head group, no transposes in the dk/dv kernel, lane-dense row
-statistics; and `bench attention --topology` at the musenet_72l shape against JAX's splash attention.
+"""The TPU kernels as Mosaic compiled them (ahead of time for v5p, read back from libtpu's Mosaic dump by
+musenet_jax/bench/mosaic_dump.py): grids of one step per active block and head group, no transposes in the
+dk/dv kernel, lane-dense row statistics, and the fused backward's single kernel. The comparison with JAX's
+splash attention is the benchmark's (`bench attention --topology`), not a test's: speed lives in bench.
 
 libtpu reads LIBTPU_INIT_ARGS once per process, so every compile here runs in a fresh subprocess."""
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPILE = textwrap.dedent(
     """
     import json, sys, tempfile
-    from pallas_kernels import mosaic_dump
+    from musenet_jax.bench import mosaic_dump
     directory = mosaic_dump.enable(tempfile.mkdtemp(prefix="mosaic-test-"))
     import jax, jax.numpy as jnp
     from jax.experimental import topologies

@@ -5,6 +5,7 @@ mesh, and compile ahead of time for TPU topologies / lower to Triton for CUDA.""
 import functools
 import json
 import logging
+import pathlib
 import re
 
 import jax
@@ -14,14 +15,15 @@ import pytest
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from musenet_jax.attention import pallas_backend
 from musenet_jax.attention import patterns as P
 from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.errors import UserError
-from pallas_kernels import sparse_flash
 from pallas_kernels.sparse_flash import sparse_flash_attention
 
 BLOCK = 128
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,14 +183,26 @@ def test_kernel_runs_inside_shard_map_over_batch_and_heads():
 def test_shard_map_axes_follow_the_model_rules():
     from musenet_jax.model.sharding import LOGICAL_AXIS_RULES
 
-    assert sparse_flash.BATCH_AXES == LOGICAL_AXIS_RULES["batch"]
-    assert sparse_flash.HEAD_AXES == LOGICAL_AXIS_RULES["heads"]
+    assert pallas_backend.BATCH_AXES == LOGICAL_AXIS_RULES["batch"]
+    assert pallas_backend.HEAD_AXES == LOGICAL_AXIS_RULES["heads"]
+
+
+def test_the_kernel_package_knows_no_mesh():
+    """Placing the kernels on a mesh is the attention package's job: pallas_kernels/ neither calls
+    shard_map nor names a mesh axis (so the model's sharding rules have one home above it)."""
+    from musenet_jax.model.sharding import MESH_AXES
+
+    sources = {p.name: p.read_text() for p in (ROOT / "pallas_kernels").glob("*.py")}
+    assert "sparse_flash.py" in sources
+    for name, text in sources.items():
+        assert "shard_map" not in text and "PartitionSpec" not in text, name
+        assert not [axis for axis in MESH_AXES if f'"{axis}"' in text or f"'{axis}'" in text], name
 
 
 def test_interpret_mode_is_announced_once(caplog):
-    sparse_flash._say_interpret_once.cache_clear()
+    pallas_backend._say_interpret_once.cache_clear()
     q = jax.ShapeDtypeStruct((1, 64, 1, 16), jnp.float32)
-    with caplog.at_level(logging.WARNING, logger=sparse_flash.__name__):
+    with caplog.at_level(logging.WARNING, logger=pallas_backend.__name__):
         for _ in range(2):
             jax.eval_shape(lambda q: attend(q, q, q, (P.strided(8),), backend="pallas", block_size=BLOCK), q)
     assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
