@@ -354,6 +354,16 @@ def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense(capsys):
     assert [r["backend"] for r in rows] == ["dense", "pallas", "pallas_fused"]
     dense, pallas, fused = rows
     assert pallas["fwd_bwd_gflop"] > 0 and pallas["fwd_bwd_gbytes"] > 0
+    for row in rows:  # the whole op = the kernels' declared cost + the XLA glue around them
+        assert row["fwd_bwd_gbytes"] == pytest.approx(row["kernel_gbytes"] + row["glue_gbytes"])
+        assert row["code_mbytes"] > 0 and row["est_ms"] == pytest.approx(row["kernel_ms"] + row["glue_ms"])
+    assert dense["kernel_gbytes"] == 0 and "kernels" not in dense
+    assert pallas["kernel_gbytes"] > 0 and set(pallas["kernels"]) == {
+        "sparse_flash_fwd",
+        "sparse_flash_dq",
+        "sparse_flash_dkv",
+    }
+    assert all(k["vector_ops_per_step"] > 0 for k in pallas["kernels"].values())
     assert pallas["flops_ratio_fwd_bwd"] > 2 and pallas["density"] < 0.5  # counted from the active blocks
     # The fused backward: 5 block matmuls per active block instead of 7, the same forward.
     assert (
