@@ -379,6 +379,7 @@ def _compiled_cost(
             "calls": len(calls),
             "grid_steps": kernel.grid_steps,
             "vector_ops_per_step": max(ops),
+            "llo_lines": max(k.llo.count("\n") for k in calls),  # the final kernel program's length
             "est_ms": kernel.ms(topology),
         }
     kernel_ms = sum(k.ms(topology) for k in kernels)

@@ -37,7 +37,7 @@ _NOT_VALU = re.compile(
 )
 _VECTOR_OP = re.compile(r"\bllo\.v[a-z_]*")
 _FOR = re.compile(r"scf\.for %\S+ = (%\S+) to (%\S+) step (%\S+)")
-_CONST = re.compile(r"^\s*(%[\w#]+) = (?:llo|arith)\.constant (-?\d+)")
+_CONST = re.compile(r"^\s*(%[\w#]+) = (?:llo|arith)\.constant (?:\{value = )?(-?\d+)")
 _CUSTOM_CALL = re.compile(r"%([A-Za-z0-9_]+?)(?:\.\d+)? = .*custom_call_target=\"tpu_custom_call\"")
 _COST = re.compile(r'cost_estimate\\?":\{\\?"flops\\?":\\?"(\d+)\\?",.*?\\?"bytes_accessed\\?":\\?"(\d+)')
 

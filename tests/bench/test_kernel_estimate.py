@@ -11,13 +11,13 @@ from musenet_jax.bench import kernel_estimate as est
 # map functions.
 LLO = """module attributes {stable_mosaic.version = 15 : i64} {
   func.func @kernel(%arg0: i32 {llo.type = i32}) attributes {iteration_bounds = array<i64: 1, 2, 8>} {
-    %c0 = llo.constant 0 : i32
-    %c3 = llo.constant 3 : i32
-    %c1 = llo.constant 1 : i32
+    %c0 = llo.constant {value = 0 : i32} : i32
+    %c3 = llo.constant {value = 3 : i32} : i32
+    %c1 = llo.constant {value = 1 : i32} : i32
     %0 = llo.vector_load %arg0 : vector<8x128xf32>
     %1 = llo.vadd.f32 %0, %0 : vector<8x128xf32>
     %2 = llo.vbitcast %1 : vector<8x128xf32>
-    scf.for %i = %c0 to %c3 step %c1 {
+    scf.for %i = %c0 to %c3 step %c1  : i32 {
       %3 = llo.vmul.f32 %1, %1 : vector<8x128xf32>
       %4 = llo.vexp.f32 %3 : vector<8x128xf32>
     } {attr = 1}
