@@ -362,7 +362,7 @@ def _compiled_cost(
     }
     if block_sizes is not None:
         row["block_sizes"] = _block_sizes_dict(block_sizes)
-    if dump is None:
+    if dump is None or (declared and not dumped):  # libtpu started before the dump was asked for
         return row
     kernels = []
     for name in dict.fromkeys(k.name for k in dumped):  # one record per kernel name, its calls summed

@@ -338,19 +338,24 @@ def test_tiny_model_with_pallas_matches_xla_blocksparse_in_loss_and_gradients():
 
 
 @pytest.mark.slow
-def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense(capsys):
-    import argparse
+def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense():
+    """The real CLI in a fresh process: libtpu reads its Mosaic dump flag once per process."""
+    import os
+    import subprocess
+    import sys
 
-    from musenet_jax.cli import bench
-
-    parser = argparse.ArgumentParser()
-    bench.register(parser.add_subparsers())
     argv = ["--seq", "2048", "--pattern", "strided", "--stride", "128", "--heads", "2", "--dtype", "bfloat16"]
-    args = parser.parse_args(
-        ["bench", "attention", *argv, "--backends", "dense,pallas,pallas_fused", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "musenet_jax.cli.main", "bench", "attention", *argv]
+        + ["--backends", "dense,pallas,pallas_fused", "--json"],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    assert args.run(args) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["backend"] for r in rows] == ["dense", "pallas", "pallas_fused"]
     dense, pallas, fused = rows
     assert pallas["fwd_bwd_gflop"] > 0 and pallas["fwd_bwd_gbytes"] > 0
