@@ -2,8 +2,9 @@
 
 One program per (row block, batch, head): it reads its row of the block table and loops over just
 those blocks (`fori_loop` with the row's count as bound), slicing key/value (forward, dq) or
-query/output-gradient (dk/dv) blocks out of the head's whole sequence. A full block (mask id 0) takes a
-branch with no mask work at all; a partial block computes its mask from the positions its slots hold
+query/output-gradient (dk/dv) blocks out of the head's whole sequence. Every block takes one code path (no
+branch around the matmuls, so Triton can pipeline the loop): a full block's (mask id 0) mask is all True,
+a partial block computes its mask from the positions its slots hold
 (`BlockLayout.allowed` over a [block] vector of each side's positions, as JAX's flash kernel builds the
 causal mask from iota) instead of loading a [block_q, block_k] mask from memory.
 Blocks are at least 64 on both sides (the Pallas backend's layouts use 128) and powers of two
@@ -52,13 +53,10 @@ def _check(layout: BlockLayout) -> None:
 
 
 def _masked(mids_ref, r, j, step, carry, mask):
-    """`step(carry, allowed)` with allowed=None on full blocks (no mask work) or `mask()` on partial ones."""
-    return lax.cond(
-        mids_ref[r, j] == FULL_MASK_ID,
-        lambda c: step(c, None),
-        lambda c: step(c, mask()),
-        carry,
-    )
+    """`step(carry, allowed)` on one code path: a full block's mask is all True, a partial block's comes from
+    its slots' positions. No branch around the matmuls (a `lax.cond` there keeps Triton from pipelining the
+    loop); the price is an integer compare and a select per score on full blocks too."""
+    return step(carry, mask() | (mids_ref[r, j] == FULL_MASK_ID))
 
 
 def _position_mask(predicate, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
@@ -117,7 +115,7 @@ def _forward_kernel(
     def body(j, carry):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
 
-        def mask():  # loads the positions only on partial blocks
+        def mask():
             return _position_mask(predicate, qpos_ref[...], kpos_ref[keys])
 
         s = lax.dot_general(q, k_ref[keys, :], _NT, preferred_element_type=jnp.float32)
@@ -125,12 +123,10 @@ def _forward_kernel(
 
         def step(carry, allowed):
             acc, m_prev, l_prev = carry
-            scores = s if allowed is None else jnp.where(allowed, s, MASKED_SCORE)
+            scores = jnp.where(allowed, s, MASKED_SCORE)
             m_next = jnp.maximum(m_prev, scores.max(axis=-1))
             alpha = jnp.exp(m_prev - m_next)
-            p = jnp.exp(scores - m_next[:, None])
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
+            p = jnp.where(allowed, jnp.exp(scores - m_next[:, None]), 0.0)
             acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
             return acc, m_next, alpha * l_prev + p.sum(axis=-1)
 
@@ -210,7 +206,7 @@ def _dq_kernel(
     def body(j, dq):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
 
-        def mask():  # loads the positions only on partial blocks
+        def mask():
             return _position_mask(predicate, qpos_ref[...], kpos_ref[keys])
 
         k = k_ref[keys, :]
@@ -218,9 +214,7 @@ def _dq_kernel(
         dp = lax.dot_general(do, v_ref[keys, :], _NT, preferred_element_type=jnp.float32)
 
         def step(dq, allowed):
-            p = jnp.exp(s - lse)
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
+            p = jnp.where(allowed, jnp.exp(s - lse), 0.0)
             ds = p * (dp - delta)
             return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
@@ -264,9 +258,7 @@ def _dkv_kernel(
 
         def step(carry, allowed):
             dk, dv = carry
-            p = jnp.exp(s - lse)  # [bq, bk]
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
+            p = jnp.where(allowed, jnp.exp(s - lse), 0.0)  # [bq, bk]
             dv = dv + lax.dot_general(p.astype(do.dtype), do, _TN, preferred_element_type=jnp.float32)
             ds = p * (dp - delta)
             dk = dk + lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)

@@ -386,3 +386,18 @@ def test_equality_cases_cover_empty_rows_and_partial_blocks():
             kinds |= {"empty_row"} if (lay.kv_counts == 0).any() else set()
             kinds |= {"partial" if m else "full" for m in lay.mask_ids}
     assert kinds == {"empty_row", "partial", "full"}
+
+
+def test_gpu_kernels_have_no_branch_around_their_matmuls():
+    """A `lax.cond` around the matmuls keeps Triton from pipelining the block loop: the Triton kernels
+    (forward, dq, dk/dv) mask full and partial blocks on one code path."""
+    layout = make_layout(P.strided(32), 256, BLOCK, min_block_size=BLOCK).components[0].layout
+    x = jax.ShapeDtypeStruct((1, 256, 2, 16), jnp.float32)
+
+    def loss(q, k, v):
+        out, lse = sparse_flash_attention(q, k, v, layout, kernel="gpu")
+        return out.sum() + jnp.where(jnp.isfinite(lse), lse, 0.0).sum()
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(x, x, x))
+    assert jaxpr.count("pallas_call") == 3 and "dot_general" in jaxpr
+    assert "cond[" not in jaxpr and " cond " not in jaxpr
