@@ -32,6 +32,10 @@ _TN = (((0,), (0,)), ((), ()))  # a.T @ b
 
 
 MIN_BLOCK = 64
+# The backward's own tile: a dq program owns this many query rows of a layout block, a dk/dv program this
+# many keys, so its three float32 score-sized tiles (s, dp, ds) are [64, 128] rather than [128, 128]
+# (Triton's own flash backward uses 32-64 rows); the layout's tables are still read per layout block.
+BACKWARD_TILE = 64
 
 
 def _params(dim: int, block_q: int, block_k: int) -> plgpu.CompilerParams:
@@ -197,9 +201,10 @@ def _dq_kernel(
     dq_ref,
     *,
     bk: int,
+    split: int,
     predicate,
 ):
-    r = pl.program_id(0)
+    r = lax.div(pl.program_id(0), split)  # the layout block this program's tile of query rows lies in
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
 
@@ -240,9 +245,10 @@ def _dkv_kernel(
     dv_ref,
     *,
     bq: int,
+    split: int,
     predicate,
 ):
-    c = pl.program_id(0)
+    c = lax.div(pl.program_id(0), split)  # the layout block this program's tile of keys lies in
     k, v = k_ref[...], v_ref[...]
 
     def body(i, carry):
@@ -279,29 +285,30 @@ def backward(
     batch, q_len, heads, dim = q.shape
     bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
     _check(layout)
-    params, itemsize = _params(dim, bq, bk), q.dtype.itemsize
-    stat_block = pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))
+    tq, tk = min(BACKWARD_TILE, bq), min(BACKWARD_TILE, bk)  # each program's own tile (see BACKWARD_TILE)
+    itemsize = q.dtype.itemsize
+    stat_block = pl.BlockSpec((None, None, tq), lambda r, b, h: (b, h, r))
     stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
 
     q_pos, k_pos = _positions(layout)
     row_tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids)
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, bk=bk, predicate=layout.allowed),
-        grid=(layout.num_q_blocks, batch, heads),
+        functools.partial(_dq_kernel, bk=bk, split=bq // tq, predicate=layout.allowed),
+        grid=(layout.num_q_blocks * (bq // tq), batch, heads),
         in_specs=[
             *map(_whole, row_tables),
-            _positions_block(bq),
+            _positions_block(tq),
             _whole(k_pos),
-            _block_spec(bq, dim),
+            _block_spec(tq, dim),
             _seq_spec(k_len, dim),
             _seq_spec(k_len, dim),
-            _block_spec(bq, dim),
+            _block_spec(tq, dim),
             stat_block,
             stat_block,
         ],
-        out_specs=_block_spec(bq, dim),
+        out_specs=_block_spec(tq, dim),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=params,
+        compiler_params=_params(dim, tq, bk),
         cost_estimate=block_sparse_cost(
             layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
         ),
@@ -311,22 +318,22 @@ def backward(
 
     column_tables = _tables(layout.q_counts, layout.q_indices, layout.q_mask_ids)
     dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, bq=bq, predicate=layout.allowed),
-        grid=(layout.num_k_blocks, batch, heads),
+        functools.partial(_dkv_kernel, bq=bq, split=bk // tk, predicate=layout.allowed),
+        grid=(layout.num_k_blocks * (bk // tk), batch, heads),
         in_specs=[
             *map(_whole, column_tables),
             _whole(q_pos),
-            _positions_block(bk),
+            _positions_block(tk),
             _seq_spec(q_len, dim),
-            _block_spec(bk, dim),
-            _block_spec(bk, dim),
+            _block_spec(tk, dim),
+            _block_spec(tk, dim),
             _seq_spec(q_len, dim),
             stat_whole,
             stat_whole,
         ],
-        out_specs=[_block_spec(bk, dim), _block_spec(bk, dim)],
+        out_specs=[_block_spec(tk, dim), _block_spec(tk, dim)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=params,
+        compiler_params=_params(dim, bq, tk),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,

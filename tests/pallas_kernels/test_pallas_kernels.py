@@ -388,7 +388,7 @@ def test_equality_cases_cover_empty_rows_and_partial_blocks():
     assert kinds == {"empty_row", "partial", "full"}
 
 
-def test_gpu_kernels_have_no_branch_around_their_matmuls():
+def test_gpu_kernels_have_no_branch_around_their_matmuls_and_backward_tiles():
     """A `lax.cond` around the matmuls keeps Triton from pipelining the block loop: the Triton kernels
     (forward, dq, dk/dv) mask full and partial blocks on one code path."""
     layout = make_layout(P.strided(32), 256, BLOCK, min_block_size=BLOCK).components[0].layout
@@ -401,3 +401,11 @@ def test_gpu_kernels_have_no_branch_around_their_matmuls():
     jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(x, x, x))
     assert jaxpr.count("pallas_call") == 3 and "dot_general" in jaxpr
     assert "cond[" not in jaxpr and " cond " not in jaxpr
+    # The backward has its own tiles: dq / dk-dv programs own 64 rows / keys of the 2 layout blocks of 128.
+    from pallas_kernels.flash_gpu import BACKWARD_TILE
+
+    assert BACKWARD_TILE == 64 and re.findall(r"grid=\(\d+, 1, 2\)", jaxpr) == [
+        "grid=(2, 1, 2)",  # forward: one program per layout block
+        "grid=(4, 1, 2)",  # dq
+        "grid=(4, 1, 2)",  # dk/dv
+    ]
