@@ -2,8 +2,9 @@
 
 One program per (row block, batch, head): it reads its row of the block table and loops over just
 those blocks (`fori_loop` with the row's count as bound), slicing key/value (forward, dq) or
-query/output-gradient (dk/dv) blocks out of the head's whole sequence. A full block (mask id 0) takes a
-branch with no mask work at all; a partial block computes its mask from the positions its slots hold
+query/output-gradient (dk/dv) blocks out of the head's whole sequence. Every block takes one code path (no
+branch around the matmuls, so Triton can pipeline the loop): a full block's (mask id 0) mask is all True,
+a partial block computes its mask from the positions its slots hold
 (`BlockLayout.allowed` over a [block] vector of each side's positions, as JAX's flash kernel builds the
 causal mask from iota) instead of loading a [block_q, block_k] mask from memory.
 Blocks are at least 64 on both sides (the Pallas backend's layouts use 128) and powers of two
@@ -31,6 +32,10 @@ _TN = (((0,), (0,)), ((), ()))  # a.T @ b
 
 
 MIN_BLOCK = 64
+# The backward's own tile: a dq program owns this many query rows of a layout block, a dk/dv program this
+# many keys, so its three float32 score-sized tiles (s, dp, ds) are [64, 128] rather than [128, 128]
+# (Triton's own flash backward uses 32-64 rows); the layout's tables are still read per layout block.
+BACKWARD_TILE = 64
 
 
 def _params(dim: int, block_q: int, block_k: int) -> plgpu.CompilerParams:
@@ -52,13 +57,10 @@ def _check(layout: BlockLayout) -> None:
 
 
 def _masked(mids_ref, r, j, step, carry, mask):
-    """`step(carry, allowed)` with allowed=None on full blocks (no mask work) or `mask()` on partial ones."""
-    return lax.cond(
-        mids_ref[r, j] == FULL_MASK_ID,
-        lambda c: step(c, None),
-        lambda c: step(c, mask()),
-        carry,
-    )
+    """`step(carry, allowed)` on one code path: a full block's mask is all True, a partial block's comes from
+    its slots' positions. No branch around the matmuls (a `lax.cond` there keeps Triton from pipelining the
+    loop); the price is an integer compare and a select per score on full blocks too."""
+    return step(carry, mask() | (mids_ref[r, j] == FULL_MASK_ID))
 
 
 def _position_mask(predicate, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
@@ -117,7 +119,7 @@ def _forward_kernel(
     def body(j, carry):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
 
-        def mask():  # loads the positions only on partial blocks
+        def mask():
             return _position_mask(predicate, qpos_ref[...], kpos_ref[keys])
 
         s = lax.dot_general(q, k_ref[keys, :], _NT, preferred_element_type=jnp.float32)
@@ -125,12 +127,10 @@ def _forward_kernel(
 
         def step(carry, allowed):
             acc, m_prev, l_prev = carry
-            scores = s if allowed is None else jnp.where(allowed, s, MASKED_SCORE)
+            scores = jnp.where(allowed, s, MASKED_SCORE)
             m_next = jnp.maximum(m_prev, scores.max(axis=-1))
             alpha = jnp.exp(m_prev - m_next)
-            p = jnp.exp(scores - m_next[:, None])
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
+            p = jnp.where(allowed, jnp.exp(scores - m_next[:, None]), 0.0)
             acc = alpha[:, None] * acc + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
             return acc, m_next, alpha * l_prev + p.sum(axis=-1)
 
@@ -201,16 +201,17 @@ def _dq_kernel(
     dq_ref,
     *,
     bk: int,
+    split: int,
     predicate,
 ):
-    r = pl.program_id(0)
+    r = lax.div(pl.program_id(0), split)  # the layout block this program's tile of query rows lies in
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
 
     def body(j, dq):
         keys = pl.ds(pl.multiple_of(idx_ref[r, j] * bk, bk), bk)
 
-        def mask():  # loads the positions only on partial blocks
+        def mask():
             return _position_mask(predicate, qpos_ref[...], kpos_ref[keys])
 
         k = k_ref[keys, :]
@@ -218,9 +219,7 @@ def _dq_kernel(
         dp = lax.dot_general(do, v_ref[keys, :], _NT, preferred_element_type=jnp.float32)
 
         def step(dq, allowed):
-            p = jnp.exp(s - lse)
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
+            p = jnp.where(allowed, jnp.exp(s - lse), 0.0)
             ds = p * (dp - delta)
             return dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
@@ -246,9 +245,10 @@ def _dkv_kernel(
     dv_ref,
     *,
     bq: int,
+    split: int,
     predicate,
 ):
-    c = pl.program_id(0)
+    c = lax.div(pl.program_id(0), split)  # the layout block this program's tile of keys lies in
     k, v = k_ref[...], v_ref[...]
 
     def body(i, carry):
@@ -264,9 +264,7 @@ def _dkv_kernel(
 
         def step(carry, allowed):
             dk, dv = carry
-            p = jnp.exp(s - lse)  # [bq, bk]
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
+            p = jnp.where(allowed, jnp.exp(s - lse), 0.0)  # [bq, bk]
             dv = dv + lax.dot_general(p.astype(do.dtype), do, _TN, preferred_element_type=jnp.float32)
             ds = p * (dp - delta)
             dk = dk + lax.dot_general(ds.astype(q.dtype), q, _TN, preferred_element_type=jnp.float32)
@@ -287,29 +285,30 @@ def backward(
     batch, q_len, heads, dim = q.shape
     bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
     _check(layout)
-    params, itemsize = _params(dim, bq, bk), q.dtype.itemsize
-    stat_block = pl.BlockSpec((None, None, bq), lambda r, b, h: (b, h, r))
+    tq, tk = min(BACKWARD_TILE, bq), min(BACKWARD_TILE, bk)  # each program's own tile (see BACKWARD_TILE)
+    itemsize = q.dtype.itemsize
+    stat_block = pl.BlockSpec((None, None, tq), lambda r, b, h: (b, h, r))
     stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
 
     q_pos, k_pos = _positions(layout)
     row_tables = _tables(layout.kv_counts, layout.kv_indices, layout.kv_mask_ids)
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, bk=bk, predicate=layout.allowed),
-        grid=(layout.num_q_blocks, batch, heads),
+        functools.partial(_dq_kernel, bk=bk, split=bq // tq, predicate=layout.allowed),
+        grid=(layout.num_q_blocks * (bq // tq), batch, heads),
         in_specs=[
             *map(_whole, row_tables),
-            _positions_block(bq),
+            _positions_block(tq),
             _whole(k_pos),
-            _block_spec(bq, dim),
+            _block_spec(tq, dim),
             _seq_spec(k_len, dim),
             _seq_spec(k_len, dim),
-            _block_spec(bq, dim),
+            _block_spec(tq, dim),
             stat_block,
             stat_block,
         ],
-        out_specs=_block_spec(bq, dim),
+        out_specs=_block_spec(tq, dim),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=params,
+        compiler_params=_params(dim, tq, bk),
         cost_estimate=block_sparse_cost(
             layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
         ),
@@ -319,22 +318,22 @@ def backward(
 
     column_tables = _tables(layout.q_counts, layout.q_indices, layout.q_mask_ids)
     dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, bq=bq, predicate=layout.allowed),
-        grid=(layout.num_k_blocks, batch, heads),
+        functools.partial(_dkv_kernel, bq=bq, split=bk // tk, predicate=layout.allowed),
+        grid=(layout.num_k_blocks * (bk // tk), batch, heads),
         in_specs=[
             *map(_whole, column_tables),
             _whole(q_pos),
-            _positions_block(bk),
+            _positions_block(tk),
             _seq_spec(q_len, dim),
-            _block_spec(bk, dim),
-            _block_spec(bk, dim),
+            _block_spec(tk, dim),
+            _block_spec(tk, dim),
             _seq_spec(q_len, dim),
             stat_whole,
             stat_whole,
         ],
-        out_specs=[_block_spec(bk, dim), _block_spec(bk, dim)],
+        out_specs=[_block_spec(tk, dim), _block_spec(tk, dim)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=params,
+        compiler_params=_params(dim, bq, tk),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,

@@ -5,7 +5,8 @@ layout's active blocks flattened into one sorted list (splash-attention style), 
 table columns to skip and the number of grid steps equals the number of active blocks (plus one step
 for a row with no active block, which still has to write its zeros). Each step processes `hb` heads
 (a head group: heads share the layout), so one step carries hb x [block_q, block_k] scores instead of
-one; the per-step overhead (~0.35 us) is paid once per group.
+one; the per-step overhead (~0.35 us) is paid once per group. The heads of a step run in a `fori_loop`
+unrolled HEAD_UNROLL at a time, so the compiled code does not grow with hb.
 
 Scalar-prefetch tables are four flat int32 vectors of length `steps`:
   rows[s]   the block whose output the step accumulates (query block; key block in the dk/dv pass),
@@ -19,6 +20,10 @@ DMA block and compute block: a step DMAs the layout's whole [block_q, block_k] b
 in key slices of COMPUTE_BLOCK (128, the MXU width) whenever block_k is larger (splash's block_kv vs
 block_kv_compute): large layout blocks cut the grid steps and make each DMA longer, while the score tile
 a matmul produces stays [block_q, 128].
+
+The forward's running max and scale live lane-replicated in [block_q, 128] scratch and are used as they
+are against a 128-key score slice (a lane prefix against the [block_q, head_dim] accumulator), never
+re-broadcast from one lane.
 
 Layouts: q/k/v/out [batch, heads, slots, head_dim]; row statistics (lse, delta) lane-dense
 [batch, heads, 1, slots] (a block of them is one [1, block] row, not a [block, 1] column padded to
@@ -59,6 +64,8 @@ COMPUTE_BLOCK = 128  # key positions per score tile inside a step; larger layout
 # Heads processed per grid step: the largest divisor of the head count whose q/k/v blocks stay within
 # this many head_dim columns in total (VMEM per step stays ~ a few MiB at 128 x 128 blocks).
 MAX_STEP_COLUMNS = 1024
+# Heads of a grid step unrolled together inside the loop over them (code size against loop overhead).
+HEAD_UNROLL = 2
 
 
 def heads_per_step(heads: int, dim: int) -> int:
@@ -161,10 +168,30 @@ def _specs(hb: int, dim: int, bq: int, bk: int, *, rows_block: int, cols_block: 
     return own, streamed, stat_own, stat_streamed, mask
 
 
+def _lanes_to(x, width: int):
+    """A lane-replicated [rows, 128] statistic as [rows, width]: a lane prefix, or whole vregs repeated,
+    never a re-broadcast of one lane (which costs lane permutes)."""
+    if width <= _LANES:
+        return x[:, :width]
+    return pltpu.repeat(x, width // _LANES, axis=1)
+
+
+def _for_each_head(hb: int, body) -> None:
+    """body(h) for the hb heads of a grid step, as a loop unrolled HEAD_UNROLL at a time (a Python loop
+    over all of them multiplies the compiled code by hb)."""
+
+    def run(h, carry):
+        body(h)
+        return carry
+
+    lax.fori_loop(0, hb, run, None, unroll=min(HEAD_UNROLL, hb))
+
+
 def _forward_kernel(
     rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb
 ):
     mid, first, last = _decode(kinds, pl.program_id(2))
+    dim = acc_s.shape[-1]
 
     @pl.when(first)
     def _init():
@@ -175,34 +202,39 @@ def _forward_kernel(
     def step(masked: bool):
         for keys in _key_slices(k_ref.shape[1]):
             allowed = mask_ref[:, keys] != 0 if masked else None
-            for h in range(hb):
+
+            def head(h, keys=keys, allowed=allowed):
                 s = lax.dot_general(q_ref[h], k_ref[h, keys], _NT, preferred_element_type=jnp.float32)
                 if masked:
                     s = jnp.where(allowed, s, MASKED_SCORE)
-                m_prev = m_s[h]  # [bq, 128], lane-replicated
+                m_prev = m_s[h]  # [bq, 128], lane-replicated: the key slice is 128 wide, so used as is
                 m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
                 alpha = jnp.exp(m_prev - m_next)
-                p = jnp.exp(s - m_next[:, :1])
+                p = jnp.exp(s - m_next)
                 if masked:
                     p = jnp.where(allowed, p, 0.0)
                 l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
                 v = v_ref[h, keys]
-                acc_s[h] = alpha[:, :1] * acc_s[h] + jnp.dot(
+                acc_s[h] = _lanes_to(alpha, dim) * acc_s[h] + jnp.dot(
                     p.astype(v.dtype), v, preferred_element_type=jnp.float32
                 )
                 m_s[h] = m_next
+
+            _for_each_head(hb, head)
 
     _branches(mid, step)
 
     @pl.when(last)
     def _finish():
-        for h in range(hb):
+        def head(h):
             l = l_s[h]
             seen = l > 0
             safe = jnp.where(seen, l, 1.0)
-            o_ref[h] = (acc_s[h] / safe[:, :1]).astype(o_ref.dtype)
+            o_ref[h] = (acc_s[h] / _lanes_to(safe, dim)).astype(o_ref.dtype)
             lse = jnp.where(seen, m_s[h] + jnp.log(safe), -jnp.inf)  # [bq, 128], every lane the same
             lse_ref[h] = lse.T[:1, :]  # one lane-dense row
+
+        _for_each_head(hb, head)
 
 
 def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array]:
@@ -257,7 +289,8 @@ def _dq_kernel(
     def step(masked: bool):
         for keys in _key_slices(k_ref.shape[1]):
             allowed = mask_ref[:, keys] != 0 if masked else None
-            for h in range(hb):
+
+            def head(h, keys=keys, allowed=allowed):
                 k = k_ref[h, keys]
                 s = lax.dot_general(q_ref[h], k, _NT, preferred_element_type=jnp.float32)
                 p = jnp.exp(s - lse_ref[h, 0][:, None])
@@ -266,6 +299,8 @@ def _dq_kernel(
                 dp = lax.dot_general(do_ref[h], v_ref[h, keys], _NT, preferred_element_type=jnp.float32)
                 ds = p * (dp - delta_ref[h, 0][:, None])
                 dq_s[h] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+
+            _for_each_head(hb, head)
 
     _branches(mid, step)
 
@@ -313,7 +348,8 @@ def _dkv_kernel(
     def step(masked: bool):
         slices = _key_slices(k_ref.shape[1])
         allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # [keys, bq], transposed
-        for h in range(hb):
+
+        def head(h):
             q, do = q_ref[h], do_ref[h]
             dq = None
             for keys, allowed_keys in zip(slices, allowed):
@@ -331,6 +367,8 @@ def _dkv_kernel(
                     dq = part if dq is None else dq + part
             if fused:
                 dq_part_ref[h] = dq
+
+        _for_each_head(hb, head)
 
     _branches(mid, step)
 

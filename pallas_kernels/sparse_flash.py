@@ -4,7 +4,12 @@
 returns the normalized output and the log-sum-exp per row). Which kernel runs is decided when the
 program is lowered, not when it is traced (`lax.platform_dependent`), so ahead-of-time compilation for a
 TPU or GPU from a CPU host gets the real kernel: Mosaic on TPU (flash_tpu), Triton on CUDA/ROCm
-(flash_gpu), and on CPU the TPU kernel in Pallas interpret mode (slow; for tests).
+(flash_gpu), and on CPU the TPU kernel in Pallas interpret mode (slow; for tests). The kernels see one
+device's arrays: placing them on a mesh is the caller's business (musenet_jax.attention).
+
+Under rematerialization the forward kernel's results are residuals worth keeping: they are tagged with
+`checkpoint_name` (RESIDUAL_NAMES), so a remat policy that saves these names lets the backward run from
+them instead of running the forward kernel a second time.
 
 Backward: the log-sum-exp is an output too (components are merged by it), so its cotangent enters the
 score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
@@ -13,14 +18,12 @@ score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
 from __future__ import annotations
 
 import functools
-import logging
-import math
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import PartitionSpec
+from jax.ad_checkpoint import checkpoint_name
 
 from pallas_kernels import flash_gpu, flash_tpu
 from pallas_kernels.block_layout import BlockLayout
@@ -30,6 +33,8 @@ Kernel = Literal["auto", "tpu", "gpu"]
 MIN_BLOCK = 128  # smallest block edge the kernels take: a full MXU / lane width on TPU, >= 64 for Triton
 # head_dim is zero-padded to a power of two >= this for the Triton kernels (Triton dots need 16).
 MIN_HEAD_DIM = 16
+# The names the forward's output and log-sum-exp carry as residuals (jax.ad_checkpoint.checkpoint_name).
+RESIDUAL_NAMES: tuple[str, ...] = ("sparse_flash_out", "sparse_flash_lse")
 
 
 class BlockSizeError(ValueError):
@@ -46,15 +51,6 @@ def pallas_block_size(block_size: int) -> int:
             f"got {block_size}"
         )
     return max(block_size, MIN_BLOCK)
-
-
-# Mesh axes that split batch and heads inside shard_map: those of the model's logical axis rules
-# (musenet_jax.model.sharding.LOGICAL_AXIS_RULES "batch" / "heads"; a test keeps them equal), so the
-# kernel sees q/k/v exactly as the model shards them and nothing moves between devices.
-BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
-HEAD_AXES: tuple[str, ...] = ("tensor",)
-
-_log = logging.getLogger(__name__)
 
 
 def _transpose_heads(*xs: jax.Array) -> tuple[jax.Array, ...]:
@@ -120,6 +116,7 @@ def _attention(q, k, v, layout: BlockLayout, kernel: Kernel, interpret: bool, fu
 
 def _attention_fwd(q, k, v, layout, kernel, interpret, fused_backward):
     out, lse = _attention(q, k, v, layout, kernel, interpret, fused_backward)
+    out, lse = (checkpoint_name(x, name) for x, name in zip((out, lse), RESIDUAL_NAMES))
     return (out, lse), (q, k, v, out, lse)
 
 
@@ -167,45 +164,3 @@ def sparse_flash_attention(
             f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}"
         )
     return _attention(q, k, v, layout, kernel, interpret, fused_backward)
-
-
-@functools.cache
-def _say_interpret_once() -> None:
-    _log.warning(
-        "attention backend 'pallas' on a CPU host: executed on CPU the kernels run in Pallas interpret mode "
-        "(slow, meant for tests); programs compiled for TPU or GPU get the real kernels"
-    )
-
-
-def _axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
-    """The mesh axes among `names` that evenly split a dimension of `size` (as the model's rules do)."""
-    axes: list[str] = []
-    for name in names:
-        if name in mesh.shape and size % (math.prod(mesh.shape[a] for a in axes) * mesh.shape[name]) == 0:
-            axes.append(name)
-    return tuple(axes)
-
-
-def pallas_component(
-    q: jax.Array, k: jax.Array, v: jax.Array, layout: BlockLayout, *, fused_backward: bool = False
-) -> tuple[jax.Array, jax.Array]:
-    """The `pallas` backend's component function for `attention.sparse_attend`: the kernel, inside
-    `jax.shard_map` over batch and heads when a mesh is set (Mosaic kernels are not auto-partitioned)."""
-    if jax.default_backend() == "cpu":
-        _say_interpret_once()
-    attention = functools.partial(sparse_flash_attention, layout=layout, fused_backward=fused_backward)
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return attention(q, k, v)
-    batch_axes = _axes(mesh, BATCH_AXES, q.shape[0])
-    head_axes = _axes(mesh, HEAD_AXES, q.shape[2])
-    qkv = PartitionSpec(batch_axes or None, None, head_axes or None, None)
-    stat = PartitionSpec(batch_axes or None, None, head_axes or None)
-    sharded = jax.shard_map(
-        attention,
-        mesh=mesh,
-        in_specs=(qkv, qkv, qkv),
-        out_specs=(qkv, stat),
-        check_vma=False,  # pallas_call outputs carry no varying-axes annotation
-    )
-    return sharded(q, k, v)

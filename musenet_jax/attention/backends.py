@@ -1,7 +1,8 @@
 """`attend`: sparse causal attention with one pattern per head group, on a chosen backend.
 
 Backends: `dense` (masked reference, all n^2 scores), `xla_blocksparse` (only the layout's active
-blocks, plain XLA) and `pallas` (the Pallas kernels of sparse_flash.py). The sparse backends share
+blocks, plain XLA) and `pallas` (the Pallas kernels of pallas_kernels/sparse_flash.py, placed on the mesh by
+pallas_backend.py). The sparse backends share
 `sparse_attend`:
 it gathers q/k/v into each layout component's slot order, runs a component function
 `(q, k, v, BlockLayout) -> (out, lse)` and merges the components by log-sum-exp (see layouts.py).
@@ -18,13 +19,17 @@ import numpy as np
 from jax import lax
 
 from musenet_jax.attention.layouts import BlockLayout, PatternLayout, make_layout
+from musenet_jax.attention.pallas_backend import pallas_component
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import dense_attention
 from musenet_jax.attention.xla_blocksparse import blocksparse_attention
 from musenet_jax.errors import UserError, unknown_choice
-from pallas_kernels.sparse_flash import MIN_BLOCK, BlockSizeError, pallas_block_size, pallas_component
+from pallas_kernels.sparse_flash import MIN_BLOCK, RESIDUAL_NAMES, BlockSizeError, pallas_block_size
 
 BACKENDS: tuple[str, ...] = ("dense", "xla_blocksparse", "pallas")
+# Checkpoint names of the values a remat policy should save so that the backward pass does not run the
+# attention forward again (the Pallas kernels' output and log-sum-exp per component).
+ATTENTION_RESIDUALS: tuple[str, ...] = RESIDUAL_NAMES
 
 ComponentFn = Callable[[jax.Array, jax.Array, jax.Array, BlockLayout], tuple[jax.Array, jax.Array]]
 

@@ -3,13 +3,17 @@ compiled cost).
 
 With a TPU topology (the default on a CPU host when 'pallas' is benchmarked) nothing runs: each program is
 compiled ahead of time for one chip and reported by its compiled cost analysis, the grid steps of the
-Mosaic kernels it contains (read back from libtpu's Mosaic dump, `iteration_bounds`), and a roofline
-estimate est_ms = max(FLOPs / peak, bytes / HBM bandwidth) + grid_steps x 0.35 us (musenet_jax/hardware.py).
+Mosaic kernels it contains (read back from libtpu's Mosaic dump, `iteration_bounds`), kernel and glue bytes
+apart, the compiled code size, and est_ms = kernel time (a roofline per kernel with a vector-unit term read
+from the dumped kernel) + glue time, no overlap assumed (musenet_jax/bench/kernel_estimate.py). `jax_splash`
+is compiled at its best block sizes from a sweep (SPLASH_BLOCKS per axis).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import statistics
 import time
@@ -27,6 +31,11 @@ BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash")
 # its mask classes (a NumpyMask per head): the anchor for est_ms. On a CPU host it runs interpreted.
 # pallas_fused: the pallas backend with its TPU kernels' fused backward (model.pallas_backward=fused).
 VARIANTS: tuple[str, ...] = ("pallas_fused",)
+# Splash block edges swept per axis (block_q, block_kv, block_kv_compute; the backward uses the forward's).
+# Every configuration is ranked by kernel_estimate.splash_sweep_ms; the best SPLASH_COMPILED are compiled
+# and the one with the lowest est_ms is reported, with its block sizes.
+SPLASH_BLOCKS: tuple[int, ...] = (128, 256, 512, 1024)
+SPLASH_COMPILED = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +111,9 @@ def _peak_mb(compiled) -> float:
     return total / 2**20
 
 
-def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool):
-    """forward(q, k, v) and forward_backward(q, k, v, cotangent) of one backend."""
+def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool, splash_blocks=None):
+    """forward(q, k, v) and forward_backward(q, k, v, cotangent) of one backend (`splash_blocks`: the
+    jax_splash BlockSizes, default splash's own default)."""
     import jax
 
     from musenet_jax.attention.backends import attend
@@ -112,7 +122,7 @@ def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool):
         if backend == "jax_flash":
             return _jax_flash(q, k, v, on_tpu=on_tpu)
         if backend == "jax_splash":
-            return _jax_splash(q, k, v, pattern, on_tpu=on_tpu)
+            return _jax_splash(q, k, v, pattern, on_tpu=on_tpu, block_sizes=splash_blocks)
         if backend == "pallas_fused":
             return attend(
                 q, k, v, (pattern,), backend="pallas", block_size=args.block_size, fused_backward=True
@@ -148,7 +158,7 @@ def _splash_mask(pattern, seq: int):
     return np.asarray(pattern.mask(seq), dtype=bool)
 
 
-def _jax_splash(q, k, v, pattern, *, on_tpu: bool):
+def _jax_splash(q, k, v, pattern, *, on_tpu: bool, block_sizes=None):
     """JAX's splash attention on [batch, seq, heads, dim] inputs with `pattern`'s mask, scaled like ours."""
     import jax
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
@@ -159,7 +169,7 @@ def _jax_splash(q, k, v, pattern, *, on_tpu: bool):
         splash.MultiHeadMask([head_mask] * heads),
         head_shards=1,
         q_seq_shards=1,
-        block_sizes=splash.BlockSizes.get_default(),
+        block_sizes=block_sizes or splash.BlockSizes.get_default(),
         interpret=not on_tpu,
     )
     heads_first = (0, 2, 1, 3)  # splash takes [heads, seq, dim] per batch element
@@ -168,36 +178,88 @@ def _jax_splash(q, k, v, pattern, *, on_tpu: bool):
     return out.transpose(heads_first)
 
 
-def _splash_active_blocks(pattern, seq: int, block: int = 128) -> int:
-    """Blocks of the mask that splash computes at its default 128 x 128 blocks (natural order)."""
+def _splash_active_blocks(pattern, seq: int, block_q: int = 128, block_kv: int = 128) -> int:
+    """[block_q, block_kv] blocks of the mask that splash computes (natural order)."""
     import numpy as np
 
-    blocks = -(-seq // block)
-    padded = np.zeros((blocks * block, blocks * block), bool)
+    rows, cols = -(-seq // block_q), -(-seq // block_kv)
+    padded = np.zeros((rows * block_q, cols * block_kv), bool)
     padded[:seq, :seq] = _splash_mask(pattern, seq)
-    return int(padded.reshape(blocks, block, blocks, block).any(axis=(1, 3)).sum())
+    return int(padded.reshape(rows, block_q, cols, block_kv).any(axis=(1, 3)).sum())
 
 
-def _splash_cost(
-    args: argparse.Namespace, pattern, seq: int, *, forward_only: bool = False
-) -> tuple[float, float]:
-    """(FLOPs, bytes) of splash's kernels, which declare no cost: counted from its active blocks."""
-    from pallas_kernels.kernel_cost import flash_fwd_bwd_cost
+def _splash_costs(args: argparse.Namespace, pattern, seq: int, block_q: int, block_kv: int) -> dict:
+    """{"fwd" | "dq" | "dkv": (FLOPs, bytes)} of splash's kernels, which declare no cost: counted from its
+    active blocks at these block sizes."""
+    from musenet_jax.bench.kernel_estimate import splash_kernel_costs
 
-    return flash_fwd_bwd_cost(
-        active_blocks=_splash_active_blocks(pattern, seq),
-        block_q=128,
-        block_k=128,
+    return splash_kernel_costs(
+        active_blocks=_splash_active_blocks(pattern, seq, block_q, block_kv),
+        block_q=block_q,
+        block_k=block_kv,
         q_len=seq,
         k_len=seq,
         dim=args.head_dim,
         programs=args.batch * args.heads,
         itemsize=2 if args.dtype == "bfloat16" else 4,
-        forward_only=forward_only,
     )
 
 
-def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
+def _splash_block_sizes(block_q: int, block_kv: int, block_kv_compute: int):
+    """One splash configuration: the backward kernels take the forward's blocks."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    return splash.BlockSizes(
+        block_q=block_q,
+        block_kv=block_kv,
+        block_kv_compute=block_kv_compute,
+        block_q_dkv=block_q,
+        block_kv_dkv=block_kv,
+        block_kv_dkv_compute=block_kv_compute,
+        block_q_dq=block_q,
+        block_kv_dq=block_kv,
+    )
+
+
+def _block_sizes_dict(block_sizes) -> dict:
+    """The BlockSizes fields as JSON values (layouts by name)."""
+    return {
+        f.name: getattr(getattr(block_sizes, f.name), "name", getattr(block_sizes, f.name))
+        for f in dataclasses.fields(block_sizes)
+    }
+
+
+def _splash_sweep(
+    args: argparse.Namespace, pattern, seq: int, topology: str, ops_per_score: float
+) -> list[tuple[float, tuple]]:
+    """Every splash configuration with edges from SPLASH_BLOCKS that divide the sequence, ranked by the
+    sweep estimate (best first): [(ms, (block_q, block_kv, block_kv_compute))]. `ops_per_score`: vector
+    ops per computed score and kernel, as measured on a compiled configuration (0 before the first)."""
+    from musenet_jax.bench.kernel_estimate import splash_grid_steps, splash_sweep_ms
+
+    edges = [b for b in SPLASH_BLOCKS if seq % b == 0] or [seq]
+    ranked = []
+    for block_q, block_kv in itertools.product(edges, edges):
+        cost = _splash_costs(args, pattern, seq, block_q, block_kv)
+        steps = splash_grid_steps(seq, args.heads, args.batch, block_q, block_kv)
+        scores = _splash_scores(args, pattern, seq, block_q, block_kv)
+        ms = splash_sweep_ms(cost, steps, ops_per_score * scores, topology)
+        # block_kv_compute does not change the counted cost: prefer the widest slice whose float32
+        # [block_q, block_kv_compute] score tile stays within 1 MiB of VMEM, then narrower ones.
+        for compute in sorted((c for c in edges if c <= block_kv and block_kv % c == 0), reverse=True):
+            penalty = 0 if block_q * compute * 4 <= 2**20 else 1
+            ranked.append((ms, penalty, -compute, (block_q, block_kv, compute)))
+    ranked.sort()
+    return [(ms, blocks) for ms, _, _, blocks in ranked]
+
+
+def _splash_scores(args: argparse.Namespace, pattern, seq: int, block_q: int, block_kv: int) -> int:
+    """Scores one splash kernel computes: every element of its active blocks, per batch element and head."""
+    active = _splash_active_blocks(pattern, seq, block_q, block_kv)
+    return active * block_q * block_kv * args.batch * args.heads
+
+
+def _densities(args: argparse.Namespace, pattern, seq: int, backend: str, splash_blocks=None) -> dict:
     from musenet_jax.attention.backends import backend_layout
 
     layout = backend_layout(
@@ -209,7 +271,8 @@ def _densities(args: argparse.Namespace, pattern, seq: int, backend: str) -> dic
     blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
     density = {"dense": 1.0, "jax_flash": (blocks + 1) / (2 * blocks)}.get(backend, layout.density)
     if backend == "jax_splash":
-        density = _splash_active_blocks(pattern, seq) * 128 * 128 / seq**2
+        block_q, block_kv = splash_blocks or (128, 128)
+        density = _splash_active_blocks(pattern, seq, block_q, block_kv) * block_q * block_kv / seq**2
     return {
         "pattern": pattern.name,
         "seq": seq,
@@ -238,79 +301,158 @@ def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
 
 
 def _compiled_cost(
-    args: argparse.Namespace, pattern, seq: int, backend: str, device, topology: str, dump: str | None
+    args: argparse.Namespace,
+    pattern,
+    seq: int,
+    backend: str,
+    device,
+    topology: str,
+    dump: str | None,
+    splash_blocks: tuple[int, int, int] | None = None,
 ) -> dict:
-    """XLA's cost analysis of the programs compiled for one TPU chip (Pallas kernels count by their
-    layout-derived cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, so its kernels
-    are counted from its mask), the Mosaic kernels' grid steps and the roofline estimate."""
+    """One backend compiled for one TPU chip: XLA's cost analysis of the whole program (Pallas kernels count
+    by their declared cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, so its kernels
+    are counted from its mask), kernels and glue apart, code size, the Mosaic kernels' grid steps and vector
+    ops, and est_ms (kernel_estimate.py)."""
     import jax
     import jax.numpy as jnp
 
-    from musenet_jax.hardware import TPU_STEP_US, estimate_ms
-    from pallas_kernels import mosaic_dump
+    from musenet_jax.bench import kernel_estimate as est
+    from musenet_jax.bench import mosaic_dump
 
     x = jax.ShapeDtypeStruct(
         (args.batch, seq, args.heads, args.head_dim),
         jnp.dtype(args.dtype),
         sharding=jax.sharding.SingleDeviceSharding(device),
     )
-    forward, forward_backward = _programs(args, pattern, backend, on_tpu=True)
+    block_sizes = _splash_block_sizes(*splash_blocks) if splash_blocks else None
+    forward, forward_backward = _programs(args, pattern, backend, on_tpu=True, splash_blocks=block_sizes)
 
     def compile_and_read(fn, *shapes):
         before = mosaic_dump.snapshot(dump) if dump else frozenset()
-        cost = jax.jit(fn).lower(*shapes).compile().cost_analysis()
+        compiled = jax.jit(fn).lower(*shapes).compile()
         kernels = mosaic_dump.kernels(dump, since=before) if dump else []
-        return cost, kernels
+        return compiled, kernels
 
-    fwd, fwd_kernels = compile_and_read(forward, x, x, x)
-    fwd_bwd, fwd_bwd_kernels = compile_and_read(forward_backward, x, x, x, x)
-    flops, nbytes, fwd_flops = fwd_bwd["flops"], fwd_bwd["bytes accessed"], fwd["flops"]
-    if backend == "jax_splash":
-        kernel_flops, kernel_bytes = _splash_cost(args, pattern, seq)
-        flops, nbytes = flops + kernel_flops, nbytes + kernel_bytes
-        fwd_flops += _splash_cost(args, pattern, seq, forward_only=True)[0]
-    row = _densities(args, pattern, seq, backend) | {
+    fwd, _ = compile_and_read(forward, x, x, x)
+    fwd_bwd, dumped = compile_and_read(forward_backward, x, x, x, x)
+    cost, fwd_flops = fwd_bwd.cost_analysis(), fwd.cost_analysis()["flops"]
+    flops, nbytes = cost["flops"], cost["bytes accessed"]
+    declared = est.declared_kernel_costs(fwd_bwd.as_text())
+    glue_flops = flops - sum(f for f, _ in declared.values())
+    glue_bytes = nbytes - sum(b for _, b in declared.values())
+    if backend == "jax_splash":  # undeclared kernels: counted from the mask, by phase
+        by_phase = _splash_costs(args, pattern, seq, *(splash_blocks or (128, 128))[:2])
+        phase = {k.name: next(p for p in ("dkv", "dq", "fwd") if f"_{p}" in k.name) for k in dumped}
+        declared = {name: by_phase[p] for name, p in phase.items()}
+        flops += sum(f for f, _ in declared.values())
+        nbytes += sum(b for _, b in declared.values())
+        fwd_flops += by_phase["fwd"][0]
+    kernel_flops = sum(f for f, _ in declared.values())
+    kernel_bytes = sum(b for _, b in declared.values())
+    row = _densities(args, pattern, seq, backend, splash_blocks and splash_blocks[:2]) | {
         "fwd_gflop": fwd_flops / 1e9,
         "fwd_bwd_gflop": flops / 1e9,
-        "fwd_bwd_gbytes": nbytes / 1e9,
+        "fwd_bwd_gbytes": nbytes / 1e9,  # the whole op: kernels + glue
+        "kernel_gbytes": kernel_bytes / 1e9,
+        "glue_gbytes": glue_bytes / 1e9,
+        "kernel_gflop": kernel_flops / 1e9,
+        "glue_gflop": glue_flops / 1e9,
+        "code_mbytes": fwd_bwd.memory_analysis().generated_code_size_in_bytes / 1e6,
     }
-    if dump is None:
+    if block_sizes is not None:
+        row["block_sizes"] = _block_sizes_dict(block_sizes)
+    if dump is None or (declared and not dumped):  # libtpu started before the dump was asked for
         return row
-    steps_fwd = sum(k.grid_steps for k in fwd_kernels)
-    steps = sum(k.grid_steps for k in fwd_bwd_kernels)
+    kernels = []
+    for name in dict.fromkeys(k.name for k in dumped):  # one record per kernel name, its calls summed
+        calls = [k for k in dumped if k.name == name]
+        ops = [est.vector_ops_per_step(k.llo) for k in calls]
+        kernel = est.KernelCost(
+            name,
+            *declared.get(name, (0.0, 0.0)),
+            grid_steps=sum(k.grid_steps for k in calls),
+            vector_ops=sum(o * k.grid_steps for o, k in zip(ops, calls)),
+        )
+        kernels.append(kernel)
+        row.setdefault("kernels", {})[name] = {
+            "calls": len(calls),
+            "grid_steps": kernel.grid_steps,
+            "vector_ops_per_step": max(ops),
+            "llo_lines": max(k.llo.count("\n") for k in calls),  # the final kernel program's length
+            "est_ms": kernel.ms(topology),
+        }
+    kernel_ms = sum(k.ms(topology) for k in kernels)
+    glue_ms = est.glue_ms(max(glue_flops, 0.0), max(glue_bytes, 0.0), topology)
     return row | {
-        "grid_steps_fwd": steps_fwd,
-        "grid_steps": steps,  # forward + backward program
-        "kernels": {k.name: k.grid_steps for k in fwd_bwd_kernels}
-        if len({k.name for k in fwd_bwd_kernels}) == len(fwd_bwd_kernels)
-        else [[k.name, k.grid_steps] for k in fwd_bwd_kernels],
-        "step_us": TPU_STEP_US,
-        "est_ms": estimate_ms(flops, nbytes, steps, topology=topology),
+        "grid_steps_fwd": sum(v["grid_steps"] for n, v in row.get("kernels", {}).items() if "fwd" in n),
+        "grid_steps": sum(k.grid_steps for k in kernels),  # forward + backward program
+        "vector_ops": sum(k.vector_ops for k in kernels),
+        "step_us": est.TPU_STEP_US,
+        "kernel_ms": kernel_ms,
+        "glue_ms": glue_ms,
+        "est_ms": kernel_ms + glue_ms,
     }
+
+
+def _best_splash(
+    args: argparse.Namespace, pattern, seq: int, device, topology: str, dump: str | None
+) -> dict:
+    """jax_splash at its best block sizes. The sweep ranks every configuration, first without a vector term;
+    the best is compiled, its vector ops per computed score are read from its kernels, the sweep is ranked
+    again with them, and so on until the best is one already compiled (at most SPLASH_COMPILED compiles).
+    The compiled configuration with the lowest est_ms is reported, with the sweep's size and candidates."""
+    compiled: dict[tuple, dict] = {}
+    ops_per_score = 0.0
+    while True:
+        ranked = _splash_sweep(args, pattern, seq, topology, ops_per_score)
+        blocks = ranked[0][1]
+        if blocks in compiled or len(compiled) == SPLASH_COMPILED:
+            break
+        row = _compiled_cost(args, pattern, seq, "jax_splash", device, topology, dump, blocks)
+        compiled[blocks] = row
+        if "vector_ops" not in row:
+            break
+        ops_per_score = row["vector_ops"] / (3 * _splash_scores(args, pattern, seq, *blocks[:2]))
+    best = min(compiled.values(), key=lambda r: r.get("est_ms", 0.0))
+    best["sweep"] = {
+        "configurations": len(ranked),
+        "compiled": [[list(b), r.get("est_ms")] for b, r in compiled.items()],
+    }
+    return best
 
 
 def _print_cost_table(rows: list[dict], topology: str) -> None:
     print(f"compiled cost analysis for one chip of {topology} (no timing)")
     if any("est_ms" in r for r in rows):
         print(
-            "est_ms = max(FLOPs / peak, bytes / HBM bandwidth) + grid_steps x "
-            f"{rows[0].get('step_us', 0.35)} us "
-            "(grid_steps: the Mosaic kernels' iteration_bounds, forward + backward)"
+            "est_ms = kernels (per kernel max(FLOPs / peak, bytes / HBM bandwidth, vector ops / vector "
+            f"rate) + grid_steps x {rows[0].get('step_us', 0.35)} us) "
+            "+ glue (max(FLOPs / peak, bytes / bandwidth))"
         )
     print(
-        f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}"
-        f"{'fwd_GF':>10}{'fwd+bwd_GF':>12}"
-        f"{'fwd+bwd_GB':>12}{'steps':>9}{'est_ms':>9}{'x_flops':>9}{'x_vs_flash':>12}{'vs_splash':>11}"
+        f"{'pattern':<16}{'seq':>6} {'backend':<16}{'density':>9}{'fwd+bwd_GF':>12}"
+        f"{'GB':>8}{'kern_GB':>9}{'glue_GB':>9}{'code_MB':>9}{'steps':>8}{'kern_ms':>9}{'glue_ms':>9}"
+        f"{'est_ms':>8}{'vs_splash':>11}"
     )
     for r in rows:
-        steps = f"{r['grid_steps']:>9}{r['est_ms']:>9.3f}" if "est_ms" in r else f"{'':>18}"
-        ratio = f"{r['flops_ratio_fwd_bwd']:>9.2f}" if "flops_ratio_fwd_bwd" in r else f"{'':>9}"
-        ratio += f"{r['flops_ratio_vs_jax_flash']:>12.2f}" if "flops_ratio_vs_jax_flash" in r else f"{'':>12}"
-        ratio += f"{r['est_ms_ratio_vs_jax_splash']:>11.2f}" if "est_ms_ratio_vs_jax_splash" in r else ""
+        est = (
+            f"{r['grid_steps']:>8}{r['kernel_ms']:>9.3f}{r['glue_ms']:>9.3f}{r['est_ms']:>8.3f}"
+            if "est_ms" in r
+            else f"{'':>34}"
+        )
+        ratio = f"{r['est_ms_ratio_vs_jax_splash']:>11.2f}" if "est_ms_ratio_vs_jax_splash" in r else ""
+        blocks = r.get("block_sizes")
+        note = (
+            f"  blocks q/kv/kv_compute {blocks['block_q']}/{blocks['block_kv']}/{blocks['block_kv_compute']}"
+            if blocks
+            else ""
+        )
         print(
-            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}"
-            f"{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
-            f"{r['fwd_gflop']:>10.2f}{r['fwd_bwd_gflop']:>12.2f}{r['fwd_bwd_gbytes']:>12.3f}{steps}{ratio}"
+            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['density']:>9.4f}"
+            f"{r['fwd_bwd_gflop']:>12.2f}"
+            f"{r['fwd_bwd_gbytes']:>8.3f}{r['kernel_gbytes']:>9.3f}{r['glue_gbytes']:>9.3f}"
+            f"{r['code_mbytes']:>9.2f}{est}{ratio}{note}"
         )
 
 
@@ -365,8 +507,8 @@ def run(args: argparse.Namespace) -> int:
     if topology:
         import tempfile
 
+        from musenet_jax.bench import mosaic_dump
         from musenet_jax.train.compile import topology_devices
-        from pallas_kernels import mosaic_dump
 
         # Before libtpu starts (it reads LIBTPU_INIT_ARGS once): the kernels' grids are read from the dump.
         dump = mosaic_dump.enable(tempfile.mkdtemp(prefix="musenet-mosaic-"))
@@ -377,7 +519,9 @@ def run(args: argparse.Namespace) -> int:
         for seq in seqs:
             if topology:
                 group = [
-                    _compiled_cost(args, pattern, seq, backend, device, topology, dump)
+                    _best_splash(args, pattern, seq, device, topology, dump)
+                    if backend == "jax_splash"
+                    else _compiled_cost(args, pattern, seq, backend, device, topology, dump)
                     for backend in backends
                 ]
             else:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
+from musenet_jax.attention.backends import ATTENTION_RESIDUALS
 from musenet_jax.attention.patterns import Pattern, layer_patterns
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.slots import NoteSlots, note_slots
@@ -32,10 +33,17 @@ from musenet_jax.model.modules import Block, layer_norm
 from musenet_jax.model.sharding import constrain, logical_init, state_shardings
 from musenet_jax.model.sounding import SoundingNotes, held_after, held_step, mask_silent_note_offs
 
-REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
-    "full": None,  # save nothing: recompute the whole group in the backward pass
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+_SAVE_ATTENTION = jax.checkpoint_policies.save_only_these_names(*ATTENTION_RESIDUALS)
+# Every policy keeps the attention kernels' output and log-sum-exp (attention.ATTENTION_RESIDUALS), so the
+# backward pass never runs a forward attention kernel again; what else is saved is the policy's choice.
+REMAT_POLICIES: dict[str, Callable[..., bool]] = {
+    "full": _SAVE_ATTENTION,  # recompute the rest of the group in the backward pass
+    "dots_saveable": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, _SAVE_ATTENTION
+    ),
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _SAVE_ATTENTION
+    ),
 }
 
 

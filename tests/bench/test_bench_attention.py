@@ -1,0 +1,36 @@
+"""`bench attention --topology` against JAX's splash attention: splash runs at the best block sizes of a
+sweep, and its row says which (every BlockSizes field), so the comparison can be checked from the JSON."""
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_splash_row_carries_its_swept_block_sizes(capsys):
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    from musenet_jax.bench import attention
+    from musenet_jax.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    argv = ["--seq", "512", "--pattern", "fixed", "--heads", "2", "--dtype", "bfloat16"]
+    argv += ["--topology", "v5p:2x2x1"]
+    args = parser.parse_args(["bench", "attention", *argv, "--backends", "pallas,jax_splash", "--json"])
+    assert args.run(args) == 0
+    pallas, splash_row = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    blocks = splash_row["block_sizes"]
+    assert set(blocks) == {f.name for f in dataclasses.fields(splash.BlockSizes)}
+    assert {blocks["block_q"], blocks["block_kv"], blocks["block_kv_compute"]} <= {128, 256, 512}
+    assert blocks["block_q_dkv"] == blocks["block_q"] and blocks["block_kv_dq"] == blocks["block_kv"]
+    sweep = splash_row["sweep"]
+    assert sweep["configurations"] == 3 * (1 + 2 + 3)  # (block_q, block_kv, block_kv_compute <= block_kv)
+    assert 1 <= len(sweep["compiled"]) <= attention.SPLASH_COMPILED
+    assert splash_row["est_ms"] == min(ms for _, ms in sweep["compiled"])
+    assert any(name.startswith("splash_mha_fwd") for name in splash_row["kernels"])
+    for row in (pallas, splash_row):
+        assert row["est_ms"] == pytest.approx(row["kernel_ms"] + row["glue_ms"]) and row["code_mbytes"] > 0
+    assert pallas["est_ms_ratio_vs_jax_splash"] == pytest.approx(pallas["est_ms"] / splash_row["est_ms"])
