@@ -19,6 +19,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"storage"}),
     frozenset({"platform", "hardware", "config", "locks", "outputs"}),
     frozenset({"encoding"}),
+    frozenset({"render"}),
     frozenset({"data"}),
     frozenset({"attention"}),
     frozenset({"model"}),

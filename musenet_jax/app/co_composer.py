@@ -37,7 +37,8 @@ from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.errors import UserError
-from musenet_jax.sample.audio import renderer
+from musenet_jax.render.audio import renderer
+from musenet_jax.render.pianoroll import save_given_and_new, save_pianoroll
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import Request, intro_events, parse_instruments
 from musenet_jax.sample.config import SampleConfig
@@ -50,7 +51,6 @@ from musenet_jax.sample.infill import (
     new_notes,
     with_new_notes,
 )
-from musenet_jax.sample.pianoroll import save_given_and_new, save_pianoroll
 from musenet_jax.sample.sampler import Candidate, Sampler
 
 MAX_CANDIDATES = 8

@@ -27,10 +27,10 @@ from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.encoding.vocab import KIND_NOTE_ON
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
-from musenet_jax.sample.audio import renderer
+from musenet_jax.render.audio import renderer
+from musenet_jax.render.pianoroll import save_pianoroll
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import make_request, parse_instruments
-from musenet_jax.sample.pianoroll import save_pianoroll
 from musenet_jax.storage import is_url
 
 # The names of `generate`'s files: an earlier generate's are removed when its manifest lists them unchanged.

@@ -22,7 +22,8 @@ from musenet_jax.app.run import Run
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
-from musenet_jax.sample.audio import renderer
+from musenet_jax.render.audio import renderer
+from musenet_jax.render.pianoroll import save_given_and_new
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import Request, parse_instruments
 from musenet_jax.sample.infill import (
@@ -36,7 +37,6 @@ from musenet_jax.sample.infill import (
     read_piece,
     with_new_notes,
 )
-from musenet_jax.sample.pianoroll import save_given_and_new
 
 
 def infill(

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_make_fakes(args: argparse.Namespace) -> int:
-    from musenet_jax.app.fakes import make_fakes
+    from musenet_jax.app.make_fakes import make_fakes
 
     count = make_fakes(
         run_from_args(args, {"num": "critic.fakes"}), args.out, split=args.split, seed=args.seed

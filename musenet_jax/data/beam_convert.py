@@ -15,7 +15,7 @@ import apache_beam as beam
 from etils import epath
 
 from musenet_jax.data import convert as convert_lib
-from musenet_jax.data.corpus import SourceFile
+from musenet_jax.data.source_files import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from musenet_jax.data import convert as convert_lib
 from musenet_jax.data.corpora import CORPORA, LAKH_FULL, MAESTRO_V3, list_sources
-from musenet_jax.data.corpus import SourceFile
+from musenet_jax.data.source_files import SourceFile
 from musenet_jax.data.split_groups import group_splits
 from musenet_jax.encoding.anticipation import plain_encoding
 from musenet_jax.encoding.config import EncodingConfig

@@ -12,8 +12,8 @@ from typing import Any
 import miditoolkit
 import numpy as np
 
-from musenet_jax.data.corpus import MAX_PIECES_PER_FILE, SourceFile
 from musenet_jax.data.score_notes import notes_to_midi
+from musenet_jax.data.source_files import MAX_PIECES_PER_FILE, SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.families import FAMILIES, FAMILY_PROGRAM, family_of, family_of_name
 from musenet_jax.encoding.midi_io import MidiReadError

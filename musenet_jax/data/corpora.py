@@ -18,7 +18,7 @@ import shutil
 import tensorflow_datasets as tfds
 
 from musenet_jax.data.convert import SPLIT_PERCENT
-from musenet_jax.data.corpus import SourceFile, midi_dir_sources, music21_sources
+from musenet_jax.data.source_files import SourceFile, midi_dir_sources, music21_sources
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER, label_name
 from musenet_jax.errors import UserError
 

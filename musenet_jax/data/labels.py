@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import make_builder
 from musenet_jax.data.config import DataConfig
-from musenet_jax.data.corpus import SourceFile
+from musenet_jax.data.source_files import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.vocab import UNKNOWN_COMPOSER
 

@@ -75,7 +75,7 @@ def bundle_copy(tiny_bundle, tmp_path):
 @pytest.mark.slow
 def test_generate_refuses_a_users_sample_file_and_replaces_its_own(tiny_run, tmp_path, capsys):
     from musenet_jax.app.generate import output_names
-    from musenet_jax.sample.audio import renderer
+    from musenet_jax.render.audio import renderer
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()

@@ -173,7 +173,7 @@ def test_scores_music21_repairs_convert_without_warnings_on_the_terminal(tmp_pat
     import music21
 
     from musenet_jax.data.convert import Example, convert
-    from musenet_jax.data.corpus import SourceFile
+    from musenet_jax.data.source_files import SourceFile
 
     path = tmp_path / "overfull.musicxml"
     path.write_text(OVERFULL_SCORE)

@@ -3,8 +3,8 @@ extra labels are appended in a fixed order, and folder names become token names.
 
 import pytest
 
-from musenet_jax.data.corpus import midi_dir_sources, music21_sources
 from musenet_jax.data.labels import dataset_composers, labelled_encoding
+from musenet_jax.data.source_files import midi_dir_sources, music21_sources
 from musenet_jax.encoding.config import DEFAULT_COMPOSERS, EncodingConfig
 from musenet_jax.encoding.vocab import Vocabulary, label_name
 from musenet_jax.errors import UserError

@@ -11,7 +11,7 @@ import music21
 import numpy as np
 
 from musenet_jax.data.convert import Example, convert, programs_from_part_names
-from musenet_jax.data.corpus import SourceFile
+from musenet_jax.data.source_files import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.families import FAMILIES, family_of_name
 from musenet_jax.encoding.tokenizer import Tokenizer

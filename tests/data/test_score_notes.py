@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from musenet_jax.data.convert import Example, _score_pieces, convert
-from musenet_jax.data.corpus import SourceFile
 from musenet_jax.data.score_notes import notes_to_midi
+from musenet_jax.data.source_files import SourceFile
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.tokenizer import Tokenizer
 

@@ -20,7 +20,7 @@ from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.model.transformer import MuseNet
-from musenet_jax.sample import audio
+from musenet_jax.render import audio
 from musenet_jax.sample.conditioning import make_request, request_like
 from musenet_jax.sample.config import SampleConfig
 from musenet_jax.sample.filtering import draw, top_k_filter, top_p_filter

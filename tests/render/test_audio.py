@@ -1,11 +1,11 @@
-"""sample/audio.py: soundfont discovery and renderer()'s one-line reason when WAV output is off.
+"""render/audio.py: soundfont discovery and renderer()'s one-line reason when WAV output is off.
 
 Generation must go on without FluidSynth; the reason must be one line that says how to install it."""
 
 import pytest
 
-from musenet_jax.sample import audio
-from musenet_jax.sample.audio import INSTALL_HINT, SOUNDFONT_ENV, find_soundfont, renderer
+from musenet_jax.render import audio
+from musenet_jax.render.audio import INSTALL_HINT, SOUNDFONT_ENV, find_soundfont, renderer
 
 
 def _fluidsynth_loads() -> bool:

@@ -1,4 +1,4 @@
-"""sample/pianoroll.py: a PNG of the expected size from real MIDI, without touching pyplot's global state.
+"""render/pianoroll.py: a PNG of the expected size from real MIDI, without touching pyplot's global state.
 
 The docstring promises a bare Figure (safe in notebooks): no pyplot figure is left open and the backend is
 not switched."""
@@ -12,7 +12,7 @@ from PIL import Image
 
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.sample.pianoroll import family_colours, save_pianoroll
+from musenet_jax.render.pianoroll import family_colours, save_pianoroll
 
 TOKENIZER = Tokenizer()
 
