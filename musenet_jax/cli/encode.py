@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from musenet_jax.encoding.files import midi_files
     from musenet_jax.encoding.midi_io import shown
     from musenet_jax.encoding.tokenizer import Tokenizer
+    from musenet_jax.outputs import naming, refuse_to_overwrite, staged_into
 
     cfg = config_from_args(args)
     tokenizer = Tokenizer(cfg.encoding)
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = midi_files(args.paths, say=lambda line: print(f"musenet-jax encode: {line}", file=sys.stderr))
-    written, failed, notes_cut = 0, [], 0
+    records, failed, notes_cut = {}, [], 0
     used_names: set[str] = set()
     for path in files:
         read = _read_or_say_why_not(tokenizer, path)
@@ -53,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
             "ids": ids.tolist(),
             "tokens": tokenizer.to_strings(ids),
         }
-        (out / f"{name}.json").write_text(json.dumps(record))
-        written += 1
+        records[f"{name}.json"] = record
+    # Written beside and moved in; a file of the user's (a JSON beside its MIDI) is never replaced.
+    refuse_to_overwrite(out, records, "-o")
+    if records:
+        with staged_into(out, "encode", "-o") as staging, naming(out):
+            for name, record in records.items():
+                (staging / name).write_text(json.dumps(record))
+    written = len(records)
     line = f"encoded {written} of {len(files)} files into {shown(out)}/"
     if cfg.encoding.max_seconds is not None:
         line += f"; pieces {describe_cut(cfg.encoding.max_seconds)}: {notes_cut} notes cut"

@@ -19,7 +19,7 @@ def test_encode_then_decode_real_files(tmp_path):
     sources = packaged_midi_files()[:3]
     result = cli("encode", *map(str, sources), "-o", str(tmp_path / "json"), "--composer", "bach")
     assert result.returncode == 0, result.stderr
-    records = sorted((tmp_path / "json").glob("*.json"))
+    records = sorted((tmp_path / "json").glob("[!.]*.json"))  # not the hidden manifest of what encode wrote
     assert len(records) == 3
     record = json.loads(records[0].read_text())
     assert record["tokens"][0] == "composer:bach" and len(record["ids"]) == len(record["tokens"])
@@ -50,7 +50,7 @@ def test_folder_with_bad_files_keeps_the_good_ones(tmp_path):
     result = cli("encode", str(folder), "-o", str(tmp_path / "out"))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert sorted(p.stem for p in (tmp_path / "out").glob("*.json")) == sorted(p.stem for p in good)
+    assert sorted(p.stem for p in (tmp_path / "out").glob("[!.]*.json")) == sorted(p.stem for p in good)
     assert "empty.mid: empty file" in result.stderr
     assert "notes.mid: not a MIDI file" in result.stderr
 

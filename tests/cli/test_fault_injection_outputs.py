@@ -216,6 +216,26 @@ def test_decode_next_to_the_original_refuses_to_overwrite_it(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["x.mid"]
 
 
+def test_encode_next_to_a_users_json_refuses_to_overwrite_it(tmp_path, capsys):
+    """The mirror of item 4: `encode x.mid -o rt` where rt/x.json is the user's own file."""
+    from midi_corpus import packaged_midi_files
+
+    folder = tmp_path / "rt"
+    folder.mkdir()
+    shutil.copy(packaged_midi_files()[0], folder / "x.mid")
+    mine = folder / "x.json"
+    mine.write_text('{"my": "notes"}')
+    rc, _, err = _run_cli(capsys, ["encode", str(folder / "x.mid"), "-o", str(folder)])
+    assert rc == 2
+    line = _one_error_line(err, "encode")
+    assert f"{mine} exists and was not written by musenet-jax" in line and "another -o" in line
+    assert mine.read_text() == '{"my": "notes"}'
+    out = tmp_path / "encoded"
+    for _ in range(2):  # its own output is replaced on a rerun
+        assert _run_cli(capsys, ["encode", str(folder / "x.mid"), "-o", str(out)])[0] == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["x.json"]
+
+
 # --- 6. bundles carry checksums -------------------------------------------------------------------
 
 

@@ -195,7 +195,7 @@ def test_encode_carries_on_past_unreadable_files(unreadable_folder, tmp_path):
     assert f"{folder}/a_locked.mid: unreadable: permission denied" in result.stderr
     assert f"{folder}/b_dangling.mid: unreadable: broken symbolic link" in result.stderr
     assert f"{folder}/c_pipe.mid: unreadable: not a regular file" in result.stderr
-    encoded = sorted(p.stem for p in (tmp_path / "out").glob("*.json"))
+    encoded = sorted(p.stem for p in (tmp_path / "out").glob("[!.]*.json"))
     assert encoded == sorted([p.stem for p in good] + ["inner"])
     assert "skipped 3: " in result.stdout
     assert all(name in result.stdout for name in ("a_locked.mid", "b_dangling.mid", "c_pipe.mid"))
