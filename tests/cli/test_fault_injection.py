@@ -7,7 +7,6 @@ permitted those tests skip.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -18,40 +17,13 @@ import sys
 import time
 
 import pytest
+from cli_runs import one_error_line, run_cli, tmpfs
 from tiny_run import TINY_RUN, train_tiny
 
 from musenet_jax.cli.main import main
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SETS = [arg for override in TINY_RUN for arg in ("--set", override)]
-
-
-def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _one_error_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith(f"musenet-jax {command}: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
-
-
-@contextlib.contextmanager
-def _tmpfs(path: pathlib.Path, size: str):
-    """A real, small file system at `path`; skips the test where mounting is not permitted."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _read_only(path: pathlib.Path) -> None:
@@ -108,19 +80,19 @@ def test_second_train_is_refused_and_a_dead_holders_lock_is_taken_over(music21_d
     )
     try:
         _wait_for(workdir / "train.lock", first)
-        rc, out, err = _run_cli(
+        rc, out, err = run_cli(
             capsys,
             ["train", "--workdir", str(workdir), "--steps", "0", "--data-dir", str(music21_data_dir), *SETS],
         )
         assert rc == 2
-        line = _one_error_line(err, "train")
+        line = one_error_line(err, "train")
         assert "in use by another train" in line and f"PID {first.pid}," in line and "since" in line
     finally:
         first.send_signal(signal.SIGKILL)  # dies holding the lock: a stale lock for the next train
         first.communicate()
     assert json.loads((workdir / "train.lock").read_text())["pid"] == first.pid
 
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         ["train", "--workdir", str(workdir), "--steps", "0", "--data-dir", str(music21_data_dir), *SETS],
     )
@@ -183,7 +155,7 @@ def test_load_run_falls_back_from_a_damaged_latest_step(run_copy, damage):
 def test_generate_and_eval_fall_back_in_one_line(run_copy, tmp_path, capsys):
     _truncate(run_copy / "checkpoints" / "6")
     out_dir = tmp_path / "out"
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         [
             "generate",
@@ -206,25 +178,25 @@ def test_generate_and_eval_fall_back_in_one_line(run_copy, tmp_path, capsys):
     assert len(warnings) == 1 and "step 6" in warnings[0] and "falling back to step 3" in warnings[0]
     assert "Traceback" not in err and (out_dir / "ranking.json").exists()
 
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys, ["eval", "--checkpoint", str(run_copy), "--num-samples", "0", "--max-pieces", "1", "--json"]
     )
     assert rc == 0, err
     assert json.loads(out)["step"] == 3  # stdout stays the report; the warning went to stderr
     assert sum("damaged" in line for line in err.splitlines()) == 1 and "Traceback" not in err
 
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         ["eval", "--checkpoint", str(run_copy), "--step", "6", "--num-samples", "0", "--max-pieces", "1"],
     )
     assert rc == 2
-    assert "damaged: 6" in _one_error_line(err, "eval")
+    assert "damaged: 6" in one_error_line(err, "eval")
 
 
 @pytest.mark.slow
 def test_train_resumes_from_the_newest_readable_step(run_copy, music21_data_dir, capsys):
     _truncate(run_copy / "checkpoints" / "6")
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         ["train", "--workdir", str(run_copy), "--steps", "7", "--data-dir", str(music21_data_dir), *SETS],
     )
@@ -237,7 +209,7 @@ def test_train_resumes_from_the_newest_readable_step(run_copy, music21_data_dir,
 
 @pytest.mark.slow
 def test_train_step_flag_resumes_from_a_chosen_step(run_copy, music21_data_dir, capsys):
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         [
             "train",
@@ -267,24 +239,24 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
     from musenet_jax.app.run import load_run
 
     size = sum(-(-p.stat().st_size // 4096) * 4096 for p in tiny_run.rglob("*") if p.is_file())  # in pages
-    with _tmpfs(tmp_path / "small_disk", f"{size + 256 * 1024}") as disk:  # room for logs, not for a step
+    with tmpfs(tmp_path / "small_disk", f"{size + 256 * 1024}") as disk:  # room for logs, not for a step
         workdir = disk / "run"
         shutil.copytree(tiny_run, workdir)
-        rc, out, err = _run_cli(
+        rc, out, err = run_cli(
             capsys,
             ["train", "--workdir", str(workdir), "--steps", "30", "--data-dir", str(music21_data_dir), *SETS],
         )
         assert rc == 2
-        line = _one_error_line(err, "train")
+        line = one_error_line(err, "train")
         assert "No space left on device" in line and str(disk) in line
         said: list[str] = []
         assert load_run(workdir, say=said.append).step == 6 and not said  # earlier checkpoints intact
 
 
 def test_read_only_workdir_is_one_line(tmp_path, music21_data_dir, capsys):
-    with _tmpfs(tmp_path / "ro", "1m") as disk:
+    with tmpfs(tmp_path / "ro", "1m") as disk:
         _read_only(disk)
-        rc, out, err = _run_cli(
+        rc, out, err = run_cli(
             capsys,
             [
                 "train",
@@ -298,7 +270,7 @@ def test_read_only_workdir_is_one_line(tmp_path, music21_data_dir, capsys):
             ],
         )
     assert rc == 2
-    line = _one_error_line(err, "train")
+    line = one_error_line(err, "train")
     assert "Read-only file system" in line and str(disk / "run") in line
 
 
@@ -309,9 +281,9 @@ def test_unwritable_out_is_refused_before_the_model_loads(tmp_path, capsys, monk
         raise AssertionError("the model was loaded before --out was checked")
 
     monkeypatch.setattr(generate_cli, "run_from_args", no_model)
-    with _tmpfs(tmp_path / "ro", "1m") as disk:
+    with tmpfs(tmp_path / "ro", "1m") as disk:
         _read_only(disk)
-        rc, out, err = _run_cli(
+        rc, out, err = run_cli(
             capsys,
             [
                 "generate",
@@ -326,7 +298,7 @@ def test_unwritable_out_is_refused_before_the_model_loads(tmp_path, capsys, monk
             ],
         )
     assert rc == 2
-    assert "Read-only file system" in _one_error_line(err, "generate")
+    assert "Read-only file system" in one_error_line(err, "generate")
 
 
 def test_os_errors_keep_their_traceback_with_musenet_debug(tmp_path, monkeypatch):
@@ -371,11 +343,11 @@ def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsy
         "--out",
         str(out_dir),
     ]
-    assert _run_cli(capsys, [*common, "--num-samples", "3"])[0] == 0
+    assert run_cli(capsys, [*common, "--num-samples", "3"])[0] == 0
     earlier = {p.name for p in out_dir.iterdir() if p.name.startswith("sample_")}
     assert (out_dir / "sample_2.mid").exists()
     (out_dir / "notes.txt").write_text("mine")
-    rc, out, err = _run_cli(capsys, [*common, "--num-samples", "1"])
+    rc, out, err = run_cli(capsys, [*common, "--num-samples", "1"])
     assert rc == 0, err
     stale = {name for name in earlier if not name.startswith("sample_0.")}  # the others are replaced
     assert f"removed {len(stale)} files of an earlier generate from {out_dir}" in out + err
@@ -387,7 +359,7 @@ def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsy
 
 @pytest.mark.slow
 def test_an_absurd_length_is_refused_with_the_limit(tiny_run, tmp_path, capsys):
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         [
             "generate",
@@ -404,7 +376,7 @@ def test_an_absurd_length_is_refused_with_the_limit(tiny_run, tmp_path, capsys):
         ],
     )
     assert rc == 2
-    assert "sample.seconds must be positive and at most 3600" in _one_error_line(err, "generate")
+    assert "sample.seconds must be positive and at most 3600" in one_error_line(err, "generate")
 
 
 @pytest.mark.slow
@@ -413,7 +385,7 @@ def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, caps
     from musenet_jax.encoding.families import FAMILIES
 
     out_dir = tmp_path / "out"
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         [
             "generate",
@@ -444,7 +416,7 @@ def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, caps
 
 @pytest.mark.slow
 def test_a_short_budget_is_said_per_candidate(tiny_run, tmp_path, capsys):
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys,
         [
             "generate",

@@ -19,6 +19,7 @@ import sys
 import time
 
 import pytest
+from cli_runs import one_error_line, run_cli
 from hub_standin import hub_standin
 from midi_corpus import packaged_midi_files
 from tiny_run import TINY_RUN, train_tiny
@@ -27,19 +28,6 @@ from musenet_jax.cli.main import main
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SETS = [arg for override in TINY_RUN for arg in ("--set", override)]
-
-
-def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _one_error_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith(f"musenet-jax {command}: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
 
 
 def _cli_env(**extra: str) -> dict[str, str]:
@@ -86,9 +74,9 @@ def run_copy(tiny_run, tmp_path):
 )
 def test_sampling_numbers_that_are_not_finite_are_one_line(argv, expected, tmp_path, capsys):
     request = ["--composer", "bach", "--instruments", "piano", "--out", str(tmp_path / "out")]
-    rc, out, err = _run_cli(capsys, [*argv, *request])
+    rc, out, err = run_cli(capsys, [*argv, *request])
     assert rc == 2
-    assert expected in _one_error_line(err, "generate")
+    assert expected in one_error_line(err, "generate")
     assert not list((tmp_path / "out").glob("sample_*"))
 
 
@@ -111,9 +99,9 @@ def test_sampling_numbers_that_are_not_finite_are_one_line(argv, expected, tmp_p
 )
 def test_prepare_and_eval_numbers_out_of_range_are_one_line(argv, expected, tmp_path, capsys):
     extra = ["--data-dir", str(tmp_path / "tfds")] if argv[0] == "prepare" else []
-    rc, out, err = _run_cli(capsys, [*argv, *extra])
+    rc, out, err = run_cli(capsys, [*argv, *extra])
     assert rc == 2
-    assert expected in _one_error_line(err, argv[0])
+    assert expected in one_error_line(err, argv[0])
     assert not (tmp_path / "tfds").exists()
 
 
@@ -146,7 +134,7 @@ def _torn_metrics(workdir: pathlib.Path, steps: int) -> None:
 
 def test_plot_keeps_the_good_lines_of_a_torn_metrics_file(tmp_path, capsys):
     _torn_metrics(tmp_path, 4)
-    rc, out, err = _run_cli(capsys, ["plot", str(tmp_path), "-o", str(tmp_path / "curve.png")])
+    rc, out, err = run_cli(capsys, ["plot", str(tmp_path), "-o", str(tmp_path / "curve.png")])
     assert rc == 0, err
     assert f"step 4: train {3.6 / math.log(2):.3f} bits/token" in out
     assert err.count("ends in a torn line") == 1 and "the 4 records before it are kept" in err
@@ -170,9 +158,9 @@ def test_a_damaged_line_before_the_last_is_one_line_with_its_number(tmp_path, ca
     _torn_metrics(tmp_path, 3)
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('\n{"step": 6, "loss": 3.0}\n')
-    rc, out, err = _run_cli(capsys, ["plot", str(tmp_path)])
+    rc, out, err = run_cli(capsys, ["plot", str(tmp_path)])
     assert rc == 2
-    assert "metrics.jsonl line 4 is not a JSON record" in _one_error_line(err, "plot")
+    assert "metrics.jsonl line 4 is not a JSON record" in one_error_line(err, "plot")
 
 
 @pytest.mark.slow
@@ -180,7 +168,7 @@ def test_train_resumes_past_a_torn_metrics_line(run_copy, music21_data_dir, caps
     with open(run_copy / "metrics.jsonl", "a") as f:
         f.write('{"step": 7, "lo')
     argv = ["train", "--workdir", str(run_copy), "--steps", "7", "--data-dir", str(music21_data_dir), *SETS]
-    rc, out, err = _run_cli(capsys, argv)
+    rc, out, err = run_cli(capsys, argv)
     assert rc == 0, err
     assert "trained to step 7; resumed from step 6" in out
     assert (out + err).count("ends in a torn line") == 1 and "Traceback" not in err
@@ -232,7 +220,7 @@ def test_a_hub_that_refuses_the_push_is_one_line(tiny_bundle, tmp_path):
             timeout=600,
         )
     assert done.returncode == 2
-    line = _one_error_line(done.stderr, "export")
+    line = one_error_line(done.stderr, "export")
     assert "--push-to-hub me/x: the Hub answered" in line and "403" in line
     assert (tmp_path / "b" / "bundle.json").is_file()  # the local bundle stays
 
@@ -244,9 +232,9 @@ def test_a_hub_that_refuses_the_push_is_one_line(tiny_bundle, tmp_path):
 def test_an_unreachable_bucket_is_one_line_at_once(argv, monkeypatch, capsys):
     port = _closed_port()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    rc, out, err = _run_cli(capsys, [*argv, "--checkpoint", "gs://musenet-test/run"])
+    rc, out, err = run_cli(capsys, [*argv, "--checkpoint", "gs://musenet-test/run"])
     assert rc == 2
-    line = _one_error_line(err, argv[0])
+    line = one_error_line(err, argv[0])
     assert f"gs://musenet-test/run: cannot reach Google Cloud Storage at 127.0.0.1:{port}" in line
     assert "STORAGE_EMULATOR_HOST" in line and "or use a local path" in line
 
@@ -268,12 +256,12 @@ def test_without_a_credentials_file_the_line_says_how_to_log_in(monkeypatch, tmp
 def test_eval_all_steps_without_a_checkpoint_or_on_a_bundle_is_one_line(capsys):
     from musenet_jax.app.sources import bundled_model_dir
 
-    rc, out, err = _run_cli(capsys, ["eval", "--all-steps"])
+    rc, out, err = run_cli(capsys, ["eval", "--all-steps"])
     assert rc == 2
-    assert "add --checkpoint WORKDIR" in _one_error_line(err, "eval")
-    rc, out, err = _run_cli(capsys, ["eval", "--watch", "--checkpoint", str(bundled_model_dir())])
+    assert "add --checkpoint WORKDIR" in one_error_line(err, "eval")
+    rc, out, err = run_cli(capsys, ["eval", "--watch", "--checkpoint", str(bundled_model_dir())])
     assert rc == 2
-    line = _one_error_line(err, "eval")
+    line = one_error_line(err, "eval")
     assert "is an exported bundle, which holds one step" in line and "train first" not in line
 
 
@@ -284,21 +272,21 @@ def test_serve_refuses_a_port_out_of_range_a_busy_port_and_a_bad_host(capsys):
     if importlib.util.find_spec("gradio") is None:  # not imported: that alone takes seconds
         pytest.skip("serve needs the demo extra (Gradio)")
     for port in ("99999", "-1", "0"):
-        rc, out, err = _run_cli(capsys, ["serve", "--port", port])
+        rc, out, err = run_cli(capsys, ["serve", "--port", port])
         assert rc == 2 and out == ""
-        assert f"--port must be in 1..65535, got {port}" in _one_error_line(err, "serve")
+        assert f"--port must be in 1..65535, got {port}" in one_error_line(err, "serve")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        rc, out, err = _run_cli(capsys, ["serve", "--port", str(port)])
+        rc, out, err = run_cli(capsys, ["serve", "--port", str(port)])
     assert rc == 2 and out == ""  # no URL printed
-    assert f"port {port} on 127.0.0.1 is in use by another program; try another --port" in _one_error_line(
+    assert f"port {port} on 127.0.0.1 is in use by another program; try another --port" in one_error_line(
         err, "serve"
     )
-    rc, out, err = _run_cli(capsys, ["serve", "--host", "no-such-host.invalid"])
+    rc, out, err = run_cli(capsys, ["serve", "--host", "no-such-host.invalid"])
     assert rc == 2 and out == ""
-    assert "cannot resolve --host no-such-host.invalid" in _one_error_line(err, "serve")
+    assert "cannot resolve --host no-such-host.invalid" in one_error_line(err, "serve")
 
 
 # --- 18. damaged JSON files, a platform JAX cannot start, Ctrl-C during a save --------------------
@@ -313,9 +301,9 @@ def test_a_damaged_json_file_of_a_bundle_is_one_line_naming_it(name, remedy, tin
     shutil.copytree(tiny_bundle, bundle)
     text = (bundle / name).read_text()
     (bundle / name).write_text(text[: len(text) // 2])  # cut short
-    rc, out, err = _run_cli(capsys, ["eval", "--checkpoint", str(bundle), "--num-samples", "0"])
+    rc, out, err = run_cli(capsys, ["eval", "--checkpoint", str(bundle), "--num-samples", "0"])
     assert rc == 2
-    line = _one_error_line(err, "eval")
+    line = one_error_line(err, "eval")
     assert f"{bundle / name} is not valid JSON (" in line and remedy in line
 
 
@@ -329,7 +317,7 @@ def test_a_platform_jax_cannot_start_is_one_line():
         timeout=600,
     )
     assert done.returncode == 2
-    line = _one_error_line(done.stderr, "eval")
+    line = one_error_line(done.stderr, "eval")
     assert "JAX_PLATFORMS=rocm asks for a platform JAX cannot start" in line and "cpu" in line
 
 
@@ -378,7 +366,7 @@ def test_three_ctrl_c_during_the_stop_save_exit_non_zero_without_a_traceback(mus
 @pytest.mark.slow
 def test_steps_below_the_runs_step_say_nothing_was_trained(run_copy, music21_data_dir, capsys):
     argv = ["train", "--workdir", str(run_copy), "--steps", "3", "--data-dir", str(music21_data_dir), *SETS]
-    rc, out, err = _run_cli(capsys, argv)
+    rc, out, err = run_cli(capsys, argv)
     assert rc == 0, err
     assert f"nothing trained: {run_copy} is at step 6 already, not before step 3" in out
     assert "trained to" not in out
@@ -388,11 +376,11 @@ def test_steps_below_the_runs_step_say_nothing_was_trained(run_copy, music21_dat
 def test_a_damaged_step_asked_for_by_number_names_the_readable_ones(run_copy, capsys):
     for path in (run_copy / "checkpoints" / "6" / "params" / "d").iterdir():
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    rc, out, err = _run_cli(
+    rc, out, err = run_cli(
         capsys, ["generate", "--checkpoint", str(run_copy), "--step", "6", "--list-composers"]
     )
     assert rc == 2
-    line = _one_error_line(err, "generate")
+    line = one_error_line(err, "generate")
     assert "checkpoint step 6 in" in line and "is damaged" in line
     assert "steps that pass their checks: 3 (give --step 3" in line and "no readable checkpoint" not in line
 
@@ -435,16 +423,16 @@ def test_the_advice_for_a_folder_with_new_composers_works(tmp_path, capsys):
         assert main([*argv, "--workers", "1", "--json"]) == 0
     capsys.readouterr()
 
-    rc, out, err = _run_cli(capsys, ["eval", "--data-dir", f"{own}_tfds", *eval_args])
+    rc, out, err = run_cli(capsys, ["eval", "--data-dir", f"{own}_tfds", *eval_args])
     assert rc == 2
-    line = _one_error_line(err, "eval")
+    line = one_error_line(err, "eval")
     assert "composer labels the model (or config) lacks: bill_evans" in line
     assert (
         "files directly in the folder are `unknown`" in line and "no --config for the bundled model" in line
     )
     assert "rerun `musenet-jax prepare` with this config" not in line
     # what it says: known composer sub-folders (the others' files directly in the folder), no --config
-    rc, out, err = _run_cli(capsys, ["eval", "--data-dir", f"{known}_tfds", *eval_args])
+    rc, out, err = run_cli(capsys, ["eval", "--data-dir", f"{known}_tfds", *eval_args])
     assert rc == 0, err
     assert "bits/token" in out
 
@@ -453,9 +441,9 @@ def test_the_advice_for_a_folder_with_new_composers_works(tmp_path, capsys):
 
 
 def test_a_folder_given_as_config_is_one_line(tmp_path, capsys):
-    rc, out, err = _run_cli(capsys, ["train", "--config", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    rc, out, err = run_cli(capsys, ["train", "--config", str(tmp_path), "--workdir", str(tmp_path / "w")])
     assert rc == 2
-    line = _one_error_line(err, "train")
+    line = one_error_line(err, "train")
     assert f"--config {tmp_path} is a folder; expected a YAML file or a bundled config name" in line
     assert "does not exist" not in line
 

@@ -5,7 +5,6 @@ byte for byte as they were."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -16,6 +15,7 @@ import sys
 import time
 
 import pytest
+from cli_runs import one_error_line, run_cli, tmpfs
 
 from musenet_jax.cli.main import main
 
@@ -23,37 +23,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 GENERATE = ["--composer", "bach", "--instruments", "piano", "--seconds", "1"]
 
 
-def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _one_error_line(err: str, command: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith(f"musenet-jax {command}: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
-
-
 def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
     """Every file below `folder` (hidden ones included), by relative path: to compare byte for byte."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@contextlib.contextmanager
-def _tmpfs(path: pathlib.Path, size: str):
-    """A real, small file system at `path`; skips the test where mounting is not permitted."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture
@@ -83,15 +55,15 @@ def test_generate_refuses_a_users_sample_file_and_replaces_its_own(tiny_run, tmp
     mine.write_bytes(b"MThd my own piece")
     before = _snapshot(out_dir)
     args = ["generate", "--checkpoint", str(tiny_run), *GENERATE, "--out", str(out_dir)]
-    rc, out, err = _run_cli(capsys, [*args, "--num-samples", "1"])
+    rc, out, err = run_cli(capsys, [*args, "--num-samples", "1"])
     assert rc == 2
-    line = _one_error_line(err, "generate")
+    line = one_error_line(err, "generate")
     assert f"{mine} exists and was not written by musenet-jax" in line and "choose another --out" in line
     assert _snapshot(out_dir) == before  # nothing written, nothing removed
 
     mine.unlink()
-    assert _run_cli(capsys, [*args, "--num-samples", "2"])[0] == 0
-    rc, out, err = _run_cli(capsys, [*args, "--num-samples", "1"])  # its own files: replaced or removed
+    assert run_cli(capsys, [*args, "--num-samples", "2"])[0] == 0
+    rc, out, err = run_cli(capsys, [*args, "--num-samples", "1"])  # its own files: replaced or removed
     assert rc == 0, err
     audio = renderer()[0] is not None
     stale = len(output_names(2, audio)) - len(output_names(1, audio))  # sample_1's
@@ -101,9 +73,9 @@ def test_generate_refuses_a_users_sample_file_and_replaces_its_own(tiny_run, tmp
 
     (out_dir / "sample_0.png").write_bytes(b"edited by hand")  # changed since: the user's now
     edited = _snapshot(out_dir)
-    rc, out, err = _run_cli(capsys, [*args, "--num-samples", "1"])
+    rc, out, err = run_cli(capsys, [*args, "--num-samples", "1"])
     assert rc == 2
-    assert f"{out_dir / 'sample_0.png'} exists" in _one_error_line(err, "generate")
+    assert f"{out_dir / 'sample_0.png'} exists" in one_error_line(err, "generate")
     assert _snapshot(out_dir) == edited
 
 
@@ -114,9 +86,9 @@ def test_generate_refuses_a_users_sample_file_and_replaces_its_own(tiny_run, tmp
 def test_export_onto_its_own_source_is_refused(bundle_copy, tmp_path, capsys):
     before = _snapshot(bundle_copy)
     for out in (bundle_copy, bundle_copy.parent):  # the bundle itself, and a folder holding it
-        rc, _, err = _run_cli(capsys, ["export", "--checkpoint", str(bundle_copy), "--out", str(out)])
+        rc, _, err = run_cli(capsys, ["export", "--checkpoint", str(bundle_copy), "--out", str(out)])
         assert rc == 2
-        line = _one_error_line(err, "export")
+        line = one_error_line(err, "export")
         assert f"--out {out} " in line and "the --checkpoint being exported" in line
         assert "export to another folder" in line
     assert _snapshot(bundle_copy) == before
@@ -126,9 +98,9 @@ def test_export_onto_its_own_source_is_refused(bundle_copy, tmp_path, capsys):
 def test_export_keeps_a_users_file_in_an_earlier_bundle(tiny_run, bundle_copy, capsys):
     (bundle_copy / "notes.txt").write_text("mine")
     before = _snapshot(bundle_copy)
-    rc, _, err = _run_cli(capsys, ["export", "--checkpoint", str(tiny_run), "--out", str(bundle_copy)])
+    rc, _, err = run_cli(capsys, ["export", "--checkpoint", str(tiny_run), "--out", str(bundle_copy)])
     assert rc == 2
-    line = _one_error_line(err, "export")
+    line = one_error_line(err, "export")
     assert f"{bundle_copy / 'notes.txt'} in it is not a bundle's file" in line and "move it out" in line
     assert _snapshot(bundle_copy) == before
 
@@ -138,14 +110,14 @@ def test_export_over_a_bundle_on_a_full_disk_keeps_the_old_one(tiny_run, tiny_bu
     from musenet_jax.app.run import load_run
 
     size = sum(-(-p.stat().st_size // 4096) * 4096 for p in tiny_bundle.rglob("*") if p.is_file())
-    with _tmpfs(tmp_path / "disk", f"{size + 64 * 1024}") as disk:  # room for one bundle, not two
+    with tmpfs(tmp_path / "disk", f"{size + 64 * 1024}") as disk:  # room for one bundle, not two
         bundle = disk / "bundle"
         shutil.copytree(tiny_bundle, bundle)
         (bundle / ".gitkeep").write_text("")
         before = _snapshot(bundle)
-        rc, _, err = _run_cli(capsys, ["export", "--checkpoint", str(tiny_run), "--out", str(bundle)])
+        rc, _, err = run_cli(capsys, ["export", "--checkpoint", str(tiny_run), "--out", str(bundle)])
         assert rc == 2
-        line = _one_error_line(err, "export")
+        line = one_error_line(err, "export")
         assert "No space left on device" in line and str(disk) in line
         assert _snapshot(bundle) == before  # the old bundle, byte for byte
         assert sorted(p.name for p in disk.iterdir()) == ["bundle"]  # no staging folder left behind
@@ -180,14 +152,14 @@ def test_an_export_killed_midway_leaves_a_whole_bundle(tiny_run, bundle_copy, tm
 
 @pytest.mark.slow
 def test_generate_on_a_full_disk_names_the_folder_and_leaves_no_partial_file(tiny_run, tmp_path, capsys):
-    with _tmpfs(tmp_path / "disk", "12k") as disk:
+    with tmpfs(tmp_path / "disk", "12k") as disk:
         (disk / "notes.txt").write_text("mine")
-        rc, _, err = _run_cli(
+        rc, _, err = run_cli(
             capsys,
             ["generate", "--checkpoint", str(tiny_run), *GENERATE, "--num-samples", "1", "--out", str(disk)],
         )
         assert rc == 2
-        line = _one_error_line(err, "generate")
+        line = one_error_line(err, "generate")
         assert f"{disk}: No space left on device; free some space there" in line
         assert sorted(p.name for p in disk.iterdir()) == ["notes.txt"]  # no 0-byte sample_0.mid
         assert (disk / "notes.txt").read_text() == "mine"
@@ -202,17 +174,17 @@ def test_decode_next_to_the_original_refuses_to_overwrite_it(tmp_path, capsys):
     original = tmp_path / "rt" / "x.mid"
     original.parent.mkdir()
     shutil.copy(packaged_midi_files()[0], original)
-    assert _run_cli(capsys, ["encode", str(original), "-o", str(tmp_path / "rt")])[0] == 0
+    assert run_cli(capsys, ["encode", str(original), "-o", str(tmp_path / "rt")])[0] == 0
     before = original.read_bytes()
-    rc, _, err = _run_cli(capsys, ["decode", str(tmp_path / "rt" / "x.json"), "-o", str(tmp_path / "rt")])
+    rc, _, err = run_cli(capsys, ["decode", str(tmp_path / "rt" / "x.json"), "-o", str(tmp_path / "rt")])
     assert rc == 2
-    line = _one_error_line(err, "decode")
+    line = one_error_line(err, "decode")
     assert f"{original} exists and was not written by musenet-jax" in line and "another -o" in line
     assert original.read_bytes() == before
 
     out = tmp_path / "decoded"
     for _ in range(2):  # its own output is replaced on a rerun
-        assert _run_cli(capsys, ["decode", str(tmp_path / "rt" / "x.json"), "-o", str(out)])[0] == 0
+        assert run_cli(capsys, ["decode", str(tmp_path / "rt" / "x.json"), "-o", str(out)])[0] == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["x.mid"]
 
 
@@ -225,14 +197,14 @@ def test_encode_next_to_a_users_json_refuses_to_overwrite_it(tmp_path, capsys):
     shutil.copy(packaged_midi_files()[0], folder / "x.mid")
     mine = folder / "x.json"
     mine.write_text('{"my": "notes"}')
-    rc, _, err = _run_cli(capsys, ["encode", str(folder / "x.mid"), "-o", str(folder)])
+    rc, _, err = run_cli(capsys, ["encode", str(folder / "x.mid"), "-o", str(folder)])
     assert rc == 2
-    line = _one_error_line(err, "encode")
+    line = one_error_line(err, "encode")
     assert f"{mine} exists and was not written by musenet-jax" in line and "another -o" in line
     assert mine.read_text() == '{"my": "notes"}'
     out = tmp_path / "encoded"
     for _ in range(2):  # its own output is replaced on a rerun
-        assert _run_cli(capsys, ["encode", str(folder / "x.mid"), "-o", str(out)])[0] == 0
+        assert run_cli(capsys, ["encode", str(folder / "x.mid"), "-o", str(out)])[0] == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["x.json"]
 
 
@@ -246,11 +218,11 @@ def test_a_bundle_with_flipped_bytes_is_refused_in_one_line(bundle_copy, tmp_pat
     for k in range(64):  # 64 bytes in the middle of the tensors, the header untouched
         data[len(data) // 2 + k] ^= 0x5A
     params.write_bytes(bytes(data))
-    rc, _, err = _run_cli(
+    rc, _, err = run_cli(
         capsys, ["generate", "--checkpoint", str(bundle_copy), *GENERATE, "--out", str(tmp_path / "out")]
     )
     assert rc == 2
-    line = _one_error_line(err, "generate")
+    line = one_error_line(err, "generate")
     assert f"{params} is damaged or was changed" in line and "export the bundle again" in line
 
 
@@ -271,8 +243,8 @@ def test_the_packaged_bundle_carries_checksums_of_every_file():
 def test_make_fakes_replaces_its_own_and_refuses_a_users_pieces(tiny_run, tmp_path, capsys):
     fakes = tmp_path / "fakes"
     args = ["critic", "make-fakes", "--checkpoint", str(tiny_run), "--out", str(fakes)]
-    assert _run_cli(capsys, [*args, "--num", "2"])[0] == 0
-    rc, out, err = _run_cli(capsys, [*args, "--num", "1"])
+    assert run_cli(capsys, [*args, "--num", "2"])[0] == 0
+    rc, out, err = run_cli(capsys, [*args, "--num", "1"])
     assert rc == 0, err
     assert sorted(p.name for p in fakes.iterdir() if not p.name.startswith(".")) == [
         "fake_00000.mid",
@@ -282,9 +254,9 @@ def test_make_fakes_replaces_its_own_and_refuses_a_users_pieces(tiny_run, tmp_pa
     mine = fakes / "mine.mid"
     shutil.copy(fakes / "fake_00000.mid", mine)
     before = _snapshot(fakes)
-    rc, _, err = _run_cli(capsys, [*args, "--num", "1"])
+    rc, _, err = run_cli(capsys, [*args, "--num", "1"])
     assert rc == 2
-    line = _one_error_line(err, "critic")
+    line = one_error_line(err, "critic")
     assert f"{mine} exists and was not written by musenet-jax" in line and "choose another --out" in line
     assert _snapshot(fakes) == before
 
