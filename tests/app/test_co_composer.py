@@ -26,7 +26,7 @@ def test_settings_refuse_bad_requests_in_one_line():
         r"seconds per continuation must be in \(0, 60\]": dict(seconds=0.0),
         "candidates must be 1 to 8": dict(num_candidates=9),
         r"top_p must be in \(0, 1\]": dict(top_p=0.0),
-        "temperature must be >= 0": dict(temperature=-1.0),
+        "temperature must be finite and >= 0": dict(temperature=-1.0),
     }
     for message, change in cases.items():
         with pytest.raises(UserError, match=message) as caught:

@@ -67,7 +67,10 @@ def test_split_is_stable_by_source_hash(music21_data_dir):
 
 def test_mismatched_encoding_is_refused(music21_data_dir):
     cfg = load_config("tiny", [f"data.data_dir={music21_data_dir}", "encoding.velocity_bins=8"])
-    with pytest.raises(UserError, match="rerun `musenet-jax prepare`"):
+    with pytest.raises(
+        UserError,
+        match=r"encoding.velocity_bins differ.*prepare it into another --data-dir with this encoding",
+    ):
         open_split(cfg.data, cfg.encoding, "train")
 
 

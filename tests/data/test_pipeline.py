@@ -137,7 +137,7 @@ def test_anticipation_reads_the_plain_dataset_and_masks_controls(cfg):
     the flag stays in the prefix, and control tokens are never targets of the loss."""
     on = cfg.replace(encoding=dataclasses.replace(cfg.encoding, anticipation_s=1.0))
     vocab = Tokenizer(on.encoding).vocab
-    batches = take(make_train_iterator(on, process_index=0, process_count=1), 6)
+    batches = take(make_train_iterator(*rows(on), process_index=0, process_count=1), 6)
     inputs = np.concatenate([b["inputs"] for b in batches])
     targets = np.concatenate([b["targets"] for b in batches])
     mask = np.concatenate([b["loss_mask"] for b in batches])
