@@ -190,7 +190,8 @@ def test_generate_and_eval_fall_back_in_one_line(run_copy, tmp_path, capsys):
         ["eval", "--checkpoint", str(run_copy), "--step", "6", "--num-samples", "0", "--max-pieces", "1"],
     )
     assert rc == 2
-    assert "damaged: 6" in one_error_line(err, "eval")
+    line = one_error_line(err, "eval")
+    assert "checkpoint step 6" in line and "is damaged" in line and "steps that pass their checks: 3" in line
 
 
 @pytest.mark.slow

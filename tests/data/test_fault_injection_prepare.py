@@ -173,7 +173,9 @@ def test_the_co_composer_refuses_a_hostile_upload_within_a_memory_budget(hostile
     result, peak_mb = measured(script, tmp_path)
     assert result.returncode == 3, result.stderr
     # said with the upload's name, not the server's temporary path
-    assert result.stdout.startswith("gap.mid: 4.5e+09 s of silence before the note"), result.stdout
+    # (pyfluidsynth prints where it found its library when CI is set: that line is not ours)
+    said = [line for line in result.stdout.splitlines() if "was found at" not in line]
+    assert said[0].startswith("gap.mid: 4.5e+09 s of silence before the note"), result.stdout
     assert peak_mb < MEMORY_BUDGET_MB, peak_mb
 
 

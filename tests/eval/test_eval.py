@@ -134,4 +134,4 @@ def test_eval_end_to_end_on_a_trained_tiny_run(music21_data_dir, tmp_path, capsy
     assert set(gate["samples"]["distance"]) >= {"recurring_pitch_6", "key_return", "families_present"}
     assert gate["reference"]["beat_grid_rate"]["n"] > 0 and isinstance(gate["samples"]["fails"], list)
     assert main(["eval", "--checkpoint", str(workdir), "--num-samples", "-1"]) == 2
-    assert "--num-samples must not be negative" in capsys.readouterr().err
+    assert "--num-samples must be >= 0" in capsys.readouterr().err

@@ -24,7 +24,7 @@ def _lowered_gradient(policy: str) -> tuple[str, str, int]:
     overrides = ["model.n_layers=2", "model.context=256", "model.d_model=128", "model.n_heads=2"]
     cfg = load_config("musenet_72l", [*overrides, f"model.remat_policy={policy}"])
     assert cfg.model.attention == "pallas" and cfg.model.scan_layers
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(cfg, Vocabulary(cfg.encoding).size)))
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(cfg.model, Vocabulary(cfg.encoding))))
     components = sum(
         len(backend_layout(p, 256, backend="pallas", block_size=cfg.model.block_size).components)
         for patterns in pattern_cycle(cfg.model)
