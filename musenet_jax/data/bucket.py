@@ -26,11 +26,22 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("MUSENET_JAX_CACHE", pathlib.Path.home() / ".cache" / "musenet_jax"))
 
 
+# (bucket data dir, source) -> the local data dir holding its copy, brought up to date once per process:
+# a `train` reads labels, train and validation splits and note facts, and lists the bucket once for all.
+_LOCAL_COPIES: dict[tuple[str, str], str] = {}
+
+
 def local_data_dir(data_dir: str, source: str) -> str:
     """`data_dir` itself when local; for a bucket URL, a local copy of its `musenet_midi/<source>` folder
-    (made or brought up to date now) and the data dir holding it."""
+    (made or brought up to date by this process's first call) and the data dir holding it."""
     if not is_url(data_dir):
         return data_dir
+    if (data_dir, source) not in _LOCAL_COPIES:
+        _LOCAL_COPIES[(data_dir, source)] = _synced_copy(data_dir, source)
+    return _LOCAL_COPIES[(data_dir, source)]
+
+
+def _synced_copy(data_dir: str, source: str) -> str:
     local_root = cache_root() / "datasets" / data_dir.replace("://", "/", 1).rstrip("/")
     remote = epath.Path(data_dir) / "musenet_midi" / source
     local = local_root / "musenet_midi" / source
@@ -52,6 +63,7 @@ def local_data_dir(data_dir: str, source: str) -> str:
 def upload_dataset(staged: os.PathLike, folder: epath.Path) -> None:
     """Puts a finished local build `staged` at the bucket folder `folder` (replacing what is there)."""
     staged = pathlib.Path(staged)
+    _LOCAL_COPIES.clear()  # a copy this process made is out of date now
     (folder / BUILD_INPUTS).unlink(missing_ok=True)  # an interrupted upload is never taken as reusable
     old = files_under(folder) if folder.exists() else []
     for marker in [f for f in old if f.name == METADATA]:

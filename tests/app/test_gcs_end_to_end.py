@@ -93,3 +93,45 @@ def test_a_run_lives_in_a_bucket_from_prepare_to_generate(tmp_path, monkeypatch)
         for k in range(len(ranking["candidates"])):  # the bundle in the bucket composes what the run does
             from_run = json.loads((bucket / "out" / f"sample_{k}.json").read_text())["ids"]
             assert json.loads((bucket / "out_bundle" / f"sample_{k}.json").read_text())["ids"] == from_run
+
+
+LISTINGS = """
+import pathlib, sys
+from musenet_jax.data import bucket
+
+data_dir, staged = sys.argv[1], pathlib.Path(sys.argv[2])
+folder = bucket.epath.Path(data_dir) / "musenet_midi" / "midi_dir"
+bucket.upload_dataset(staged, folder)
+listed = []
+real = bucket.files_under
+bucket.files_under = lambda folder: listed.append(folder) or real(folder)
+reads = [bucket.local_data_dir(data_dir, "midi_dir") for _ in range(3)]
+(staged / "1.0.0" / "shard").write_text("new notes")
+bucket.upload_dataset(staged, folder)
+after = bucket.local_data_dir(data_dir, "midi_dir")
+copy = pathlib.Path(after) / "musenet_midi" / "midi_dir" / "1.0.0" / "shard"
+print(len(set(reads)), len(listed), after == reads[0], copy.read_text().replace(" ", "_"))
+"""
+
+
+@pytest.mark.slow
+def test_a_bucket_dataset_is_brought_up_to_date_once_per_process(tmp_path):
+    """Labels, the train and validation splits and note facts all read the local copy: one listing of the
+    bucket per process, and an upload by the same process makes the next read bring the copy up to date."""
+    staged = tmp_path / "staged"
+    (staged / "1.0.0").mkdir(parents=True)
+    (staged / "1.0.0" / "shard").write_text("notes")
+    with gcs_emulator() as gcs:
+        env = {**os.environ, **gcs, "MUSENET_JAX_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+        done = subprocess.run(
+            [sys.executable, "-c", LISTINGS, f"gs://{BUCKET}/data", str(staged)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    same_dir, listings, same_after, content = done.stdout.split()
+    # three reads list the bucket once, the second upload lists what it replaces, the read after it again
+    assert same_dir == "1" and same_after == "True" and int(listings) == 3, done.stdout
+    assert content == "new_notes"
