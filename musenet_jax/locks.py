@@ -24,7 +24,8 @@ from musenet_jax.errors import UserError
 from musenet_jax.storage import is_url
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a lock or a staging folder it left is not stale then)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,7 +45,7 @@ def holder_alive(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname():
         return True
     try:
-        return _alive(int(holder["pid"]))
+        return process_alive(int(holder["pid"]))
     except (KeyError, TypeError, ValueError):
         return False
 

@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterable, Iterator
 from etils import epath
 
 from musenet_jax.errors import UserError
+from musenet_jax.locks import process_alive
 from musenet_jax.storage import copy_folder, is_url, move_folder, write_text_whole
 
 MANIFEST = ".musenet-jax-outputs.json"
@@ -122,22 +123,11 @@ def remove_earlier(
     return removed
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` still runs (whose staging folder is not stale then)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_staging(folder: pathlib.Path) -> None:
     """Staging folders left by a killed run (its process is gone)."""
     for child in folder.iterdir():
         found = _STAGING.match(child.name)
-        if found and child.is_dir() and not _alive(int(found.group(1))):
+        if found and child.is_dir() and not process_alive(int(found.group(1))):
             shutil.rmtree(child, ignore_errors=True)
 
 
@@ -209,7 +199,7 @@ def _remove_stale(folder: epath.Path) -> None:
     pattern = re.compile(rf"^\.{re.escape(folder.name)}\.(staged|replaced)-(\d+)-[0-9a-f]+$")
     for child in sorted(folder.parent.iterdir()):
         found = pattern.match(child.name)
-        if not (found and child.is_dir()) or _alive(int(found.group(2))):
+        if not (found and child.is_dir()) or process_alive(int(found.group(2))):
             continue
         if found.group(1) == "replaced" and not folder.exists():
             move_folder(child, folder)

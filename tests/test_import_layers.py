@@ -17,7 +17,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors"}),
     frozenset({"storage"}),
-    frozenset({"platform", "hardware", "config", "locks", "outputs"}),
+    frozenset({"platform", "hardware", "config", "locks"}),
+    frozenset({"outputs"}),  # output manifests and staging: a staging folder's owner is checked like a lock's
     frozenset({"encoding"}),
     frozenset({"render"}),
     frozenset({"data"}),

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from etils import epath
 from tqdm import tqdm
 
@@ -66,6 +67,18 @@ def rank_candidates(entries: list[dict[str, Any]], *, by_critic: bool) -> list[d
     return sorted(entries, key=lambda e: (e["new_notes"] == 0, -e[key]))
 
 
+def critic_scores(run: Run, sequences: list[np.ndarray], say: Callable[[str], None]) -> np.ndarray | None:
+    """The run's critic's P(real) of each sequence, or None without a critic (said in one line when the
+    run's `sample.rank_by` asked to rank by it)."""
+    critic = run.critic()
+    if critic is None and run.cfg.sample.rank_by == "critic":
+        say(
+            f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
+            "ranking by mean log-probability"
+        )
+    return None if critic is None else critic.score(sequences)
+
+
 def generate(
     run: Run,
     out_dir: str | os.PathLike,
@@ -107,13 +120,7 @@ def generate(
             [request] * sc.num_samples, max_new_tokens=budget, seed=sc.seed, progress=progress
         )
 
-    critic = run.critic()
-    scores = None if critic is None else critic.score([c.ids for c in candidates])
-    if critic is None and sc.rank_by == "critic":
-        say(
-            f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
-            "ranking by mean log-probability"
-        )
+    scores = critic_scores(run, [c.ids for c in candidates], say)
     if render is None:
         say(why_not)
     intro_s = duration_steps(request.prompt, tokenizer.vocab) * tokenizer.step_s

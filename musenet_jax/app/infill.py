@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from musenet_jax.app.generate import OUTPUT_FILE, output_names, prepare_out_dir, rank_candidates
+from musenet_jax.app.generate import (
+    OUTPUT_FILE,
+    critic_scores,
+    output_names,
+    prepare_out_dir,
+    rank_candidates,
+)
 from musenet_jax.app.run import Run
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
@@ -129,13 +135,7 @@ def _sample_and_write(
     news = [new_notes(tokenizer, cand.ids, given.start_step) for cand in candidates]
     wholes = [given_and_new(given.events, new) for new in news]
     plain = [tokenizer.events_to_ids(whole, composer) for whole in wholes]
-    critic = run.critic()
-    scores = None if critic is None else critic.score(plain)
-    if critic is None and sc.rank_by == "critic":
-        say(
-            f"no trained critic in {run.workdir} (run `musenet-jax critic train`); "
-            "ranking by mean log-probability"
-        )
+    scores = critic_scores(run, plain, say)
     if render is None:
         say(why_not)
     entries = [

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from musenet_jax.cli.common import FlagKeys, add_run_arguments, run_from_args
 from musenet_jax.encoding.vocab import label_name
 from musenet_jax.errors import UserError, unknown_choice
+
+if TYPE_CHECKING:
+    from musenet_jax.app.run import Run
 
 FLAGS: FlagKeys = {
     "seconds": "sample.seconds",
@@ -110,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if label_name(args.composer) not in composers:
         raise unknown_choice("composer", args.composer, composers)
     if infilling or args.accompany is not None:
-        return _infill_or_accompany(args, infilling)
+        ranking = _infill_or_accompany(run, args, infilling)
+        _say_written(ranking, args.out, f"{ranking[0]['new_notes']} new notes")
+        return 0
     ranking = generate(
         run,
         args.out,
@@ -118,24 +124,30 @@ def run(args: argparse.Namespace) -> int:
         instruments=args.instruments,
         intro=args.prompt,
     )
-    best = ranking[0]
-    score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
-    print(
-        f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
-        f"mean log-prob {best['mean_logprob']:.3f}, {best['seconds']:.1f} s)"
-    )
+    _say_written(ranking, args.out, f"{ranking[0]['seconds']:.1f} s")
     return 0
 
 
-def _infill_or_accompany(args: argparse.Namespace, infilling: bool) -> int:
+def _say_written(ranking: list[dict], out: str, size: str) -> None:
+    """One line: how many candidates went where, and the best one with its scores and `size`."""
+    best = ranking[0]
+    score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
+    print(
+        f"wrote {len(ranking)} candidates to {out}/; best: {best['midi']} ({score}, "
+        f"mean log-prob {best['mean_logprob']:.3f}, {size})"
+    )
+
+
+def _infill_or_accompany(run: Run, args: argparse.Namespace, infilling: bool) -> list[dict]:
+    """The ranking of `generate --infill/--infill-bars/--accompany` on the already loaded `run`."""
     from musenet_jax.app.infill import accompany, infill
     from musenet_jax.sample.infill import parse_span
 
     if infilling:
         span_s = parse_span(args.infill, "--infill") if args.infill is not None else None
         bars = parse_span(args.infill_bars, "--infill-bars") if args.infill_bars is not None else None
-        ranking = infill(
-            run_from_args(args, FLAGS),
+        return infill(
+            run,
             args.out,
             piece=args.prompt,
             composer=args.composer,
@@ -143,18 +155,10 @@ def _infill_or_accompany(args: argparse.Namespace, infilling: bool) -> int:
             span_bars=bars,
             instruments=args.instruments,
         )
-    else:
-        ranking = accompany(
-            run_from_args(args, FLAGS),
-            args.out,
-            piece=args.accompany,
-            composer=args.composer,
-            instruments=args.instruments,
-        )
-    best = ranking[0]
-    score = "no critic" if best["critic_score"] is None else f"critic {best['critic_score']:.3f}"
-    print(
-        f"wrote {len(ranking)} candidates to {args.out}/; best: {best['midi']} ({score}, "
-        f"mean log-prob {best['mean_logprob']:.3f}, {best['new_notes']} new notes)"
+    return accompany(
+        run,
+        args.out,
+        piece=args.accompany,
+        composer=args.composer,
+        instruments=args.instruments,
     )
-    return 0
