@@ -15,6 +15,9 @@ class ModelConfig:
     n_heads: int = 4
     mlp_ratio: int = 4
     context: int = 256  # tokens per training sequence
+    # Where a token sits in the window: a learned absolute table added to the input (MuseNet), or rotary
+    # embeddings of queries and keys (model/rotary.py), which make attention scores depend on distance only.
+    position_encoding: Literal["learned", "rotary"] = "learned"
     attention: Literal["dense", "xla_blocksparse", "pallas"] = "xla_blocksparse"
     patterns: tuple[str, ...] = ("strided", "fixed")  # sparse patterns used by the layers
     pattern_layout: Literal["interleave", "merge", "head_split"] = "interleave"
@@ -70,6 +73,15 @@ class ModelConfig:
             raise ValueError(
                 f"model.context={self.context} leaves no room to compose after the conditioning "
                 f"prefix; use at least {self.MIN_CONTEXT}"
+            )
+        if self.position_encoding not in ("learned", "rotary"):
+            raise ValueError(
+                f"model.position_encoding must be learned or rotary, not {self.position_encoding!r}"
+            )
+        if self.position_encoding == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"model.position_encoding=rotary rotates pairs of dimensions: the head size "
+                f"d_model / n_heads = {self.d_model // self.n_heads} must be even"
             )
         if not self.patterns:
             raise ValueError("model.patterns needs at least one of strided, fixed")

@@ -1,6 +1,7 @@
 """MuseNet's input embedding: token + position + timing + piece position + countdown to the end.
 
-All five are learned tables summed into one vector per token. The extra ones tell the model where in
+All five are learned tables summed into one vector per token (the position table only with
+`position_encoding: learned`; rotary positions act inside attention instead, model/rotary.py). The extra ones tell the model where in
 musical time it is, not just where in the token stream:
 - timing: the absolute time of the token (`times`, in encoding time steps of `time_step_ms`) in
   buckets of `time_bucket_ms`, clipped to `time_buckets`; simultaneous notes share it;
@@ -70,7 +71,7 @@ class MusicEmbedding(nnx.Module):
             )
 
         self.token = table(vocab_size, ("vocab", "embed"))
-        self.position = table(cfg.context, (None, "embed"))
+        self.position = table(cfg.context, (None, "embed")) if cfg.position_encoding == "learned" else None
         self.timing = table(cfg.time_buckets, (None, "embed"))
         self.part = table(cfg.structure_parts, (None, "embed"))
         self.countdown = table(cfg.countdown_buckets, (None, "embed"))
@@ -80,13 +81,13 @@ class MusicEmbedding(nnx.Module):
     ) -> jax.Array:
         """inputs/positions/times [B, T] int, durations [B] -> [B, T, d_model] in the compute dtype."""
         cfg = self.cfg
-        return (
+        x = (
             _lookup(self.token, inputs)
-            + _lookup(self.position, positions)
             + _lookup(self.timing, time_buckets(times, cfg, self.time_step_ms))
             + _lookup(self.part, piece_parts(times, durations, cfg))
             + _lookup(self.countdown, countdown_buckets(times, durations, cfg, self.time_step_ms))
         )
+        return x if self.position is None else x + _lookup(self.position, positions)
 
 
 def _lookup(table: nnx.Embed, ids: jax.Array) -> jax.Array:

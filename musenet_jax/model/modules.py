@@ -16,6 +16,7 @@ from musenet_jax.attention.backends import attend
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import masked_attention
 from musenet_jax.model.config import ModelConfig
+from musenet_jax.model.rotary import apply_rotary
 from musenet_jax.model.sharding import constrain, logical_init
 
 Shape = tuple[int, ...]
@@ -79,13 +80,19 @@ class SparseSelfAttention(nnx.Module):
             "bthk,hkd->btd", (h, self.head_dim, d), ("heads", "kv", "embed"), (d,), ("embed",)
         )
 
-    def _qkv(self, x: jax.Array) -> KVTriple:
+    def _qkv(self, x: jax.Array, positions: jax.Array) -> KVTriple:
+        """Projections of x [B, T, d] at `positions` [T]; with rotary positions q and k are rotated (the
+        cache holds rotated keys, so a decoded query meets them at their own positions)."""
         names = ("batch", "length", "heads", "kv")
-        return tuple(constrain(p(x), names) for p in (self.query, self.key, self.value))  # type: ignore[return-value]
+        q, k, v = (constrain(p(x), names) for p in (self.query, self.key, self.value))
+        if self.cfg.position_encoding == "rotary":
+            q, k = (constrain(apply_rotary(a, positions), names) for a in (q, k))
+        return q, k, v
 
     def __call__(self, x: jax.Array) -> KVTriple:
-        """x [B, T, d] -> (out [B, T, d], k, v [B, T, H, Dh]); k/v feed the cache when prefilling."""
-        q, k, v = self._qkv(x)
+        """x [B, T, d] (a window from position 0) -> (out [B, T, d], k, v [B, T, H, Dh]); k/v feed the cache
+        when prefilling."""
+        q, k, v = self._qkv(x, jnp.arange(x.shape[1], dtype=jnp.int32))
         y = attend(
             q,
             k,
@@ -99,7 +106,7 @@ class SparseSelfAttention(nnx.Module):
 
     def decode(self, x: jax.Array, k_cache: jax.Array, v_cache: jax.Array, position: jax.Array) -> KVTriple:
         """One token x [B, 1, d] at `position` against caches [B, L, H, Dh] -> (out, k_cache, v_cache)."""
-        q, k, v = self._qkv(x)
+        q, k, v = self._qkv(x, position[None])
         k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), position, axis=1)
         v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), position, axis=1)
         k_cache, v_cache = (constrain(c, ("batch", "length", "heads", "kv")) for c in (k_cache, v_cache))

@@ -10,12 +10,23 @@ from musenet_jax.model.transformer import MuseNet
 
 
 @pytest.mark.parametrize(
-    "attention,layout",
-    [("xla_blocksparse", "interleave"), ("dense", "head_split")],
-    ids=["blocksparse-interleave", "dense-head_split"],
+    "attention,layout,positions",
+    [
+        ("xla_blocksparse", "interleave", "learned"),
+        ("dense", "head_split", "learned"),
+        ("xla_blocksparse", "interleave", "rotary"),
+    ],
+    ids=["blocksparse-interleave", "dense-head_split", "blocksparse-rotary"],
 )
-def test_prefill_and_decode_match_full_forward(attention, layout):
-    cfg = tiny_model_config(attention=attention, pattern_layout=layout, n_layers=4, stride=8, fixed_summary=2)
+def test_prefill_and_decode_match_full_forward(attention, layout, positions):
+    cfg = tiny_model_config(
+        attention=attention,
+        pattern_layout=layout,
+        n_layers=4,
+        stride=8,
+        fixed_summary=2,
+        position_encoding=positions,
+    )
     model = MuseNet(cfg, VOCAB, rngs=nnx.Rngs(1))
     b = batch(length=50, seed=3)
     full = nnx.jit(lambda m, b: m(b["inputs"], b["times"], b["durations"]))(model, b)
