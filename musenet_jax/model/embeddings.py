@@ -1,8 +1,8 @@
 """MuseNet's input embedding: token + position + timing + piece position + countdown to the end.
 
 All five are learned tables summed into one vector per token (the position table only with
-`position_encoding: learned`; rotary positions act inside attention instead, model/rotary.py). The extra ones tell the model where in
-musical time it is, not just where in the token stream:
+`position_encoding: learned`; rotary positions act inside attention instead, model/rotary.py). The
+extra ones tell the model where in musical time it is, not just where in the token stream:
 - timing: the absolute time of the token (`times`, in encoding time steps of `time_step_ms`) in
   buckets of `time_bucket_ms`, clipped to `time_buckets`; simultaneous notes share it;
 - piece position: which of `structure_parts` equal parts of the whole piece the token falls in

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from musenet_jax.attention.backends import attend
@@ -80,9 +81,10 @@ class SparseSelfAttention(nnx.Module):
             "bthk,hkd->btd", (h, self.head_dim, d), ("heads", "kv", "embed"), (d,), ("embed",)
         )
 
-    def _qkv(self, x: jax.Array, positions: jax.Array) -> KVTriple:
-        """Projections of x [B, T, d] at `positions` [T]; with rotary positions q and k are rotated (the
-        cache holds rotated keys, so a decoded query meets them at their own positions)."""
+    def _qkv(self, x: jax.Array, positions: np.ndarray | jax.Array) -> KVTriple:
+        """Projections of x [B, T, d] at `positions` [T] (numpy when known at trace time); with rotary
+        positions q and k are rotated (the cache holds rotated keys: a decoded query meets them at their
+        own positions)."""
         names = ("batch", "length", "heads", "kv")
         q, k, v = (constrain(p(x), names) for p in (self.query, self.key, self.value))
         if self.cfg.position_encoding == "rotary":
@@ -92,7 +94,7 @@ class SparseSelfAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> KVTriple:
         """x [B, T, d] (a window from position 0) -> (out [B, T, d], k, v [B, T, H, Dh]); k/v feed the cache
         when prefilling."""
-        q, k, v = self._qkv(x, jnp.arange(x.shape[1], dtype=jnp.int32))
+        q, k, v = self._qkv(x, np.arange(x.shape[1], dtype=np.int32))
         y = attend(
             q,
             k,

@@ -27,6 +27,13 @@ def test_score_depends_on_distance_only():
     assert abs(_score(q, k, 10, 2) - near) > 1e-3  # another distance scores differently
 
 
+def test_traced_and_constant_positions_rotate_alike():
+    x = jax.random.normal(jax.random.key(2), (1, 6, 2, 8))
+    constant = apply_rotary(x, np.arange(6))
+    traced = jax.jit(lambda x, p: apply_rotary(x, p))(x, jnp.arange(6))
+    np.testing.assert_allclose(constant, traced, rtol=1e-5, atol=1e-6)
+
+
 def test_rotation_keeps_norms_and_position_zero_is_identity():
     x = jax.random.normal(jax.random.key(1), (2, 5, 3, 8))
     rotated = apply_rotary(x, jnp.arange(5))
