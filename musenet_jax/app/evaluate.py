@@ -39,19 +39,25 @@ def evaluate(
     show_progress: bool = True,
     composer: str | None = None,
     controls: bool = False,
+    position_bucket: int | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict (keys: bits_per_token, bits_per_token_by_kind, bits_per_note,
     bits_per_second, by_composer, sample_stats, test_stats (the split's), stat_distance, gate, ...).
     `num_samples` defaults to `sample.num_samples`; 0 skips sampling. `composer`: only the split's pieces
     of that composer (scored, and the requests samples are conditioned like). `controls`: real pieces of
     the other held-out split (validation for test, else test) and controls made from them through the
-    gate too."""
+    gate too. `position_bucket`: positions of the context window per row of bits/token by position
+    (default: the context in 8)."""
     cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
     num = cfg.sample.num_samples if num_samples is None else num_samples
     if num < 0:
         raise UserError(f"--num-samples must not be negative, got {num}")
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
+    if position_bucket is not None and not 1 <= position_bucket <= model.cfg.context:
+        raise UserError(
+            f"--position-bucket must be 1 to the model's context ({model.cfg.context}), got {position_bucket}"
+        )
     pieces = _of_composer(
         tokenizer,
         load_split_pieces(cfg.data, cfg.encoding, split, None if composer else max_pieces),
@@ -60,7 +66,7 @@ def evaluate(
     )[:max_pieces]
     report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step, "composer": composer}
     scores = score_pieces(model, tokenizer, pieces)
-    report.update(token_report(scores))
+    report.update(token_report(scores, position_bucket))
     report.update(music_rates(tokenizer, pieces, scores.nats_by_piece, scores.tokens_by_piece))
 
     seconds = cfg.sample.seconds

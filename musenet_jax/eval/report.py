@@ -23,6 +23,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"  {report['bits_per_note']:.4f} bits/note ({report['notes']} notes), "
             f"{report['bits_per_second']:.4f} bits/second ({report['seconds']:.1f} s of music)"
         )
+    if report.get("bits_per_token_by_position"):
+        lines.append(format_positions(report["bits_per_token_by_position"]))
     if report.get("by_composer"):
         lines.append(f"{'composer':<22}{'pieces':>8}{'bits/token':>12}{'bits/note':>12}{'bits/second':>13}")
         for name, rates in report["by_composer"].items():
@@ -46,6 +48,17 @@ def format_table(report: dict[str, Any]) -> str:
         )
     if report.get("gate"):
         lines.append(format_gate(report["gate"], report["split"]))
+    return "\n".join(lines)
+
+
+def format_positions(rows: list[dict[str, Any]]) -> str:
+    """Bits/token by position in the context window, one row per bucket with its token count (a piece
+    shorter than the context fills only the first positions)."""
+    lines = [f"{'window positions':<22}{'tokens':>10}{'bits/token':>12}"]
+    for row in rows:
+        lines.append(
+            f"{row['first']:>9}-{row['last']:<12}{row['tokens']:>10}{_number(row['bits_per_token']):>12}"
+        )
     return "\n".join(lines)
 
 
