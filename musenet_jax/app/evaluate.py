@@ -17,7 +17,7 @@ from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
-from musenet_jax.eval.accompaniment import accompaniment_stats
+from musenet_jax.eval.accompaniment import side_by_side
 from musenet_jax.eval.gate_sets import composer_label, gate_section
 from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
@@ -155,9 +155,11 @@ def accompaniment_report(
     run: Run, pieces: Sequence[np.ndarray], *, family: str, seed: int = 0, show_progress: bool = False
 ) -> dict[str, Any]:
     """On each piece's first `sample.seconds` that has a `family` part and another one, the model writes
-    a `family` part given the rest (one candidate); the figures of `eval/accompaniment.py` of its part and
-    of the piece's real one, averaged over the pieces. The datasets keep no tempo map, so the grid is the
-    given part's onsets only. Run it on a control run too (one trained without the given part)."""
+    a `family` part given the rest (one candidate); the figures of `eval/accompaniment.py` of its part, of
+    the piece's real one and of the control (the model's part for another piece's given part: no
+    sampling of its own), averaged over the pieces, and whether the model is closer to the real part than
+    the control (`side_by_side`). The datasets keep no tempo map, so the grid is the given part's onsets
+    only."""
     tokenizer, sc = run.tokenizer, run.cfg.sample
     require_anticipation(tokenizer.vocab)
     names = parse_instruments(family)
@@ -166,7 +168,7 @@ def accompaniment_report(
     name = names[0]
     index, step = FAMILIES.index(name), tokenizer.step_s
     sampler = run.sampler()
-    ours, real = [], []
+    ours, real, given_parts, ends_s = [], [], [], []
     for k, ids in enumerate(tqdm(pieces, unit="piece", desc="accompany", disable=not show_progress)):
         events = opening(tokenizer.ids_to_events(ids), sc.seconds)
         part = events.family == index
@@ -180,22 +182,18 @@ def accompaniment_report(
         request = anticipated_request(tokenizer, composer, given, present, [name])
         budget = token_budget(stop * step, 1, sc.max_new_tokens) + len(request.forced)
         [candidate] = sampler.sample([request], max_new_tokens=budget, seed=seed + k)
-        none = np.zeros(0)
-        ours.append(accompaniment_stats(new_notes(tokenizer, candidate.ids, 0), rest, none))
-        real.append(accompaniment_stats(events.select(part), rest, none))
+        ours.append(new_notes(tokenizer, candidate.ids, 0))
+        real.append(events.select(part))
+        given_parts.append(rest)
+        ends_s.append(stop * step)
     if not ours:
         raise UserError(f"no piece has a {name} part and another one: nothing to accompany")
-
-    def means(rows: list[dict[str, float]]) -> dict[str, float | None]:
-        values = {key: np.array([row[key] for row in rows]) for key in rows[0]}
-        return {key: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for key, v in values.items()}
-
     return {
         "family": name,
         "pieces": len(pieces),
         "scored": len(ours),
         "seconds": sc.seconds,
         "grid": "the given part's onsets (no tempo map in the dataset)",
-        "model": means(ours),
-        "real": means(real),
+        "control_part": "the model's part for the next scored piece's given part (pieces rotated by one)",
+        **side_by_side(ours, real, given_parts, ends_s),
     }

@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FAMILY",
         help="instead: on each piece with a FAMILY part and another one (its first sample.seconds), the "
         "model writes FAMILY given the rest; onsets on the given part's onsets and key consistency of its "
-        "part and of the real one (a run trained with anticipation)",
+        "part, of the real one and of a control (its part for another piece's given part), and whether "
+        "it is closer to the real part than the control (a run trained with anticipation)",
     )
     many = parser.add_argument_group("many checkpoints")
     many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.accompany_stats:
         from musenet_jax.app.evaluate import evaluate_accompaniment
+        from musenet_jax.eval.report import format_accompaniment
 
         stats = evaluate_accompaniment(
             run_from_args(args),
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             show_progress=not args.json,
         )
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(stats, indent=2) if args.json else format_accompaniment(stats))
         return 0
 
     from musenet_jax.app.evaluate import evaluate

@@ -62,6 +62,39 @@ def format_positions(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_accompaniment(report: dict[str, Any]) -> str:
+    """`eval --accompany-stats`: the model's part, the real part and the control side by side, per figure
+    whether the model is closer to the real part than the control, and the verdict over the figures."""
+    split = report.get("split", "the split")
+    lines = [
+        f"{report['family']} added to {report['scored']} of {report['pieces']} pieces of {split} "
+        f"(their first {report['seconds']:g} s; grid: {report['grid']})",
+        f"{'figure':<18}{'model':>8}{'real':>8}{'control':>9}  model closer to real than control",
+    ]
+    control = report["control"] or {}
+    for name, ours in report["model"].items():
+        closer = {True: "yes", False: "no", None: "-"}[report["closer_than_control"][name]]
+        lines.append(
+            f"{name:<18}{_short(ours):>8}{_short(report['real'][name]):>8}{_short(control.get(name)):>9}"
+            f"  {closer}"
+        )
+    if report["control"] is None:
+        lines.append("control: none (it needs two scored pieces)")
+    else:
+        lines.append(f"control: {report['control_part']}")
+    verdict = report["closer_on_every_figure"]
+    if verdict is not None:
+        lines.append(
+            f"the model's part is {'' if verdict else 'not '}closer to the real part than the control on "
+            "every figure it has"
+        )
+    return "\n".join(lines)
+
+
+def _short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
