@@ -17,7 +17,7 @@ from musenet_jax.data.pieces import load_split_pieces
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
-from musenet_jax.eval.accompaniment import accompaniment_stats
+from musenet_jax.eval.accompaniment import side_by_side
 from musenet_jax.eval.gate_sets import composer_label, gate_section
 from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
@@ -39,19 +39,25 @@ def evaluate(
     show_progress: bool = True,
     composer: str | None = None,
     controls: bool = False,
+    position_bucket: int | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict (keys: bits_per_token, bits_per_token_by_kind, bits_per_note,
     bits_per_second, by_composer, sample_stats, test_stats (the split's), stat_distance, gate, ...).
     `num_samples` defaults to `sample.num_samples`; 0 skips sampling. `composer`: only the split's pieces
     of that composer (scored, and the requests samples are conditioned like). `controls`: real pieces of
     the other held-out split (validation for test, else test) and controls made from them through the
-    gate too."""
+    gate too. `position_bucket`: positions of the context window per row of bits/token by position
+    (default: the context in 8)."""
     cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
     num = cfg.sample.num_samples if num_samples is None else num_samples
     if num < 0:
         raise UserError(f"--num-samples must not be negative, got {num}")
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
+    if position_bucket is not None and not 1 <= position_bucket <= model.cfg.context:
+        raise UserError(
+            f"--position-bucket must be 1 to the model's context ({model.cfg.context}), got {position_bucket}"
+        )
     pieces = _of_composer(
         tokenizer,
         load_split_pieces(cfg.data, cfg.encoding, split, None if composer else max_pieces),
@@ -60,7 +66,7 @@ def evaluate(
     )[:max_pieces]
     report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step, "composer": composer}
     scores = score_pieces(model, tokenizer, pieces)
-    report.update(token_report(scores))
+    report.update(token_report(scores, position_bucket))
     report.update(music_rates(tokenizer, pieces, scores.nats_by_piece, scores.tokens_by_piece))
 
     seconds = cfg.sample.seconds
@@ -149,9 +155,11 @@ def accompaniment_report(
     run: Run, pieces: Sequence[np.ndarray], *, family: str, seed: int = 0, show_progress: bool = False
 ) -> dict[str, Any]:
     """On each piece's first `sample.seconds` that has a `family` part and another one, the model writes
-    a `family` part given the rest (one candidate); the figures of `eval/accompaniment.py` of its part and
-    of the piece's real one, averaged over the pieces. The datasets keep no tempo map, so the grid is the
-    given part's onsets only. Run it on a control run too (one trained without the given part)."""
+    a `family` part given the rest (one candidate); the figures of `eval/accompaniment.py` of its part, of
+    the piece's real one and of the control (the model's part for another piece's given part: no
+    sampling of its own), averaged over the pieces, and whether the model is closer to the real part than
+    the control (`side_by_side`). The datasets keep no tempo map, so the grid is the given part's onsets
+    only."""
     tokenizer, sc = run.tokenizer, run.cfg.sample
     require_anticipation(tokenizer.vocab)
     names = parse_instruments(family)
@@ -160,7 +168,7 @@ def accompaniment_report(
     name = names[0]
     index, step = FAMILIES.index(name), tokenizer.step_s
     sampler = run.sampler()
-    ours, real = [], []
+    ours, real, given_parts, ends_s = [], [], [], []
     for k, ids in enumerate(tqdm(pieces, unit="piece", desc="accompany", disable=not show_progress)):
         events = opening(tokenizer.ids_to_events(ids), sc.seconds)
         part = events.family == index
@@ -174,22 +182,18 @@ def accompaniment_report(
         request = anticipated_request(tokenizer, composer, given, present, [name])
         budget = token_budget(stop * step, 1, sc.max_new_tokens) + len(request.forced)
         [candidate] = sampler.sample([request], max_new_tokens=budget, seed=seed + k)
-        none = np.zeros(0)
-        ours.append(accompaniment_stats(new_notes(tokenizer, candidate.ids, 0), rest, none))
-        real.append(accompaniment_stats(events.select(part), rest, none))
+        ours.append(new_notes(tokenizer, candidate.ids, 0))
+        real.append(events.select(part))
+        given_parts.append(rest)
+        ends_s.append(stop * step)
     if not ours:
         raise UserError(f"no piece has a {name} part and another one: nothing to accompany")
-
-    def means(rows: list[dict[str, float]]) -> dict[str, float | None]:
-        values = {key: np.array([row[key] for row in rows]) for key in rows[0]}
-        return {key: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for key, v in values.items()}
-
     return {
         "family": name,
         "pieces": len(pieces),
         "scored": len(ours),
         "seconds": sc.seconds,
         "grid": "the given part's onsets (no tempo map in the dataset)",
-        "model": means(ours),
-        "real": means(real),
+        "control_part": "the model's part for the next scored piece's given part (pieces rotated by one)",
+        **side_by_side(ours, real, given_parts, ends_s),
     }

@@ -45,6 +45,7 @@ class ExportReport:
     parameters: int
     dtype: str
     critic_auc: float | None
+    pairings_counted: bool  # the note facts say which families each composer's training pieces carry
 
     @property
     def total_bytes(self) -> int:
@@ -53,7 +54,14 @@ class ExportReport:
     def describe(self) -> str:
         critic = "no critic" if self.critic_auc is None else f"critic (held-out AUC {self.critic_auc:.3f})"
         size = f"{self.total_bytes / 1e6:.1f} MB in {len(self.files)} files"
-        return f"wrote {self.out}: {size}; {self.parameters:,} parameters in {self.dtype}, {critic}"
+        line = f"wrote {self.out}: {size}; {self.parameters:,} parameters in {self.dtype}, {critic}"
+        if not self.pairings_counted:
+            line += (
+                "; its note facts do not count which instruments each composer's training pieces carry "
+                "(recorded before they were, or absent), so `generate` with it cannot say when a requested "
+                "pairing is rare"
+            )
+        return line
 
 
 def read_eval_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -117,8 +125,9 @@ def export_bundle(
     eval_report: Mapping[str, Any] | None = None,
     name: str | None = None,
 ) -> ExportReport:
-    """Writes `run` as a bundle in `out`: its parameters in `dtype`, config, vocabulary, note facts, its
-    critic when one was trained, a model card (with `eval_report`'s scores when given) and checksums."""
+    """Writes `run` as a bundle in `out`: its parameters in `dtype`, config, vocabulary, note facts (with
+    the composer/instrument pairing counts `generate`'s rare-pairing line reads), its critic when one was
+    trained, a model card (with `eval_report`'s scores when given) and checksums."""
     if dtype not in STORE_DTYPES:
         raise UserError(f"--dtype {dtype}: valid: {', '.join(STORE_DTYPES)}")
     folder = epath.Path(str(out))
@@ -150,7 +159,8 @@ def export_bundle(
         )
         bundle.verify_checksums(staging, str(folder))  # read back whole before it replaces anything
         swap_in(staging, folder)
-    return ExportReport(str(folder), bundle_files(folder), count, dtype, auc)
+    counted = run.note_facts is not None and bool(run.note_facts.composer_family_pieces)
+    return ExportReport(str(folder), bundle_files(folder), count, dtype, auc, counted)
 
 
 def portable_config(cfg: Config) -> Config:

@@ -2,7 +2,8 @@
 
 The new run must mean the same thing by its arrays and its tokens: another architecture (any model key but
 the execution ones: attention backend, block size, dtype, remat, scan) or another encoding (but for the
-composer labels, which may grow: `train/init_from.py`) is refused in one line naming the difference.
+composer labels, which may grow, and anticipation, whose tokens follow the others: `train/init_from.py`) is
+refused in one line naming the difference.
 """
 
 from __future__ import annotations

@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-samples", type=int, help="samples for the statistics; 0 = none (default: sample.num_samples)"
     )
     parser.add_argument("--max-pieces", type=int, help="evaluate only the first N pieces of the split")
+    parser.add_argument(
+        "--position-bucket",
+        type=int,
+        metavar="TOKENS",
+        help="rows of bits/token by position in the context window: TOKENS positions each (default: "
+        "the context in 8)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
@@ -50,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FAMILY",
         help="instead: on each piece with a FAMILY part and another one (its first sample.seconds), the "
         "model writes FAMILY given the rest; onsets on the given part's onsets and key consistency of its "
-        "part and of the real one (a run trained with anticipation)",
+        "part, of the real one and of a control (its part for another piece's given part), and whether "
+        "it is closer to the real part than the control (a run trained with anticipation)",
     )
     many = parser.add_argument_group("many checkpoints")
     many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
@@ -80,6 +88,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--num-samples must be >= 0 (0 = no samples), got {args.num_samples}")
     if args.max_pieces is not None and args.max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {args.max_pieces}")
+    if args.position_bucket is not None and args.position_bucket < 1:
+        raise UserError(f"--position-bucket must be at least 1, got {args.position_bucket}")
     for flag, value in (("--poll-s", args.poll_s), ("--max-wait-s", args.max_wait_s)):
         if not 0 < value < float("inf"):  # NaN too
             raise UserError(f"{flag} must be a positive number of seconds, got {value}")
@@ -94,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if alone and (args.all_steps or args.steps or args.watch):
         raise UserError(f"{alone[0]} scores one checkpoint (--step): leave out --all-steps, --steps, --watch")
     if args.all_steps or args.steps or args.watch:
+        if args.position_bucket is not None:
+            raise UserError("--position-bucket is for one checkpoint; per-step reports use the default")
         return _run_steps(args)
     import json
 
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.accompany_stats:
         from musenet_jax.app.evaluate import evaluate_accompaniment
+        from musenet_jax.eval.report import format_accompaniment
 
         stats = evaluate_accompaniment(
             run_from_args(args),
@@ -121,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             show_progress=not args.json,
         )
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(stats, indent=2) if args.json else format_accompaniment(stats))
         return 0
 
     from musenet_jax.app.evaluate import evaluate
@@ -136,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.json,
         composer=args.composer,
         controls=args.controls,
+        position_bucket=args.position_bucket,
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -50,7 +50,8 @@ def require_anticipation(vocab: Vocabulary) -> None:
     if not vocab.anticipates:
         raise UserError(
             "this model was trained without anticipation and cannot infill or accompany "
-            "(train one with --set encoding.anticipation_s=5)"
+            "(train one with --set encoding.anticipation_s=5, or fine-tune this one into it: "
+            "`train --init-from MODEL --set encoding.anticipation_s=5`)"
         )
 
 

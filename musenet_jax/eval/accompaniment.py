@@ -7,9 +7,15 @@ model's, the piece's real one, or a control's) against the given part of the sam
   major scale (or its relative minor, `encoding/scales.py`) that holds most of the given part's notes.
 
 NaN where a figure is undefined: a new part with no notes, or no pitched notes (drums) for the key.
+
+The control of a model that ignores the given part: each piece's given part heard with the part the model
+wrote for *another* piece's given part (the pieces rotated by one), so a model whose part listens is
+closer to the real part than its control is (`side_by_side`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import miditoolkit
 import numpy as np
@@ -63,4 +69,41 @@ def accompaniment_stats(new: Events, given: Events, beats: np.ndarray) -> dict[s
     return {
         "onsets_on_grid": onsets_on_grid(new, given, beats),
         "key_consistency": key_consistency(new, given),
+    }
+
+
+def rotated_by_one(parts: Sequence[Events], ends_s: Sequence[float]) -> list[Events]:
+    """The control parts: for piece k, the part written for piece k + 1 (the last piece: the first's), its
+    notes starting before piece k's given part ends (`ends_s[k]`)."""
+    count = len(parts)
+    return [parts[(k + 1) % count].select(parts[(k + 1) % count].start_s < ends_s[k]) for k in range(count)]
+
+
+def side_by_side(
+    model: Sequence[Events], real: Sequence[Events], given: Sequence[Events], ends_s: Sequence[float]
+) -> dict:
+    """Per piece k, the figures of the model's part, the real part and the control part (`rotated_by_one`)
+    against `given[k]`, averaged over the pieces (None where undefined on every piece); per figure whether
+    the model is closer to the real part than the control is, and whether it is on every figure defined.
+    The control needs two pieces (None with one)."""
+    none = np.zeros(0)
+
+    def averaged(parts: Sequence[Events]) -> dict[str, float | None]:
+        rows = [accompaniment_stats(part, g, none) for part, g in zip(parts, given)]
+        values = {key: np.array([row[key] for row in rows]) for key in rows[0]}
+        return {key: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for key, v in values.items()}
+
+    ours, truth = averaged(model), averaged(real)
+    control = averaged(rotated_by_one(model, ends_s)) if len(model) > 1 else None
+    closer: dict[str, bool | None] = {}
+    for key in ours:
+        mine, theirs, other = ours[key], truth[key], None if control is None else control[key]
+        closer[key] = None if None in (mine, theirs, other) else abs(mine - theirs) < abs(other - theirs)
+    judged = [v for v in closer.values() if v is not None]
+    return {
+        "model": ours,
+        "real": truth,
+        "control": control,
+        "closer_than_control": closer,
+        "closer_on_every_figure": all(judged) if judged else None,
     }

@@ -1,4 +1,5 @@
-"""Held-out negative log-likelihood in bits per token, overall and by the kind of the predicted token."""
+"""Held-out negative log-likelihood in bits per token, overall, by the kind of the predicted token and by its
+position in the model's context window (does the model use the far context?)."""
 
 from __future__ import annotations
 
@@ -46,22 +47,27 @@ def _window_nll(graphdef: nnx.GraphDef, params: Any, rows: dict[str, jax.Array])
 
 @dataclasses.dataclass(frozen=True)
 class PieceScores:
-    """Summed negative log-likelihood (nats) and scored-token counts, by kind group and by piece."""
+    """Summed negative log-likelihood (nats) and scored-token counts, by kind group, by piece and by
+    position in the window (position p: the target predicted from the window's first p + 1 tokens)."""
 
     nats_by_kind: np.ndarray  # [len(KIND_GROUPS)]
     tokens_by_kind: np.ndarray
     nats_by_piece: np.ndarray  # [pieces]
     tokens_by_piece: np.ndarray
+    nats_by_position: np.ndarray  # [context]
+    tokens_by_position: np.ndarray
 
 
 def score_pieces(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> PieceScores:
-    """Scores every token of the pieces after the first, each once (see `windows.py`)."""
+    """Scores every token of the pieces after the first, each once (see `windows.py`): windows are the
+    model's context long, so a piece longer than it fills every position, a shorter one the first ones."""
     graphdef, params = nnx.split(model)
     group_of = np.full(len(tokenizer.vocab.token_kinds), -1, np.int64)
     for g, kinds in enumerate(KIND_GROUPS.values()):
         group_of[np.isin(tokenizer.vocab.token_kinds, kinds)] = g
     nats, counts = np.zeros(len(KIND_GROUPS)), np.zeros(len(KIND_GROUPS))
     piece_nats, piece_counts = np.zeros(len(pieces)), np.zeros(len(pieces))
+    position_nats, position_counts = np.zeros(model.cfg.context), np.zeros(model.cfg.context)
     for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
         keys = ("inputs", "targets", "times", "durations", "sounding_head")
         arrays = {k: jnp.asarray(rows[k]) for k in keys}
@@ -73,7 +79,10 @@ def score_pieces(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray])
         piece_of = np.broadcast_to(rows["piece"][:, None], scored.shape)
         np.add.at(piece_nats, piece_of[scored], nll[scored])
         np.add.at(piece_counts, piece_of[scored], 1)
-    return PieceScores(nats, counts, piece_nats, piece_counts)
+        position = np.broadcast_to(np.arange(scored.shape[1]), scored.shape)
+        np.add.at(position_nats, position[scored], nll[scored])
+        np.add.at(position_counts, position[scored], 1)
+    return PieceScores(nats, counts, piece_nats, piece_counts, position_nats, position_counts)
 
 
 def token_nlls(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -91,13 +100,15 @@ def token_nlls(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -
 
 
 def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
-    """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind"} over every
-    token of the pieces after the first (each scored once, see `windows.py`)."""
+    """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind",
+    "bits_per_token_by_position"} over every token of the pieces after the first (each scored once, see
+    `windows.py`)."""
     return token_report(score_pieces(model, tokenizer, pieces))
 
 
-def token_report(scores: PieceScores) -> dict[str, Any]:
-    """The bits-per-token part of a report (see `bits_per_token`)."""
+def token_report(scores: PieceScores, position_bucket: int | None = None) -> dict[str, Any]:
+    """The bits-per-token part of a report (see `bits_per_token`), with bits/token by position in the
+    window in buckets of `position_bucket` positions (default: the context in `POSITION_BUCKETS`)."""
     bits, counts = scores.nats_by_kind / math.log(2), scores.tokens_by_kind
     return {
         "bits_per_token": float(bits.sum() / max(counts.sum(), 1)),
@@ -106,4 +117,28 @@ def token_report(scores: PieceScores) -> dict[str, Any]:
         },
         "tokens": int(counts.sum()),
         "tokens_by_kind": {name: int(counts[g]) for g, name in enumerate(KIND_GROUPS)},
+        "bits_per_token_by_position": by_position(scores, position_bucket),
     }
+
+
+POSITION_BUCKETS = 8
+
+
+def by_position(scores: PieceScores, bucket: int | None = None) -> list[dict[str, Any]]:
+    """[{"first", "last" (positions, inclusive), "tokens", "bits_per_token" (None without tokens)}] over
+    consecutive buckets of `bucket` positions of the context window."""
+    context = len(scores.tokens_by_position)
+    width = bucket if bucket is not None else max(context // POSITION_BUCKETS, 1)
+    rows = []
+    for first in range(0, context, width):
+        nats = scores.nats_by_position[first : first + width].sum()
+        tokens = int(scores.tokens_by_position[first : first + width].sum())
+        rows.append(
+            {
+                "first": first,
+                "last": min(first + width, context) - 1,
+                "tokens": tokens,
+                "bits_per_token": float(nats / math.log(2) / tokens) if tokens else None,
+            }
+        )
+    return rows

@@ -23,6 +23,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"  {report['bits_per_note']:.4f} bits/note ({report['notes']} notes), "
             f"{report['bits_per_second']:.4f} bits/second ({report['seconds']:.1f} s of music)"
         )
+    if report.get("bits_per_token_by_position"):
+        lines.append(format_positions(report["bits_per_token_by_position"]))
     if report.get("by_composer"):
         lines.append(f"{'composer':<22}{'pieces':>8}{'bits/token':>12}{'bits/note':>12}{'bits/second':>13}")
         for name, rates in report["by_composer"].items():
@@ -47,6 +49,50 @@ def format_table(report: dict[str, Any]) -> str:
     if report.get("gate"):
         lines.append(format_gate(report["gate"], report["split"]))
     return "\n".join(lines)
+
+
+def format_positions(rows: list[dict[str, Any]]) -> str:
+    """Bits/token by position in the context window, one row per bucket with its token count (a piece
+    shorter than the context fills only the first positions)."""
+    lines = [f"{'window positions':<22}{'tokens':>10}{'bits/token':>12}"]
+    for row in rows:
+        lines.append(
+            f"{row['first']:>9}-{row['last']:<12}{row['tokens']:>10}{_number(row['bits_per_token']):>12}"
+        )
+    return "\n".join(lines)
+
+
+def format_accompaniment(report: dict[str, Any]) -> str:
+    """`eval --accompany-stats`: the model's part, the real part and the control side by side, per figure
+    whether the model is closer to the real part than the control, and the verdict over the figures."""
+    split = report.get("split", "the split")
+    lines = [
+        f"{report['family']} added to {report['scored']} of {report['pieces']} pieces of {split} "
+        f"(their first {report['seconds']:g} s; grid: {report['grid']})",
+        f"{'figure':<18}{'model':>8}{'real':>8}{'control':>9}  model closer to real than control",
+    ]
+    control = report["control"] or {}
+    for name, ours in report["model"].items():
+        closer = {True: "yes", False: "no", None: "-"}[report["closer_than_control"][name]]
+        lines.append(
+            f"{name:<18}{_short(ours):>8}{_short(report['real'][name]):>8}{_short(control.get(name)):>9}"
+            f"  {closer}"
+        )
+    if report["control"] is None:
+        lines.append("control: none (it needs two scored pieces)")
+    else:
+        lines.append(f"control: {report['control_part']}")
+    verdict = report["closer_on_every_figure"]
+    if verdict is not None:
+        lines.append(
+            f"the model's part is {'' if verdict else 'not '}closer to the real part than the control on "
+            "every figure it has"
+        )
+    return "\n".join(lines)
+
+
+def _short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _number(value: float | None) -> str:

@@ -6,9 +6,13 @@ The new run's vocabulary may have composer labels the base lacked (its dataset b
 every later id: the parameters with a vocabulary axis (the token embedding, the output head's kernel and
 bias) are therefore rebuilt row by row by token *name*: each token takes the base's row of the same token,
 and a composer the base never saw starts from the base's `composer:unknown` row (what the base does
-with a piece by an unnamed composer), to be specialised by the fine-tuning. Every other parameter is
-the base's as it is. Only the composers may differ between the two vocabularies, and the two models must
-have the same architecture (`ModelConfig.architecture_changes`); the optimizer starts afresh.
+with a piece by an unnamed composer), to be specialised by the fine-tuning. Anticipation
+(`encoding.anticipation_s`) may be turned on for a base trained without it: its tokens only follow all
+others (`encoding/vocab.py`), so each control token `ctl:X` starts from the base's row of its note `X` and
+the `anticipate` flag from the base's `start` row; the fine-tuning then teaches the sequence format (events
+`anticipation_s` behind the clock). Every other parameter is the base's as it is. Only the composers and
+anticipation may differ between the two vocabularies, and the two models must have the same architecture
+(`ModelConfig.architecture_changes`); the optimizer starts afresh.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import numpy as np
 from flax import nnx
 
 from musenet_jax.encoding.config import EncodingConfig
-from musenet_jax.encoding.vocab import KIND_COMPOSER, UNKNOWN_COMPOSER, Vocabulary, vocabulary
+from musenet_jax.encoding.vocab import (
+    KIND_ANTICIPATE,
+    KIND_COMPOSER,
+    KIND_CONTROL_OFF,
+    KIND_CONTROL_ON,
+    UNKNOWN_COMPOSER,
+    Vocabulary,
+    vocabulary,
+)
 from musenet_jax.errors import UserError
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.transformer import abstract_params
@@ -42,37 +54,46 @@ class InitialParams:
 
     def check_fits(self, model: ModelConfig, encoding: EncodingConfig) -> None:
         """Refuses, in one line, a run whose parameters or tokens would mean something else; the composer
-        labels alone may differ (a new one starts from `unknown`)."""
+        labels (a new one starts from `unknown`) and anticipation (its tokens follow the others) may
+        differ."""
         changes = self.model.architecture_changes(model)
         if changes:
             raise UserError(
                 f"--init-from {self.origin} is another architecture ({', '.join(changes)}); train with its "
                 "model settings (its config.json)"
             )
-        mine = vocabulary(dataclasses.replace(encoding, composers=self.vocab.cfg.composers)).fingerprint()
+        base = self.vocab.cfg
+        same = dataclasses.replace(encoding, composers=base.composers, anticipation_s=base.anticipation_s)
+        mine = vocabulary(same).fingerprint()
         theirs = self.vocab.fingerprint()
         if mine != theirs:
             raise UserError(
                 f"--init-from {self.origin} uses another encoding (vocabulary fingerprint {theirs[:12]}..., "
                 f"this run's config gives {mine[:12]}...); use its encoding settings (its config.json) for "
-                "the new run: only the composer labels may differ"
+                "the new run: only the composer labels and encoding.anticipation_s may differ"
             )
 
 
 def vocab_rows(base: Vocabulary, new: Vocabulary) -> np.ndarray:
-    """For each id of `new`, the id of the same token in `base` (a new composer: the base's `unknown`)."""
+    """For each id of `new`, the id of the same token in `base` (a new composer: the base's `unknown`; for a
+    base without anticipation, a control `ctl:X`: the base's `X`, the `anticipate` flag: its `start`)."""
     base_id = {s: i for i, s in enumerate(base.strings)}
     unknown = base.composer_id(UNKNOWN_COMPOSER)
     rows = np.empty(new.size, np.int64)
     for i, token in enumerate(new.strings):
+        kind = new.token_kinds[i]
         if token in base_id:
             rows[i] = base_id[token]
-        elif new.token_kinds[i] == KIND_COMPOSER:
+        elif kind == KIND_COMPOSER:
             rows[i] = unknown
+        elif kind in (KIND_CONTROL_ON, KIND_CONTROL_OFF) and token.removeprefix("ctl:") in base_id:
+            rows[i] = base_id[token.removeprefix("ctl:")]
+        elif kind == KIND_ANTICIPATE:
+            rows[i] = base.start_id
         else:
             raise UserError(
                 f"--init-from: the base model's vocabulary has no token {token!r}; a fine-tuned run may "
-                "add composer labels, but its other encoding settings must be the base's"
+                "add composer labels and anticipation, but its other encoding settings must be the base's"
             )
     return rows
 
@@ -86,9 +107,16 @@ def fine_tune_params(
     rows = vocab_rows(initial.vocab, vocab)
     axes = _vocab_axes(model, vocab)
     added = [c for c in vocab.composers if c not in initial.vocab.composers]
+    learns = vocab.anticipates and not initial.vocab.anticipates
     say(
         f"fine-tuning from step {initial.step} of {initial.origin}"
         + (f"; new composer labels start from `unknown`: {', '.join(added)}" if added else "")
+        + (
+            f"; anticipation ({vocab.cfg.anticipation_s:g} s) is new to the base: its control tokens start "
+            "from their notes', its flag from `start`"
+            if learns
+            else ""
+        )
     )
 
     def remap(path: tuple, x: Any) -> Any:

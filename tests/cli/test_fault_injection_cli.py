@@ -95,6 +95,7 @@ def test_sampling_numbers_that_are_not_finite_are_one_line(argv, expected, tmp_p
         (["prepare", "--limit", "-1"], "--limit must be at least 1 (how many input files to use), got -1"),
         (["eval", "--max-pieces", "0"], "--max-pieces must be at least 1, got 0"),
         (["eval", "--num-samples", "-2"], "--num-samples must be >= 0"),
+        (["eval", "--position-bucket", "0"], "--position-bucket must be at least 1, got 0"),
         (["eval", "--watch", "--poll-s", "nan"], "--poll-s must be a positive number of seconds, got nan"),
     ],
 )

@@ -1,13 +1,26 @@
 """The note facts count which instrument families each composer's training pieces carry, and `generate`'s
-note names a requested pairing the data rarely or never shows (`data/note_facts.py`)."""
+note names a requested pairing the data rarely or never shows (`data/note_facts.py`), from a run exported to
+a bundle too; the bundled model's facts cannot tell, and the note stays silent."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
+import numpy as np
+import pytest
 from midi_corpus import export_corpus_scores
 
-from musenet_jax.data.note_facts import NoteFacts, note_facts, pairing_note
+from musenet_jax.app.run import load_run
+from musenet_jax.app.sources import BUNDLED_ENV, bundled_model_dir
+from musenet_jax.cli.main import main
+from musenet_jax.data.note_facts import (
+    NoteFacts,
+    load_note_facts,
+    note_facts,
+    pairing_note,
+    split_note_facts,
+)
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
 
@@ -31,3 +44,41 @@ def test_facts_recorded_before_pairings_cannot_tell():
     facts = NoteFacts.from_dict({**old, "time_step_ms": 10})
     assert facts.composer_family_pieces == () and pairing_note(facts, "bach", ["strings"]) is None
     assert pairing_note(None, "bach", ["strings"]) is None
+
+
+def test_the_bundled_models_facts_cannot_tell_and_generate_says_nothing_of_pairings(monkeypatch):
+    """Its facts were recorded before pairings were counted, and its training split is not shipped: the
+    rare-pairing line stays silent rather than guess (docs/reference.md)."""
+    monkeypatch.delenv(BUNDLED_ENV, raising=False)
+    facts = load_note_facts(bundled_model_dir())
+    assert facts is not None and facts.composer_family_pieces == ()
+    assert pairing_note(facts, "bach", ["piano", "strings", "drums"]) is None
+
+
+@pytest.mark.slow
+def test_an_exported_bundle_carries_the_pairings_and_generate_names_a_missing_one(
+    tiny_bundle, music21_data_dir, tmp_path, capsys
+):
+    run = load_run(str(tiny_bundle))
+    data = dataclasses.replace(run.cfg.data, data_dir=str(music21_data_dir))
+    train = split_note_facts(data, run.tokenizer, "train")
+    assert run.note_facts.composer_family_pieces == train.composer_family_pieces != ()
+    composer, counts, total = max(train.composer_family_pieces, key=lambda entry: entry[2])
+    played = FAMILIES[int(np.argmax(counts))]
+    absent = FAMILIES[counts.index(0)]
+    args = ["generate", "--checkpoint", str(tiny_bundle), "--composer", composer, "--num-samples", "1"]
+    args += ["--max-new-tokens", "16", "--out", str(tmp_path / "out")]
+    assert main([*args, "--instruments", f"{played},{absent}"]) == 0
+    said = capsys.readouterr()
+    line = f"rarely or never pairs {composer} with these instruments ({absent} in 0 of {total} pieces)"
+    assert (said.out + said.err).count(line) == 1
+    assert main([*args[:-1], str(tmp_path / "out2"), "--instruments", played]) == 0
+    assert "rarely or never pairs" not in capsys.readouterr().out
+
+
+def test_export_says_when_the_bundle_cannot_tell_rare_pairings():
+    from musenet_jax.app.export import ExportReport
+
+    report = ExportReport("b", {"model.safetensors": 10}, 5, "float32", None, pairings_counted=False)
+    assert "so `generate` with it cannot say when a requested pairing is rare" in report.describe()
+    assert "pairing" not in dataclasses.replace(report, pairings_counted=True).describe()

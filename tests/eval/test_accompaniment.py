@@ -1,5 +1,6 @@
 """The accompaniment figures on a real chorale: its bass against its upper voices, and the same bass
-moved off the grid or out of the key."""
+moved off the grid or out of the key; the control of a part written for another piece's given part, on
+three real chorales."""
 
 import music21
 import numpy as np
@@ -16,7 +17,10 @@ from musenet_jax.eval.accompaniment import (
     key_consistency,
     key_of,
     onsets_on_grid,
+    rotated_by_one,
+    side_by_side,
 )
+from musenet_jax.eval.report import format_accompaniment
 
 TOKENIZER = Tokenizer()
 
@@ -45,6 +49,33 @@ def test_the_real_bass_listens_and_a_moved_one_does_not(chorale):
     assert onsets_on_grid(late, given, np.zeros(0), tolerance_s=1.0) == 1.0  # the tolerance widens it
     tritone = bass.replace(pitch=bass.pitch + 6)
     assert key_consistency(tritone, given) < real["key_consistency"] - 0.3
+
+
+def test_the_real_basses_beat_their_control_and_a_rotated_bass_does_not(tmp_path):
+    uppers, basses = [], []
+    for name in ("bach/bwv66.6", "bach/bwv10.7", "bach/bwv11.6"):
+        score = music21.corpus.parse(name)
+        for part, voices in (("upper", score.parts[:3]), ("bass", score.parts[3:])):
+            music21.stream.Score(voices).write("midi", fp=str(tmp_path / f"{part}.mid"))
+        uppers.append(TOKENIZER.midi_to_events(tmp_path / "upper.mid"))
+        basses.append(TOKENIZER.midi_to_events(tmp_path / "bass.mid"))
+    ends = [float(u.end_s.max()) for u in uppers]
+    control = rotated_by_one(basses, [10.0, 1e9, 1e9])
+    assert len(control[0]) == int((basses[1].start_s < 10.0).sum()) < len(basses[1])  # cut to piece 0
+    assert control[2] is not basses[0] and np.array_equal(control[2].pitch, basses[0].pitch)
+
+    listening = side_by_side(basses, basses, uppers, ends)  # a "model" that writes the real bass
+    assert listening["closer_than_control"] == {"onsets_on_grid": True, "key_consistency": True}
+    assert listening["closer_on_every_figure"] is True
+    assert listening["control"]["onsets_on_grid"] < listening["real"]["onsets_on_grid"] - 0.3
+    assert listening["control"]["key_consistency"] < listening["real"]["key_consistency"] - 0.3
+    deaf = side_by_side(basses[1:] + basses[:1], basses, uppers, ends)  # each bass under another chorale
+    assert deaf["closer_than_control"] == {"onsets_on_grid": False, "key_consistency": False}
+    header = {"family": "bass", "pieces": 3, "scored": 3, "seconds": 30.0, "grid": "-", "control_part": "-"}
+    text = format_accompaniment(header | deaf)
+    assert "onsets_on_grid" in text and "  no" in text and "is not closer to the real part" in text
+    alone = side_by_side(basses[:1], basses[:1], uppers[:1], ends[:1])
+    assert alone["control"] is None and alone["closer_on_every_figure"] is None
 
 
 def test_drums_are_judged_on_the_grid_only(tmp_path):
@@ -81,5 +112,17 @@ def test_accompany_stats_of_the_model_and_the_real_part(anticipation_run, tmp_pa
     assert report["model"]["key_consistency"] is None
     grid = report["model"]["onsets_on_grid"]
     assert grid is None or 0.0 <= grid <= 1.0
+    assert report["control"] is None and "needs two scored pieces" in format_accompaniment(report)
+
+    (mozart,) = export_corpus_scores(tmp_path / "scores", ("mozart/k80/movement1",))
+    other = concatenate_in_time([mozart], tmp_path / "m.mid", minutes=0.2, with_drums=True)
+    two = accompaniment_report(run, [pieces[0], run.tokenizer.encode(other, "mozart")], family="drums")
+    assert two["scored"] == 2 and two["model"]["key_consistency"] is None
+    assert two["real"]["onsets_on_grid"] == 1.0
+    assert set(two["control"]) == {"onsets_on_grid", "key_consistency"}
+    closer = two["closer_than_control"]["onsets_on_grid"]
+    figures = (two["model"]["onsets_on_grid"], two["control"]["onsets_on_grid"])
+    assert closer is None if None in figures else closer == (abs(figures[0] - 1.0) < abs(figures[1] - 1.0))
+    assert "control: the model's part for the next scored piece" in format_accompaniment(two)
     with pytest.raises(UserError, match="takes one family"):
         accompaniment_report(run, pieces, family="drums,bass")

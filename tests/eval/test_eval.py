@@ -18,7 +18,7 @@ from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.eval.music_stats import distances, piece_stats, stats_table
-from musenet_jax.eval.nll import bits_per_token
+from musenet_jax.eval.nll import bits_per_token, score_pieces, token_report
 from musenet_jax.model.loss import token_nll
 from musenet_jax.model.transformer import MuseNet
 
@@ -70,6 +70,23 @@ def test_long_pieces_score_every_token_once_and_kinds_add_up(model):
     weighted = sum(report["bits_per_token_by_kind"][k] * n for k, n in report["tokens_by_kind"].items() if n)
     assert weighted / report["tokens"] == pytest.approx(report["bits_per_token"], rel=1e-6)
     assert report["tokens_by_kind"]["end"] == 3 and report["tokens_by_kind"]["prefix"] == 2 * 3
+
+
+def test_bits_by_window_position_add_up_and_short_pieces_fill_only_the_first_positions(model):
+    pieces = [random_piece(n, seed=n) for n in (30, 150, 300)]
+    scores = score_pieces(model, TOKENIZER, pieces)
+    report = token_report(scores, position_bucket=16)
+    rows = report["bits_per_token_by_position"]
+    assert [(r["first"], r["last"]) for r in rows] == [(0, 15), (16, 31), (32, 47), (48, 63)]
+    assert sum(r["tokens"] for r in rows) == report["tokens"]
+    weighted = sum(r["bits_per_token"] * r["tokens"] for r in rows)
+    assert weighted / report["tokens"] == pytest.approx(report["bits_per_token"], rel=1e-6)
+    short = token_report(score_pieces(model, TOKENIZER, pieces[:1]), position_bucket=16)
+    counts = [r["tokens"] for r in short["bits_per_token_by_position"]]
+    assert counts == [16, 13, 0, 0]  # 29 targets at positions 0-28
+    assert short["bits_per_token_by_position"][3]["bits_per_token"] is None
+    default = token_report(scores)["bits_per_token_by_position"]  # the 64-token context in 8
+    assert len(default) == 8 and default[-1] == {**default[-1], "first": 56, "last": 63}
 
 
 def test_statistics_of_a_c_major_triad_then_silence():
@@ -133,5 +150,16 @@ def test_eval_end_to_end_on_a_trained_tiny_run(music21_data_dir, tmp_path, capsy
     gate = report["gate"]
     assert set(gate["samples"]["distance"]) >= {"recurring_pitch_6", "key_return", "families_present"}
     assert gate["reference"]["beat_grid_rate"]["n"] > 0 and isinstance(gate["samples"]["fails"], list)
+    positions = report["bits_per_token_by_position"]  # the 64-token context in 8 buckets
+    assert [r["first"] for r in positions] == list(range(0, 64, 8))
+    assert sum(r["tokens"] for r in positions) == report["tokens"]
+    weighted = sum(r["bits_per_token"] * r["tokens"] for r in positions if r["tokens"])
+    assert weighted / report["tokens"] == pytest.approx(report["bits_per_token"], rel=1e-6)
+    text = ["--checkpoint", str(workdir), "--data-dir", str(music21_data_dir), "--split", "train"]
+    assert main(["eval", *text, "--max-pieces", "3", "--num-samples", "0", "--position-bucket", "32"]) == 0
+    table = capsys.readouterr().out
+    assert "window positions" in table and "       32-63  " in table
+    assert main(["eval", *text, "--position-bucket", "65"]) == 2
+    assert "--position-bucket must be 1 to the model's context (64), got 65" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(workdir), "--num-samples", "-1"]) == 2
     assert "--num-samples must be >= 0" in capsys.readouterr().err

@@ -102,3 +102,46 @@ def test_a_bundle_takes_new_composer_labels_from_its_unknown(tiny_bundle, tmp_pa
     out = capsys.readouterr().out
     assert new_label in out and "trained to step 1" in out
     assert run_composers(workdir)[-2:] == ("satie", "unknown")
+
+
+@pytest.mark.slow
+def test_a_plain_bundle_fine_tunes_into_the_anticipation_vocabulary(
+    tiny_bundle, music21_data_dir, tmp_path, capsys
+):
+    """Anticipation's tokens only follow the others: a base trained without it takes them on, each control
+    from its note's row and the flag from `start`; the fine-tuned run can accompany."""
+    cfg = load_config("tiny", [*TINY_RUN, f"data.data_dir={music21_data_dir}", "encoding.anticipation_s=5"])
+    initial = initial_params(str(tiny_bundle), cfg)
+    said = []
+    new = Vocabulary(cfg.encoding)
+    tuned = fine_tune_params(initial, cfg.model, new, say=said.append)
+    old = initial.vocab
+    assert not old.anticipates and new.anticipates and new.id("wait:7") == old.id("wait:7")
+    assert said == [
+        f"fine-tuning from step 3 of {tiny_bundle}; anticipation (5 s) is new to the base: its control "
+        "tokens start from their notes', its flag from `start`"
+    ]
+    embedding, base_embedding = (
+        tuned["embed"]["token"]["embedding"],
+        initial.params["embed"]["token"]["embedding"],
+    )
+    assert embedding.shape[0] == new.size > old.size
+    for token, source in [("ctl:piano:v3:C4", "piano:v3:C4"), ("anticipate", "start"), ("wait:7", "wait:7")]:
+        np.testing.assert_array_equal(embedding[new.id(token)], base_embedding[old.id(source)])
+
+    workdir = tmp_path / "anticipating"
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        *SETS,
+        "--data-dir",
+        str(music21_data_dir),
+        "--workdir",
+        str(workdir),
+    ]
+    args += ["--set", "encoding.anticipation_s=5", "--steps", "1", "--init-from", str(tiny_bundle)]
+    assert main(args) == 0
+    assert "anticipation (5 s) is new to the base" in capsys.readouterr().out
+    run = load_run(str(workdir))
+    assert run.tokenizer.vocab.anticipates and run.step == 1
