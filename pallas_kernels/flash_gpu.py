@@ -40,10 +40,21 @@ MIN_BLOCK = 64
 BACKWARD_TILE = 64
 
 
-def _params(kind: KernelKind, dim: int, block_q: int, block_k: int, dtype) -> plgpu.CompilerParams:
-    """Triton compiler params for one kernel's program tile, from triton_tuning's table (without them Pallas
-    on GPU would pick the Mosaic GPU lowering)."""
-    warps, stages = lookup(TuneKey(kind, block_q, block_k, dim, jnp.dtype(dtype).name))
+def tune_keys(layout: BlockLayout, dim: int, dtype) -> dict[KernelKind, TuneKey]:
+    """The triton_tuning key of each kernel on this layout: its program tile (the backward's own tiles,
+    see BACKWARD_TILE), head_dim (padded) and dtype."""
+    bq, bk, name = layout.block_q, layout.block_k, jnp.dtype(dtype).name
+    return {
+        "fwd": TuneKey("fwd", bq, bk, dim, name),
+        "dq": TuneKey("dq", min(BACKWARD_TILE, bq), bk, dim, name),
+        "dkv": TuneKey("dkv", bq, min(BACKWARD_TILE, bk), dim, name),
+    }
+
+
+def _params(key: TuneKey) -> plgpu.CompilerParams:
+    """Triton compiler params from triton_tuning's table (without them Pallas on GPU would pick the Mosaic
+    GPU lowering)."""
+    warps, stages = lookup(key)
     return plgpu.CompilerParams(num_warps=warps, num_stages=stages)
 
 
@@ -171,7 +182,7 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
             jax.ShapeDtypeStruct(q.shape, q.dtype),
             jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32),
         ],
-        compiler_params=_params("fwd", dim, bq, layout.block_k, q.dtype),
+        compiler_params=_params(tune_keys(layout, dim, q.dtype)["fwd"]),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,
@@ -285,7 +296,8 @@ def backward(
     batch, q_len, heads, dim = q.shape
     bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
     _check(layout)
-    tq, tk = min(BACKWARD_TILE, bq), min(BACKWARD_TILE, bk)  # each program's own tile (see BACKWARD_TILE)
+    keys = tune_keys(layout, dim, q.dtype)
+    tq, tk = keys["dq"].block_q, keys["dkv"].block_k  # each program's own tile (see BACKWARD_TILE)
     itemsize = q.dtype.itemsize
     stat_block = pl.BlockSpec((None, None, tq), lambda r, b, h: (b, h, r))
     stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
@@ -308,7 +320,7 @@ def backward(
         ],
         out_specs=_block_spec(tq, dim),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=_params("dq", dim, tq, bk, q.dtype),
+        compiler_params=_params(keys["dq"]),
         cost_estimate=block_sparse_cost(
             layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
         ),
@@ -333,7 +345,7 @@ def backward(
         ],
         out_specs=[_block_spec(tk, dim), _block_spec(tk, dim)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=_params("dkv", dim, bq, tk, q.dtype),
+        compiler_params=_params(keys["dkv"]),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,
