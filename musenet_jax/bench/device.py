@@ -261,6 +261,7 @@ def run_process(argv: list[str], *, env: dict[str, str], budget_s: float) -> dic
             "returncode": done.returncode,
             "error": lines[-1][:300] if lines else f"exit status {done.returncode}",
             "stderr_tail": done.stderr[-2000:],
+            "stdout_tail": done.stdout[-2000:],
         }
     return result
 
@@ -304,9 +305,9 @@ def _kernel_tests(plan: Plan, env: dict[str, str], budget_s: float, work: pathli
         return result
     summary = _junit_summary(xml)
     status = "failed" if summary["failed"] else "ok" if summary["passed"] else "skipped"
-    if result["status"] == "timeout":
-        status = "timeout"
-    return result | summary | {"status": status} | ({} if status == "failed" else {"returncode": 0})
+    if summary["failures"] and result["status"] != "timeout":
+        result["error"] = f"{summary['failed']} failed, the first: {summary['failures'][0]}"
+    return result | summary | {"status": "timeout" if result["status"] == "timeout" else status}
 
 
 def _with_speedups(rows: list[dict]) -> list[dict]:
@@ -337,7 +338,15 @@ def device_info() -> dict:
     import jax
     import jaxlib
 
-    device = jax.devices()[0]
+    # This process only asks which device there is: the parts allocate, so it must not take the GPU's
+    # memory (the variable is read when the backend starts, here; the parts start with the user's own).
+    ours = "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    try:
+        device = jax.devices()[0]
+    finally:
+        if ours:
+            del os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"]
     version = getattr(device.client, "platform_version", "") or ""
     name = {"gpu": "rocm" if "rocm" in version.lower() else "cuda"}.get(device.platform, device.platform)
     return {
@@ -351,16 +360,19 @@ def device_info() -> dict:
     }
 
 
-def device_check(parts: tuple[Part, ...], *, dry_run: bool, jax_platforms: str, progress=print) -> dict:
+def device_check(
+    parts: tuple[Part, ...], *, dry_run: bool, jax_platforms: str, progress=print, on_part=None
+) -> dict:
     """Runs `parts` one after another, each in its own process under its budget, and returns
-    {part name: its status, seconds, budget and figures (or error)}; a part's failure stops only itself."""
+    {part name: its status, seconds, budget and figures (or error)}; a part's failure stops only itself.
+    `on_part(results so far)` is called after each part (the report is written as it grows)."""
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu" if dry_run else jax_platforms
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     if dry_run:
         env["MUSENET_DEVICE_DRY_RUN"] = "1"  # the kernel tests run interpreted on the CPU
     plan = _plan(dry_run)
-    results = {}
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="musenet-device-") as tmp:
         for part in parts:
             progress(f"{part.name} (budget {part.budget_s} s): {part.about}")
@@ -370,6 +382,8 @@ def device_check(parts: tuple[Part, ...], *, dry_run: bool, jax_platforms: str, 
                 result = _child_part(part, dry_run=dry_run, env=env, work=pathlib.Path(tmp))
             results[part.name] = {"budget_s": part.budget_s, "about": part.about} | result
             progress(f"  -> {_summary(result)}")
+            if on_part is not None:
+                on_part(results)
     return results
 
 
@@ -406,8 +420,6 @@ def run(args: argparse.Namespace) -> int:
         )
     out = pathlib.Path(args.out)
     _check_out(out)
-    # This process only asks which device there is: its parts allocate, so it must not take the GPU's memory.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     info = device_info()
     on_gpu = info["platform"] == "gpu"
     if args.tune_gpu and not on_gpu and not args.dry_run:
@@ -422,28 +434,34 @@ def run(args: argparse.Namespace) -> int:
             "interpreted; its figures are not GPU figures",
             flush=True,
         )
-    parts = (TUNE_PART,) if args.tune_gpu else PARTS
     started = datetime.datetime.now(datetime.UTC)
-    results = device_check(parts, dry_run=dry_run, jax_platforms=info["jax_platforms"])
-    report = {
+    head = {
         "report": REPORT,
         **info,
         "dry_run": dry_run,
         "started_utc": started.isoformat(timespec="seconds"),
-        "wall_s": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
         "plan": dataclasses.asdict(_plan(dry_run)),
-        "parts": results,
     }
-    from etils import epath
 
-    from musenet_jax.storage import write_text_whole
+    def write(results: dict) -> None:
+        wall_s = round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1)
+        _write_report(out, head | {"wall_s": wall_s, "parts": results})
 
-    write_text_whole(epath.Path(out), json.dumps(report, indent=1) + "\n")
+    parts = (TUNE_PART,) if args.tune_gpu else PARTS
+    results = device_check(parts, dry_run=dry_run, jax_platforms=info["jax_platforms"], on_part=write)
     if args.tune_gpu:
         _print_tune_table(results[TUNE_PART.name].get("rows", []), dry_run=dry_run)
     failed = [name for name, r in results.items() if r["status"] != "ok"]
     print(f"wrote {out}" + (f"; not ok: {', '.join(failed)}" if failed else "; every part ok"))
     return 1 if failed else 0
+
+
+def _write_report(out: pathlib.Path, report: dict) -> None:
+    from etils import epath
+
+    from musenet_jax.storage import write_text_whole
+
+    write_text_whole(epath.Path(out), json.dumps(report, indent=1) + "\n")
 
 
 def _print_tune_table(rows: list[dict], *, dry_run: bool) -> None:
