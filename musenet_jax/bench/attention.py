@@ -506,6 +506,11 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    if "jax_cudnn" in backends and (args.topology or jax.default_backend() != "gpu"):
+        raise UserError(
+            f"backend jax_cudnn is cuDNN's attention and runs on an NVIDIA GPU only; this run is on "
+            f"{args.topology or jax.default_backend()}: leave it out of --backends"
+        )
     uses_pallas = any(name.startswith("pallas") for name in backends)
     if uses_pallas:
         from pallas_kernels.sparse_flash import BlockSizeError, pallas_block_size

@@ -78,6 +78,12 @@ def test_out_is_never_a_file_the_command_did_not_write(capsys, tmp_path):
     assert rc == 2 and "needs a GPU" in err  # an earlier report is no obstacle: it got past --out's check
 
 
+def test_the_cudnn_baseline_off_a_gpu_is_refused_in_one_line(capsys):
+    argv = ["bench", "attention", "--seq", "256", "--backends", "dense,jax_cudnn"]
+    rc, _, err = run_cli(capsys, argv)
+    assert rc == 2 and "runs on an NVIDIA GPU only" in one_error_line(err, "bench")
+
+
 def _launch(tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as on a user's machine
     return subprocess.run(
