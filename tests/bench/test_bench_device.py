@@ -132,3 +132,42 @@ def test_tune_gpu_dry_run_prints_table_lines_and_keeps_every_timing(tmp_path):
     assert [line.split(",")[0] for line in lines] == ["TuneKey('fwd'", "TuneKey('dq'", "TuneKey('dkv'"]
     rows = json.loads((tmp_path / "tune.json").read_text())["parts"]["gpu_tune"]["rows"]
     assert len(rows) == 3 * len(device.DRY_RUN_PLAN.tune.candidates) and all(r["ms"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_gpu_plans_programs_lower_for_cuda():
+    """What the check runs on a GPU lowers for CUDA from this CPU host: the Pallas backend's forward +
+    backward at the plan's first n for each pattern, and both train steps (the 72-layer config cut to 2
+    layers calls the Triton kernels: forward, dq and dk/dv per component and layer)."""
+    import argparse
+
+    import jax
+    import jax.numpy as jnp
+
+    from musenet_jax.attention.patterns import by_name
+    from musenet_jax.bench import attention
+    from musenet_jax.bench.train import synthetic_batch
+    from musenet_jax.config import load_config
+    from musenet_jax.model.sharding import make_mesh
+    from musenet_jax.train.setup import make_train_setup
+    from musenet_jax.train.step import jit_train_step
+
+    plan = device.GPU_PLAN
+    parser = argparse.ArgumentParser()
+    attention.add_arguments(parser)
+    args = parser.parse_args(list(plan.attention_args))
+    x = jax.ShapeDtypeStruct((args.batch, plan.attention_seqs[0], args.heads, args.head_dim), jnp.bfloat16)
+    for name in plan.attention_patterns:
+        pattern = by_name(name, stride=args.stride, summary=args.summary)
+        _, forward_backward = attention._programs(args, pattern, "pallas", on_tpu=False)
+        text = jax.jit(forward_backward).trace(x, x, x, x).lower(lowering_platforms=("cuda",)).as_text()
+        assert text.count("xla.gpu.triton") == 6  # two components x (forward, dq, dk/dv)
+    calls = {}
+    for part, (config, overrides) in plan.train.items():
+        cfg = load_config(config, list(overrides))
+        setup = make_train_setup(cfg, make_mesh(cfg.mesh))
+        batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in synthetic_batch(cfg, 8).items()}
+        with jax.set_mesh(setup.mesh):
+            lowered = jit_train_step(setup).trace(setup.abstract_state(), batch)
+            calls[part] = lowered.lower(lowering_platforms=("cuda",)).as_text().count("xla.gpu.triton")
+    assert calls == {"train_small": 0, "train_musenet_72l_2layers": 2 * 2 * 3}
