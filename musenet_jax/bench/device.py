@@ -34,11 +34,9 @@ from pallas_kernels.triton_tuning import CANDIDATES
 
 REPORT = "musenet-jax bench device"  # the JSON's "report" field: a file that has it is one this command wrote
 TOTAL_BUDGET_S = 480  # the whole check on a GPU: 8 minutes
-ROOT = (
-    pathlib.Path(__file__).resolve().parents[2]
-)  # the checkout: tests/ and pallas_kernels/ beside the package
+# The checkout: tests/ and pallas_kernels/ beside the package.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 KERNEL_TESTS = "tests/pallas_kernels/test_gpu_kernels_compiled.py"
-STATUSES = ("ok", "failed", "timeout", "skipped")
 # Rows of a part are not started after this fraction of its budget, so that it ends with what it has
 # instead of being stopped (a stopped part keeps the rows it wrote anyway).
 ROW_DEADLINE = 0.8
@@ -46,6 +44,8 @@ ROW_DEADLINE = 0.8
 
 @dataclass(frozen=True)
 class Part:
+    """One step of the check: its process may run `budget_s` seconds (ok, failed, timeout or skipped)."""
+
     name: str
     budget_s: int
     about: str
@@ -60,11 +60,7 @@ PARTS: tuple[Part, ...] = (
     ),
     Part("attention", 180, "attention backends, forward and forward+backward median ms (bench attention)"),
     Part("train_small", 60, "the small config's train step: tokens/s and MFU (bench train)"),
-    Part(
-        "train_musenet_72l_2layers",
-        120,
-        "musenet_72l cut to 2 layers: tokens/s and MFU (bench train)",
-    ),
+    Part("train_musenet_72l_2layers", 120, "musenet_72l cut to 2 layers: tokens/s and MFU (bench train)"),
 )
 TUNE_PART = Part("gpu_tune", 420, "Triton num_warps / num_stages sweep (bench/gpu_tune.py)")
 
