@@ -20,3 +20,9 @@ def closest_first(name: str, choices: Iterable[str]) -> list[str]:
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """`unknown composer 'bahc'; valid: bach, ...` with the closest names first."""
     return UserError(f"unknown {kind} {name!r}; valid: {', '.join(closest_first(name, choices))}")
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception as one line for a report that records failures and goes on (type and first line)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:limit]

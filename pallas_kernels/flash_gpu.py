@@ -11,7 +11,8 @@ Blocks are at least 64 on both sides (the Pallas backend's layouts use 128) and 
 (sparse_flash.pallas_block_size refuses others in one line instead of a Triton lowering error).
 
 Arrays are [batch, slots, heads, head_dim] as `attend` has them; head_dim must be a power of two >= 16
-(the caller pads). Row statistics (lse, delta) are [batch, heads, slots].
+(the caller pads). Row statistics (lse, delta) are [batch, heads, slots]. Each kernel's num_warps and
+num_stages come from triton_tuning's table, keyed by kernel, program tile, head_dim and dtype.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from pallas_kernels.block_layout import FULL_MASK_ID, MASKED_SCORE, BlockLayout
 from pallas_kernels.kernel_cost import block_sparse_cost
+from pallas_kernels.triton_tuning import KernelKind, TuneKey, lookup
 
 _NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _TN = (((0,), (0,)), ((), ()))  # a.T @ b
@@ -38,13 +40,22 @@ MIN_BLOCK = 64
 BACKWARD_TILE = 64
 
 
-def _params(dim: int, block_q: int, block_k: int) -> plgpu.CompilerParams:
-    """Triton compiler params per block shape (without them Pallas on GPU would pick the Mosaic GPU
-    lowering): 4 warps for blocks up to 64 x 128 at head_dim <= 64, 8 beyond (as JAX's flash kernel does
-    for wide heads); software pipelining depth 2, or 3 for small head dims whose tiles leave shared memory."""
-    work = block_q * block_k * max(dim, 64) // 64
-    num_warps = 4 if work <= 64 * 128 else 8
-    return plgpu.CompilerParams(num_warps=num_warps, num_stages=3 if dim <= 32 else 2)
+def tune_keys(layout: BlockLayout, dim: int, dtype) -> dict[KernelKind, TuneKey]:
+    """The triton_tuning key of each kernel on this layout: its program tile (the backward's own tiles,
+    see BACKWARD_TILE), head_dim (padded) and dtype."""
+    bq, bk, name = layout.block_q, layout.block_k, jnp.dtype(dtype).name
+    return {
+        "fwd": TuneKey("fwd", bq, bk, dim, name),
+        "dq": TuneKey("dq", min(BACKWARD_TILE, bq), bk, dim, name),
+        "dkv": TuneKey("dkv", bq, min(BACKWARD_TILE, bk), dim, name),
+    }
+
+
+def _params(key: TuneKey) -> plgpu.CompilerParams:
+    """Triton compiler params from triton_tuning's table (without them Pallas on GPU would pick the Mosaic
+    GPU lowering)."""
+    warps, stages = lookup(key)
+    return plgpu.CompilerParams(num_warps=warps, num_stages=stages)
 
 
 def _check(layout: BlockLayout) -> None:
@@ -171,7 +182,7 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
             jax.ShapeDtypeStruct(q.shape, q.dtype),
             jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32),
         ],
-        compiler_params=_params(dim, bq, layout.block_k),
+        compiler_params=_params(tune_keys(layout, dim, q.dtype)["fwd"]),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,
@@ -285,7 +296,8 @@ def backward(
     batch, q_len, heads, dim = q.shape
     bq, bk, k_len = layout.block_q, layout.block_k, k.shape[1]
     _check(layout)
-    tq, tk = min(BACKWARD_TILE, bq), min(BACKWARD_TILE, bk)  # each program's own tile (see BACKWARD_TILE)
+    keys = tune_keys(layout, dim, q.dtype)
+    tq, tk = keys["dq"].block_q, keys["dkv"].block_k  # each program's own tile (see BACKWARD_TILE)
     itemsize = q.dtype.itemsize
     stat_block = pl.BlockSpec((None, None, tq), lambda r, b, h: (b, h, r))
     stat_whole = pl.BlockSpec((None, None, q_len), lambda r, b, h: (b, h, 0))
@@ -308,7 +320,7 @@ def backward(
         ],
         out_specs=_block_spec(tq, dim),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=_params(dim, tq, bk),
+        compiler_params=_params(keys["dq"]),
         cost_estimate=block_sparse_cost(
             layout, programs=batch * heads, dim=dim, itemsize=itemsize, matmuls=3, streamed=2, resident=3
         ),
@@ -333,7 +345,7 @@ def backward(
         ],
         out_specs=[_block_spec(tk, dim), _block_spec(tk, dim)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=_params(dim, bq, tk),
+        compiler_params=_params(keys["dkv"]),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads,

@@ -25,8 +25,9 @@ CPU_PALLAS_TOPOLOGY = (
 )
 # Baselines that only the benchmark knows: JAX's own Pallas flash attention (causal, dense: it computes every
 # block on or below the diagonal whatever the pattern), the TPU kernel for TPU topologies, the Triton one
-# elsewhere.
-BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash")
+# elsewhere; jax_cudnn: cuDNN's fused flash attention through jax.nn.dot_product_attention (causal, dense;
+# NVIDIA GPUs only, bf16/fp16).
+BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash", "jax_cudnn")
 # jax_splash: JAX's splash attention (TPU only) with the same pattern mask, built from our pattern through
 # its mask classes (a NumpyMask per head): the anchor for est_ms. On a CPU host it runs interpreted.
 # pallas_fused: the pallas backend with its TPU kernels' fused backward (model.pallas_backward=fused).
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="dense,xla_blocksparse",
         help="comma-separated attention backends (dense, xla_blocksparse, pallas; pallas_fused: pallas with "
         "the fused TPU backward) and baselines (jax_flash: JAX's own Pallas flash attention, causal and "
-        "dense; jax_splash: JAX's splash attention with the pattern's mask)",
+        "dense; jax_splash: JAX's splash attention with the pattern's mask; jax_cudnn: cuDNN's flash "
+        "attention, causal and dense, GPU only)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
@@ -123,6 +125,8 @@ def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool, 
             return _jax_flash(q, k, v, on_tpu=on_tpu)
         if backend == "jax_splash":
             return _jax_splash(q, k, v, pattern, on_tpu=on_tpu, block_sizes=splash_blocks)
+        if backend == "jax_cudnn":
+            return _jax_cudnn(q, k, v)
         if backend == "pallas_fused":
             return attend(
                 q, k, v, (pattern,), backend="pallas", block_size=args.block_size, fused_backward=True
@@ -150,6 +154,14 @@ def _jax_flash(q, k, v, *, on_tpu: bool):
     from jax.experimental.pallas.ops.gpu.attention import mha
 
     return mha(q, k, v, None, sm_scale=scale, causal=True, interpret=jax.default_backend() == "cpu")
+
+
+def _jax_cudnn(q, k, v):
+    """cuDNN's fused attention on [batch, seq, heads, dim] inputs, causal, scaled like ours (an error off a
+    CUDA GPU or for float32 inputs: no fallback, so the row is cuDNN's or none)."""
+    import jax
+
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
 
 def _splash_mask(pattern, seq: int):
@@ -269,7 +281,8 @@ def _densities(args: argparse.Namespace, pattern, seq: int, backend: str, splash
         block_size=args.block_size,
     )
     blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
-    density = {"dense": 1.0, "jax_flash": (blocks + 1) / (2 * blocks)}.get(backend, layout.density)
+    causal = (blocks + 1) / (2 * blocks)
+    density = {"dense": 1.0, "jax_flash": causal, "jax_cudnn": causal}.get(backend, layout.density)
     if backend == "jax_splash":
         block_q, block_kv = splash_blocks or (128, 128)
         density = _splash_active_blocks(pattern, seq, block_q, block_kv) * block_q * block_kv / seq**2
@@ -282,7 +295,8 @@ def _densities(args: argparse.Namespace, pattern, seq: int, backend: str, splash
     }
 
 
-def _measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
+def measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
+    """One backend timed on this machine: forward and forward+backward median ms, peak memory, density."""
     import jax
     import jax.numpy as jnp
 
@@ -492,6 +506,11 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    if "jax_cudnn" in backends and (args.topology or jax.default_backend() != "gpu"):
+        raise UserError(
+            f"backend jax_cudnn is cuDNN's attention and runs on an NVIDIA GPU only; this run is on "
+            f"{args.topology or jax.default_backend()}: leave it out of --backends"
+        )
     uses_pallas = any(name.startswith("pallas") for name in backends)
     if uses_pallas:
         from pallas_kernels.sparse_flash import BlockSizeError, pallas_block_size
@@ -525,7 +544,7 @@ def run(args: argparse.Namespace) -> int:
                     for backend in backends
                 ]
             else:
-                group = [_measure(args, pattern, seq, backend) for backend in backends]
+                group = [measure(args, pattern, seq, backend) for backend in backends]
             dense = next((r for r in group if r["backend"] == "dense"), None)
             flash = next((r for r in group if r["backend"] == "jax_flash"), None)
             splash = next((r for r in group if r["backend"] == "jax_splash" and "est_ms" in r), None)

@@ -40,19 +40,17 @@ def synthetic_batch(cfg, vocab_size: int, seed: int = 0) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def measure_train_step(cfg, *, steps: int, rounds: int) -> dict:
+    """One config's train step on synthetic tokens: the best of `rounds` rounds of `steps` steps (after a
+    compile step), tokens/s and MFU against the data-sheet peak (or, on a CPU, a measured matmul)."""
     import jax
 
-    from musenet_jax.cli.common import config_from_args
     from musenet_jax.hardware import data_sheet_peak, measure_matmul_flops
     from musenet_jax.model.info import flops_per_token
     from musenet_jax.model.sharding import make_mesh
     from musenet_jax.train.setup import make_train_setup
     from musenet_jax.train.step import make_train_step
 
-    if args.steps < 1 or args.rounds < 1 or (args.batch is not None and args.batch < 1):
-        raise UserError("--steps, --rounds and --batch must be at least 1")
-    cfg = config_from_args(args, {"batch": "train.global_batch"})
     setup = make_train_setup(cfg, make_mesh(cfg.mesh))
     vocab_size = setup.vocab_size
     state = setup.init_state()
@@ -66,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     device = jax.local_devices()[0]
     sheet = data_sheet_peak(getattr(device, "device_kind", ""))
     step_s, peaks = [], []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         start = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
-        step_s.append((time.perf_counter() - start) / args.steps)
+        step_s.append((time.perf_counter() - start) / steps)
         if sheet is None:
             peaks.append(measure_matmul_flops(device))
     device_peak = sheet if sheet is not None else max(peaks)
@@ -80,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = min(step_s)
     tokens = cfg.train.global_batch * cfg.model.context
     per_token = flops_per_token(cfg.model, vocab_size)
-    report = {
+    return {
         "config": cfg.name,
         "devices": jax.device_count(),
         "platform": device.platform,
@@ -99,13 +97,23 @@ def run(args: argparse.Namespace) -> int:
         "mfu": tokens * per_token / seconds / peak,
         "loss": float(metrics["loss"]),
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    from musenet_jax.cli.common import config_from_args
+
+    if args.steps < 1 or args.rounds < 1 or (args.batch is not None and args.batch < 1):
+        raise UserError("--steps, --rounds and --batch must be at least 1")
+    cfg = config_from_args(args, {"batch": "train.global_batch"})
+    report = measure_train_step(cfg, steps=args.steps, rounds=args.rounds)
+    peak = report["peak_flops"]
     if args.json:
         print(json.dumps(report))
         return 0
     print(
         f"{cfg.name}: batch {report['global_batch']} x {report['context']}, {cfg.model.dtype}, "
         f"attention {cfg.model.attention}, remat {cfg.model.remat_policy}, "
-        f"{report['devices']} {device.platform} device(s)"
+        f"{report['devices']} {report['platform']} device(s)"
     )
     print(
         f"step {report['step_ms']:.1f} ms (median {report['step_ms_median']:.1f}), "

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 # Each is a module musenet_jax.bench.<name> with `add_arguments(parser)` and `run(args) -> int`.
-BENCH_MODULES: tuple[str, ...] = ("tokenizer", "attention", "train", "data", "sample", "serve")
+BENCH_MODULES: tuple[str, ...] = ("tokenizer", "attention", "train", "data", "sample", "serve", "device")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
