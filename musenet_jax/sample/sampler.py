@@ -107,7 +107,7 @@ class Sampler:
         self.tokenizer = tokenizer
         self.settings = settings
         self.tables = GrammarTables.from_vocab(tokenizer.vocab) if tables is None else tables
-        self._prefill = jax.jit(self._prefill_impl, static_argnames=("head", "body"))
+        self._prefill = jax.jit(self._prefill_impl, static_argnames=("head", "body", "cache_len"))
         self._chunk = jax.jit(self._chunk_impl)
         self._replay = jax.jit(functools.partial(replay, tables=self.tables))
 
@@ -116,8 +116,11 @@ class Sampler:
     def _model(self, params: Any) -> MuseNet:
         return nnx.merge(self.graphdef, params)
 
-    def _prefill_impl(self, params: Any, st: DecodeState, head: int, body: int) -> DecodeState:
-        """Rebuilds the cache from the first `head` tokens and the latest `body` ones."""
+    def _prefill_impl(
+        self, params: Any, st: DecodeState, head: int, body: int, cache_len: int
+    ) -> DecodeState:
+        """Rebuilds a cache of `cache_len` positions from the first `head` tokens and the latest `body`
+        ones."""
         model = self._model(params)
         inputs, times = st.tokens[:, :head], st.times[:, :head]
         sounding_head = None
@@ -131,7 +134,7 @@ class Sampler:
             times = jnp.concatenate(
                 [times, jax.lax.dynamic_slice_in_dim(st.times, start, body, axis=1)], axis=1
             )
-        cache = model.init_cache(st.tokens.shape[0], self.context)
+        cache = model.init_cache(st.tokens.shape[0], cache_len)
         logits, cache = model.prefill(inputs, times, st.durations, cache, sounding_head)
         return st.replace(cache=cache, logits=logits[:, -1])
 
@@ -247,7 +250,11 @@ class Sampler:
             raise UserError(f"history {history} < prompt {prompt_length} + budget {max_new_tokens}")
         st = self._initial_state(requests, history, seed)
         if prompt_length < self.context:
-            st, in_cache = self._prefill(self.params, st, head=prompt_length, body=0), prompt_length
+            # A piece that fits the context never slides: its cache holds just its history, so each
+            # decoding step attends over that many keys, not the whole context.
+            cache_len = min(self.context, history)
+            st = self._prefill(self.params, st, head=prompt_length, body=0, cache_len=cache_len)
+            in_cache = prompt_length
         else:
             st, in_cache = self._slide(st, prefix_length), keep
         drawn = 0
@@ -268,7 +275,8 @@ class Sampler:
         return self._candidates(st, prompt_length)
 
     def _slide(self, st: DecodeState, prefix_length: int) -> DecodeState:
-        return self._prefill(self.params, st, head=prefix_length, body=self.context // 2 - prefix_length)
+        body = self.context // 2 - prefix_length
+        return self._prefill(self.params, st, head=prefix_length, body=body, cache_len=self.context)
 
     def _candidates(self, st: DecodeState, prompt_length: int) -> list[Candidate]:
         tokens = np.asarray(st.tokens)[:, : int(st.length)]

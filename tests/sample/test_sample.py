@@ -146,7 +146,7 @@ def test_the_opening_of_a_longer_piece_stops_early_but_counts_down_from_the_whol
     assert whole.piece_steps == whole.target_steps == 30
     first_logits = [
         sampler._prefill(
-            sampler.params, sampler._initial_state([r], 40, 0), head=len(r.prompt), body=0
+            sampler.params, sampler._initial_state([r], 40, 0), head=len(r.prompt), body=0, cache_len=40
         ).logits
         for r in (opening, whole)
     ]
@@ -272,3 +272,24 @@ def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir
         == 2
     )
     assert "unknown composer 'bahc'; valid: bach" in capsys.readouterr().err
+
+
+def test_a_piece_that_fits_the_context_gets_a_cache_of_its_history_and_the_same_samples(random_model):
+    """The cache is sized to the piece (prompt + budget) when that is shorter than the context: the same
+    seed draws the same tokens as with a whole-context cache, and the decode loop attends over fewer keys."""
+    sampler = Sampler(random_model, TOKENIZER, SampleConfig(top_k=300))
+    request = make_request(TOKENIZER, "bach", "piano", 1.0)
+    history = len(request.prompt) + 40
+    assert history < sampler.context
+    short = sampler.sample([request] * 2, max_new_tokens=40, seed=5)
+    whole_context = sampler.sample([request] * 2, max_new_tokens=40, seed=5, history=sampler.context)
+    for a, b in zip(short, whole_context):
+        np.testing.assert_array_equal(a.ids, b.ids)
+    state = sampler._prefill(
+        sampler.params,
+        sampler._initial_state([request], history, 0),
+        head=len(request.prompt),
+        body=0,
+        cache_len=history,
+    )
+    assert state.cache.k.shape[3] == history
