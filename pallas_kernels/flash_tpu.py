@@ -71,7 +71,11 @@ HEAD_UNROLL = 2
 def heads_per_step(heads: int, dim: int) -> int:
     """How many heads one grid step processes (all share the layout): largest divisor within budget."""
     limit = max(1, MAX_STEP_COLUMNS // max(dim, 1))
-    return max(d for d in range(1, heads + 1) if heads % d == 0 and d <= limit)
+    fitting = [d for d in range(1, heads + 1) if heads % d == 0 and d <= limit]
+    # A block's lanes must be a multiple of 128 or all of H * D (Mosaic's block rule; interpret mode
+    # takes any, so the budget alone decides where no divisor meets it).
+    tiled = [d for d in fitting if (d * dim) % _LANES == 0 or d == heads]
+    return max(tiled or fitting)
 
 
 def flat_steps(counts: np.ndarray, indices: np.ndarray, mask_ids: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -147,23 +151,26 @@ def _branches(mid, step):
         step(True)
 
 
-def _specs(hb: int, dim: int, bq: int, bk: int, *, rows_block: int, cols_block: int):
-    """BlockSpecs: `own` follows the step's row block, `streamed` its column block; stats are lane rows."""
+def _specs(hb: int, dim: int, *, rows_block: int, cols_block: int):
+    """BlockSpecs over [B, L, H * D] arrays: `own` follows the step's row block, `streamed` its column
+    block, each [block, hb * dim] (the step's heads side by side in the lanes); stats are lane rows of
+    [B, H, 1, L]."""
+    cols = hb * dim
 
     def own(block=rows_block):
-        return pl.BlockSpec((None, hb, block, dim), lambda b, g, s, rows, cols, *_: (b, g, rows[s], 0))
+        return pl.BlockSpec((None, block, cols), lambda b, g, s, rows, cols_, *_: (b, rows[s], g))
 
     def streamed(block=cols_block):
-        return pl.BlockSpec((None, hb, block, dim), lambda b, g, s, rows, cols, *_: (b, g, cols[s], 0))
+        return pl.BlockSpec((None, block, cols), lambda b, g, s, rows, cols_, *_: (b, cols_[s], g))
 
     def stat_own(block=rows_block):
-        return pl.BlockSpec((None, hb, 1, block), lambda b, g, s, rows, cols, *_: (b, g, 0, rows[s]))
+        return pl.BlockSpec((None, hb, 1, block), lambda b, g, s, rows, cols_, *_: (b, g, 0, rows[s]))
 
     def stat_streamed(block=cols_block):
-        return pl.BlockSpec((None, hb, 1, block), lambda b, g, s, rows, cols, *_: (b, g, 0, cols[s]))
+        return pl.BlockSpec((None, hb, 1, block), lambda b, g, s, rows, cols_, *_: (b, g, 0, cols_[s]))
 
     def mask(a, c):
-        return pl.BlockSpec((None, a, c), lambda b, g, s, rows, cols, kinds, fetch: (fetch[s], 0, 0))
+        return pl.BlockSpec((None, a, c), lambda b, g, s, rows, cols_, kinds, fetch: (fetch[s], 0, 0))
 
     return own, streamed, stat_own, stat_streamed, mask
 
@@ -173,25 +180,63 @@ def _lanes_to(x, width: int):
     never a re-broadcast of one lane (which costs lane permutes)."""
     if width <= _LANES:
         return x[:, :width]
+    if width % _LANES:  # a group width no lane tiling divides (odd head_dim): one lane, broadcast
+        return jnp.broadcast_to(x[:, :1], (x.shape[0], width))
     return pltpu.repeat(x, width // _LANES, axis=1)
 
 
-def _for_each_head(hb: int, body) -> None:
-    """body(h) for the hb heads of a grid step, as a loop unrolled HEAD_UNROLL at a time (a Python loop
-    over all of them multiplies the compiled code by hb)."""
+def lane_group(hb: int, dim: int) -> int:
+    """Heads per lane group: the heads of a step sit side by side in the lanes of a [block, hb * dim]
+    block, and the kernels load them a lane group at a time, at offsets Mosaic can prove 128-aligned:
+    every head of a step when they fit in 128 lanes, else 128 // dim heads (dim 64: pairs), else one."""
+    if hb * dim <= _LANES:
+        return hb
+    if _LANES % dim == 0 and hb % (_LANES // dim) == 0:
+        return _LANES // dim
+    return 1 if dim % _LANES == 0 else hb
 
-    def run(h, carry):
-        body(h)
+
+def _for_each_group(hb: int, dim: int, body) -> None:
+    """body(lanes, heads) for the lane groups of a grid step: `lanes` indexes the group's columns of a
+    [rows, hb * dim] block, `heads` its head numbers within the step. A loop unrolled HEAD_UNROLL groups
+    at a time (a Python loop over all of them multiplies the compiled code by the group count)."""
+    per = lane_group(hb, dim)
+    width, groups = per * dim, hb // per
+    if groups == 1:
+        body(slice(None), list(range(per)))
+        return
+
+    def run(g, carry):
+        start = pl.multiple_of(g * width, width)
+        body(pl.ds(start, width), [g * per + j for j in range(per)])
         return carry
 
-    lax.fori_loop(0, hb, run, None, unroll=min(HEAD_UNROLL, hb))
+    lax.fori_loop(0, groups, run, None, unroll=min(HEAD_UNROLL, groups))
+
+
+def _head_lanes(rows: int, per: int, dim: int, j: int):
+    """Which lanes of a [rows, per * dim] lane group belong to its head j (None: the group is one head)."""
+    if per == 1:
+        return None
+    lane = lax.broadcasted_iota(jnp.int32, (rows, per * dim), 1)
+    return (lane >= j * dim) & (lane < (j + 1) * dim)
+
+
+def _only(x, lanes):
+    """x with every lane outside `lanes` zeroed: a matmul over the group's lanes then sees one head."""
+    return x if lanes is None else jnp.where(lanes, x, jnp.zeros_like(x))
+
+
+def _pick(lanes, new, old):
+    """Lanes of one head from `new`, the rest from `old` (the first head of a group takes all of new)."""
+    return new if old is None or lanes is None else jnp.where(lanes, new, old)
 
 
 def _forward_kernel(
-    rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb
+    rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb, dim
 ):
     mid, first, last = _decode(kinds, pl.program_id(2))
-    dim = acc_s.shape[-1]
+    per, bq = lane_group(hb, dim), q_ref.shape[0]
 
     @pl.when(first)
     def _init():
@@ -200,50 +245,58 @@ def _forward_kernel(
         acc_s[...] = jnp.zeros_like(acc_s)
 
     def step(masked: bool):
-        for keys in _key_slices(k_ref.shape[1]):
+        for keys in _key_slices(k_ref.shape[0]):
             allowed = mask_ref[:, keys] != 0 if masked else None
 
-            def head(h, keys=keys, allowed=allowed):
-                s = lax.dot_general(q_ref[h], k_ref[h, keys], _NT, preferred_element_type=jnp.float32)
-                if masked:
-                    s = jnp.where(allowed, s, MASKED_SCORE)
-                m_prev = m_s[h]  # [bq, 128], lane-replicated: the key slice is 128 wide, so used as is
-                m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
-                alpha = jnp.exp(m_prev - m_next)
-                p = jnp.exp(s - m_next)
-                if masked:
-                    p = jnp.where(allowed, p, 0.0)
-                l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
-                v = v_ref[h, keys]
-                acc_s[h] = _lanes_to(alpha, dim) * acc_s[h] + jnp.dot(
-                    p.astype(v.dtype), v, preferred_element_type=jnp.float32
-                )
-                m_s[h] = m_next
+            def group(lanes, heads, keys=keys, allowed=allowed):
+                q, k, v = q_ref[:, lanes], k_ref[keys, lanes], v_ref[keys, lanes]
+                scale = update = None
+                for j, h in enumerate(heads):
+                    own = _head_lanes(bq, per, dim, j)
+                    s = lax.dot_general(_only(q, own), k, _NT, preferred_element_type=jnp.float32)
+                    if masked:
+                        s = jnp.where(allowed, s, MASKED_SCORE)
+                    m_prev = m_s[h]  # [bq, 128], lane-replicated: the key slice is 128 wide, so used as is
+                    m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
+                    alpha = jnp.exp(m_prev - m_next)
+                    p = jnp.exp(s - m_next)
+                    if masked:
+                        p = jnp.where(allowed, p, 0.0)
+                    l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
+                    m_s[h] = m_next
+                    pv = jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)  # head j's lanes
+                    scale = _pick(own, _lanes_to(alpha, per * dim), scale)
+                    update = _pick(own, pv, update)
+                acc_s[:, lanes] = scale * acc_s[:, lanes] + update
 
-            _for_each_head(hb, head)
+            _for_each_group(hb, dim, group)
 
     _branches(mid, step)
 
     @pl.when(last)
     def _finish():
-        def head(h):
-            l = l_s[h]
-            seen = l > 0
-            safe = jnp.where(seen, l, 1.0)
-            o_ref[h] = (acc_s[h] / _lanes_to(safe, dim)).astype(o_ref.dtype)
-            lse = jnp.where(seen, m_s[h] + jnp.log(safe), -jnp.inf)  # [bq, 128], every lane the same
-            lse_ref[h] = lse.T[:1, :]  # one lane-dense row
+        def group(lanes, heads):
+            denominator = None
+            for j, h in enumerate(heads):
+                l = l_s[h]
+                seen = l > 0
+                safe = jnp.where(seen, l, 1.0)
+                denominator = _pick(_head_lanes(bq, per, dim, j), _lanes_to(safe, per * dim), denominator)
+                lse = jnp.where(seen, m_s[h] + jnp.log(safe), -jnp.inf)  # [bq, 128], every lane the same
+                lse_ref[h] = lse.T[:1, :]  # one lane-dense row
+            o_ref[:, lanes] = (acc_s[:, lanes] / denominator).astype(o_ref.dtype)
 
-        _for_each_head(hb, head)
+        _for_each_group(hb, dim, group)
 
 
-def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array, jax.Array]:
-    """q [B, H, Lq, D] (already scaled), k/v [B, H, Lk, D] -> out [B, H, Lq, D], lse [B, H, 1, Lq] f32."""
-    batch, heads, q_len, dim = q.shape
+def forward(q, k, v, layout: BlockLayout, *, heads: int, interpret: bool) -> tuple[jax.Array, jax.Array]:
+    """q [B, Lq, H * D] (already scaled), k/v [B, Lk, H * D] -> out [B, Lq, H * D], lse [B, H, 1, Lq] f32."""
+    batch, q_len, columns = q.shape
+    dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim)
     steps = _row_steps(layout)
-    own, streamed, stat_own, _, mask = _specs(hb, dim, bq, bk, rows_block=bq, cols_block=bk)
+    own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=4,
         grid=(batch, heads // hb, steps[0].size),
@@ -252,11 +305,11 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
         scratch_shapes=[
             pltpu.VMEM((hb, bq, _LANES), jnp.float32),
             pltpu.VMEM((hb, bq, _LANES), jnp.float32),
-            pltpu.VMEM((hb, bq, dim), jnp.float32),
+            pltpu.VMEM((bq, hb * dim), jnp.float32),
         ],
     )
     return pl.pallas_call(
-        functools.partial(_forward_kernel, hb=hb),
+        functools.partial(_forward_kernel, hb=hb, dim=dim),
         grid_spec=grid_spec,
         out_shape=[
             jax.ShapeDtypeStruct(q.shape, q.dtype),
@@ -278,29 +331,52 @@ def forward(q, k, v, layout: BlockLayout, *, interpret: bool) -> tuple[jax.Array
 
 
 def _dq_kernel(
-    rows, cols, kinds, fetch, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, mask_ref, dq_ref, dq_s, *, hb
+    rows,
+    cols,
+    kinds,
+    fetch,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    mask_ref,
+    dq_ref,
+    dq_s,
+    *,
+    hb,
+    dim,
 ):
     mid, first, last = _decode(kinds, pl.program_id(2))
+    per, bq = lane_group(hb, dim), q_ref.shape[0]
 
     @pl.when(first)
     def _init():
         dq_s[...] = jnp.zeros_like(dq_s)
 
     def step(masked: bool):
-        for keys in _key_slices(k_ref.shape[1]):
+        for keys in _key_slices(k_ref.shape[0]):
             allowed = mask_ref[:, keys] != 0 if masked else None
 
-            def head(h, keys=keys, allowed=allowed):
-                k = k_ref[h, keys]
-                s = lax.dot_general(q_ref[h], k, _NT, preferred_element_type=jnp.float32)
-                p = jnp.exp(s - lse_ref[h, 0][:, None])
-                if masked:
-                    p = jnp.where(allowed, p, 0.0)
-                dp = lax.dot_general(do_ref[h], v_ref[h, keys], _NT, preferred_element_type=jnp.float32)
-                ds = p * (dp - delta_ref[h, 0][:, None])
-                dq_s[h] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+            def group(lanes, heads, keys=keys, allowed=allowed):
+                q, do = q_ref[:, lanes], do_ref[:, lanes]
+                k, v = k_ref[keys, lanes], v_ref[keys, lanes]
+                update = None
+                for j, h in enumerate(heads):
+                    own = _head_lanes(bq, per, dim, j)
+                    s = lax.dot_general(_only(q, own), k, _NT, preferred_element_type=jnp.float32)
+                    p = jnp.exp(s - lse_ref[h, 0][:, None])
+                    if masked:
+                        p = jnp.where(allowed, p, 0.0)
+                    dp = lax.dot_general(_only(do, own), v, _NT, preferred_element_type=jnp.float32)
+                    ds = p * (dp - delta_ref[h, 0][:, None])
+                    update = _pick(
+                        own, jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32), update
+                    )
+                dq_s[:, lanes] += update
 
-            _for_each_head(hb, head)
+            _for_each_group(hb, dim, group)
 
     _branches(mid, step)
 
@@ -328,11 +404,13 @@ def _dkv_kernel(
     dv_ref,
     *rest,
     hb,
+    dim,
     fused,
 ):
     """dk, dv of the step's key block; `fused` also writes the step's dq contribution (its own slot)."""
     dq_part_ref, (dk_s, dv_s) = (rest[0] if fused else None), rest[-2:]
     mid, first, last = _decode(kinds, pl.program_id(2))
+    per = lane_group(hb, dim)
 
     @pl.when(first)
     def _init():
@@ -346,29 +424,38 @@ def _dkv_kernel(
             dq_part_ref[...] = jnp.zeros_like(dq_part_ref)
 
     def step(masked: bool):
-        slices = _key_slices(k_ref.shape[1])
+        slices = _key_slices(k_ref.shape[0])
         allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # [keys, bq], transposed
 
-        def head(h):
-            q, do = q_ref[h], do_ref[h]
+        def group(lanes, heads):
+            q, do = q_ref[:, lanes], do_ref[:, lanes]
             dq = None
             for keys, allowed_keys in zip(slices, allowed):
-                k = k_ref[h, keys]
-                s_t = lax.dot_general(k, q, _NT, preferred_element_type=jnp.float32)  # [keys, bq]
-                p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
-                if masked:
-                    p_t = jnp.where(allowed_keys, p_t, 0.0)
-                dv_s[h, keys] += jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
-                dp_t = lax.dot_general(v_ref[h, keys], do, _NT, preferred_element_type=jnp.float32)
-                ds_t = (p_t * (dp_t - delta_ref[h])).astype(q.dtype)
-                dk_s[h, keys] += jnp.dot(ds_t, q, preferred_element_type=jnp.float32)
+                k, v = k_ref[keys, lanes], v_ref[keys, lanes]
+                dk = dv = dq_keys = None
+                for j, h in enumerate(heads):
+                    q_own = _head_lanes(q.shape[0], per, dim, j)
+                    k_own = _head_lanes(k.shape[0], per, dim, j)
+                    s_t = lax.dot_general(k, _only(q, q_own), _NT, preferred_element_type=jnp.float32)
+                    p_t = jnp.exp(s_t - lse_ref[h])  # lse row [1, bq] broadcasts down the sublanes
+                    if masked:
+                        p_t = jnp.where(allowed_keys, p_t, 0.0)
+                    dv_j = jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32)
+                    dv = _pick(k_own, dv_j, dv)
+                    dp_t = lax.dot_general(_only(v, k_own), do, _NT, preferred_element_type=jnp.float32)
+                    ds_t = (p_t * (dp_t - delta_ref[h])).astype(q.dtype)
+                    dk = _pick(k_own, jnp.dot(ds_t, q, preferred_element_type=jnp.float32), dk)
+                    if fused:
+                        part = lax.dot_general(ds_t, k, _TN, preferred_element_type=jnp.float32)
+                        dq_keys = _pick(q_own, part, dq_keys)
+                dv_s[keys, lanes] += dv
+                dk_s[keys, lanes] += dk
                 if fused:
-                    part = lax.dot_general(ds_t, k, _TN, preferred_element_type=jnp.float32)
-                    dq = part if dq is None else dq + part
+                    dq = dq_keys if dq is None else dq + dq_keys
             if fused:
-                dq_part_ref[h] = dq
+                dq_part_ref[:, lanes] = dq
 
-        _for_each_head(hb, head)
+        _for_each_group(hb, dim, group)
 
     _branches(mid, step)
 
@@ -378,28 +465,29 @@ def _dkv_kernel(
         dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
 
 
-def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool, fused: bool):
+def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool):
     """The pass over the column steps: (dk, dv, None), or with `fused` (dk, dv, dq) where dq sums each
     step's float32 contribution per query block after the kernel."""
-    batch, heads, q_len, dim = q.shape
+    batch, q_len, columns = q.shape
+    dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim)
     col_steps = _column_steps(layout)
     num_steps = col_steps[0].size
-    own, streamed, _, stat_streamed, mask = _specs(hb, dim, bq, bk, rows_block=bk, cols_block=bq)
+    own, streamed, _, stat_streamed, mask = _specs(hb, dim, rows_block=bk, cols_block=bq)
     out_specs = [own(), own()]
     out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
     if fused:
-        out_specs.append(pl.BlockSpec((None, hb, None, bq, dim), lambda b, g, s, *_: (b, g, s, 0, 0)))
-        out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_steps, bq, dim), jnp.float32))
+        out_specs.append(pl.BlockSpec((None, None, bq, hb * dim), lambda b, g, s, *_: (b, s, 0, g)))
+        out_shape.append(jax.ShapeDtypeStruct((batch, num_steps, bq, columns), jnp.float32))
     outputs = pl.pallas_call(
-        functools.partial(_dkv_kernel, hb=hb, fused=fused),
+        functools.partial(_dkv_kernel, hb=hb, dim=dim, fused=fused),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, num_steps),
             in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)],
             out_specs=out_specs,
-            scratch_shapes=[pltpu.VMEM((hb, bk, dim), jnp.float32), pltpu.VMEM((hb, bk, dim), jnp.float32)],
+            scratch_shapes=[pltpu.VMEM((bk, hb * dim), jnp.float32), pltpu.VMEM((bk, hb * dim), jnp.float32)],
         ),
         out_shape=out_shape,
         compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),
@@ -421,33 +509,34 @@ def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool, 
     dk, dv, parts = outputs
     query_blocks = jnp.asarray(col_steps[1])  # the streamed block of each step is its query block
     by_block = jax.ops.segment_sum(
-        jnp.moveaxis(parts, 2, 0), query_blocks, num_segments=layout.num_q_blocks
-    )  # [num_q_blocks, B, H, bq, D]
-    dq = jnp.moveaxis(by_block, 0, 2).reshape(batch, heads, q_len, dim)
+        jnp.moveaxis(parts, 1, 0), query_blocks, num_segments=layout.num_q_blocks
+    )  # [num_q_blocks, B, bq, H * D]
+    dq = jnp.moveaxis(by_block, 0, 1).reshape(batch, q_len, columns)
     return dk, dv, dq.astype(q.dtype)
 
 
 def backward(
-    q, k, v, do, lse, delta, layout: BlockLayout, *, interpret: bool, fused: bool = False
+    q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool = False
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """dq, dk, dv given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse finite);
-    split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring)."""
-    dk, dv, dq = _dkv_pass(q, k, v, do, lse, delta, layout, interpret=interpret, fused=fused)
+    """dq, dk, dv [B, L, H * D] given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse
+    finite); split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring)."""
+    dk, dv, dq = _dkv_pass(q, k, v, do, lse, delta, layout, heads=heads, interpret=interpret, fused=fused)
     if fused:
         return dq, dk, dv
-    batch, heads, _, dim = q.shape
+    batch, _, columns = q.shape
+    dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim)
     row_steps = _row_steps(layout)
-    own, streamed, stat_own, _, mask = _specs(hb, dim, bq, bk, rows_block=bq, cols_block=bk)
+    own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, hb=hb),
+        functools.partial(_dq_kernel, hb=hb, dim=dim),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, row_steps[0].size),
             in_specs=[own(), streamed(), streamed(), own(), stat_own(), stat_own(), mask(bq, bk)],
             out_specs=own(),
-            scratch_shapes=[pltpu.VMEM((hb, bq, dim), jnp.float32)],
+            scratch_shapes=[pltpu.VMEM((bq, hb * dim), jnp.float32)],
         ),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=pltpu.CompilerParams(dimension_semantics=_SEMANTICS),

@@ -53,22 +53,23 @@ def pallas_block_size(block_size: int) -> int:
     return max(block_size, MIN_BLOCK)
 
 
-def _transpose_heads(*xs: jax.Array) -> tuple[jax.Array, ...]:
-    """[B, L, H, D] <-> [B, H, L, D] (the TPU kernels' layout: blocks must tile the last two dims)."""
-    return tuple(x.transpose(0, 2, 1, 3) for x in xs)
+def _columns(*xs: jax.Array) -> tuple[jax.Array, ...]:
+    """[B, L, H, D] -> [B, L, H * D]: the TPU kernels' view, a reshape of the projection's own layout (the
+    heads of a grid step sit side by side in the lanes of one block), never a transpose."""
+    return tuple(x.reshape(*x.shape[:2], -1) for x in xs)
 
 
 def _tpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
-    out, lse = flash_tpu.forward(*_transpose_heads(q, k, v), layout, interpret=interpret)
-    return out.transpose(0, 2, 1, 3), lse[:, :, 0].transpose(0, 2, 1)
+    out, lse = flash_tpu.forward(*_columns(q, k, v), layout, heads=q.shape[2], interpret=interpret)
+    return out.reshape(q.shape), lse[:, :, 0].transpose(0, 2, 1)
 
 
 def _tpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool, fused: bool):
     stats = (x.transpose(0, 2, 1)[:, :, None] for x in (lse, delta))  # lane-dense [B, H, 1, L]
     grads = flash_tpu.backward(
-        *_transpose_heads(q, k, v, dout), *stats, layout, interpret=interpret, fused=fused
+        *_columns(q, k, v, dout), *stats, layout, heads=q.shape[2], interpret=interpret, fused=fused
     )
-    return _transpose_heads(*grads)
+    return tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v)))
 
 
 def _pad_head_dim(*xs: jax.Array) -> tuple[jax.Array, ...]:

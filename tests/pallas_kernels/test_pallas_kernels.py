@@ -63,7 +63,8 @@ def _backend(name):
 # (pattern, seq_len, batch, heads, head_dim): blocks are 128 on both sides for the Pallas kernels, so every
 # case spans at least 2 blocks; lengths that are not block multiples give partial blocks; fixed(128, 32)
 # at 256 has a query block with no active block (the summary part of the first 128 positions); 4 heads of
-# 8 or 16 dims run in one grid step (flash_tpu.heads_per_step); strided(256) at 384 has full blocks.
+# 8 or 16 dims run in one grid step (flash_tpu.heads_per_step); strided(256) at 384 has full blocks; 6 heads of
+# 64 sit in 3 lane pairs of one [block, 384] step (flash_tpu.lane_group).
 CASES = [
     (P.strided(32), 256, 1, 4, 16),
     (P.strided(64), 300, 2, 1, 32),
@@ -71,6 +72,7 @@ CASES = [
     (P.fixed(64, 16), 256, 1, 4, 16),
     (P.fixed(128, 32), 256, 2, 1, 8),
     (P.fixed(32, 8), 300, 1, 3, 32),
+    (P.strided(64), 256, 1, 6, 64),  # heads of 64 in lane pairs, 3 pairs a step: the loop over lane groups
 ]
 
 
