@@ -68,9 +68,10 @@ MAX_STEP_COLUMNS = 1024
 HEAD_UNROLL = 2
 
 
-def heads_per_step(heads: int, dim: int) -> int:
-    """How many heads one grid step processes (all share the layout): largest divisor within budget."""
-    limit = max(1, MAX_STEP_COLUMNS // max(dim, 1))
+def heads_per_step(heads: int, dim: int, block: int = COMPUTE_BLOCK) -> int:
+    """How many heads one grid step processes (all share the layout): largest divisor within budget
+    (MAX_STEP_COLUMNS at blocks of 128 rows or more; shorter blocks take proportionally more heads)."""
+    limit = max(1, MAX_STEP_COLUMNS * max(1, COMPUTE_BLOCK // block) // max(dim, 1))
     fitting = [d for d in range(1, heads + 1) if heads % d == 0 and d <= limit]
     # A block's lanes must be a multiple of 128 or all of H * D (Mosaic's block rule; interpret mode
     # takes any, so the budget alone decides where no divisor meets it).
@@ -114,7 +115,7 @@ def grid_steps(
 ) -> dict[str, int]:
     """Grid steps of the forward and backward kernels for one component (what the compiled kernels'
     iteration_bounds multiply out to): forward, dq and dk/dv, or forward and the fused backward."""
-    groups = batch * (heads // heads_per_step(heads, dim))
+    groups = batch * (heads // heads_per_step(heads, dim, max(layout.block_q, layout.block_k)))
     rows, cols = _row_steps(layout)[0].size, _column_steps(layout)[0].size
     if fused:
         return {"fwd": groups * rows, "bwd": groups * cols}
@@ -256,10 +257,10 @@ def _forward_kernel(
                     s = lax.dot_general(_only(q, own), k, _NT, preferred_element_type=jnp.float32)
                     if masked:
                         s = jnp.where(allowed, s, MASKED_SCORE)
-                    m_prev = m_s[h]  # [bq, 128], lane-replicated: the key slice is 128 wide, so used as is
+                    m_prev = m_s[h]  # [bq, 128], lane-replicated: a 128-wide key slice uses it as is
                     m_next = jnp.maximum(m_prev, s.max(axis=-1, keepdims=True))
                     alpha = jnp.exp(m_prev - m_next)
-                    p = jnp.exp(s - m_next)
+                    p = jnp.exp(s - _lanes_to(m_next, s.shape[1]))
                     if masked:
                         p = jnp.where(allowed, p, 0.0)
                     l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
@@ -294,7 +295,7 @@ def forward(q, k, v, layout: BlockLayout, *, heads: int, interpret: bool) -> tup
     batch, q_len, columns = q.shape
     dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
-    hb = heads_per_step(heads, dim)
+    hb = heads_per_step(heads, dim, max(bq, bk))
     steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
     grid_spec = pltpu.PrefetchScalarGridSpec(
@@ -471,7 +472,7 @@ def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, inter
     batch, q_len, columns = q.shape
     dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
-    hb = heads_per_step(heads, dim)
+    hb = heads_per_step(heads, dim, max(bq, bk))
     col_steps = _column_steps(layout)
     num_steps = col_steps[0].size
     own, streamed, _, stat_streamed, mask = _specs(hb, dim, rows_block=bk, cols_block=bq)
@@ -526,7 +527,7 @@ def backward(
     batch, _, columns = q.shape
     dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
-    hb = heads_per_step(heads, dim)
+    hb = heads_per_step(heads, dim, max(bq, bk))
     row_steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
     dq = pl.pallas_call(

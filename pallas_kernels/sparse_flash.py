@@ -22,11 +22,12 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
 from pallas_kernels import flash_gpu, flash_tpu
-from pallas_kernels.block_layout import BlockLayout
+from pallas_kernels.block_layout import BlockLayout, block_layout
 
 Kernel = Literal["auto", "tpu", "gpu"]
 
@@ -79,20 +80,52 @@ def _pad_head_dim(*xs: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, padded - dim))) for x in xs)
 
 
+def _gpu_block(layout: BlockLayout) -> BlockLayout:
+    """The layout the Triton kernels run: a one-block layout shorter than their smallest block (a folded
+    component, see musenet_jax.attention.layouts) grown to flash_gpu.MIN_BLOCK with padding slots, which
+    see nothing and are seen by nothing; any other layout as it is."""
+    edge = flash_gpu.MIN_BLOCK
+    if max(layout.block_q, layout.block_k) >= edge or layout.num_q_blocks != 1 or layout.num_k_blocks != 1:
+        return layout
+    masks = np.zeros((layout.num_active + 1, edge, edge), bool)
+    masks[0] = True
+    for a, mid in enumerate(layout.mask_ids):
+        masks[a + 1, : layout.block_q, : layout.block_k] = layout.masks[mid]
+    pad = lambda positions: np.pad(positions, (0, edge - positions.size), constant_values=-1)  # noqa: E731
+    return block_layout(
+        edge, edge, 1, 1, layout.q_block_ids, layout.k_block_ids, np.arange(1, layout.num_active + 1), masks,
+        q_positions=pad(layout.q_positions), k_positions=pad(layout.k_positions), allowed=layout.allowed,
+    )  # fmt: skip
+
+
+def _grow(x: jax.Array, length: int) -> jax.Array:
+    """Zero rows appended along the sequence axis (GPU only, for _gpu_block's padding slots)."""
+    if length <= x.shape[1]:
+        return x
+    return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+
+
 def _gpu_forward(q, k, v, layout: BlockLayout, interpret: bool):
-    out, lse = flash_gpu.forward(*_pad_head_dim(q, k, v), layout, interpret=interpret)
-    return out[..., : q.shape[-1]], lse.transpose(0, 2, 1)
+    grown = _gpu_block(layout)
+    q_len = q.shape[1]
+    q, k, v = _grow(q, grown.block_q), _grow(k, grown.block_k), _grow(v, grown.block_k)
+    out, lse = flash_gpu.forward(*_pad_head_dim(q, k, v), grown, interpret=interpret)
+    return out[:, :q_len, :, : q.shape[-1]], lse.transpose(0, 2, 1)[:, :q_len]
 
 
 def _gpu_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool):
-    grads = flash_gpu.backward(
+    grown = _gpu_block(layout)
+    q_len, k_len, dim = q.shape[1], k.shape[1], q.shape[-1]
+    q, dout, lse, delta = (_grow(x, grown.block_q) for x in (q, dout, lse, delta))
+    k, v = _grow(k, grown.block_k), _grow(v, grown.block_k)
+    dq, dk, dv = flash_gpu.backward(
         *_pad_head_dim(q, k, v, dout),
         lse.transpose(0, 2, 1),
         delta.transpose(0, 2, 1),
-        layout,
+        grown,
         interpret=interpret,
     )
-    return tuple(g[..., : q.shape[-1]] for g in grads)
+    return dq[:, :q_len, :, :dim], dk[:, :k_len, :, :dim], dv[:, :k_len, :, :dim]
 
 
 def _run(kernel: Kernel, interpret: bool, tpu_fn, gpu_fn, layout: BlockLayout, *arrays: jax.Array):
@@ -160,7 +193,8 @@ def sparse_flash_attention(
     kernel="auto" picks by lowering platform (interpreting on CPU); "tpu" / "gpu" force a kernel family,
     e.g. to test the GPU kernel in interpret mode on CPU. `fused_backward` computes dq, dk and dv in one
     TPU kernel (flash_tpu's module docstring); the GPU kernels always run the split backward."""
-    if min(layout.block_q, layout.block_k) < MIN_BLOCK:
+    whole = layout.num_q_blocks == layout.num_k_blocks == 1  # one block as long as the whole sequence
+    if min(layout.block_q, layout.block_k) < MIN_BLOCK and not whole:
         raise BlockSizeError(
             f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}"
         )

@@ -55,6 +55,15 @@ def sparse_attend(
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     outs, lses = [], []
     for comp in layout.components:
+        if comp.fold > 1:  # positions folded into heads: a reshape each way, no gather (layouts.py)
+            batch, length, heads, dim = q.shape
+            out, lse = component_fn(
+                *(x.reshape(batch, length // comp.fold, comp.fold * heads, dim) for x in (q, k, v)),
+                comp.layout,
+            )
+            outs.append(out.reshape(q.shape).astype(jnp.float32))
+            lses.append(lse.reshape(batch, length, heads))
+            continue
         q_natural, kv_natural = comp.q_is_natural, comp.kv_is_natural
         out, lse = component_fn(
             _to_slots(q, comp.q_index, q_natural),

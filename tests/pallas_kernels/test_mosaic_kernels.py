@@ -36,7 +36,7 @@ COMPILE = textwrap.dedent(
         q, k, v, (pattern,), backend="pallas", block_size=128, fused_backward=fused
     ).astype(jnp.float32).sum()
     jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
-    expected = [flash_tpu.grid_steps(c.layout, batch=1, heads=heads, dim=dim, fused=fused)
+    expected = [flash_tpu.grid_steps(c.layout, batch=1, heads=heads * c.fold, dim=dim, fused=fused)
                 for c in backend_layout(pattern, n, backend="pallas", block_size=128).components]
     kernels = [{"name": k.name, "bounds": k.iteration_bounds, "steps": k.grid_steps, "transposes": k.transposes,
                 "vxposes": k.vxposes, "original": k.original} for k in mosaic_dump.kernels(directory)]

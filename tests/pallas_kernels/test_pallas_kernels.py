@@ -63,8 +63,8 @@ def _backend(name):
 # (pattern, seq_len, batch, heads, head_dim): blocks are 128 on both sides for the Pallas kernels, so every
 # case spans at least 2 blocks; lengths that are not block multiples give partial blocks; fixed(128, 32)
 # at 256 has a query block with no active block (the summary part of the first 128 positions); 4 heads of
-# 8 or 16 dims run in one grid step (flash_tpu.heads_per_step); strided(256) at 384 has full blocks; 6 heads of
-# 64 sit in 3 lane pairs of one [block, 384] step (flash_tpu.lane_group).
+# 8 or 16 dims run in one grid step (flash_tpu.heads_per_step); strided(256) at 384 has full blocks;
+# 6 heads of 64 sit in 3 lane pairs of one [block, 384] step (flash_tpu.lane_group).
 CASES = [
     (P.strided(32), 256, 1, 4, 16),
     (P.strided(64), 300, 2, 1, 32),
@@ -73,6 +73,7 @@ CASES = [
     (P.fixed(128, 32), 256, 2, 1, 8),
     (P.fixed(32, 8), 300, 1, 3, 32),
     (P.strided(64), 256, 1, 6, 64),  # heads of 64 in lane pairs, 3 pairs a step: the loop over lane groups
+    (P.strided(16), 512, 2, 2, 32),  # n = 32 * 16: the far part folded into 32 heads of 32 rows (one block)
 ]
 
 
@@ -220,9 +221,13 @@ def test_pallas_block_size_must_be_a_power_of_two_in_one_line():
 
 
 def test_pallas_layouts_use_blocks_of_at_least_128():
+    """... except a folded component whose whole sequence is one shorter block (layouts._folded_strided)."""
     for block_size in (16, 128):
         layout = backend_layout(P.strided(128), 4096, backend="pallas", block_size=block_size)
-        assert {(c.layout.block_q, c.layout.block_k) for c in layout.components} == {(128, 128)}
+        blocks = {
+            c.name: (c.layout.block_q, c.layout.block_k, c.layout.num_q_blocks) for c in layout.components
+        }
+        assert blocks == {"band": (128, 128, 32), "strided": (32, 32, 1)}
     xla = backend_layout(P.strided(128), 4096, backend="xla_blocksparse", block_size=128)
     assert min(c.layout.block_q for c in xla.components) < 128  # the XLA path keeps its smaller blocks
 
