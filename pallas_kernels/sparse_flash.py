@@ -17,6 +17,7 @@ score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Literal
 
@@ -199,3 +200,145 @@ def sparse_flash_attention(
             f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {layout.block_q}x{layout.block_k}"
         )
     return _attention(q, k, v, layout, kernel, interpret, fused_backward)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Part:
+    """One component as `merged_attention` runs it: its layout and how q/k/v reach its slot order."""
+
+    layout: BlockLayout
+    fold: int = 1  # > 1: positions folded into heads, q/k/v viewed [B, L / fold, fold * H, D] (a reshape)
+    q_index: np.ndarray | None = None  # slot -> query position (-1: zero row); None: natural order
+    kv_index: np.ndarray | None = None  # slot -> key position (-1: zero row); None: natural order
+    q_slot: np.ndarray | None = None  # query position -> slot, where q_index is given
+
+
+def _into(x: jax.Array, part: Part, index: np.ndarray | None, slots: int) -> jax.Array:
+    """[B, L, H, ...] -> the part's slot order: a reshape (folded), zero rows appended (natural), or a
+    gather (the only one left: fixed's summary keys)."""
+    batch, length, heads = x.shape[:3]
+    if part.fold > 1:
+        return x.reshape(batch, length // part.fold, part.fold * heads, *x.shape[3:])
+    if index is None:
+        return _grow(x, slots)
+    padded = jnp.pad(x, [(0, 0), (0, 1)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.take(padded, jnp.asarray(np.where(index < 0, length, index)), axis=1)
+
+
+def _out_of(y: jax.Array, part: Part, length: int, heads: int) -> jax.Array:
+    """Query rows of slot order back to positions [B, L, H, ...]."""
+    if part.fold > 1:
+        return y.reshape(y.shape[0], length, heads, *y.shape[3:])
+    if part.q_index is None:
+        return y[:, :length]
+    return jnp.take(y, jnp.asarray(part.q_slot), axis=1)
+
+
+def _grad_of(g: jax.Array, part: Part, index: np.ndarray | None, length: int, heads: int) -> jax.Array:
+    """The transpose of `_into`: a reshape, a slice, or a scatter-add (fixed's summary keys)."""
+    if part.fold > 1:
+        return g.reshape(g.shape[0], length, heads, *g.shape[3:])
+    if index is None:
+        return g[:, :length]
+    rows = jnp.asarray(np.where(index < 0, length, index))
+    summed = jnp.zeros((g.shape[0], length + 1, *g.shape[2:]), g.dtype).at[:, rows].add(g)
+    return summed[:, :length]
+
+
+def _merged_forward(q, k, v, parts, kernel, interpret):
+    """Every part's kernel, then their results merged by log-sum-exp into out [B, L, H, D] (q's dtype) and
+    lse [B, L, H] float32: one elementwise fusion over the parts' outputs, nothing differentiated."""
+    length, heads = q.shape[1:3]
+    outs, lses = [], []
+    for part in parts:
+        lay = part.layout
+        out, lse = _run(
+            kernel,
+            interpret,
+            _tpu_forward,
+            _gpu_forward,
+            lay,
+            _into(q, part, part.q_index, lay.num_q_blocks * lay.block_q),
+            _into(k, part, part.kv_index, lay.num_k_blocks * lay.block_k),
+            _into(v, part, part.kv_index, lay.num_k_blocks * lay.block_k),
+        )
+        outs.append(_out_of(out, part, length, heads))
+        lses.append(_out_of(lse, part, length, heads))
+    if len(parts) == 1:
+        return outs[0], lses[0]
+    top = functools.reduce(jnp.maximum, lses)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    weights = [jnp.exp(lse - top) for lse in lses]  # 0 for parts that see no key of a row
+    total = sum(weights)
+    seen = total > 0
+    safe = jnp.where(seen, total, 1.0)
+    merged = sum((w / safe)[..., None] * o.astype(jnp.float32) for w, o in zip(weights, outs))
+    return merged.astype(q.dtype), jnp.where(seen, top + jnp.log(safe), -jnp.inf)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _merged(q, k, v, parts, kernel, interpret, fused_backward):
+    return _merged_forward(q, k, v, parts, kernel, interpret)[0]
+
+
+def _merged_fwd(q, k, v, parts, kernel, interpret, fused_backward):
+    out, lse = _merged_forward(q, k, v, parts, kernel, interpret)
+    out, lse = (checkpoint_name(x, name) for x, name in zip((out, lse), RESIDUAL_NAMES))
+    return out, (q, k, v, out, lse)
+
+
+def _merged_bwd(parts, kernel, interpret, fused_backward, residuals, dout):
+    """Each part's backward kernels take the merged lse and delta = rowsum(out * dout): the softmax over
+    the union of the parts' keys, so no part's own output or lse is needed, and no merge is differentiated."""
+    q, k, v, out, lse = residuals
+    length, heads = q.shape[1:3]
+    dout = dout.astype(q.dtype)
+    delta = (out.astype(jnp.float32) * dout.astype(jnp.float32)).sum(axis=-1)
+    lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
+    grads = [jnp.zeros(x.shape, jnp.float32) if len(parts) > 1 else None for x in (q, k, v)]
+    for part in parts:
+        lay = part.layout
+        q_len, k_len = lay.num_q_blocks * lay.block_q, lay.num_k_blocks * lay.block_k
+        dq, dk, dv = _run(
+            kernel,
+            interpret,
+            functools.partial(_tpu_backward, fused=fused_backward),
+            _gpu_backward,
+            lay,
+            *(_into(x, part, part.q_index, q_len) for x in (q,)),
+            *(_into(x, part, part.kv_index, k_len) for x in (k, v)),
+            *(_into(x, part, part.q_index, q_len) for x in (dout, lse, delta)),
+        )
+        parts_grads = (
+            _grad_of(dq, part, part.q_index, length, heads),
+            _grad_of(dk, part, part.kv_index, length, heads),
+            _grad_of(dv, part, part.kv_index, length, heads),
+        )
+        if len(parts) == 1:
+            return parts_grads
+        grads = [total + g.astype(jnp.float32) for total, g in zip(grads, parts_grads)]
+    return tuple(g.astype(x.dtype) for g, x in zip(grads, (q, k, v)))
+
+
+_merged.defvjp(_merged_fwd, _merged_bwd)
+
+
+def merged_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    parts: tuple[Part, ...],
+    *,
+    kernel: Kernel = "auto",
+    interpret: bool = False,
+    fused_backward: bool = False,
+) -> jax.Array:
+    """q (already scaled), k, v [B, L, H, D] -> out [B, L, H, D]: the disjoint `parts` (one pattern's
+    components) run and merged as one op, whose backward takes the merged lse and delta."""
+    for part in parts:
+        lay, whole = part.layout, part.layout.num_q_blocks == part.layout.num_k_blocks == 1
+        if min(lay.block_q, lay.block_k) < MIN_BLOCK and not whole:
+            raise BlockSizeError(
+                f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {lay.block_q}x{lay.block_k}"
+            )
+    return _merged(q, k, v, tuple(parts), kernel, interpret, fused_backward)

@@ -10,7 +10,6 @@ it gathers q/k/v into each layout component's slot order, runs a component funct
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 from jax import lax
 
 from musenet_jax.attention.layouts import BlockLayout, PatternLayout, make_layout
-from musenet_jax.attention.pallas_backend import pallas_component
+from musenet_jax.attention.pallas_backend import pallas_attend
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import dense_attention
 from musenet_jax.attention.xla_blocksparse import blocksparse_attention
@@ -84,12 +83,6 @@ def sparse_attend(
     return (merged / jnp.where(total > 0, total, 1.0)[..., None]).astype(q.dtype)
 
 
-def _component_fn(backend: str, fused_backward: bool) -> ComponentFn:
-    if backend == "pallas":
-        return functools.partial(pallas_component, fused_backward=fused_backward)
-    return blocksparse_attention
-
-
 def backend_layout(pattern: Pattern, seq_len: int, *, backend: str, block_size: int) -> PatternLayout:
     """The layout `backend` runs for `pattern`. The XLA path keeps small blocks; the Pallas kernels get
     power-of-two blocks of at least sparse_flash.MIN_BLOCK (128) on both sides (pallas_block_size)."""
@@ -127,7 +120,11 @@ def attend(
         qg, kg, vg = q[:, :, heads_g], k[:, :, heads_g], v[:, :, heads_g]
         if backend == "dense":
             outs.append(dense_attention(qg, kg, vg, pattern))
+        elif backend == "pallas":  # the components as one op: merged in the forward, no merge differentiated
+            layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
+            scaled = qg * jnp.asarray(qg.shape[-1] ** -0.5, qg.dtype)
+            outs.append(pallas_attend(scaled, kg, vg, layout, fused_backward=fused_backward))
         else:
             layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
-            outs.append(sparse_attend(qg, kg, vg, layout, _component_fn(backend, fused_backward)))
+            outs.append(sparse_attend(qg, kg, vg, layout, blocksparse_attention))
     return outs[0] if groups == 1 else jnp.concatenate(outs, axis=2)
