@@ -202,68 +202,142 @@ def sparse_flash_attention(
     return _attention(q, k, v, layout, kernel, interpret, fused_backward)
 
 
+def _tpu_native_forward(q, k, v, layout: BlockLayout, interpret: bool, heads: int):
+    """[B, L, H * D] in and out, statistics [B, H, 1, L]: the TPU kernels' own layouts, nothing moved."""
+    return flash_tpu.forward(q, k, v, layout, heads=heads, interpret=interpret)
+
+
+def _tpu_native_backward(
+    q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool, heads: int, fused: bool
+):
+    return flash_tpu.backward(
+        q, k, v, dout, lse, delta, layout, heads=heads, interpret=interpret, fused=fused
+    )
+
+
+def _heads(x: jax.Array, heads: int) -> jax.Array:
+    return x.reshape(*x.shape[:2], heads, -1)
+
+
+def _gpu_native_forward(q, k, v, layout: BlockLayout, interpret: bool, heads: int):
+    """The Triton kernels behind the TPU kernels' layouts: their statistics are [B, L, H], so they are
+    transposed here (GPU only)."""
+    out, lse = _gpu_forward(*(_heads(x, heads) for x in (q, k, v)), layout, interpret)
+    return out.reshape(q.shape), lse.transpose(0, 2, 1)[:, :, None]
+
+
+def _gpu_native_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool, heads: int):
+    stats = (x[:, :, 0].transpose(0, 2, 1) for x in (lse, delta))
+    grads = _gpu_backward(*(_heads(x, heads) for x in (q, k, v, dout)), *stats, layout, interpret)
+    return tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v)))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Part:
     """One component as `merged_attention` runs it: its layout and how q/k/v reach its slot order."""
 
     layout: BlockLayout
-    fold: int = 1  # > 1: positions folded into heads, q/k/v viewed [B, L / fold, fold * H, D] (a reshape)
+    fold: int = 1  # > 1: positions folded into heads, q/k/v viewed [B, L / fold, fold * H * D] (a reshape)
     q_index: np.ndarray | None = None  # slot -> query position (-1: zero row); None: natural order
     kv_index: np.ndarray | None = None  # slot -> key position (-1: zero row); None: natural order
     q_slot: np.ndarray | None = None  # query position -> slot, where q_index is given
 
+    @property
+    def q_slots(self) -> int:
+        return self.layout.num_q_blocks * self.layout.block_q
+
+    @property
+    def k_slots(self) -> int:
+        return self.layout.num_k_blocks * self.layout.block_k
+
+
+def _rows(index: np.ndarray, length: int) -> jax.Array:
+    return jnp.asarray(np.where(index < 0, length, index))  # slot -1 reads the zero row appended at `length`
+
 
 def _into(x: jax.Array, part: Part, index: np.ndarray | None, slots: int) -> jax.Array:
-    """[B, L, H, ...] -> the part's slot order: a reshape (folded), zero rows appended (natural), or a
-    gather (the only one left: fixed's summary keys)."""
-    batch, length, heads = x.shape[:3]
+    """[B, L, H * D] -> the part's slot order: a reshape (folded), zero rows appended (natural, when L is
+    no block multiple), or a gather (the only one left: fixed's summary keys, strided's far part when L
+    is no multiple of its stride)."""
+    batch, length, columns = x.shape
     if part.fold > 1:
-        return x.reshape(batch, length // part.fold, part.fold * heads, *x.shape[3:])
+        return x.reshape(batch, length // part.fold, part.fold * columns)
     if index is None:
         return _grow(x, slots)
-    padded = jnp.pad(x, [(0, 0), (0, 1)] + [(0, 0)] * (x.ndim - 2))
-    return jnp.take(padded, jnp.asarray(np.where(index < 0, length, index)), axis=1)
+    return jnp.take(jnp.pad(x, ((0, 0), (0, 1), (0, 0))), _rows(index, length), axis=1)
 
 
-def _out_of(y: jax.Array, part: Part, length: int, heads: int) -> jax.Array:
-    """Query rows of slot order back to positions [B, L, H, ...]."""
+def _out_of(y: jax.Array, part: Part, length: int) -> jax.Array:
+    """Query rows of slot order back to positions, [B, L, H * D]."""
     if part.fold > 1:
-        return y.reshape(y.shape[0], length, heads, *y.shape[3:])
+        return y.reshape(y.shape[0], length, -1)
     if part.q_index is None:
         return y[:, :length]
     return jnp.take(y, jnp.asarray(part.q_slot), axis=1)
 
 
-def _grad_of(g: jax.Array, part: Part, index: np.ndarray | None, length: int, heads: int) -> jax.Array:
-    """The transpose of `_into`: a reshape, a slice, or a scatter-add (fixed's summary keys)."""
+def _grad_of(g: jax.Array, part: Part, index: np.ndarray | None, length: int) -> jax.Array:
+    """The transpose of `_into`: a reshape, a slice, or a scatter-add."""
     if part.fold > 1:
-        return g.reshape(g.shape[0], length, heads, *g.shape[3:])
+        return g.reshape(g.shape[0], length, -1)
     if index is None:
         return g[:, :length]
-    rows = jnp.asarray(np.where(index < 0, length, index))
-    summed = jnp.zeros((g.shape[0], length + 1, *g.shape[2:]), g.dtype).at[:, rows].add(g)
+    summed = jnp.zeros((g.shape[0], length + 1, g.shape[2]), g.dtype).at[:, _rows(index, length)].add(g)
     return summed[:, :length]
 
 
-def _merged_forward(q, k, v, parts, kernel, interpret):
-    """Every part's kernel, then their results merged by log-sum-exp into out [B, L, H, D] (q's dtype) and
-    lse [B, L, H] float32: one elementwise fusion over the parts' outputs, nothing differentiated."""
-    length, heads = q.shape[1:3]
+def _stats_into(x: jax.Array, part: Part, heads: int) -> jax.Array:
+    """Row statistics [B, H, 1, L] -> the part's [B, H', 1, slots]. Folded: row t, head g * H + h is
+    position t * fold + g of head h, a transpose of these small float32 arrays (the statistics' only
+    one: the kernels' statistics are lane rows per head, so no reshape turns one order into the other)."""
+    batch, length = x.shape[0], x.shape[-1]
+    if part.fold > 1:
+        rows = length // part.fold
+        x = x.reshape(batch, heads, rows, part.fold).transpose(0, 3, 1, 2)
+        return x.reshape(batch, part.fold * heads, 1, rows)
+    if part.q_index is None:
+        return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, part.q_slots - length)))
+    return jnp.take(jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, 1))), _rows(part.q_index, length), axis=3)
+
+
+def _stats_out_of(x: jax.Array, part: Part, length: int, heads: int) -> jax.Array:
+    """The inverse of `_stats_into` for a part's output statistics."""
+    batch = x.shape[0]
+    if part.fold > 1:
+        x = x.reshape(batch, part.fold, heads, length // part.fold).transpose(0, 2, 3, 1)
+        return x.reshape(batch, heads, 1, length)
+    if part.q_index is None:
+        return x[..., :length]
+    return jnp.take(x, jnp.asarray(part.q_slot), axis=3)
+
+
+def _per_column(w: jax.Array, dim: int) -> jax.Array:
+    """A row statistic [B, H, 1, L] as a factor on [B, L, H * D] (inside the fusion that uses it)."""
+    batch, heads, _, length = w.shape
+    by_row = jnp.swapaxes(w[:, :, 0], 1, 2)  # [B, L, H]
+    return jnp.broadcast_to(by_row[..., None], (batch, length, heads, dim)).reshape(
+        batch, length, heads * dim
+    )
+
+
+def _merged_forward(q, k, v, parts, heads, kernel, interpret):
+    """Every part's kernel, then their results merged by log-sum-exp: out [B, L, H * D] (q's dtype) and
+    lse [B, H, 1, L] float32, in one elementwise fusion over the parts' outputs, nothing differentiated."""
+    length, dim = q.shape[1], q.shape[2] // heads
     outs, lses = [], []
     for part in parts:
-        lay = part.layout
         out, lse = _run(
             kernel,
             interpret,
-            _tpu_forward,
-            _gpu_forward,
-            lay,
-            _into(q, part, part.q_index, lay.num_q_blocks * lay.block_q),
-            _into(k, part, part.kv_index, lay.num_k_blocks * lay.block_k),
-            _into(v, part, part.kv_index, lay.num_k_blocks * lay.block_k),
+            functools.partial(_tpu_native_forward, heads=heads * part.fold),
+            functools.partial(_gpu_native_forward, heads=heads * part.fold),
+            part.layout,
+            _into(q, part, part.q_index, part.q_slots),
+            _into(k, part, part.kv_index, part.k_slots),
+            _into(v, part, part.kv_index, part.k_slots),
         )
-        outs.append(_out_of(out, part, length, heads))
-        lses.append(_out_of(lse, part, length, heads))
+        outs.append(_out_of(out, part, length))
+        lses.append(_stats_out_of(lse, part, length, heads))
     if len(parts) == 1:
         return outs[0], lses[0]
     top = functools.reduce(jnp.maximum, lses)
@@ -272,52 +346,52 @@ def _merged_forward(q, k, v, parts, kernel, interpret):
     total = sum(weights)
     seen = total > 0
     safe = jnp.where(seen, total, 1.0)
-    merged = sum((w / safe)[..., None] * o.astype(jnp.float32) for w, o in zip(weights, outs))
+    merged = sum(_per_column(w / safe, dim) * o.astype(jnp.float32) for w, o in zip(weights, outs))
     return merged.astype(q.dtype), jnp.where(seen, top + jnp.log(safe), -jnp.inf)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _merged(q, k, v, parts, kernel, interpret, fused_backward):
-    return _merged_forward(q, k, v, parts, kernel, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _merged(q, k, v, parts, heads, kernel, interpret, fused_backward):
+    return _merged_forward(q, k, v, parts, heads, kernel, interpret)[0]
 
 
-def _merged_fwd(q, k, v, parts, kernel, interpret, fused_backward):
-    out, lse = _merged_forward(q, k, v, parts, kernel, interpret)
+def _merged_fwd(q, k, v, parts, heads, kernel, interpret, fused_backward):
+    out, lse = _merged_forward(q, k, v, parts, heads, kernel, interpret)
     out, lse = (checkpoint_name(x, name) for x, name in zip((out, lse), RESIDUAL_NAMES))
     return out, (q, k, v, out, lse)
 
 
-def _merged_bwd(parts, kernel, interpret, fused_backward, residuals, dout):
+def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout):
     """Each part's backward kernels take the merged lse and delta = rowsum(out * dout): the softmax over
-    the union of the parts' keys, so no part's own output or lse is needed, and no merge is differentiated."""
+    the union of the parts' keys, so no part's own output or lse is needed and no merge is differentiated;
+    the parts' gradients are summed in q's dtype."""
     q, k, v, out, lse = residuals
-    length, heads = q.shape[1:3]
+    length, columns = q.shape[1:]
     dout = dout.astype(q.dtype)
-    delta = (out.astype(jnp.float32) * dout.astype(jnp.float32)).sum(axis=-1)
+    products = (out.astype(jnp.float32) * dout.astype(jnp.float32)).reshape(*q.shape[:2], heads, -1)
+    delta = jnp.swapaxes(products.sum(axis=-1), 1, 2)[:, :, None]  # [B, H, 1, L]
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
-    grads = [jnp.zeros(x.shape, jnp.float32) if len(parts) > 1 else None for x in (q, k, v)]
+    totals = None
     for part in parts:
-        lay = part.layout
-        q_len, k_len = lay.num_q_blocks * lay.block_q, lay.num_k_blocks * lay.block_k
-        dq, dk, dv = _run(
+        grads = _run(
             kernel,
             interpret,
-            functools.partial(_tpu_backward, fused=fused_backward),
-            _gpu_backward,
-            lay,
-            *(_into(x, part, part.q_index, q_len) for x in (q,)),
-            *(_into(x, part, part.kv_index, k_len) for x in (k, v)),
-            *(_into(x, part, part.q_index, q_len) for x in (dout, lse, delta)),
+            functools.partial(_tpu_native_backward, heads=heads * part.fold, fused=fused_backward),
+            functools.partial(_gpu_native_backward, heads=heads * part.fold),
+            part.layout,
+            _into(q, part, part.q_index, part.q_slots),
+            _into(k, part, part.kv_index, part.k_slots),
+            _into(v, part, part.kv_index, part.k_slots),
+            _into(dout, part, part.q_index, part.q_slots),
+            _stats_into(lse, part, heads),
+            _stats_into(delta, part, heads),
         )
-        parts_grads = (
-            _grad_of(dq, part, part.q_index, length, heads),
-            _grad_of(dk, part, part.kv_index, length, heads),
-            _grad_of(dv, part, part.kv_index, length, heads),
+        grads = tuple(
+            _grad_of(g, part, index, length)
+            for g, index in zip(grads, (part.q_index, part.kv_index, part.kv_index))
         )
-        if len(parts) == 1:
-            return parts_grads
-        grads = [total + g.astype(jnp.float32) for total, g in zip(grads, parts_grads)]
-    return tuple(g.astype(x.dtype) for g, x in zip(grads, (q, k, v)))
+        totals = grads if totals is None else tuple(t + g for t, g in zip(totals, grads))
+    return totals
 
 
 _merged.defvjp(_merged_fwd, _merged_bwd)
@@ -334,11 +408,15 @@ def merged_attention(
     fused_backward: bool = False,
 ) -> jax.Array:
     """q (already scaled), k, v [B, L, H, D] -> out [B, L, H, D]: the disjoint `parts` (one pattern's
-    components) run and merged as one op, whose backward takes the merged lse and delta."""
+    components) run and merged as one op on the [B, L, H * D] view (a reshape), whose backward takes the
+    merged lse and delta."""
     for part in parts:
         lay, whole = part.layout, part.layout.num_q_blocks == part.layout.num_k_blocks == 1
         if min(lay.block_q, lay.block_k) < MIN_BLOCK and not whole:
             raise BlockSizeError(
                 f"Pallas kernels need blocks >= {MIN_BLOCK}, layout has {lay.block_q}x{lay.block_k}"
             )
-    return _merged(q, k, v, tuple(parts), kernel, interpret, fused_backward)
+    batch, length, heads, dim = q.shape
+    flat = (x.reshape(batch, length, heads * dim) for x in (q, k, v))
+    out = _merged(*flat, tuple(parts), heads, kernel, interpret, fused_backward)
+    return out.reshape(q.shape)
