@@ -233,9 +233,11 @@ def _pick(lanes, new, old):
     return new if old is None or lanes is None else jnp.where(lanes, new, old)
 
 
-def _forward_kernel(
-    rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_s, l_s, acc_s, *, hb, dim
-):
+def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *refs, hb, dim, merge):
+    """`merge`: two more inputs, an earlier component's normalized output and lse over the same rows, which
+    the finish step merges in by log-sum-exp (the op's output, written once)."""
+    (o_prev_ref, lse_prev_ref), refs = (refs[:2], refs[2:]) if merge else ((None, None), refs)
+    o_ref, lse_ref, m_s, l_s, acc_s = refs
     mid, first, last = _decode(kinds, pl.program_id(2))
     per, bq = lane_group(hb, dim), q_ref.shape[0]
 
@@ -277,21 +279,40 @@ def _forward_kernel(
     @pl.when(last)
     def _finish():
         def group(lanes, heads):
-            denominator = None
+            own_scale = prev_scale = None
             for j, h in enumerate(heads):
                 l = l_s[h]
                 seen = l > 0
                 safe = jnp.where(seen, l, 1.0)
-                denominator = _pick(_head_lanes(bq, per, dim, j), _lanes_to(safe, per * dim), denominator)
                 lse = jnp.where(seen, m_s[h] + jnp.log(safe), -jnp.inf)  # [bq, 128], every lane the same
+                scale = 1.0 / safe
+                if merge:  # exp(lse_c - lse) weighs each component's normalized output
+                    prev = jnp.broadcast_to(lse_prev_ref[h, 0][:, None], lse.shape)
+                    top = jnp.maximum(lse, prev)
+                    top = jnp.where(top == -jnp.inf, 0.0, top)
+                    own_w, prev_w = jnp.exp(lse - top), jnp.exp(prev - top)
+                    total = own_w + prev_w
+                    any_key = total > 0
+                    total = jnp.where(any_key, total, 1.0)
+                    scale = own_w / (safe * total)
+                    head = _head_lanes(bq, per, dim, j)
+                    prev_scale = _pick(head, _lanes_to(prev_w / total, per * dim), prev_scale)
+                    lse = jnp.where(any_key, top + jnp.log(total), -jnp.inf)
+                own_scale = _pick(_head_lanes(bq, per, dim, j), _lanes_to(scale, per * dim), own_scale)
                 lse_ref[h] = lse.T[:1, :]  # one lane-dense row
-            o_ref[:, lanes] = (acc_s[:, lanes] / denominator).astype(o_ref.dtype)
+            out = acc_s[:, lanes] * own_scale
+            if merge:
+                out += o_prev_ref[:, lanes].astype(jnp.float32) * prev_scale
+            o_ref[:, lanes] = out.astype(o_ref.dtype)
 
         _for_each_group(hb, dim, group)
 
 
-def forward(q, k, v, layout: BlockLayout, *, heads: int, interpret: bool) -> tuple[jax.Array, jax.Array]:
-    """q [B, Lq, H * D] (already scaled), k/v [B, Lk, H * D] -> out [B, Lq, H * D], lse [B, H, 1, Lq] f32."""
+def forward(
+    q, k, v, layout: BlockLayout, *, heads: int, interpret: bool, merge_with=None
+) -> tuple[jax.Array, jax.Array]:
+    """q [B, Lq, H * D] (already scaled), k/v [B, Lk, H * D] -> out [B, Lq, H * D], lse [B, H, 1, Lq] f32.
+    `merge_with` = (out, lse) of another component over the same rows: merged into the result."""
     batch, q_len, columns = q.shape
     dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
@@ -301,7 +322,7 @@ def forward(q, k, v, layout: BlockLayout, *, heads: int, interpret: bool) -> tup
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=4,
         grid=(batch, heads // hb, steps[0].size),
-        in_specs=[own(), streamed(), streamed(), mask(bq, bk)],
+        in_specs=[own(), streamed(), streamed(), mask(bq, bk)] + ([own(), stat_own()] if merge_with else []),
         out_specs=[own(), stat_own()],
         scratch_shapes=[
             pltpu.VMEM((hb, bq, _LANES), jnp.float32),
@@ -310,7 +331,7 @@ def forward(q, k, v, layout: BlockLayout, *, heads: int, interpret: bool) -> tup
         ],
     )
     return pl.pallas_call(
-        functools.partial(_forward_kernel, hb=hb, dim=dim),
+        functools.partial(_forward_kernel, hb=hb, dim=dim, merge=merge_with is not None),
         grid_spec=grid_spec,
         out_shape=[
             jax.ShapeDtypeStruct(q.shape, q.dtype),
@@ -324,11 +345,11 @@ def forward(q, k, v, layout: BlockLayout, *, heads: int, interpret: bool) -> tup
             itemsize=q.dtype.itemsize,
             matmuls=2,
             streamed=2,
-            resident=2,
+            resident=3 if merge_with else 2,  # q, out (and the merged output read)
         ),
         interpret=interpret,
         name="sparse_flash_fwd",
-    )(*map(jnp.asarray, steps), q, k, v, _masks(layout, transposed=False))
+    )(*map(jnp.asarray, steps), q, k, v, _masks(layout, transposed=False), *(merge_with or ()))
 
 
 def _dq_kernel(
@@ -343,12 +364,13 @@ def _dq_kernel(
     lse_ref,
     delta_ref,
     mask_ref,
-    dq_ref,
-    dq_s,
-    *,
+    *refs,
     hb,
     dim,
+    add,
 ):
+    """`add`: one more input, gradients of other components for these rows, added in the finish step."""
+    dq_prev_ref, (dq_ref, dq_s) = (refs[0] if add else None), refs[-2:]
     mid, first, last = _decode(kinds, pl.program_id(2))
     per, bq = lane_group(hb, dim), q_ref.shape[0]
 
@@ -383,7 +405,8 @@ def _dq_kernel(
 
     @pl.when(last)
     def _finish():
-        dq_ref[...] = dq_s[...].astype(dq_ref.dtype)
+        dq = dq_s[...] + dq_prev_ref[...].astype(jnp.float32) if add else dq_s[...]
+        dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
 _TN = (((0,), (0,)), ((), ()))  # a.T @ b: the fused backward's dq contribution
@@ -401,15 +424,17 @@ def _dkv_kernel(
     lse_ref,
     delta_ref,
     mask_ref,
-    dk_ref,
-    dv_ref,
     *rest,
     hb,
     dim,
     fused,
+    add,
 ):
-    """dk, dv of the step's key block; `fused` also writes the step's dq contribution (its own slot)."""
-    dq_part_ref, (dk_s, dv_s) = (rest[0] if fused else None), rest[-2:]
+    """dk, dv of the step's key block; `fused` also writes the step's dq contribution (its own slot);
+    `add`: dk and dv of other components for these keys come in first, added in the finish step."""
+    (dk_prev_ref, dv_prev_ref), rest = (rest[:2], rest[2:]) if add else ((None, None), rest)
+    dk_ref, dv_ref = rest[:2]
+    dq_part_ref, (dk_s, dv_s) = (rest[2] if fused else None), rest[-2:]
     mid, first, last = _decode(kinds, pl.program_id(2))
     per = lane_group(hb, dim)
 
@@ -462,11 +487,16 @@ def _dkv_kernel(
 
     @pl.when(last)
     def _finish():
-        dk_ref[...] = dk_s[...].astype(dk_ref.dtype)
-        dv_ref[...] = dv_s[...].astype(dv_ref.dtype)
+        dk, dv = dk_s[...], dv_s[...]
+        if add:
+            dk, dv = dk + dk_prev_ref[...].astype(jnp.float32), dv + dv_prev_ref[...].astype(jnp.float32)
+        dk_ref[...] = dk.astype(dk_ref.dtype)
+        dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool):
+def _dkv_pass(
+    q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool, add=None
+):
     """The pass over the column steps: (dk, dv, None), or with `fused` (dk, dv, dq) where dq sums each
     step's float32 contribution per query block after the kernel."""
     batch, q_len, columns = q.shape
@@ -482,11 +512,12 @@ def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, inter
         out_specs.append(pl.BlockSpec((None, None, bq, hb * dim), lambda b, g, s, *_: (b, s, 0, g)))
         out_shape.append(jax.ShapeDtypeStruct((batch, num_steps, bq, columns), jnp.float32))
     outputs = pl.pallas_call(
-        functools.partial(_dkv_kernel, hb=hb, dim=dim, fused=fused),
+        functools.partial(_dkv_kernel, hb=hb, dim=dim, fused=fused, add=add is not None),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, num_steps),
-            in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)],
+            in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)]
+            + ([own(), own()] if add else []),
             out_specs=out_specs,
             scratch_shapes=[pltpu.VMEM((bk, hb * dim), jnp.float32), pltpu.VMEM((bk, hb * dim), jnp.float32)],
         ),
@@ -499,12 +530,12 @@ def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, inter
             itemsize=q.dtype.itemsize,
             matmuls=5 if fused else 4,
             streamed=4 if fused else 2,  # q, dout in; fused: the step's float32 dq out (counted twice)
-            resident=4,
+            resident=6 if add else 4,  # k, v, dk, dv (and the added dk, dv read)
             by_key_blocks=True,
         ),
         interpret=interpret,
         name="sparse_flash_bwd_fused" if fused else "sparse_flash_dkv",
-    )(*map(jnp.asarray, col_steps), q, k, v, do, lse, delta, _masks(layout, transposed=True))
+    )(*map(jnp.asarray, col_steps), q, k, v, do, lse, delta, _masks(layout, transposed=True), *(add or ()))
     if not fused:
         return (*outputs, None)
     dk, dv, parts = outputs
@@ -517,13 +548,27 @@ def _dkv_pass(q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, inter
 
 
 def backward(
-    q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool = False
+    q,
+    k,
+    v,
+    do,
+    lse,
+    delta,
+    layout: BlockLayout,
+    *,
+    heads: int,
+    interpret: bool,
+    fused: bool = False,
+    add=None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """dq, dk, dv [B, L, H * D] given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse
-    finite); split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring)."""
-    dk, dv, dq = _dkv_pass(q, k, v, do, lse, delta, layout, heads=heads, interpret=interpret, fused=fused)
+    finite); split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring). `add` =
+    (dq, dk, dv) of other components over the same rows and keys: added to the result by the kernels."""
+    dk, dv, dq = _dkv_pass(
+        q, k, v, do, lse, delta, layout, heads=heads, interpret=interpret, fused=fused, add=add and add[1:]
+    )
     if fused:
-        return dq, dk, dv
+        return (dq if add is None else dq + add[0]), dk, dv
     batch, _, columns = q.shape
     dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
@@ -531,11 +576,12 @@ def backward(
     row_steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, hb=hb, dim=dim),
+        functools.partial(_dq_kernel, hb=hb, dim=dim, add=add is not None),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, row_steps[0].size),
-            in_specs=[own(), streamed(), streamed(), own(), stat_own(), stat_own(), mask(bq, bk)],
+            in_specs=[own(), streamed(), streamed(), own(), stat_own(), stat_own(), mask(bq, bk)]
+            + ([own()] if add else []),
             out_specs=own(),
             scratch_shapes=[pltpu.VMEM((bq, hb * dim), jnp.float32)],
         ),
@@ -548,9 +594,19 @@ def backward(
             itemsize=q.dtype.itemsize,
             matmuls=3,
             streamed=2,
-            resident=3,
+            resident=4 if add else 3,  # q, dout, dq (and the added dq read)
         ),
         interpret=interpret,
         name="sparse_flash_dq",
-    )(*map(jnp.asarray, row_steps), q, k, v, do, lse, delta, _masks(layout, transposed=False))
+    )(
+        *map(jnp.asarray, row_steps),
+        q,
+        k,
+        v,
+        do,
+        lse,
+        delta,
+        _masks(layout, transposed=False),
+        *(add or ())[:1],
+    )
     return dq, dk, dv

@@ -202,16 +202,30 @@ def sparse_flash_attention(
     return _attention(q, k, v, layout, kernel, interpret, fused_backward)
 
 
-def _tpu_native_forward(q, k, v, layout: BlockLayout, interpret: bool, heads: int):
-    """[B, L, H * D] in and out, statistics [B, H, 1, L]: the TPU kernels' own layouts, nothing moved."""
-    return flash_tpu.forward(q, k, v, layout, heads=heads, interpret=interpret)
+def _tpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int):
+    """[B, L, H * D] in and out, statistics [B, H, 1, L]: the TPU kernels' own layouts, nothing moved;
+    `merge_with` (out, lse) of earlier components is merged in by the kernel's finish step."""
+    return flash_tpu.forward(
+        q, k, v, layout, heads=heads, interpret=interpret, merge_with=tuple(merge_with) or None
+    )
 
 
 def _tpu_native_backward(
-    q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool, heads: int, fused: bool
+    q, k, v, dout, lse, delta, *add, layout: BlockLayout, interpret: bool, heads: int, fused: bool
 ):
+    """`add` (dq, dk, dv) of earlier components is added by the kernels' finish steps."""
     return flash_tpu.backward(
-        q, k, v, dout, lse, delta, layout, heads=heads, interpret=interpret, fused=fused
+        q,
+        k,
+        v,
+        dout,
+        lse,
+        delta,
+        layout,
+        heads=heads,
+        interpret=interpret,
+        fused=fused,
+        add=tuple(add) or None,
     )
 
 
@@ -219,17 +233,44 @@ def _heads(x: jax.Array, heads: int) -> jax.Array:
     return x.reshape(*x.shape[:2], heads, -1)
 
 
-def _gpu_native_forward(q, k, v, layout: BlockLayout, interpret: bool, heads: int):
+def _merge(out_a, lse_a, out_b, lse_b, dim: int):
+    """Two components' normalized outputs [B, L, H * D] and lse [B, H, 1, L] merged by log-sum-exp (what
+    the TPU forward kernel's finish step does; here for the Triton path and for more than two parts)."""
+    top = jnp.maximum(lse_a, lse_b)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    w_a, w_b = jnp.exp(lse_a - top), jnp.exp(lse_b - top)  # 0 for a part that sees no key of a row
+    total = w_a + w_b
+    seen = total > 0
+    safe = jnp.where(seen, total, 1.0)
+    merged = _per_column(w_a / safe, dim) * out_a.astype(jnp.float32)
+    merged += _per_column(w_b / safe, dim) * out_b.astype(jnp.float32)
+    return merged.astype(out_a.dtype), jnp.where(seen, top + jnp.log(safe), -jnp.inf)
+
+
+def _per_column(w: jax.Array, dim: int) -> jax.Array:
+    """A row statistic [B, H, 1, L] as a factor on [B, L, H * D]."""
+    batch, heads, _, length = w.shape
+    by_row = jnp.swapaxes(w[:, :, 0], 1, 2)  # [B, L, H]
+    return jnp.broadcast_to(by_row[..., None], (batch, length, heads, dim)).reshape(
+        batch, length, heads * dim
+    )
+
+
+def _gpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int):
     """The Triton kernels behind the TPU kernels' layouts: their statistics are [B, L, H], so they are
-    transposed here (GPU only)."""
+    transposed here, and a merge is an XLA pass (GPU only)."""
     out, lse = _gpu_forward(*(_heads(x, heads) for x in (q, k, v)), layout, interpret)
-    return out.reshape(q.shape), lse.transpose(0, 2, 1)[:, :, None]
+    out, lse = out.reshape(q.shape), lse.transpose(0, 2, 1)[:, :, None]
+    if merge_with:
+        return _merge(out, lse, *merge_with, q.shape[-1] // heads)
+    return out, lse
 
 
-def _gpu_native_backward(q, k, v, dout, lse, delta, layout: BlockLayout, interpret: bool, heads: int):
+def _gpu_native_backward(q, k, v, dout, lse, delta, *add, layout: BlockLayout, interpret: bool, heads: int):
     stats = (x[:, :, 0].transpose(0, 2, 1) for x in (lse, delta))
     grads = _gpu_backward(*(_heads(x, heads) for x in (q, k, v, dout)), *stats, layout, interpret)
-    return tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v)))
+    grads = tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v)))
+    return tuple(g + a for g, a in zip(grads, add)) if add else grads
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -311,21 +352,30 @@ def _stats_out_of(x: jax.Array, part: Part, length: int, heads: int) -> jax.Arra
     return jnp.take(x, jnp.asarray(part.q_slot), axis=3)
 
 
-def _per_column(w: jax.Array, dim: int) -> jax.Array:
-    """A row statistic [B, H, 1, L] as a factor on [B, L, H * D] (inside the fusion that uses it)."""
-    batch, heads, _, length = w.shape
-    by_row = jnp.swapaxes(w[:, :, 0], 1, 2)  # [B, L, H]
-    return jnp.broadcast_to(by_row[..., None], (batch, length, heads, dim)).reshape(
-        batch, length, heads * dim
+def _last(parts: tuple[Part, ...]) -> int:
+    """The part whose kernels merge the others' results in (forward) and add their gradients (backward):
+    one whose queries and keys are in natural order, so the others' outputs and gradients are its
+    blocks as they are; -1 if none is (then XLA merges)."""
+    return next(
+        (i for i, p in enumerate(parts) if p.fold == 1 and p.q_index is None and p.kv_index is None), -1
     )
 
 
+def _ordered(parts: tuple[Part, ...]) -> tuple[tuple[Part, ...], Part | None]:
+    i = _last(parts)
+    return (parts, None) if i < 0 or len(parts) == 1 else (parts[:i] + parts[i + 1 :], parts[i])
+
+
 def _merged_forward(q, k, v, parts, heads, kernel, interpret):
-    """Every part's kernel, then their results merged by log-sum-exp: out [B, L, H * D] (q's dtype) and
-    lse [B, H, 1, L] float32, in one elementwise fusion over the parts' outputs, nothing differentiated."""
+    """Every part's kernel; the last (natural-order) part's forward kernel merges the others' results in
+    by log-sum-exp in its finish step: out [B, L, H * D] (q's dtype) and lse [B, H, 1, L] float32."""
     length, dim = q.shape[1], q.shape[2] // heads
-    outs, lses = [], []
-    for part in parts:
+    others, last = _ordered(parts)
+    prev = None
+    for part in others + ((last,) if last else ()):
+        merge_with = ()
+        if part is last:
+            merge_with = (_grow(prev[0], part.q_slots), _stats_into(prev[1], part, heads))
         out, lse = _run(
             kernel,
             interpret,
@@ -335,19 +385,11 @@ def _merged_forward(q, k, v, parts, heads, kernel, interpret):
             _into(q, part, part.q_index, part.q_slots),
             _into(k, part, part.kv_index, part.k_slots),
             _into(v, part, part.kv_index, part.k_slots),
+            *merge_with,
         )
-        outs.append(_out_of(out, part, length))
-        lses.append(_stats_out_of(lse, part, length, heads))
-    if len(parts) == 1:
-        return outs[0], lses[0]
-    top = functools.reduce(jnp.maximum, lses)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    weights = [jnp.exp(lse - top) for lse in lses]  # 0 for parts that see no key of a row
-    total = sum(weights)
-    seen = total > 0
-    safe = jnp.where(seen, total, 1.0)
-    merged = sum(_per_column(w / safe, dim) * o.astype(jnp.float32) for w, o in zip(weights, outs))
-    return merged.astype(q.dtype), jnp.where(seen, top + jnp.log(safe), -jnp.inf)
+        result = _out_of(out, part, length), _stats_out_of(lse, part, length, heads)
+        prev = result if prev is None or part is last else _merge(*prev, *result, dim)
+    return prev
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
@@ -371,8 +413,12 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
     products = (out.astype(jnp.float32) * dout.astype(jnp.float32)).reshape(*q.shape[:2], heads, -1)
     delta = jnp.swapaxes(products.sum(axis=-1), 1, 2)[:, :, None]  # [B, H, 1, L]
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
+    others, last = _ordered(parts)
     totals = None
-    for part in parts:
+    for part in others + ((last,) if last else ()):
+        add = ()
+        if part is last:
+            add = (_grow(totals[0], part.q_slots), *(_grow(t, part.k_slots) for t in totals[1:]))
         grads = _run(
             kernel,
             interpret,
@@ -385,12 +431,13 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
             _into(dout, part, part.q_index, part.q_slots),
             _stats_into(lse, part, heads),
             _stats_into(delta, part, heads),
+            *add,
         )
         grads = tuple(
             _grad_of(g, part, index, length)
             for g, index in zip(grads, (part.q_index, part.kv_index, part.kv_index))
         )
-        totals = grads if totals is None else tuple(t + g for t, g in zip(totals, grads))
+        totals = grads if totals is None or part is last else tuple(t + g for t, g in zip(totals, grads))
     return totals
 
 

@@ -20,7 +20,7 @@ from musenet_jax.attention import patterns as P
 from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.errors import UserError
-from pallas_kernels.sparse_flash import sparse_flash_attention
+from pallas_kernels.sparse_flash import merged_attention, sparse_flash_attention
 
 BLOCK = 128
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -82,10 +82,19 @@ def _tpu_fused_attend(q, k, v, patterns):
     return attend(q, k, v, patterns, backend="pallas", block_size=BLOCK, fused_backward=True)
 
 
+def _gpu_merged_attend(q, k, v, patterns):
+    """The backend's one-op path (merged_attention) with the Triton kernels forced, interpreted."""
+    (pattern,) = patterns
+    layout = backend_layout(pattern, q.shape[1], backend="pallas", block_size=BLOCK)
+    scaled = q * q.shape[-1] ** -0.5
+    return merged_attention(scaled, k, v, pallas_backend._parts(layout), kernel="gpu", interpret=True)
+
+
 FAMILIES = {
     "tpu": _backend("pallas"),
     "tpu_fused": _tpu_fused_attend,
     "gpu": _gpu_attend,
+    "gpu_merged": _gpu_merged_attend,
 }  # on CPU, attend(backend="pallas") runs the TPU kernels
 
 
