@@ -610,3 +610,40 @@ def backward(
         *(add or ())[:1],
     )
     return dq, dk, dv
+
+
+def _row_dot_kernel(o_ref, do_ref, delta_ref, *, hb, dim):
+    per, rows = lane_group(hb, dim), o_ref.shape[0]
+
+    def group(lanes, heads):
+        product = o_ref[:, lanes].astype(jnp.float32) * do_ref[:, lanes].astype(jnp.float32)
+        for j, h in enumerate(heads):
+            total = _only(product, _head_lanes(rows, per, dim, j)).sum(axis=-1, keepdims=True)
+            delta_ref[h] = jnp.broadcast_to(total, (rows, _LANES)).T[:1, :]  # one lane-dense row
+
+    _for_each_group(hb, dim, group)
+
+
+def row_dot(out, dout, *, heads: int, interpret: bool) -> jax.Array:
+    """rowsum(out * dout) per head, [B, L, H * D] x 2 -> [B, H, 1, L] float32: the backward's delta, read
+    in the kernels' layouts (in XLA it is a float32 product, a relayout and a reduction)."""
+    batch, length, columns = out.shape
+    dim = columns // heads
+    block = next((b for b in (512, 256, 128) if length % b == 0), length)
+    hb = heads_per_step(heads, dim, block)
+    rows = pl.BlockSpec((None, block, hb * dim), lambda b, g, r: (b, r, g))
+    return pl.pallas_call(
+        functools.partial(_row_dot_kernel, hb=hb, dim=dim),
+        grid=(batch, heads // hb, length // block),
+        in_specs=[rows, rows],
+        out_specs=pl.BlockSpec((None, hb, 1, block), lambda b, g, r: (b, g, 0, r)),
+        out_shape=jax.ShapeDtypeStruct((batch, heads, 1, length), jnp.float32),
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel")),
+        cost_estimate=pl.CostEstimate(
+            flops=2 * out.size,
+            transcendentals=0,
+            bytes_accessed=2 * out.size * out.dtype.itemsize + batch * heads * length * 4,
+        ),
+        interpret=interpret,
+        name="sparse_flash_delta",
+    )(out, dout)

@@ -229,6 +229,18 @@ def _tpu_native_backward(
     )
 
 
+def _tpu_row_dot(out, dout, *, layout: BlockLayout, interpret: bool, heads: int):
+    del layout  # _run's signature: the delta kernel reads rows, no blocks of a layout
+    return flash_tpu.row_dot(out, dout, heads=heads, interpret=interpret)
+
+
+def _xla_row_dot(out, dout, *, layout: BlockLayout, interpret: bool, heads: int):
+    """The delta in XLA for the Triton path (GPU only)."""
+    del layout, interpret
+    products = (out.astype(jnp.float32) * dout.astype(jnp.float32)).reshape(*out.shape[:2], heads, -1)
+    return jnp.swapaxes(products.sum(axis=-1), 1, 2)[:, :, None]
+
+
 def _heads(x: jax.Array, heads: int) -> jax.Array:
     return x.reshape(*x.shape[:2], heads, -1)
 
@@ -410,8 +422,15 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
     q, k, v, out, lse = residuals
     length, columns = q.shape[1:]
     dout = dout.astype(q.dtype)
-    products = (out.astype(jnp.float32) * dout.astype(jnp.float32)).reshape(*q.shape[:2], heads, -1)
-    delta = jnp.swapaxes(products.sum(axis=-1), 1, 2)[:, :, None]  # [B, H, 1, L]
+    delta = _run(
+        kernel,
+        interpret,
+        functools.partial(_tpu_row_dot, heads=heads),
+        functools.partial(_xla_row_dot, heads=heads),
+        parts[0].layout,
+        out,
+        dout,
+    )  # [B, H, 1, L]
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
     others, last = _ordered(parts)
     totals = None
