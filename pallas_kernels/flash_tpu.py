@@ -176,6 +176,11 @@ def _specs(hb: int, dim: int, *, rows_block: int, cols_block: int):
     return own, streamed, stat_own, stat_streamed, mask
 
 
+def _scaled(q, scale: float):
+    """q times the score scale, in q's dtype (as XLA's q * scale would round it)."""
+    return q if scale == 1.0 else (q.astype(jnp.float32) * scale).astype(q.dtype)
+
+
 def _lanes_to(x, width: int):
     """A lane-replicated [rows, 128] statistic as [rows, width]: a lane prefix, or whole vregs repeated,
     never a re-broadcast of one lane (which costs lane permutes)."""
@@ -233,7 +238,7 @@ def _pick(lanes, new, old):
     return new if old is None or lanes is None else jnp.where(lanes, new, old)
 
 
-def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *refs, hb, dim, merge):
+def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *refs, hb, dim, merge, scale):
     """`merge`: two more inputs, an earlier component's normalized output and lse over the same rows, which
     the finish step merges in by log-sum-exp (the op's output, written once)."""
     (o_prev_ref, lse_prev_ref), refs = (refs[:2], refs[2:]) if merge else ((None, None), refs)
@@ -252,8 +257,8 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
             allowed = mask_ref[:, keys] != 0 if masked else None
 
             def group(lanes, heads, keys=keys, allowed=allowed):
-                q, k, v = q_ref[:, lanes], k_ref[keys, lanes], v_ref[keys, lanes]
-                scale = update = None
+                q, k, v = _scaled(q_ref[:, lanes], scale), k_ref[keys, lanes], v_ref[keys, lanes]
+                rescale = update = None
                 for j, h in enumerate(heads):
                     own = _head_lanes(bq, per, dim, j)
                     s = lax.dot_general(_only(q, own), k, _NT, preferred_element_type=jnp.float32)
@@ -268,9 +273,9 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
                     l_s[h] = alpha * l_s[h] + p.sum(axis=-1, keepdims=True)
                     m_s[h] = m_next
                     pv = jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)  # head j's lanes
-                    scale = _pick(own, _lanes_to(alpha, per * dim), scale)
+                    rescale = _pick(own, _lanes_to(alpha, per * dim), rescale)
                     update = _pick(own, pv, update)
-                acc_s[:, lanes] = scale * acc_s[:, lanes] + update
+                acc_s[:, lanes] = rescale * acc_s[:, lanes] + update
 
             _for_each_group(hb, dim, group)
 
@@ -285,7 +290,7 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
                 seen = l > 0
                 safe = jnp.where(seen, l, 1.0)
                 lse = jnp.where(seen, m_s[h] + jnp.log(safe), -jnp.inf)  # [bq, 128], every lane the same
-                scale = 1.0 / safe
+                weight = 1.0 / safe
                 if merge:  # exp(lse_c - lse) weighs each component's normalized output
                     prev = jnp.broadcast_to(lse_prev_ref[h, 0][:, None], lse.shape)
                     top = jnp.maximum(lse, prev)
@@ -294,11 +299,11 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
                     total = own_w + prev_w
                     any_key = total > 0
                     total = jnp.where(any_key, total, 1.0)
-                    scale = own_w / (safe * total)
+                    weight = own_w / (safe * total)
                     head = _head_lanes(bq, per, dim, j)
                     prev_scale = _pick(head, _lanes_to(prev_w / total, per * dim), prev_scale)
                     lse = jnp.where(any_key, top + jnp.log(total), -jnp.inf)
-                own_scale = _pick(_head_lanes(bq, per, dim, j), _lanes_to(scale, per * dim), own_scale)
+                own_scale = _pick(_head_lanes(bq, per, dim, j), _lanes_to(weight, per * dim), own_scale)
                 lse_ref[h] = lse.T[:1, :]  # one lane-dense row
             out = acc_s[:, lanes] * own_scale
             if merge:
@@ -309,9 +314,10 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
 
 
 def forward(
-    q, k, v, layout: BlockLayout, *, heads: int, interpret: bool, merge_with=None
+    q, k, v, layout: BlockLayout, *, heads: int, interpret: bool, merge_with=None, scale: float = 1.0
 ) -> tuple[jax.Array, jax.Array]:
-    """q [B, Lq, H * D] (already scaled), k/v [B, Lk, H * D] -> out [B, Lq, H * D], lse [B, H, 1, Lq] f32.
+    """q [B, Lq, H * D] (scores are scale * q k^T), k/v [B, Lk, H * D] -> out [B, Lq, H * D], lse
+    [B, H, 1, Lq] f32.
     `merge_with` = (out, lse) of another component over the same rows: merged into the result."""
     batch, q_len, columns = q.shape
     dim = columns // heads
@@ -331,7 +337,7 @@ def forward(
         ],
     )
     return pl.pallas_call(
-        functools.partial(_forward_kernel, hb=hb, dim=dim, merge=merge_with is not None),
+        functools.partial(_forward_kernel, hb=hb, dim=dim, merge=merge_with is not None, scale=scale),
         grid_spec=grid_spec,
         out_shape=[
             jax.ShapeDtypeStruct(q.shape, q.dtype),
@@ -368,6 +374,7 @@ def _dq_kernel(
     hb,
     dim,
     add,
+    scale,
 ):
     """`add`: one more input, gradients of other components for these rows, added in the finish step."""
     dq_prev_ref, (dq_ref, dq_s) = (refs[0] if add else None), refs[-2:]
@@ -383,7 +390,7 @@ def _dq_kernel(
             allowed = mask_ref[:, keys] != 0 if masked else None
 
             def group(lanes, heads, keys=keys, allowed=allowed):
-                q, do = q_ref[:, lanes], do_ref[:, lanes]
+                q, do = _scaled(q_ref[:, lanes], scale), do_ref[:, lanes]
                 k, v = k_ref[keys, lanes], v_ref[keys, lanes]
                 update = None
                 for j, h in enumerate(heads):
@@ -405,7 +412,8 @@ def _dq_kernel(
 
     @pl.when(last)
     def _finish():
-        dq = dq_s[...] + dq_prev_ref[...].astype(jnp.float32) if add else dq_s[...]
+        dq = dq_s[...] * scale  # the gradient of the unscaled q
+        dq = dq + dq_prev_ref[...].astype(jnp.float32) if add else dq
         dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
@@ -429,6 +437,7 @@ def _dkv_kernel(
     dim,
     fused,
     add,
+    scale,
 ):
     """dk, dv of the step's key block; `fused` also writes the step's dq contribution (its own slot);
     `add`: dk and dv of other components for these keys come in first, added in the finish step."""
@@ -454,7 +463,7 @@ def _dkv_kernel(
         allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # [keys, bq], transposed
 
         def group(lanes, heads):
-            q, do = q_ref[:, lanes], do_ref[:, lanes]
+            q, do = _scaled(q_ref[:, lanes], scale), do_ref[:, lanes]
             dq = None
             for keys, allowed_keys in zip(slices, allowed):
                 k, v = k_ref[keys, lanes], v_ref[keys, lanes]
@@ -495,7 +504,7 @@ def _dkv_kernel(
 
 
 def _dkv_pass(
-    q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool, add=None
+    q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool, add, scale
 ):
     """The pass over the column steps: (dk, dv, None), or with `fused` (dk, dv, dq) where dq sums each
     step's float32 contribution per query block after the kernel."""
@@ -512,7 +521,7 @@ def _dkv_pass(
         out_specs.append(pl.BlockSpec((None, None, bq, hb * dim), lambda b, g, s, *_: (b, s, 0, g)))
         out_shape.append(jax.ShapeDtypeStruct((batch, num_steps, bq, columns), jnp.float32))
     outputs = pl.pallas_call(
-        functools.partial(_dkv_kernel, hb=hb, dim=dim, fused=fused, add=add is not None),
+        functools.partial(_dkv_kernel, hb=hb, dim=dim, fused=fused, add=add is not None, scale=scale),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, num_steps),
@@ -543,7 +552,7 @@ def _dkv_pass(
     by_block = jax.ops.segment_sum(
         jnp.moveaxis(parts, 1, 0), query_blocks, num_segments=layout.num_q_blocks
     )  # [num_q_blocks, B, bq, H * D]
-    dq = jnp.moveaxis(by_block, 0, 1).reshape(batch, q_len, columns)
+    dq = jnp.moveaxis(by_block, 0, 1).reshape(batch, q_len, columns) * scale
     return dk, dv, dq.astype(q.dtype)
 
 
@@ -560,12 +569,24 @@ def backward(
     interpret: bool,
     fused: bool = False,
     add=None,
+    scale: float = 1.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """dq, dk, dv [B, L, H * D] given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse
     finite); split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring). `add` =
     (dq, dk, dv) of other components over the same rows and keys: added to the result by the kernels."""
     dk, dv, dq = _dkv_pass(
-        q, k, v, do, lse, delta, layout, heads=heads, interpret=interpret, fused=fused, add=add and add[1:]
+        q,
+        k,
+        v,
+        do,
+        lse,
+        delta,
+        layout,
+        heads=heads,
+        interpret=interpret,
+        fused=fused,
+        add=add and add[1:],
+        scale=scale,
     )
     if fused:
         return (dq if add is None else dq + add[0]), dk, dv
@@ -576,7 +597,7 @@ def backward(
     row_steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
     dq = pl.pallas_call(
-        functools.partial(_dq_kernel, hb=hb, dim=dim, add=add is not None),
+        functools.partial(_dq_kernel, hb=hb, dim=dim, add=add is not None, scale=scale),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, row_steps[0].size),

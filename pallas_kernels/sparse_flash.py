@@ -202,16 +202,27 @@ def sparse_flash_attention(
     return _attention(q, k, v, layout, kernel, interpret, fused_backward)
 
 
-def _tpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int):
+def _tpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int, scale: float):
     """[B, L, H * D] in and out, statistics [B, H, 1, L]: the TPU kernels' own layouts, nothing moved;
     `merge_with` (out, lse) of earlier components is merged in by the kernel's finish step."""
     return flash_tpu.forward(
-        q, k, v, layout, heads=heads, interpret=interpret, merge_with=tuple(merge_with) or None
+        q, k, v, layout, heads=heads, interpret=interpret, merge_with=tuple(merge_with) or None, scale=scale
     )
 
 
 def _tpu_native_backward(
-    q, k, v, dout, lse, delta, *add, layout: BlockLayout, interpret: bool, heads: int, fused: bool
+    q,
+    k,
+    v,
+    dout,
+    lse,
+    delta,
+    *add,
+    layout: BlockLayout,
+    interpret: bool,
+    heads: int,
+    fused: bool,
+    scale: float,
 ):
     """`add` (dq, dk, dv) of earlier components is added by the kernels' finish steps."""
     return flash_tpu.backward(
@@ -226,6 +237,7 @@ def _tpu_native_backward(
         interpret=interpret,
         fused=fused,
         add=tuple(add) or None,
+        scale=scale,
     )
 
 
@@ -268,20 +280,25 @@ def _per_column(w: jax.Array, dim: int) -> jax.Array:
     )
 
 
-def _gpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int):
+def _gpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int, scale: float):
     """The Triton kernels behind the TPU kernels' layouts: their statistics are [B, L, H], so they are
     transposed here, and a merge is an XLA pass (GPU only)."""
-    out, lse = _gpu_forward(*(_heads(x, heads) for x in (q, k, v)), layout, interpret)
+    scaled = q * jnp.asarray(scale, q.dtype)  # the Triton kernels take q scaled (GPU only)
+    out, lse = _gpu_forward(*(_heads(x, heads) for x in (scaled, k, v)), layout, interpret)
     out, lse = out.reshape(q.shape), lse.transpose(0, 2, 1)[:, :, None]
     if merge_with:
         return _merge(out, lse, *merge_with, q.shape[-1] // heads)
     return out, lse
 
 
-def _gpu_native_backward(q, k, v, dout, lse, delta, *add, layout: BlockLayout, interpret: bool, heads: int):
+def _gpu_native_backward(
+    q, k, v, dout, lse, delta, *add, layout: BlockLayout, interpret: bool, heads: int, scale: float
+):
     stats = (x[:, :, 0].transpose(0, 2, 1) for x in (lse, delta))
-    grads = _gpu_backward(*(_heads(x, heads) for x in (q, k, v, dout)), *stats, layout, interpret)
-    grads = tuple(g.reshape(x.shape) for g, x in zip(grads, (q, k, v)))
+    scaled = q * jnp.asarray(scale, q.dtype)
+    grads = _gpu_backward(*(_heads(x, heads) for x in (scaled, k, v, dout)), *stats, layout, interpret)
+    dq, dk, dv = (g.reshape(x.shape) for g, x in zip(grads, (q, k, v)))
+    grads = ((dq.astype(jnp.float32) * scale).astype(q.dtype), dk, dv)
     return tuple(g + a for g, a in zip(grads, add)) if add else grads
 
 
@@ -382,6 +399,7 @@ def _merged_forward(q, k, v, parts, heads, kernel, interpret):
     """Every part's kernel; the last (natural-order) part's forward kernel merges the others' results in
     by log-sum-exp in its finish step: out [B, L, H * D] (q's dtype) and lse [B, H, 1, L] float32."""
     length, dim = q.shape[1], q.shape[2] // heads
+    scale = dim**-0.5
     others, last = _ordered(parts)
     prev = None
     for part in others + ((last,) if last else ()):
@@ -391,8 +409,8 @@ def _merged_forward(q, k, v, parts, heads, kernel, interpret):
         out, lse = _run(
             kernel,
             interpret,
-            functools.partial(_tpu_native_forward, heads=heads * part.fold),
-            functools.partial(_gpu_native_forward, heads=heads * part.fold),
+            functools.partial(_tpu_native_forward, heads=heads * part.fold, scale=scale),
+            functools.partial(_gpu_native_forward, heads=heads * part.fold, scale=scale),
             part.layout,
             _into(q, part, part.q_index, part.q_slots),
             _into(k, part, part.kv_index, part.k_slots),
@@ -420,6 +438,7 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
     the union of the parts' keys, so no part's own output or lse is needed and no merge is differentiated;
     the parts' gradients are summed in q's dtype."""
     q, k, v, out, lse = residuals
+    scale = (q.shape[2] // heads) ** -0.5
     length, columns = q.shape[1:]
     dout = dout.astype(q.dtype)
     delta = _run(
@@ -441,8 +460,10 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
         grads = _run(
             kernel,
             interpret,
-            functools.partial(_tpu_native_backward, heads=heads * part.fold, fused=fused_backward),
-            functools.partial(_gpu_native_backward, heads=heads * part.fold),
+            functools.partial(
+                _tpu_native_backward, heads=heads * part.fold, fused=fused_backward, scale=scale
+            ),
+            functools.partial(_gpu_native_backward, heads=heads * part.fold, scale=scale),
             part.layout,
             _into(q, part, part.q_index, part.q_slots),
             _into(k, part, part.kv_index, part.k_slots),
@@ -473,9 +494,9 @@ def merged_attention(
     interpret: bool = False,
     fused_backward: bool = False,
 ) -> jax.Array:
-    """q (already scaled), k, v [B, L, H, D] -> out [B, L, H, D]: the disjoint `parts` (one pattern's
-    components) run and merged as one op on the [B, L, H * D] view (a reshape), whose backward takes the
-    merged lse and delta."""
+    """q, k, v [B, L, H, D] -> out [B, L, H, D], scores scaled by 1/sqrt(D) in the kernels: the disjoint
+    `parts` (one pattern's components) run and merged as one op on the [B, L, H * D] view (a reshape),
+    whose backward takes the merged lse and delta."""
     for part in parts:
         lay, whole = part.layout, part.layout.num_q_blocks == part.layout.num_k_blocks == 1
         if min(lay.block_q, lay.block_k) < MIN_BLOCK and not whole:

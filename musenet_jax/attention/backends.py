@@ -122,8 +122,7 @@ def attend(
             outs.append(dense_attention(qg, kg, vg, pattern))
         elif backend == "pallas":  # the components as one op: merged in the forward, no merge differentiated
             layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
-            scaled = qg * jnp.asarray(qg.shape[-1] ** -0.5, qg.dtype)
-            outs.append(pallas_attend(scaled, kg, vg, layout, fused_backward=fused_backward))
+            outs.append(pallas_attend(qg, kg, vg, layout, fused_backward=fused_backward))
         else:
             layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
             outs.append(sparse_attend(qg, kg, vg, layout, blocksparse_attention))

@@ -79,8 +79,8 @@ def _on_mesh(fn, q: jax.Array):
 def pallas_attend(
     q: jax.Array, k: jax.Array, v: jax.Array, layout: PatternLayout, *, fused_backward: bool = False
 ) -> jax.Array:
-    """All components of `layout` as one op (pallas_kernels.sparse_flash.merged_attention): q already
-    scaled, [B, L, H, D] in and out, inside `jax.shard_map` over batch and heads when a mesh is set."""
+    """All components of `layout` as one op (pallas_kernels.sparse_flash.merged_attention, which scales the
+    scores): [B, L, H, D] in and out, inside `jax.shard_map` over batch and heads when a mesh is set."""
     if jax.default_backend() == "cpu":
         _say_interpret_once()
     attention = functools.partial(merged_attention, parts=_parts(layout), fused_backward=fused_backward)

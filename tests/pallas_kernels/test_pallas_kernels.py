@@ -86,8 +86,7 @@ def _gpu_merged_attend(q, k, v, patterns):
     """The backend's one-op path (merged_attention) with the Triton kernels forced, interpreted."""
     (pattern,) = patterns
     layout = backend_layout(pattern, q.shape[1], backend="pallas", block_size=BLOCK)
-    scaled = q * q.shape[-1] ** -0.5
-    return merged_attention(scaled, k, v, pallas_backend._parts(layout), kernel="gpu", interpret=True)
+    return merged_attention(q, k, v, pallas_backend._parts(layout), kernel="gpu", interpret=True)
 
 
 FAMILIES = {
