@@ -330,8 +330,8 @@ def _compiled_cost(
     import jax
     import jax.numpy as jnp
 
+    from musenet_jax.bench import hlo_glue, mosaic_dump
     from musenet_jax.bench import kernel_estimate as est
-    from musenet_jax.bench import mosaic_dump
 
     x = jax.ShapeDtypeStruct(
         (args.batch, seq, args.heads * args.head_dim),
@@ -375,6 +375,8 @@ def _compiled_cost(
         "kernel_gflop": kernel_flops / 1e9,
         "glue_gflop": glue_flops / 1e9,
         "code_mbytes": fwd_bwd.memory_analysis().generated_code_size_in_bytes / 1e6,
+        # Glue by kind, estimated from the HLO's shapes (hlo_glue.py): prefetch, relayout, gather, compute.
+        "glue_gbytes_by_kind": hlo_glue.glue_by_kind(fwd_bwd.as_text()),
     }
     if block_sizes is not None:
         row["block_sizes"] = _block_sizes_dict(block_sizes)
