@@ -320,7 +320,9 @@ def test_gpu_kernels_lower_to_triton_for_cuda():
         operands = call[call.rindex(" : (") :].split(" -> ")[0]
         integers = re.findall(r"tensor<([0-9x]+)xi(?:8|32)>", operands)
         assert integers and all(shape.count("x") <= 1 for shape in integers), operands
-        assert sum(shape == "256" for shape in integers) == 2, operands  # query and key positions
+        # query and key positions: 256 slots (the band), or the far part folded to 256 / 16 = 16 rows of
+        # 32 heads, grown to Triton's 64-row minimum (sparse_flash._gpu_block)
+        assert sum(shape in ("256", "64") for shape in integers) == 2, operands
 
 
 @pytest.mark.slow
