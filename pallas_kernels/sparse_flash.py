@@ -311,6 +311,9 @@ class Part:
     q_index: np.ndarray | None = None  # slot -> query position (-1: zero row); None: natural order
     kv_index: np.ndarray | None = None  # slot -> key position (-1: zero row); None: natural order
     q_slot: np.ndarray | None = None  # query position -> slot, where q_index is given
+    # (l, c): the keys are the last c of every l positions, in order (fixed(l, c)'s summary keys), taken
+    # by a strided slice of the [B, L / l, l, H * D] view instead of a gather (and padded back, no scatter).
+    kv_tail: tuple[int, int] | None = None
 
     @property
     def q_slots(self) -> int:
@@ -332,6 +335,10 @@ def _into(x: jax.Array, part: Part, index: np.ndarray | None, slots: int) -> jax
     batch, length, columns = x.shape
     if part.fold > 1:
         return x.reshape(batch, length // part.fold, part.fold * columns)
+    if index is part.kv_index and part.kv_tail:
+        stride, tail = part.kv_tail
+        rows = x.reshape(batch, length // stride, stride, columns)[:, :, stride - tail :]
+        return _grow(rows.reshape(batch, length // stride * tail, columns), slots)
     if index is None:
         return _grow(x, slots)
     return jnp.take(jnp.pad(x, ((0, 0), (0, 1), (0, 0))), _rows(index, length), axis=1)
@@ -350,6 +357,10 @@ def _grad_of(g: jax.Array, part: Part, index: np.ndarray | None, length: int) ->
     """The transpose of `_into`: a reshape, a slice, or a scatter-add."""
     if part.fold > 1:
         return g.reshape(g.shape[0], length, -1)
+    if index is part.kv_index and part.kv_tail:
+        stride, tail = part.kv_tail
+        rows = g[:, : length // stride * tail].reshape(g.shape[0], length // stride, tail, g.shape[2])
+        return jnp.pad(rows, ((0, 0), (0, 0), (stride - tail, 0), (0, 0))).reshape(g.shape[0], length, -1)
     if index is None:
         return g[:, :length]
     summed = jnp.zeros((g.shape[0], length + 1, g.shape[2]), g.dtype).at[:, _rows(index, length)].add(g)

@@ -10,6 +10,7 @@ import logging
 import math
 
 import jax
+import numpy as np
 from jax.sharding import PartitionSpec
 
 from musenet_jax.attention.layouts import PatternLayout
@@ -41,12 +42,28 @@ def _axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
     return tuple(axes)
 
 
+def _tail(index: np.ndarray, seq_len: int) -> tuple[int, int] | None:
+    """(l, c) when the slots hold the last c of every l positions in order (fixed(l, c)'s summary keys,
+    then zero padding), so a strided slice reaches them; None otherwise."""
+    real = index[index >= 0]
+    if real.size == 0 or not np.all(index[real.size :] == -1):
+        return None
+    gaps = np.flatnonzero(np.diff(real) > 1)
+    tail = int(gaps[0]) + 1 if gaps.size else int(real.size)  # the first run: the first block's summary
+    stride = int(real[0]) + tail
+    if seq_len % stride:
+        return None
+    expected = (np.arange(seq_len)[np.arange(seq_len) % stride >= stride - tail]).astype(index.dtype)
+    return (stride, tail) if np.array_equal(real, expected) else None
+
+
 def _parts(layout: PatternLayout) -> tuple[Part, ...]:
     """The layout's components as the kernels' merged op takes them (index arrays only where a component
-    is neither folded nor in natural order)."""
+    is neither folded, nor in natural order, nor a strided slice)."""
     parts = []
     for comp in layout.components:
         plain = comp.fold > 1
+        tail = None if plain or comp.kv_is_natural else _tail(comp.kv_index, layout.seq_len)
         parts.append(
             Part(
                 comp.layout,
@@ -54,6 +71,7 @@ def _parts(layout: PatternLayout) -> tuple[Part, ...]:
                 q_index=None if plain or comp.q_is_natural else comp.q_index,
                 kv_index=None if plain or comp.kv_is_natural else comp.kv_index,
                 q_slot=None if plain or comp.q_is_natural else comp.q_slot,
+                kv_tail=tail,
             )
         )
     return tuple(parts)
