@@ -25,7 +25,12 @@ The forward's running max and scale live lane-replicated in [block_q, 128] scrat
 are against a 128-key score slice (a lane prefix against the [block_q, head_dim] accumulator), never
 re-broadcast from one lane.
 
-Layouts: q/k/v/out [batch, heads, slots, head_dim]; row statistics (lse, delta) lane-dense
+Layouts: q/k/v/out and the gradients [batch, slots, heads * head_dim], the projection's own layout viewed
+by a reshape: a step's block is [block, hb * head_dim], its heads side by side in the lanes, loaded a
+128-lane group at a time (`lane_group`: two heads of 64) with each head's matmuls seeing only its own
+lanes (the other head's zeroed in one operand, its results picked by lane). The kernels scale the scores
+(`scale`), the forward can merge another component's result in its finish step (`merge_with`) and the
+backward add other components' gradients in theirs (`add`). Row statistics (lse, delta) lane-dense
 [batch, heads, 1, slots] (a block of them is one [1, block] row, not a [block, 1] column padded to
 (8, 128) tiles). The dk/dv kernel computes transposed scores s^T = k q^T ([block_k, block_q]) so that
 every matmul is NN or NT (no transposed-LHS matmul, hence no transposes inserted by Mosaic) and the

@@ -2,11 +2,11 @@
 
 Backends: `dense` (masked reference, all n^2 scores), `xla_blocksparse` (only the layout's active
 blocks, plain XLA) and `pallas` (the Pallas kernels of pallas_kernels/sparse_flash.py, placed on the mesh by
-pallas_backend.py). The sparse backends share
-`sparse_attend`:
-it gathers q/k/v into each layout component's slot order, runs a component function
-`(q, k, v, BlockLayout) -> (out, lse)` and merges the components by log-sum-exp (see layouts.py).
-"""
+pallas_backend.py). `xla_blocksparse` runs `sparse_attend`: it gathers q/k/v into each layout component's
+slot order, runs a component function `(q, k, v, BlockLayout) -> (out, lse)` and merges the components by
+log-sum-exp (see layouts.py). `pallas` runs a pattern's components as one op (sparse_flash.merged_attention)
+on the [B, L, H * D] view of q/k/v: folded, natural or sliced slot orders reached by reshapes and slices, the
+merge inside the last component's forward kernel, a backward on the merged lse and delta."""
 
 from __future__ import annotations
 
