@@ -74,6 +74,7 @@ CASES = [
     (P.fixed(32, 8), 300, 1, 3, 32),
     (P.strided(64), 256, 1, 6, 64),  # heads of 64 in lane pairs, 3 pairs a step: the loop over lane groups
     (P.strided(16), 512, 2, 2, 32),  # n = 32 * 16: the far part folded into 32 heads of 32 rows (one block)
+    (P.union(P.strided(32), P.fixed(64, 16)), 256, 1, 2, 16),  # 4 components: 3 merged before the last
 ]
 
 
