@@ -2,15 +2,14 @@
 
 Backends: `dense` (masked reference, all n^2 scores), `xla_blocksparse` (only the layout's active
 blocks, plain XLA) and `pallas` (the Pallas kernels of pallas_kernels/sparse_flash.py, placed on the mesh by
-pallas_backend.py). The sparse backends share
-`sparse_attend`:
-it gathers q/k/v into each layout component's slot order, runs a component function
-`(q, k, v, BlockLayout) -> (out, lse)` and merges the components by log-sum-exp (see layouts.py).
-"""
+pallas_backend.py). `xla_blocksparse` runs `sparse_attend`: it gathers q/k/v into each layout component's
+slot order, runs a component function `(q, k, v, BlockLayout) -> (out, lse)` and merges the components by
+log-sum-exp (see layouts.py). `pallas` runs a pattern's components as one op (sparse_flash.merged_attention)
+on the [B, L, H * D] view of q/k/v: folded, natural or sliced slot orders reached by reshapes and slices, the
+merge inside the last component's forward kernel, a backward on the merged lse and delta."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 from jax import lax
 
 from musenet_jax.attention.layouts import BlockLayout, PatternLayout, make_layout
-from musenet_jax.attention.pallas_backend import pallas_component
+from musenet_jax.attention.pallas_backend import pallas_attend
 from musenet_jax.attention.patterns import Pattern
 from musenet_jax.attention.reference import dense_attention
 from musenet_jax.attention.xla_blocksparse import blocksparse_attention
@@ -55,6 +54,15 @@ def sparse_attend(
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     outs, lses = [], []
     for comp in layout.components:
+        if comp.fold > 1:  # positions folded into heads: a reshape each way, no gather (layouts.py)
+            batch, length, heads, dim = q.shape
+            out, lse = component_fn(
+                *(x.reshape(batch, length // comp.fold, comp.fold * heads, dim) for x in (q, k, v)),
+                comp.layout,
+            )
+            outs.append(out.reshape(q.shape).astype(jnp.float32))
+            lses.append(lse.reshape(batch, length, heads))
+            continue
         q_natural, kv_natural = comp.q_is_natural, comp.kv_is_natural
         out, lse = component_fn(
             _to_slots(q, comp.q_index, q_natural),
@@ -73,12 +81,6 @@ def sparse_attend(
     total = weights.sum(axis=0)
     merged = sum(w[..., None] * o for w, o in zip(weights, outs))
     return (merged / jnp.where(total > 0, total, 1.0)[..., None]).astype(q.dtype)
-
-
-def _component_fn(backend: str, fused_backward: bool) -> ComponentFn:
-    if backend == "pallas":
-        return functools.partial(pallas_component, fused_backward=fused_backward)
-    return blocksparse_attention
 
 
 def backend_layout(pattern: Pattern, seq_len: int, *, backend: str, block_size: int) -> PatternLayout:
@@ -118,7 +120,10 @@ def attend(
         qg, kg, vg = q[:, :, heads_g], k[:, :, heads_g], v[:, :, heads_g]
         if backend == "dense":
             outs.append(dense_attention(qg, kg, vg, pattern))
+        elif backend == "pallas":  # the components as one op: merged in the forward, no merge differentiated
+            layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
+            outs.append(pallas_attend(qg, kg, vg, layout, fused_backward=fused_backward))
         else:
             layout = backend_layout(pattern, q.shape[1], backend=backend, block_size=block_size)
-            outs.append(sparse_attend(qg, kg, vg, layout, _component_fn(backend, fused_backward)))
+            outs.append(sparse_attend(qg, kg, vg, layout, blocksparse_attention))
     return outs[0] if groups == 1 else jnp.concatenate(outs, axis=2)

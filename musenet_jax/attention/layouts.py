@@ -18,7 +18,10 @@ exact because the components are disjoint:
 Why components: strided(l)'s columns touch every key block, so it is split into the local band
 (i - j < l, natural order) and the far strided part (i - j >= l, (i - j) % l == 0). The far part, with
 positions permuted by (i mod l, i div l) (the Sparse Transformer trick), is strictly causal attention
-inside l groups of ceil(n / l) slots, i.e. block-diagonal. fixed(l, c) is split into the same-l-block
+inside l groups of ceil(n / l) slots, i.e. block-diagonal. When n is a multiple of l that permutation is
+a reshape: q/k/v [B, n, H, D] viewed as [B, n / l, l * H, D] put the l groups in the heads, and the far
+part is strictly causal attention over n / l rows of l * H heads (`Component.fold`; no gather, no
+scatter-add in the backward). fixed(l, c) is split into the same-l-block
 part (natural order) and the summary part whose keys are gathered into a compact sequence of the
 summary positions only. A union takes each pattern's components minus what earlier patterns allow.
 
@@ -43,6 +46,7 @@ from musenet_jax.errors import UserError
 from pallas_kernels.block_layout import FULL_MASK_ID, BlockLayout, block_layout
 
 _CHUNK_ELEMENTS = 1 << 22  # predicate evaluations per numpy step while scanning a component
+MIN_FOLDED_BLOCK = 16  # shortest folded sequence run as one block (_folded_strided)
 
 Predicate = Callable[[Any, Any], Any]
 Order = Callable[[int, int], np.ndarray]  # (seq_len, block) -> original position of each slot, -1 = pad
@@ -58,6 +62,13 @@ class Component:
     q_slot: np.ndarray  # [seq_len] slot of each query position (inverse of q_index)
     layout: BlockLayout
     allowed_pairs: int  # (query, key) pairs of the pattern this component covers
+    # Positions folded into heads: the component runs on q/k/v reshaped [B, L / fold, fold * H, D] (row t,
+    # head g * H + h is position t * fold + g of head h), its slots are rows t. 1: not folded.
+    fold: int = 1
+
+    @property
+    def computed_pairs(self) -> int:
+        return self.layout.computed_pairs * self.fold
 
     @property
     def q_is_natural(self) -> bool:
@@ -82,7 +93,7 @@ class PatternLayout:
 
     @property
     def computed_pairs(self) -> int:
-        return sum(c.layout.computed_pairs for c in self.components)
+        return sum(c.computed_pairs for c in self.components)
 
     @property
     def pattern_density(self) -> float:
@@ -100,12 +111,13 @@ class PatternLayout:
         counts = np.zeros((n + 1, n + 1), dtype=np.int32)  # row/column n collects padding slots
         for comp in self.components:
             lay = comp.layout
-            q_pos = np.where(comp.q_index < 0, n, comp.q_index)
-            k_pos = np.where(comp.kv_index < 0, n, comp.kv_index)
-            for qb, kb, mid in zip(lay.q_block_ids, lay.k_block_ids, lay.mask_ids):
-                rows = q_pos[qb * lay.block_q : (qb + 1) * lay.block_q]
-                cols = k_pos[kb * lay.block_k : (kb + 1) * lay.block_k]
-                np.add.at(counts, (rows[:, None], cols[None, :]), lay.masks[mid].astype(np.int32))
+            for g in range(comp.fold):  # a folded component's rows t hold positions t * fold + g
+                q_pos = np.where(comp.q_index < 0, n, comp.q_index * comp.fold + g)
+                k_pos = np.where(comp.kv_index < 0, n, comp.kv_index * comp.fold + g)
+                for qb, kb, mid in zip(lay.q_block_ids, lay.k_block_ids, lay.mask_ids):
+                    rows = q_pos[qb * lay.block_q : (qb + 1) * lay.block_q]
+                    cols = k_pos[kb * lay.block_k : (kb + 1) * lay.block_k]
+                    np.add.at(counts, (rows[:, None], cols[None, :]), lay.masks[mid].astype(np.int32))
         return counts[:n, :n]
 
 
@@ -285,6 +297,25 @@ def _build(part: _Part, seq_len: int, block: int) -> Component:
     return Component(part.name, q_index, kv_index, q_slot, layout, allowed)
 
 
+def _folded_strided(pattern: Strided, seq_len: int, block_size: int) -> Component | None:
+    """strided(l)'s far part (i - j >= l, (i - j) % l == 0) without a permutation: with seq_len = T * l,
+    q/k/v reshaped [B, T, l * H, D] hold position t * l + g of head h at row t, head g * H + h, and the far
+    part is strictly causal attention over the T rows of every such head. One block when T fits in
+    `block_size` (a block as long as the whole folded sequence: a power of two of at least
+    MIN_FOLDED_BLOCK, which Triton's block shapes and dots take), else blocks of `block_size`; None when
+    seq_len is no multiple of l, or T is not blocked so (a padded fold would need a copy)."""
+    stride = pattern.stride
+    rows = seq_len // stride
+    if stride == 1 or seq_len % stride:
+        return None
+    block = rows if rows <= block_size else block_size
+    if rows % block or block < MIN_FOLDED_BLOCK or block & (block - 1):
+        return None
+    natural = np.arange(rows, dtype=np.int32)
+    layout, allowed = _scan(natural, natural, lambda t, u: u < t, block, block)
+    return Component("strided", natural, natural, natural.copy(), layout, allowed * stride, fold=stride)
+
+
 @functools.lru_cache(maxsize=64)
 def make_layout(
     pattern: Pattern,
@@ -298,7 +329,8 @@ def make_layout(
     if seq_len < 1 or block_size < 1:
         raise UserError(f"layout needs seq_len >= 1 and block_size >= 1, got {seq_len}, {block_size}")
     floor = min(min_block_size, block_size)
-    parts = _parts(pattern)
+    folded = _folded_strided(pattern, seq_len, block_size) if isinstance(pattern, Strided) else None
+    parts = _parts(pattern)[:1] if folded is not None else _parts(pattern)  # folded: the band stays
     blocks = [max(floor, min(block_size, p.block_cap(seq_len))) if p.block_cap else block_size for p in parts]
     comps = [_build(p, seq_len, b) for p, b in zip(parts, blocks)]
     shrinkable = [True] * len(parts)
@@ -315,4 +347,5 @@ def make_layout(
             continue
         blocks[k] //= 2
         comps[k] = smaller
+    comps += [folded] if folded is not None else []
     return PatternLayout(pattern.name, seq_len, tuple(c for c in comps if c.allowed_pairs))

@@ -314,6 +314,19 @@ def measure(args: argparse.Namespace, pattern, seq: int, backend: str) -> dict:
     }
 
 
+def _native(fn, shape: tuple[int, ...]):
+    """fn on [B, L, H * D] arguments and results, the layout a projection matmul writes: a compiled
+    [B, L, H, D] argument has head_dim as its minor dimension (64 lanes stored in 128 on TPU), so every
+    backend would pay a relayout at the program's boundary that a model's projection does not force."""
+    import jax
+
+    def native(*xs):
+        results = fn(*(x.reshape(shape) for x in xs))
+        return jax.tree.map(lambda y: y.reshape(*y.shape[:2], -1), results)
+
+    return native
+
+
 def _compiled_cost(
     args: argparse.Namespace,
     pattern,
@@ -331,16 +344,19 @@ def _compiled_cost(
     import jax
     import jax.numpy as jnp
 
+    from musenet_jax.bench import hlo_glue, mosaic_dump
     from musenet_jax.bench import kernel_estimate as est
-    from musenet_jax.bench import mosaic_dump
 
     x = jax.ShapeDtypeStruct(
-        (args.batch, seq, args.heads, args.head_dim),
+        (args.batch, seq, args.heads * args.head_dim),
         jnp.dtype(args.dtype),
         sharding=jax.sharding.SingleDeviceSharding(device),
     )
     block_sizes = _splash_block_sizes(*splash_blocks) if splash_blocks else None
-    forward, forward_backward = _programs(args, pattern, backend, on_tpu=True, splash_blocks=block_sizes)
+    forward, forward_backward = (
+        _native(fn, (args.batch, seq, args.heads, args.head_dim))
+        for fn in _programs(args, pattern, backend, on_tpu=True, splash_blocks=block_sizes)
+    )
 
     def compile_and_read(fn, *shapes):
         before = mosaic_dump.snapshot(dump) if dump else frozenset()
@@ -373,6 +389,8 @@ def _compiled_cost(
         "kernel_gflop": kernel_flops / 1e9,
         "glue_gflop": glue_flops / 1e9,
         "code_mbytes": fwd_bwd.memory_analysis().generated_code_size_in_bytes / 1e6,
+        # Glue by kind, estimated from the HLO's shapes (hlo_glue.py): prefetch, relayout, gather, compute.
+        "glue_gbytes_by_kind": hlo_glue.glue_by_kind(fwd_bwd.as_text()),
     }
     if block_sizes is not None:
         row["block_sizes"] = _block_sizes_dict(block_sizes)

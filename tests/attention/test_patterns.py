@@ -51,8 +51,9 @@ def test_block_tables_cover_exactly_the_mask(pattern, n, block):
     for comp in layout.components:
         lay = comp.layout
         assert lay.masks[FULL_MASK_ID].all() and not lay.masks[1:].all(axis=(1, 2)).any()
-        assert (comp.q_index[comp.q_slot] == np.arange(n)).all()
-        assert sorted(comp.q_index[comp.q_index >= 0]) == list(range(n))
+        rows = n // comp.fold  # a folded component's slots are rows of l positions (Component.fold)
+        assert (comp.q_index[comp.q_slot] == np.arange(rows)).all()
+        assert sorted(comp.q_index[comp.q_index >= 0]) == list(range(rows))
         coo = set(zip(lay.q_block_ids.tolist(), lay.k_block_ids.tolist(), lay.mask_ids.tolist()))
         assert len(coo) == lay.num_active
         by_row = {
@@ -80,12 +81,23 @@ def test_block_tables_cover_exactly_the_mask(pattern, n, block):
 
 
 def test_strided_far_part_is_block_sparse_after_the_permutation():
-    n, l = 1024, 32
+    n, l = 1000, 32  # n no multiple of l: the far part is gathered into residue order
     layout = make_layout(P.strided(l), n, 32, min_block_size=32, max_waste=100.0)
     far = next(c for c in layout.components if c.name == "strided")
-    # l groups of n / l slots each, strictly causal inside: one 32 x 32 diagonal block per group.
-    assert far.layout.num_active == l
+    # l groups of ceil(n / l) slots each, strictly causal inside: one 32 x 32 diagonal block per group.
+    assert far.fold == 1 and far.layout.num_active == l
     assert not (far.layout.q_block_ids != far.layout.k_block_ids).any()
+
+
+def test_strided_far_part_folds_into_heads_when_n_is_a_multiple_of_the_stride():
+    """n = T * l: the far part is one strictly causal T x T problem per (residue, head), a reshape away."""
+    n, l = 1024, 32
+    far = next(c for c in make_layout(P.strided(l), n, 128).components if c.name == "strided")
+    assert far.fold == l and far.layout.num_q_blocks == far.layout.num_k_blocks == 1
+    assert far.layout.block_q == n // l and far.allowed_pairs == l * (n // l) * (n // l - 1) // 2
+    assert far.layout.masks[far.layout.mask_ids[0]].sum() == (n // l) * (n // l - 1) // 2
+    tiled = next(c for c in make_layout(P.strided(8), n, 32).components if c.name == "strided")
+    assert tiled.fold == 8 and tiled.layout.block_q == 32 and tiled.layout.num_q_blocks == n // 8 // 32
 
 
 @pytest.mark.parametrize("config_name", bundled_config_names())

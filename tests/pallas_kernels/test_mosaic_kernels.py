@@ -36,7 +36,7 @@ COMPILE = textwrap.dedent(
         q, k, v, (pattern,), backend="pallas", block_size=128, fused_backward=fused
     ).astype(jnp.float32).sum()
     jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
-    expected = [flash_tpu.grid_steps(c.layout, batch=1, heads=heads, dim=dim, fused=fused)
+    expected = [flash_tpu.grid_steps(c.layout, batch=1, heads=heads * c.fold, dim=dim, fused=fused)
                 for c in backend_layout(pattern, n, backend="pallas", block_size=128).components]
     kernels = [{"name": k.name, "bounds": k.iteration_bounds, "steps": k.grid_steps, "transposes": k.transposes,
                 "vxposes": k.vxposes, "original": k.original} for k in mosaic_dump.kernels(directory)]
@@ -75,7 +75,10 @@ def compiled_fused():
 
 @pytest.mark.slow
 def test_compiled_grids_are_one_step_per_active_block_and_head_group(compiled):
-    kernels = compiled["kernels"]
+    """... and one row kernel for the backward's delta (rowsum(out * dout), shared by both components)."""
+    delta = [k for k in compiled["kernels"] if k["name"] == "sparse_flash_delta"]
+    assert len(delta) == 1 and delta[0]["steps"] == 512 // 512  # batch 1, 4 heads in one group, one block
+    kernels = [k for k in compiled["kernels"] if k["name"] != "sparse_flash_delta"]
     assert sorted(k["name"] for k in kernels) == sorted(
         ["sparse_flash_fwd", "sparse_flash_dq", "sparse_flash_dkv"] * 2
     )
@@ -112,11 +115,11 @@ def test_row_statistics_are_lane_dense_rows(compiled):
 
 @pytest.mark.slow
 def test_fused_backward_compiles_to_one_kernel_and_drops_the_dq_pass(compiled, compiled_fused):
-    kernels = compiled_fused["kernels"]
+    kernels = [k for k in compiled_fused["kernels"] if k["name"] != "sparse_flash_delta"]
     assert sorted(k["name"] for k in kernels) == sorted(["sparse_flash_fwd", "sparse_flash_bwd_fused"] * 2)
     expected = sorted(s for comp in compiled_fused["expected"] for s in comp.values())
     assert sorted(k["steps"] for k in kernels) == expected
-    split_steps = sum(k["steps"] for k in compiled["kernels"])
+    split_steps = sum(k["steps"] for k in compiled["kernels"] if k["name"] != "sparse_flash_delta")
     dq_steps = sum(k["steps"] for k in compiled["kernels"] if k["name"] == "sparse_flash_dq")
     assert sum(k["steps"] for k in kernels) == split_steps - dq_steps
     # Its dq contribution ds^T k is the one transposed-LHS matmul: the transposes it costs are there.

@@ -20,7 +20,7 @@ from musenet_jax.attention import patterns as P
 from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.errors import UserError
-from pallas_kernels.sparse_flash import sparse_flash_attention
+from pallas_kernels.sparse_flash import merged_attention, sparse_flash_attention
 
 BLOCK = 128
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -63,7 +63,8 @@ def _backend(name):
 # (pattern, seq_len, batch, heads, head_dim): blocks are 128 on both sides for the Pallas kernels, so every
 # case spans at least 2 blocks; lengths that are not block multiples give partial blocks; fixed(128, 32)
 # at 256 has a query block with no active block (the summary part of the first 128 positions); 4 heads of
-# 8 or 16 dims run in one grid step (flash_tpu.heads_per_step); strided(256) at 384 has full blocks.
+# 8 or 16 dims run in one grid step (flash_tpu.heads_per_step); strided(256) at 384 has full blocks;
+# 6 heads of 64 sit in 3 lane pairs of one [block, 384] step (flash_tpu.lane_group).
 CASES = [
     (P.strided(32), 256, 1, 4, 16),
     (P.strided(64), 300, 2, 1, 32),
@@ -71,6 +72,9 @@ CASES = [
     (P.fixed(64, 16), 256, 1, 4, 16),
     (P.fixed(128, 32), 256, 2, 1, 8),
     (P.fixed(32, 8), 300, 1, 3, 32),
+    (P.strided(64), 256, 1, 6, 64),  # heads of 64 in lane pairs, 3 pairs a step: the loop over lane groups
+    (P.strided(16), 512, 2, 2, 32),  # n = 32 * 16: the far part folded into 32 heads of 32 rows (one block)
+    (P.union(P.strided(32), P.fixed(64, 16)), 256, 1, 2, 16),  # 4 components: 3 merged before the last
 ]
 
 
@@ -79,10 +83,18 @@ def _tpu_fused_attend(q, k, v, patterns):
     return attend(q, k, v, patterns, backend="pallas", block_size=BLOCK, fused_backward=True)
 
 
+def _gpu_merged_attend(q, k, v, patterns):
+    """The backend's one-op path (merged_attention) with the Triton kernels forced, interpreted."""
+    (pattern,) = patterns
+    layout = backend_layout(pattern, q.shape[1], backend="pallas", block_size=BLOCK)
+    return merged_attention(q, k, v, pallas_backend._parts(layout), kernel="gpu", interpret=True)
+
+
 FAMILIES = {
     "tpu": _backend("pallas"),
     "tpu_fused": _tpu_fused_attend,
     "gpu": _gpu_attend,
+    "gpu_merged": _gpu_merged_attend,
 }  # on CPU, attend(backend="pallas") runs the TPU kernels
 
 
@@ -218,9 +230,13 @@ def test_pallas_block_size_must_be_a_power_of_two_in_one_line():
 
 
 def test_pallas_layouts_use_blocks_of_at_least_128():
+    """... except a folded component whose whole sequence is one shorter block (layouts._folded_strided)."""
     for block_size in (16, 128):
         layout = backend_layout(P.strided(128), 4096, backend="pallas", block_size=block_size)
-        assert {(c.layout.block_q, c.layout.block_k) for c in layout.components} == {(128, 128)}
+        blocks = {
+            c.name: (c.layout.block_q, c.layout.block_k, c.layout.num_q_blocks) for c in layout.components
+        }
+        assert blocks == {"band": (128, 128, 32), "strided": (32, 32, 1)}
     xla = backend_layout(P.strided(128), 4096, backend="xla_blocksparse", block_size=128)
     assert min(c.layout.block_q for c in xla.components) < 128  # the XLA path keeps its smaller blocks
 
@@ -305,7 +321,9 @@ def test_gpu_kernels_lower_to_triton_for_cuda():
         operands = call[call.rindex(" : (") :].split(" -> ")[0]
         integers = re.findall(r"tensor<([0-9x]+)xi(?:8|32)>", operands)
         assert integers and all(shape.count("x") <= 1 for shape in integers), operands
-        assert sum(shape == "256" for shape in integers) == 2, operands  # query and key positions
+        # query and key positions: 256 slots (the band), or the far part folded to 256 / 16 = 16 rows of
+        # 32 heads, grown to Triton's 64-row minimum (sparse_flash._gpu_block)
+        assert sum(shape in ("256", "64") for shape in integers) == 2, operands
 
 
 @pytest.mark.slow
@@ -367,6 +385,7 @@ def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense():
         "sparse_flash_fwd",
         "sparse_flash_dq",
         "sparse_flash_dkv",
+        "sparse_flash_delta",  # the backward's rowsum(out * dout)
     }
     assert all(k["vector_ops_per_step"] > 0 for k in pallas["kernels"].values())
     assert pallas["flops_ratio_fwd_bwd"] > 2 and pallas["density"] < 0.5  # counted from the active blocks
