@@ -106,14 +106,21 @@ class ModelConfig:
                 f"model.fixed_summary={self.fixed_summary} must not exceed model.stride={self.stride}"
             )
 
+    def free_keys(self, other: ModelConfig) -> tuple[str, ...]:
+        """Keys that may differ between two models sharing parameters: the EXECUTION_KEYS, and with rotary
+        positions on both sides the context (no parameter has its size), so a run can grow its window."""
+        rotary = self.position_encoding == other.position_encoding == "rotary"
+        return self.EXECUTION_KEYS + (("context",) if rotary else ())
+
     def architecture_changes(self, other: ModelConfig) -> list[str]:
         """`model.KEY a -> b` for every key that differs in `other` and changes what the parameters mean
-        (every key but the EXECUTION_KEYS): parameters of one cannot serve the other."""
+        (every key but the `free_keys`): parameters of one cannot serve the other."""
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        free = self.free_keys(other)
         return [
             f"model.{key} {mine[key]!r} -> {theirs[key]!r}"
             for key in sorted(mine)
-            if key not in self.EXECUTION_KEYS and mine[key] != theirs[key]
+            if key not in free and mine[key] != theirs[key]
         ]
 
 

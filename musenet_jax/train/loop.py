@@ -31,7 +31,6 @@ from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
 from musenet_jax.hardware import total_peak_flops
-from musenet_jax.model.config import ModelConfig
 from musenet_jax.model.info import flops_per_token
 from musenet_jax.model.sharding import make_mesh
 from musenet_jax.storage import is_url
@@ -136,13 +135,14 @@ def check_resumable(meta: CheckpointMeta, cfg: Config, fingerprint: str, where: 
     covers every encoding key that changes a token's meaning), the model's architecture or the optimizer
     (whose state is saved). Returns one
     line naming the changes that only alter how they are computed or fed (the mesh, the attention
-    backend, remat, compute dtype, an encoding cut), or None when there are none."""
+    backend, remat, compute dtype, an encoding cut, a rotary model's context), or None when there are none."""
     _refuse_new_labels(meta, cfg, fingerprint, where)
     check_fingerprint(meta, fingerprint, where)
     saved, now = meta.config, cfg.to_dict()
-    execution = set(ModelConfig.EXECUTION_KEYS)
+    saved_model = meta.resolved_config().model
+    execution = set(saved_model.free_keys(cfg.model))
     model_changes = _changed_keys(saved, now, "model")
-    refused = meta.resolved_config().model.architecture_changes(cfg.model)
+    refused = saved_model.architecture_changes(cfg.model)
     # The optimizer's state is saved with the run; runs saved before `train.optimizer` existed used AdamW.
     if saved.get("train", {}).get("optimizer", "adamw") != cfg.train.optimizer:
         refused.append("train.optimizer")

@@ -193,6 +193,24 @@ def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
+def test_a_rotary_run_resumes_with_a_longer_context_and_a_learned_one_does_not(data_dir, tmp_path, capsys):
+    """A context curriculum: rotary positions have no table sized by the context, so a run may grow its
+    window on resume (the line says so); a learned position table cannot change size."""
+    base = [*TINY, "train.eval_every=1000", "model.position_encoding=rotary", "model.context=64"]
+    loop.train(load_config("tiny", [*base, "train.steps=2"]).with_data_dir(data_dir), tmp_path / "rotary")
+    longer = load_config("tiny", [*base, "train.steps=3", "model.context=128", "train.global_batch=16"])
+    capsys.readouterr()
+    loop.train(longer.with_data_dir(data_dir), tmp_path / "rotary")
+    out = capsys.readouterr()
+    assert "model.context 64 -> 128" in out.out + out.err
+    assert sorted(_losses(tmp_path / "rotary")) == [1, 2, 3]
+    learned = [*TINY, "train.eval_every=1000", "model.context=64"]
+    loop.train(load_config("tiny", [*learned, "train.steps=2"]).with_data_dir(data_dir), tmp_path / "learned")
+    grown = load_config("tiny", [*learned, "train.steps=3", "model.context=128"])
+    with pytest.raises(UserError, match="different model.context"):
+        loop.train(grown.with_data_dir(data_dir), tmp_path / "learned")
+
+
 @pytest.mark.slow
 def test_a_muon_run_resumes_exactly_and_refuses_another_optimizer(data_dir, tmp_path):
     def config(*extra: str):
