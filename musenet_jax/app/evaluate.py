@@ -23,6 +23,7 @@ from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
 from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_table, summary
 from musenet_jax.eval.nll import score_pieces, token_report
+from musenet_jax.model.config import ModelConfig
 from musenet_jax.sample.budget import token_budget
 from musenet_jax.sample.conditioning import parse_instruments
 from musenet_jax.sample.infill import Given, anticipated_request, new_notes
@@ -40,6 +41,7 @@ def evaluate(
     composer: str | None = None,
     controls: bool = False,
     position_bucket: int | None = None,
+    window: int | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict (keys: bits_per_token, bits_per_token_by_kind, bits_per_note,
     bits_per_second, by_composer, sample_stats, test_stats (the split's), stat_distance, gate, ...).
@@ -47,14 +49,20 @@ def evaluate(
     of that composer (scored, and the requests samples are conditioned like). `controls`: real pieces of
     the other held-out split (validation for test, else test) and controls made from them through the
     gate too. `position_bucket`: positions of the context window per row of bits/token by position
-    (default: the context in 8)."""
+    (default: the context in 8). `window`: score with windows of this many tokens instead of the context
+    (the same tokens with less of the past in view: what the far context is worth)."""
     cfg, model, tokenizer = run.cfg, run.model, run.tokenizer
     num = cfg.sample.num_samples if num_samples is None else num_samples
     if num < 0:
         raise UserError(f"--num-samples must not be negative, got {num}")
     if max_pieces is not None and max_pieces < 1:
         raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
-    if position_bucket is not None and not 1 <= position_bucket <= model.cfg.context:
+    if window is not None and not ModelConfig.MIN_CONTEXT <= window <= model.cfg.context:
+        raise UserError(
+            f"--window must be {ModelConfig.MIN_CONTEXT} to the model's context ({model.cfg.context}), "
+            f"got {window}"
+        )
+    if position_bucket is not None and not 1 <= position_bucket <= (window or model.cfg.context):
         raise UserError(
             f"--position-bucket must be 1 to the model's context ({model.cfg.context}), got {position_bucket}"
         )
@@ -65,7 +73,8 @@ def evaluate(
         split,
     )[:max_pieces]
     report: dict[str, Any] = {"split": split, "pieces": len(pieces), "step": run.step, "composer": composer}
-    scores = score_pieces(model, tokenizer, pieces)
+    report["window"] = window or model.cfg.context
+    scores = score_pieces(model, tokenizer, pieces, window)
     report.update(token_report(scores, position_bucket))
     report.update(music_rates(tokenizer, pieces, scores.nats_by_piece, scores.tokens_by_piece))
 

@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rows of bits/token by position in the context window: TOKENS positions each (default: "
         "the context in 8)",
     )
+    parser.add_argument(
+        "--window",
+        type=int,
+        metavar="TOKENS",
+        help="score with windows of TOKENS instead of the model's context: the same tokens with less of "
+        "the past in view, against a run at its whole context to see what the far context is worth",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
@@ -104,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
     if alone and (args.all_steps or args.steps or args.watch):
         raise UserError(f"{alone[0]} scores one checkpoint (--step): leave out --all-steps, --steps, --watch")
     if args.all_steps or args.steps or args.watch:
-        if args.position_bucket is not None:
-            raise UserError("--position-bucket is for one checkpoint; per-step reports use the default")
+        if args.position_bucket is not None or args.window is not None:
+            raise UserError(
+                "--position-bucket and --window are for one checkpoint; per-step reports use the defaults"
+            )
         return _run_steps(args)
     import json
 
@@ -150,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         composer=args.composer,
         controls=args.controls,
         position_bucket=args.position_bucket,
+        window=args.window,
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -58,17 +58,22 @@ class PieceScores:
     tokens_by_position: np.ndarray
 
 
-def score_pieces(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> PieceScores:
+def score_pieces(
+    model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray], window: int | None = None
+) -> PieceScores:
     """Scores every token of the pieces after the first, each once (see `windows.py`): windows are the
-    model's context long, so a piece longer than it fills every position, a shorter one the first ones."""
+    model's context long (or `window` tokens: the same tokens seen with less of the past, to measure what
+    the far context gives), so a piece longer than a window fills every position, a shorter one the first
+    ones."""
+    window = model.cfg.context if window is None else window
     graphdef, params = nnx.split(model)
     group_of = np.full(len(tokenizer.vocab.token_kinds), -1, np.int64)
     for g, kinds in enumerate(KIND_GROUPS.values()):
         group_of[np.isin(tokenizer.vocab.token_kinds, kinds)] = g
     nats, counts = np.zeros(len(KIND_GROUPS)), np.zeros(len(KIND_GROUPS))
     piece_nats, piece_counts = np.zeros(len(pieces)), np.zeros(len(pieces))
-    position_nats, position_counts = np.zeros(model.cfg.context), np.zeros(model.cfg.context)
-    for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
+    position_nats, position_counts = np.zeros(window), np.zeros(window)
+    for rows in batched_windows(tokenizer, pieces, window, EVAL_BATCH):
         keys = ("inputs", "targets", "times", "durations", "sounding_head")
         arrays = {k: jnp.asarray(rows[k]) for k in keys}
         nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)

@@ -89,6 +89,17 @@ def test_bits_by_window_position_add_up_and_short_pieces_fill_only_the_first_pos
     assert len(default) == 8 and default[-1] == {**default[-1], "first": 56, "last": 63}
 
 
+def test_a_shorter_window_scores_the_same_tokens_with_less_of_the_past(model):
+    """`window` cuts the view, not the tokens: every target is scored once either way, a 300-token piece
+    fills every position of a 32-token window, and the scores differ (less of the past in view)."""
+    pieces = [random_piece(n, seed=n) for n in (30, 300)]
+    whole = score_pieces(model, TOKENIZER, pieces)
+    cut = score_pieces(model, TOKENIZER, pieces, window=32)
+    assert cut.tokens_by_kind.sum() == whole.tokens_by_kind.sum()
+    assert len(cut.tokens_by_position) == 32 and cut.tokens_by_position.min() > 0
+    assert not np.isclose(cut.nats_by_kind.sum(), whole.nats_by_kind.sum())
+
+
 def test_statistics_of_a_c_major_triad_then_silence():
     # C4 E4 G4 together for 1 s, then nothing until one short G4 at 3 s (0.1 s long).
     events = Events.from_columns([0, 0, 0, 3.0], [1, 1, 1, 3.1], [PIANO] * 4, [60, 64, 67, 67], [80] * 4)
