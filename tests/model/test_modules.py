@@ -70,3 +70,20 @@ def test_mlp_width_and_position_wise():
     x = _x(cfg.d_model)
     out = mlp(x)
     np.testing.assert_allclose(np.asarray(out[:, 5]), np.asarray(mlp(x[:, 5:6])[:, 0]), rtol=1e-5, atol=1e-6)
+
+
+def test_flat_projections_equal_the_einsums_they_replace():
+    """The attention projections run as one [d, H*Dh] matmul (the kernels' layout); same numbers as the
+    parameters' einsums, in and out."""
+    from musenet_jax.model.modules import SparseSelfAttention, flat_projection
+
+    cfg = tiny_model_config(attention="dense", d_model=32, dtype="float32")
+    attention = SparseSelfAttention(cfg, PATTERNS["strided"], rngs=nnx.Rngs(3))
+    for projection in (attention.query, attention.out):  # make the biases matter
+        projection.bias[...] = jax.random.normal(jax.random.key(4), projection.bias[...].shape)
+    x = _x(cfg.d_model)
+    heads = (cfg.n_heads, cfg.d_model // cfg.n_heads)
+    q = flat_projection(attention.query, x, heads)
+    np.testing.assert_allclose(np.asarray(q), np.asarray(attention.query(x)), rtol=1e-5, atol=1e-5)
+    out = flat_projection(attention.out, q, (cfg.d_model,))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(attention.out(q)), rtol=1e-5, atol=1e-5)
