@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -45,6 +45,18 @@ def _window_nll(graphdef: nnx.GraphDef, params: Any, rows: dict[str, jax.Array])
     return token_nll(logits, rows["targets"])
 
 
+def _scored_windows(
+    model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray], window: int
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """The pieces' batches of `window`-token rows (`windows.py`) with each target's negative
+    log-likelihood in nats, [rows, window]: the one pass both scorers below read."""
+    graphdef, params = nnx.split(model)
+    keys = ("inputs", "targets", "times", "durations", "sounding_head")
+    for rows in batched_windows(tokenizer, pieces, window, EVAL_BATCH):
+        arrays = {k: jnp.asarray(rows[k]) for k in keys}
+        yield rows, np.asarray(_window_nll(graphdef, params, arrays), np.float64)
+
+
 @dataclasses.dataclass(frozen=True)
 class PieceScores:
     """Summed negative log-likelihood (nats) and scored-token counts, by kind group, by piece and by
@@ -66,17 +78,13 @@ def score_pieces(
     the far context gives), so a piece longer than a window fills every position, a shorter one the first
     ones."""
     window = model.cfg.context if window is None else window
-    graphdef, params = nnx.split(model)
     group_of = np.full(len(tokenizer.vocab.token_kinds), -1, np.int64)
     for g, kinds in enumerate(KIND_GROUPS.values()):
         group_of[np.isin(tokenizer.vocab.token_kinds, kinds)] = g
     nats, counts = np.zeros(len(KIND_GROUPS)), np.zeros(len(KIND_GROUPS))
     piece_nats, piece_counts = np.zeros(len(pieces)), np.zeros(len(pieces))
     position_nats, position_counts = np.zeros(window), np.zeros(window)
-    for rows in batched_windows(tokenizer, pieces, window, EVAL_BATCH):
-        keys = ("inputs", "targets", "times", "durations", "sounding_head")
-        arrays = {k: jnp.asarray(rows[k]) for k in keys}
-        nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)
+    for rows, nll in _scored_windows(model, tokenizer, pieces, window):
         groups = group_of[rows["targets"]]
         scored = (rows["scored"] > 0) & (groups >= 0)
         np.add.at(nats, groups[scored], nll[scored])
@@ -93,12 +101,8 @@ def score_pieces(
 def token_nlls(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per piece, the negative log-likelihood (nats) of each token as scored in `score_pieces` (NaN for
     the first token, which nothing predicts): for scores of chosen tokens only."""
-    graphdef, params = nnx.split(model)
     out = [np.full(len(ids), np.nan) for ids in pieces]
-    for rows in batched_windows(tokenizer, pieces, model.cfg.context, EVAL_BATCH):
-        keys = ("inputs", "targets", "times", "durations", "sounding_head")
-        arrays = {k: jnp.asarray(rows[k]) for k in keys}
-        nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)
+    for rows, nll in _scored_windows(model, tokenizer, pieces, model.cfg.context):
         for r, c in zip(*np.nonzero(rows["scored"] > 0)):
             out[rows["piece"][r]][rows["target_index"][r, c]] = nll[r, c]
     return out
