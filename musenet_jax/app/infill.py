@@ -4,7 +4,8 @@ Needs a run trained with anticipation (`encoding.anticipation_s` > 0). Writes wh
 `sample_K.mid` (the given file's notes copied as they are plus one track per family of new notes, named
 `infill: piano`, `accompany: drums`), `sample_K.json` (the tokens of the whole result), `sample_K.png`
 (given notes pale, new notes in full colour), `sample_K.wav` with FluidSynth, and `ranking.json`, best
-first by the critic (by mean log-probability without one).
+first by the critic (by mean log-probability without one). For a span, `ranking.json` also holds the span's
+statistics (`eval/span_stats.py`) for the notes it replaced and for each candidate's fill.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from musenet_jax.app.generate import (
 )
 from musenet_jax.app.run import Run
 from musenet_jax.encoding.anticipation import require_anticipation
+from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
+from musenet_jax.eval.span_stats import in_span, span_stats, span_summary
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.render.audio import renderer
 from musenet_jax.render.pianoroll import save_given_and_new
@@ -79,6 +82,7 @@ def infill(
         composer,
         label="infill",
         marks=(start_s, end_s),
+        removed=in_span(tokenizer.midi_to_events(midi), given.start_step, given.stop_step, tokenizer.step_s),
         say=say,
         show_progress=show_progress,
     )
@@ -118,6 +122,7 @@ def _sample_and_write(
     marks: tuple[float, ...],
     say: Callable[[str], None],
     show_progress: bool,
+    removed: Events | None = None,
 ) -> list[dict[str, Any]]:
     sc, tokenizer = run.cfg.sample, run.tokenizer
     render, why_not = renderer()
@@ -150,6 +155,24 @@ def _sample_and_write(
         }
         for k, cand in enumerate(candidates)
     ]
+    span = None
+    if removed is not None:  # a span: each fill's statistics next to those of the notes it replaced
+        step = tokenizer.step_s
+        original = span_stats(removed, given.events, step)
+        fills = [
+            span_stats(in_span(new, given.start_step, given.stop_step, step), given.events, step)
+            for new in news
+        ]
+        for entry, fill in zip(entries, fills):
+            entry["span_stats"] = fill
+        span = {
+            "start_s": given.start_step * step,
+            "end_s": given.stop_step * step,
+            "original_notes": len(removed),
+            "original": original,
+            "summary": span_summary(original, fills),
+        }
+        say(_span_line(span, fills))
     by_critic = scores is not None and sc.rank_by == "critic"
     ranking = rank_candidates(entries, by_critic=by_critic)
     with staged_into(out, "generate", "--out") as local, naming(out):
@@ -166,6 +189,7 @@ def _sample_and_write(
             json.dumps(
                 {
                     "ranked_by": "critic_score" if by_critic else "mean_logprob",
+                    **({"span": span} if span is not None else {}),
                     "candidates": ranking,
                 },
                 indent=2,
@@ -179,3 +203,19 @@ def _sample_and_write(
         if entry["stopped_by"] == "budget":
             say(f"warning: sample_{entry['sample']} ran out of its token budget of {budget} before the end")
     return ranking
+
+
+def _span_line(span: dict[str, Any], fills: list[dict[str, float]]) -> str:
+    """One line: the span, its original notes, and how far the fills are from them on a few statistics."""
+    summary = span["summary"]
+    shown = ("note_density", "pitch_range", "shared_pitch_4")
+    parts = []
+    for name in shown:
+        row = summary[name]
+        if row["original"] is not None and row["fills_mean"] is not None:
+            parts.append(f"{name} {row['original']:.2f} -> {row['fills_mean']:.2f}")
+    return (
+        f"span {span['start_s']:.1f}-{span['end_s']:.1f} s: {span['original_notes']} notes replaced, "
+        f"{len(fills)} fills; original -> fills' mean: {', '.join(parts) or 'no statistic defined'} "
+        "(all statistics in ranking.json)"
+    )

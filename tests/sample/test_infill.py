@@ -1,6 +1,7 @@
 """`generate --infill` / `--accompany`: given tokens at their anticipated times, the given file's notes
 kept bit for bit, and bad requests as one line."""
 
+import json
 import subprocess
 import sys
 
@@ -155,6 +156,11 @@ def test_infill_and_accompany_keep_every_given_note_bit_for_bit(anticipation_run
         assert [note_rows(i) for i in given] == [note_rows(i) for i in source.instruments]
         assert [i.name for i in added.instruments[len(source.instruments) :]] in ([], ["accompany: bass"])
     assert new_notes > 0
+    span = json.loads((tmp_path / "fill" / "ranking.json").read_text())
+    removed = sum(4.0 <= mapping[n.start] < 8.0 for inst in source.instruments for n in inst.notes)
+    assert span["span"]["original_notes"] == removed > 0
+    assert span["span"]["original"]["note_density"] > 0
+    assert all(set(c["span_stats"]) == set(span["span"]["original"]) for c in span["candidates"])
 
 
 @pytest.mark.slow
