@@ -472,10 +472,9 @@ def _tpu_far_forward(q, k, v, *, layout: BlockLayout, interpret: bool, heads: in
             scale=scale,
             stride=stride,
         )
-    out, lse = strided_far_tpu.forward(
+    return strided_far_tpu.forward(
         q, k, v, layout, stride=stride, heads=heads, scale=scale, interpret=interpret
     )
-    return out, strided_far_tpu.from_residues(lse)
 
 
 def _tpu_far_backward(
@@ -499,9 +498,8 @@ def _tpu_far_backward(
             q, k, v, dout, lse, delta,
             layout=layout, interpret=interpret, heads=heads, scale=scale, stride=stride,
         )  # fmt: skip
-    by_residue = (strided_far_tpu.to_residues(x, stride) for x in (lse, delta))
     return strided_far_tpu.backward(
-        q, k, v, dout, *by_residue, layout, stride=stride, heads=heads, scale=scale, interpret=interpret
+        q, k, v, dout, lse, delta, layout, stride=stride, heads=heads, scale=scale, interpret=interpret
     )
 
 

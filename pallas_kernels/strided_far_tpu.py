@@ -66,18 +66,6 @@ def applies(layout: BlockLayout, *, length: int, stride: int, columns: int, dim:
     )
 
 
-def to_residues(stats: jax.Array, stride: int) -> jax.Array:
-    """[B, H, 1, n] -> [B, H, l, T] (a small float32 transpose)."""
-    batch, heads, _, length = stats.shape
-    return stats.reshape(batch, heads, length // stride, stride).swapaxes(2, 3)
-
-
-def from_residues(stats: jax.Array) -> jax.Array:
-    """[B, H, l, T] -> [B, H, 1, n]."""
-    batch, heads, stride, rows = stats.shape
-    return stats.swapaxes(2, 3).reshape(batch, heads, 1, rows * stride)
-
-
 def _pack(dtype) -> int:
     return 4 // jnp.dtype(dtype).itemsize  # residues per 32-bit row
 
@@ -140,7 +128,13 @@ def _residue_groups(residues: int, dtype):
     return [(w, [w * pack + i for i in range(pack)]) for w in range(residues // pack)]
 
 
+def _residue_lanes(rows: int, stride: int, residue):
+    """[T, l] mask of the lane that holds `residue` in a [T, l] view of row statistics."""
+    return lax.broadcasted_iota(jnp.int32, (rows, stride), 1) == residue
+
+
 def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, rows, residues, dim, scale, interpret):
+    first_residue = pl.program_id(2) * residues
     earlier = lax.broadcasted_iota(jnp.int32, (rows, rows), 1) < lax.broadcasted_iota(
         jnp.int32, (rows, rows), 0
     )  # key u < query t: strictly causal over the T rows
@@ -161,8 +155,9 @@ def _forward_kernel(q_ref, k_ref, v_ref, o_ref, lse_ref, *, rows, residues, dim,
                 safe = jnp.where(seen, total, 1.0)
                 pv = jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
                 out = _pick(own, pv * (1.0 / safe), out)
-                lse = jnp.where(seen, m + jnp.log(safe), -jnp.inf)  # [T, 1]
-                lse_ref[j, pl.ds(r, 1), :] = jnp.broadcast_to(lse, (rows, _LANES)).T[:1, :]
+                lse = jnp.where(seen, m + jnp.log(safe), -jnp.inf)  # [T, 1]: this residue's lane of [T, l]
+                lanes = _residue_lanes(rows, lse_ref.shape[-1], first_residue + r)
+                lse_ref[j] = jnp.where(lanes, lse, lse_ref[j])
             outs.append(out)
         _store(o_ref, rows, residues, word, outs, interpret)
 
@@ -177,6 +172,7 @@ def _backward_kernel(
     dq_ref,
     dk_ref,
     dv_ref,
+    stats_t,
     *,
     rows,
     residues,
@@ -187,6 +183,12 @@ def _backward_kernel(
     earlier_t = lax.broadcasted_iota(jnp.int32, (rows, rows), 0) < lax.broadcasted_iota(
         jnp.int32, (rows, rows), 1
     )  # transposed scores [keys u, queries t]: u < t
+    for i, ref in enumerate((lse_ref, delta_ref)):  # [T, l] -> [l, T]: a residue's statistics as a row
+        for j in range(_LANES // dim):
+            stats_t[i, j] = ref[j].T
+    step_rows = pl.ds(pl.multiple_of(pl.program_id(2) * residues, residues), residues)
+    lse_rows = [stats_t[0, j, step_rows, :] for j in range(_LANES // dim)]  # [G, T] each
+    delta_rows = [stats_t[1, j, step_rows, :] for j in range(_LANES // dim)]
     for word, numbers in _residue_groups(residues, q_ref.dtype):
         qs, ks, vs, dos = (_load(ref, rows, residues, word) for ref in (q_ref, k_ref, v_ref, do_ref))
         grads = [], [], []
@@ -196,11 +198,11 @@ def _backward_kernel(
             for j in range(_LANES // dim):
                 own = _head_lanes(rows, dim, j)
                 s_t = lax.dot_general(k, _only(q, own), _NT, preferred_element_type=jnp.float32)
-                lse = lse_ref[j, pl.ds(r, 1), :]  # [1, T]: broadcasts down the key rows
+                lse = lse_rows[j][r : r + 1]  # [1, T]: broadcasts down the key rows
                 p_t = jnp.where(earlier_t, jnp.exp(s_t - lse), 0.0)
                 dv = _pick(own, jnp.dot(p_t.astype(do.dtype), do, preferred_element_type=jnp.float32), dv)
                 dp_t = lax.dot_general(_only(v, own), do, _NT, preferred_element_type=jnp.float32)
-                ds_t = (p_t * (dp_t - delta_ref[j, pl.ds(r, 1), :])).astype(q.dtype)
+                ds_t = (p_t * (dp_t - delta_rows[j][r : r + 1])).astype(q.dtype)
                 dk = _pick(own, jnp.dot(ds_t, q, preferred_element_type=jnp.float32), dk)
                 dq = _pick(own, lax.dot_general(ds_t, k, _TN, preferred_element_type=jnp.float32), dq)
             for grad, value in zip(grads, (dq * scale, dk, dv)):
@@ -209,9 +211,11 @@ def _backward_kernel(
             _store(ref, rows, residues, word, values, interpret)
 
 
-def _specs(rows: int, residues: int, dim: int):
+def _specs(rows: int, residues: int, dim: int, stride: int):
+    """q/k/v-like blocks [T, G, 128] of [B, T, l, H * D]; statistics [heads of the lanes, T, l] of
+    [B, H, T, l] (all residues: a step reads or writes its own lanes)."""
     block = pl.BlockSpec((None, rows, residues, _LANES), lambda b, c, g: (b, 0, g, c))
-    stats = pl.BlockSpec((None, _LANES // dim, residues, rows), lambda b, c, g: (b, c, g, 0))
+    stats = pl.BlockSpec((None, _LANES // dim, rows, stride), lambda b, c, g: (b, c, 0, 0))
     return block, stats
 
 
@@ -230,11 +234,11 @@ def _grid(batch: int, columns: int, stride: int, residues: int) -> tuple[int, in
 def forward(
     q, k, v, layout: BlockLayout, *, stride: int, heads: int, scale: float, interpret: bool
 ) -> tuple[jax.Array, jax.Array]:
-    """q, k, v [B, n, H * D] -> out [B, n, H * D] (0 where t = 0: no key), lse [B, H, l, T] float32."""
+    """q, k, v [B, n, H * D] -> out [B, n, H * D] (0 where t = 0: no key), lse [B, H, 1, n] float32."""
     batch, length, columns = q.shape
     dim, rows = columns // heads, length // stride
     residues = residues_per_step(stride, rows)
-    block, stats = _specs(rows, residues, dim)
+    block, stats = _specs(rows, residues, dim, stride)
     view = functools.partial(_view, rows=rows, stride=stride, interpret=interpret)
     out, lse = pl.pallas_call(
         functools.partial(
@@ -245,9 +249,9 @@ def forward(
         out_specs=[block, stats],
         out_shape=[
             jax.ShapeDtypeStruct((batch, rows, stride, columns), q.dtype),
-            jax.ShapeDtypeStruct((batch, heads, stride, rows), jnp.float32),
-        ],
-        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * 3),
+            jax.ShapeDtypeStruct((batch, heads, rows, stride), jnp.float32),
+        ],  # the lse block stays while the steps over residue groups fill its lanes:
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary")),
         cost_estimate=block_sparse_cost(
             layout,
             programs=batch * heads * stride,
@@ -260,17 +264,17 @@ def forward(
         interpret=interpret,
         name="strided_far_fwd",
     )(*view(q, k, v))
-    return out.reshape(q.shape), lse
+    return out.reshape(q.shape), lse.reshape(batch, heads, 1, length)
 
 
 def backward(
     q, k, v, dout, lse, delta, layout: BlockLayout, *, stride: int, heads: int, scale: float, interpret: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """dq, dk, dv [B, n, H * D] from the merged lse (finite) and delta, both [B, H, l, T]."""
+    """dq, dk, dv [B, n, H * D] from the merged lse (finite) and delta, both [B, H, 1, n]."""
     batch, length, columns = q.shape
     dim, rows = columns // heads, length // stride
     residues = residues_per_step(stride, rows)
-    block, stats = _specs(rows, residues, dim)
+    block, stats = _specs(rows, residues, dim, stride)
     view = functools.partial(_view, rows=rows, stride=stride, interpret=interpret)
     shape = jax.ShapeDtypeStruct((batch, rows, stride, columns), q.dtype)
     grads = pl.pallas_call(
@@ -281,6 +285,7 @@ def backward(
         in_specs=[block] * 4 + [stats] * 2,
         out_specs=[block] * 3,
         out_shape=[shape] * 3,
+        scratch_shapes=[pltpu.VMEM((2, _LANES // dim, stride, rows), jnp.float32)],
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * 3),
         cost_estimate=block_sparse_cost(
             layout,
@@ -293,5 +298,5 @@ def backward(
         ),  # fmt: skip  # q, k, v, dout read; dq, dk, dv written
         interpret=interpret,
         name="strided_far_bwd",
-    )(*view(q, k, v, dout), lse, delta)
+    )(*view(q, k, v, dout), *(x.reshape(batch, heads, rows, stride) for x in (lse, delta)))
     return tuple(g.reshape(q.shape) for g in grads)
