@@ -15,9 +15,11 @@ Backward: the log-sum-exp is an output too (components are merged by it), so its
 score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
 
 `merged_attention(q, k, v, parts)` runs all components of one pattern as one op, in the TPU kernels' own
-layouts ([B, L, H * D], statistics [B, H, 1, L]): a folded part (positions folded into heads) is a
-reshape, a natural one a view, fixed's summary keys a strided slice; the part whose queries and keys are
-in natural order runs last, its forward kernel merging the others' output and lse in its finish step and
+layouts ([B, L, H * D], statistics [B, H, 1, L]): strided's folded far part runs on TPU in place
+(strided_far_tpu, on the free [B, L / l, l, H * D] view; elsewhere, or where those kernels do not apply,
+its positions are folded into heads by a reshape), a natural part is a view, fixed's summary keys a
+strided slice; the part whose queries and keys are in natural order runs last, its forward kernel
+merging the others' output and lse in its finish step and
 its backward kernels adding the others' gradients; the backward of every part takes the merged lse and
 delta = rowsum(out * dout) (a small row kernel), so no merge is differentiated. Its result and lse are
 the remat residuals. The Triton path does the merge, the delta and the score scale in XLA (GPU only).
