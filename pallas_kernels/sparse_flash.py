@@ -455,7 +455,7 @@ def _far_kernels_apply(q: jax.Array, layout: BlockLayout, heads: int, stride: in
         stride=stride,
         columns=q.shape[2],
         dim=q.shape[2] // heads,
-        itemsize=q.dtype.itemsize,
+        dtype=q.dtype,
     )
 
 

@@ -15,9 +15,10 @@ static offsets (a dynamic start is not provably tile-aligned for Mosaic).
 One block covers all T rows (the layout `musenet_jax.attention.layouts._folded_strided` builds when T fits
 its block), so the softmax is exact in one pass and the backward is one kernel: dq, dk and dv of a step's
 residues from the merged lse and delta (dq = ds k through the one transposed-LHS matmul, on [T, T] tiles).
-Row statistics are [B, H, l, T] float32 ("by residue": the row of residue r is lane-dense over t);
-`to_residues` / `from_residues` convert them from / to the [B, H, 1, n] the other kernels use (small
-float32 arrays: the only data this part moves outside its kernels).
+Row statistics (lse, delta) come and go as the [B, H, 1, n] the other kernels use, viewed [B, H, T, l]
+(at l = 128 the same bytes in XLA's tiled layout: no copy); a step writes its residues' lanes of the
+forward's lse block with a select (the block stays while the steps over residue groups fill it), and the
+backward turns the [T, l] block into [l, T] rows (one small transpose a step).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _HIGH = 0xFFFF0000
 # hundred KiB per block in VMEM.
 STEP_ROWS = 1024
 MIN_RESIDUES = 8  # a block's residues are its second-minor dimension: a multiple of 8 rows
+MAX_ROWS = 128  # T: the [T, T] score tiles of a residue and head stay a few vregs' worth
 
 
 def residues_per_step(stride: int, rows: int) -> int:
@@ -51,18 +53,19 @@ def residues_per_step(stride: int, rows: int) -> int:
     return g
 
 
-def applies(layout: BlockLayout, *, length: int, stride: int, columns: int, dim: int, itemsize: int) -> bool:
-    """Whether these kernels run the folded far part: one block over the T = length / stride rows, the
-    stride a multiple of MIN_RESIDUES, 128-lane groups of whole heads, 16- or 32-bit elements."""
+def applies(layout: BlockLayout, *, length: int, stride: int, columns: int, dim: int, dtype) -> bool:
+    """Whether these kernels run the folded far part: one block over the T = length / stride rows (at most
+    MAX_ROWS), the stride a multiple of MIN_RESIDUES, 128-lane groups of whole heads, bfloat16 (split from
+    a 32-bit word as float32's top half) or float32."""
     rows = length // stride
     return (
         length % stride == 0
         and layout.num_q_blocks == layout.num_k_blocks == 1
-        and layout.block_q == layout.block_k == rows
+        and layout.block_q == layout.block_k == rows <= MAX_ROWS
         and stride % MIN_RESIDUES == 0
         and columns % _LANES == 0
         and _LANES % dim == 0
-        and itemsize in (2, 4)
+        and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
     )
 
 

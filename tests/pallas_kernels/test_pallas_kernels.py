@@ -427,7 +427,12 @@ def test_equality_cases_cover_both_ways_of_running_the_strided_far_part():
             if comp.fold > 1:
                 ways.add(
                     strided_far_tpu.applies(
-                        comp.layout, length=n, stride=comp.fold, columns=heads * dim, dim=dim, itemsize=4
+                        comp.layout,
+                        length=n,
+                        stride=comp.fold,
+                        columns=heads * dim,
+                        dim=dim,
+                        dtype=jnp.float32,
                     )
                 )
     assert ways == {True, False}
