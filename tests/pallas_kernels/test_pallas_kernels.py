@@ -397,6 +397,8 @@ def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense():
         "sparse_flash_dq",
         "sparse_flash_dkv",
         "sparse_flash_delta",  # the backward's rowsum(out * dout)
+        "strided_far_fwd",  # the far part, read in place (strided_far_tpu): one forward, one backward kernel
+        "strided_far_bwd",
     }
     assert all(k["vector_ops_per_step"] > 0 for k in pallas["kernels"].values())
     assert pallas["flops_ratio_fwd_bwd"] > 2 and pallas["density"] < 0.5  # counted from the active blocks
