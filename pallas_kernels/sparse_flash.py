@@ -15,9 +15,11 @@ Backward: the log-sum-exp is an output too (components are merged by it), so its
 score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
 
 `merged_attention(q, k, v, parts)` runs all components of one pattern as one op, in the TPU kernels' own
-layouts ([B, L, H * D], statistics [B, H, 1, L]): a folded part (positions folded into heads) is a
-reshape, a natural one a view, fixed's summary keys a strided slice; the part whose queries and keys are
-in natural order runs last, its forward kernel merging the others' output and lse in its finish step and
+layouts ([B, L, H * D], statistics [B, H, 1, L]): strided's folded far part runs on TPU in place
+(strided_far_tpu, on the free [B, L / l, l, H * D] view; elsewhere, or where those kernels do not apply,
+its positions are folded into heads by a reshape), a natural part is a view, fixed's summary keys a
+strided slice; the part whose queries and keys are in natural order runs last, its forward kernel
+merging the others' output and lse in its finish step and
 its backward kernels adding the others' gradients; the backward of every part takes the merged lse and
 delta = rowsum(out * dout) (a small row kernel), so no merge is differentiated. Its result and lse are
 the remat residuals. The Triton path does the merge, the delta and the score scale in XLA (GPU only).
@@ -35,7 +37,7 @@ import numpy as np
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-from pallas_kernels import flash_gpu, flash_tpu
+from pallas_kernels import flash_gpu, flash_tpu, strided_far_tpu
 from pallas_kernels.block_layout import BlockLayout, block_layout
 
 Kernel = Literal["auto", "tpu", "gpu"]
@@ -400,6 +402,109 @@ def _stats_out_of(x: jax.Array, part: Part, length: int, heads: int) -> jax.Arra
     return jnp.take(x, jnp.asarray(part.q_slot), axis=3)
 
 
+def _folded_forward(
+    native, q, k, v, *, layout: BlockLayout, interpret: bool, heads: int, scale: float, stride: int
+):
+    """A folded part's forward on [B, L, H * D] arrays and [B, H, 1, L] statistics: `native` (a kernel
+    family's forward in the kernels' layouts) on the fold [B, L / l, l * H * D] (a reshape: free on GPU,
+    a relayout on TPU, see strided_far_tpu)."""
+    part, length = Part(layout, fold=stride), q.shape[1]
+    out, lse = native(
+        *(_into(x, part, None, 0) for x in (q, k, v)),
+        layout=layout,
+        interpret=interpret,
+        heads=heads * stride,
+        scale=scale,
+    )
+    return _out_of(out, part, length), _stats_out_of(lse, part, length, heads)
+
+
+def _folded_backward(
+    native,
+    q,
+    k,
+    v,
+    dout,
+    lse,
+    delta,
+    *,
+    layout: BlockLayout,
+    interpret: bool,
+    heads: int,
+    scale: float,
+    stride: int,
+):
+    """The backward of `_folded_forward`: natural arrays and statistics in, natural gradients out."""
+    part, length = Part(layout, fold=stride), q.shape[1]
+    grads = native(
+        *(_into(x, part, None, 0) for x in (q, k, v, dout)),
+        _stats_into(lse, part, heads),
+        _stats_into(delta, part, heads),
+        layout=layout,
+        interpret=interpret,
+        heads=heads * stride,
+        scale=scale,
+    )
+    return tuple(_grad_of(g, part, None, length) for g in grads)
+
+
+def _far_kernels_apply(q: jax.Array, layout: BlockLayout, heads: int, stride: int) -> bool:
+    return strided_far_tpu.applies(
+        layout,
+        length=q.shape[1],
+        stride=stride,
+        columns=q.shape[2],
+        dim=q.shape[2] // heads,
+        dtype=q.dtype,
+    )
+
+
+def _tpu_far_forward(q, k, v, *, layout: BlockLayout, interpret: bool, heads: int, scale: float, stride: int):
+    """strided(l)'s folded far part on TPU: the residue kernels on the [B, T, l, H * D] view where they
+    apply (no relayout), else the fold."""
+    if not _far_kernels_apply(q, layout, heads, stride):
+        return _folded_forward(
+            _tpu_native_forward,
+            q,
+            k,
+            v,
+            layout=layout,
+            interpret=interpret,
+            heads=heads,
+            scale=scale,
+            stride=stride,
+        )
+    return strided_far_tpu.forward(
+        q, k, v, layout, stride=stride, heads=heads, scale=scale, interpret=interpret
+    )
+
+
+def _tpu_far_backward(
+    q,
+    k,
+    v,
+    dout,
+    lse,
+    delta,
+    *,
+    layout: BlockLayout,
+    interpret: bool,
+    heads: int,
+    scale: float,
+    stride: int,
+    fused: bool,
+):
+    if not _far_kernels_apply(q, layout, heads, stride):
+        return _folded_backward(
+            functools.partial(_tpu_native_backward, fused=fused),
+            q, k, v, dout, lse, delta,
+            layout=layout, interpret=interpret, heads=heads, scale=scale, stride=stride,
+        )  # fmt: skip
+    return strided_far_tpu.backward(
+        q, k, v, dout, lse, delta, layout, stride=stride, heads=heads, scale=scale, interpret=interpret
+    )
+
+
 def _last(parts: tuple[Part, ...]) -> int:
     """The part whose kernels merge the others' results in (forward) and add their gradients (backward):
     one whose queries and keys are in natural order, so the others' outputs and gradients are its
@@ -422,6 +527,21 @@ def _merged_forward(q, k, v, parts, heads, kernel, interpret):
     others, last = _ordered(parts)
     prev = None
     for part in others + ((last,) if last else ()):
+        if part.fold > 1:
+            result = _run(
+                kernel,
+                interpret,
+                functools.partial(_tpu_far_forward, heads=heads, scale=scale, stride=part.fold),
+                functools.partial(
+                    _folded_forward, _gpu_native_forward, heads=heads, scale=scale, stride=part.fold
+                ),
+                part.layout,
+                q,
+                k,
+                v,
+            )
+            prev = result if prev is None else _merge(*prev, *result, dim)
+            continue
         merge_with = ()
         if part is last:
             merge_with = (_grow(prev[0], part.q_slots), _stats_into(prev[1], part, heads))
@@ -473,6 +593,26 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
     others, last = _ordered(parts)
     totals = None
     for part in others + ((last,) if last else ()):
+        if part.fold > 1:
+            grads = _run(
+                kernel,
+                interpret,
+                functools.partial(
+                    _tpu_far_backward, heads=heads, scale=scale, stride=part.fold, fused=fused_backward
+                ),
+                functools.partial(
+                    _folded_backward, _gpu_native_backward, heads=heads, scale=scale, stride=part.fold
+                ),
+                part.layout,
+                q,
+                k,
+                v,
+                dout,
+                lse,
+                delta,
+            )
+            totals = grads if totals is None else tuple(t + g for t, g in zip(totals, grads))
+            continue
         add = ()
         if part is last:
             add = (_grow(totals[0], part.q_slots), *(_grow(t, part.k_slots) for t in totals[1:]))

@@ -21,7 +21,8 @@ positions permuted by (i mod l, i div l) (the Sparse Transformer trick), is stri
 inside l groups of ceil(n / l) slots, i.e. block-diagonal. When n is a multiple of l that permutation is
 a reshape: q/k/v [B, n, H, D] viewed as [B, n / l, l * H, D] put the l groups in the heads, and the far
 part is strictly causal attention over n / l rows of l * H heads (`Component.fold`; no gather, no
-scatter-add in the backward). fixed(l, c) is split into the same-l-block
+scatter-add in the backward; the Pallas TPU kernels read the same rows in place through the free view
+[B, n / l, l, H * D] instead, pallas_kernels/strided_far_tpu.py). fixed(l, c) is split into the same-l-block
 part (natural order) and the summary part whose keys are gathered into a compact sequence of the
 summary positions only. A union takes each pattern's components minus what earlier patterns allow.
 

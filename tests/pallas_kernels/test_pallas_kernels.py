@@ -20,6 +20,7 @@ from musenet_jax.attention import patterns as P
 from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.errors import UserError
+from pallas_kernels import strided_far_tpu
 from pallas_kernels.sparse_flash import merged_attention, sparse_flash_attention
 
 BLOCK = 128
@@ -74,6 +75,8 @@ CASES = [
     (P.fixed(32, 8), 300, 1, 3, 32),
     (P.strided(64), 256, 1, 6, 64),  # heads of 64 in lane pairs, 3 pairs a step: the loop over lane groups
     (P.strided(16), 512, 2, 2, 32),  # n = 32 * 16: the far part folded into 32 heads of 32 rows (one block)
+    # ... and with heads filling 128 lanes: the far part's residue kernels on the [B, 32, 16, 128] view
+    (P.strided(16), 512, 1, 4, 32),
     (P.union(P.strided(32), P.fixed(64, 16)), 256, 1, 2, 16),  # 4 components: 3 merged before the last
 ]
 
@@ -117,10 +120,18 @@ def test_kernels_match_dense_in_float32(family, pattern, n, batch, heads, dim):
 BF16_TOLERANCE = 3e-2  # bf16 inputs, f32 accumulation: the kernel and the dense reference agree to ~1%
 
 
+BF16_CASES = [
+    (P.fixed(64, 16), 256, 2, 32),
+    (P.strided(16), 512, 2, 64),  # the far part's residue kernels: two residues packed in each 32-bit word
+]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_kernels_in_bfloat16_stay_within_stated_tolerance(family):
-    q, k, v, cotangent = _inputs(256, 1, 2, 32, jnp.bfloat16)
-    pattern = (P.fixed(64, 16),)
+@pytest.mark.parametrize("case", BF16_CASES, ids=[c[0].name for c in BF16_CASES])
+def test_kernels_in_bfloat16_stay_within_stated_tolerance(family, case):
+    pattern, n, heads, dim = case
+    q, k, v, cotangent = _inputs(n, 1, heads, dim, jnp.bfloat16)
+    pattern = (pattern,)
     out_d, grads_d = _out_and_grads(lambda q, k, v: _backend("dense")(q, k, v, pattern), q, k, v, cotangent)
     out_p, grads_p = _out_and_grads(lambda q, k, v: FAMILIES[family](q, k, v, pattern), q, k, v, cotangent)
     assert out_p.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads_p)
@@ -386,6 +397,8 @@ def test_attention_bench_on_cpu_reports_tpu_cost_of_pallas_vs_dense():
         "sparse_flash_dq",
         "sparse_flash_dkv",
         "sparse_flash_delta",  # the backward's rowsum(out * dout)
+        "strided_far_fwd",  # the far part, read in place (strided_far_tpu): one forward, one backward kernel
+        "strided_far_bwd",
     }
     assert all(k["vector_ops_per_step"] > 0 for k in pallas["kernels"].values())
     assert pallas["flops_ratio_fwd_bwd"] > 2 and pallas["density"] < 0.5  # counted from the active blocks
@@ -405,6 +418,26 @@ def test_equality_cases_cover_empty_rows_and_partial_blocks():
             kinds |= {"empty_row"} if (lay.kv_counts == 0).any() else set()
             kinds |= {"partial" if m else "full" for m in lay.mask_ids}
     assert kinds == {"empty_row", "partial", "full"}
+
+
+def test_equality_cases_cover_both_ways_of_running_the_strided_far_part():
+    """strided(l)'s folded far part runs the residue kernels (strided_far_tpu) where heads fill 128-lane
+    groups, and the fold into heads elsewhere: the CASES reach both."""
+    ways = set()
+    for pattern, n, _, heads, dim in CASES:
+        for comp in backend_layout(pattern, n, backend="pallas", block_size=BLOCK).components:
+            if comp.fold > 1:
+                ways.add(
+                    strided_far_tpu.applies(
+                        comp.layout,
+                        length=n,
+                        stride=comp.fold,
+                        columns=heads * dim,
+                        dim=dim,
+                        dtype=jnp.float32,
+                    )
+                )
+    assert ways == {True, False}
 
 
 def test_gpu_kernels_have_no_branch_around_their_matmuls_and_backward_tiles():
