@@ -40,6 +40,17 @@ def anticipation_run(music21_data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def anticipation_bundle(anticipation_run, tmp_path_factory):
+    """`anticipation_run` exported as a float32 bundle (read only: copy it to change it)."""
+    from musenet_jax.app.export import export_bundle
+    from musenet_jax.app.run import load_run
+
+    out = tmp_path_factory.mktemp("anticipation_bundle") / "bundle"
+    export_bundle(load_run(anticipation_run), out, dtype="float32")
+    return out
+
+
+@pytest.fixture(scope="session")
 def mixed_midi_dir(tmp_path_factory):
     """Good MIDI (in composer sub-folders) mixed with a corrupt file, an empty file and a text file."""
     root = tmp_path_factory.mktemp("midi_in")

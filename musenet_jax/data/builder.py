@@ -351,7 +351,7 @@ def check_encoding(metadata: dict, encoding: EncodingConfig, where: str) -> None
     if found == expected:
         return
     theirs = metadata.get("encoding", {})
-    mine = dataclasses.asdict(encoding)
+    mine = dataclasses.asdict(plain_encoding(encoding))  # datasets are stored plain (make_builder)
     other_keys = [k for k in theirs if k not in ("composers", "max_seconds") and theirs[k] != mine.get(k)]
     extra = [c for c in theirs.get("composers", ()) if c not in encoding.composers]
     if extra and not other_keys:  # e.g. the user's own composer folders, unknown to a trained model

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from given_notes import note_rows, starts_in
 
 from musenet_jax.app.co_composer import Session, Sessions, Settings
 from musenet_jax.app.openings import OPENING_SECONDS, OPENINGS, opening_midi
@@ -100,11 +101,6 @@ def anticipating(anticipation_run, tmp_path_factory):
     return composer, session
 
 
-def note_rows(events, keep=None) -> set:
-    keep = np.ones(len(events), bool) if keep is None else keep
-    return set(zip(events.family[keep], events.pitch[keep], np.round(events.start_s[keep], 2)))
-
-
 @pytest.mark.slow
 def test_fill_a_span_rewrites_only_its_notes_and_the_result_can_be_extended(anticipating):
     composer, session = anticipating
@@ -112,10 +108,10 @@ def test_fill_a_span_rewrites_only_its_notes_and_the_result_can_be_extended(anti
     old = composer.events(before.ids)
     offered = composer.fill(session, 1.0, 3.0, settings(num_candidates=2))
     assert len(offered.candidates) == 2 and session.current is offered and offered.piece is before
-    outside = (old.start_s < 1.0 - 0.005) | (old.start_s >= 3.0 - 0.005)
+    outside = ~starts_in(old, 1.0, 3.0)
     for cand in offered.candidates:
         whole = composer.events(cand.ids)
-        inside = (whole.start_s >= 1.0 - 0.005) & (whole.start_s < 3.0 - 0.005)
+        inside = starts_in(whole, 1.0, 3.0)
         assert note_rows(whole, ~inside) == note_rows(old, outside)  # the rest as it was
         assert (cand.start_s, cand.end_s) == (1.0, 3.0) and cand.roll.stat().st_size > 0
         assert cand.becomes is not None and np.array_equal(cand.becomes.allowed, before.allowed)
@@ -144,11 +140,12 @@ def test_add_a_part_keeps_the_piece_and_adds_only_the_chosen_families(anticipati
         assert cand.midi.stat().st_size > 0
 
 
-def test_a_model_without_anticipation_says_it_cannot_fill_or_add_in_one_line(tmp_path):
+@pytest.mark.slow
+def test_a_model_without_anticipation_says_it_cannot_fill_or_add_in_one_line(tiny_bundle, tmp_path):
     from musenet_jax.app.co_composer import CoComposer
     from musenet_jax.app.run import load_run
 
-    composer = CoComposer(load_run(None), tmp_path)  # the bundled model: trained without anticipation
+    composer = CoComposer(load_run(str(tiny_bundle)), tmp_path)  # a plain run: trained without anticipation
     assert composer.infill_note.startswith("this model was trained without anticipation")
     session = composer.new_session()
     for ask in (lambda: composer.fill(session, 0.0, 2.0, settings()),

@@ -1,6 +1,7 @@
-"""`serve`'s page on the bundled model (what `serve` without --checkpoint gives): in a real browser,
-through the app's API, and under bad input with a second user at once. The server runs in this process, so
-its sessions (the app's state) can be read."""
+"""`serve`'s page on the bundled model (what `serve` without --checkpoint gives): in a real browser
+(compose, extend, fill a span, add a part), through the app's API, and under bad input with a second user
+at once; and on a run trained without anticipation, whose page refuses to fill or add in one line. The
+server runs in this process, so its sessions (the app's state) can be read."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import threading
 
 import numpy as np
 import pytest
+from given_notes import note_rows, starts_in
 from gradio_client import Client, handle_file
 from midi_corpus import packaged_midi_files
 
 from musenet_jax.app.co_composer import CoComposer, Session
-from musenet_jax.app.openings import OPENINGS
 from musenet_jax.app.run import load_run
 from musenet_jax.app.web import CoComposerApp
 from musenet_jax.bench.serve import free_port
@@ -103,15 +104,17 @@ def test_in_a_browser_compose_play_extend_and_download_the_piece_shown(server, t
             midi = tmp_path / "piece.mid"
             download.value.save_as(midi)
 
-            # The bundled model has no anticipation: one line in the page, and each button says so.
-            note = page.locator("#infill-note")
-            assert note.inner_text().strip().startswith("this model was trained without anticipation")
-            for button in ("Fill span", "Add part"):
-                page.get_by_role("button", name=button).click()
-                refusal = page.get_by_test_id("toast-text").get_by_text("trained without anticipation")
-                refusal.first.wait_for()
-                assert "\n" not in refusal.first.inner_text().strip()
-                page.get_by_test_id("toast-close").first.click()
+            # The bundled model was trained with anticipation: fill a span of the piece, then add a part.
+            assert not page.locator("#infill-note").is_visible()
+            page.locator("#fill-start input").fill("1")
+            page.locator("#fill-end input").fill("3")
+            page.get_by_role("button", name="Fill span").click()
+            page.locator("#candidate-1").get_by_text("1.0 s to 3.0 s").wait_for()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()
+            page.locator("#parts").get_by_label("bass").check()
+            page.get_by_role("button", name="Add part").click()
+            page.locator("#candidate-1").get_by_text("0.0 s to").wait_for()
+            page.locator("#status").get_by_text("Choose a candidate").wait_for()
 
             # bad input: one line in the page, the page goes on
             page.locator("#instruments").get_by_label("piano").uncheck()
@@ -122,17 +125,35 @@ def test_in_a_browser_compose_play_extend_and_download_the_piece_shown(server, t
             session = new_session(app, before)  # read before the page closes: leaving drops the session
         finally:
             browser.close()
-    assert len(session.rounds) == 2
+    assert len(session.rounds) == 4  # compose, extend, fill, add
     piece = session.current.piece
     np.testing.assert_array_equal(piece.ids, session.rounds[0].candidates[0].ids)  # grown by candidate 1
     same_notes(app, midi, piece.ids)
     assert (shots / "co_composer.png").stat().st_size > 10_000
+    fill_round, add_round = session.rounds[2:]
+    assert fill_round.piece is piece is add_round.piece  # neither changes the piece until one is chosen
+    old = app.composer.events(piece.ids)
+    filled = []
+    for cand in fill_round.candidates:
+        whole = app.composer.events(cand.ids)
+        inside = starts_in(whole, 1.0, 3.0)
+        assert note_rows(whole, ~inside) == note_rows(old, ~starts_in(old, 1.0, 3.0))  # the rest as it was
+        assert (cand.start_s, cand.end_s) == (1.0, 3.0)
+        filled.append(int(inside.sum()))
+    assert len(filled) == 2 and sum(filled) > 0  # the span is written anew, not left empty
+    bass = FAMILIES.index("bass")
+    added = []
+    for cand in add_round.candidates:
+        whole = app.composer.events(cand.ids)
+        assert note_rows(whole, whole.family != bass) == note_rows(old)  # every given note kept
+        added.append(int((whole.family == bass).sum()))
+    assert len(added) == 2 and sum(added) > 0  # a bass part, and nothing else new
 
 
 @pytest.fixture(scope="module")
-def anticipation_server(anticipation_run, tmp_path_factory):
-    run = load_run(str(anticipation_run), overrides=["sample.max_new_tokens=0"])
-    app = CoComposerApp(CoComposer(run, tmp_path_factory.mktemp("media")), concurrency=1)
+def plain_server(tiny_bundle, tmp_path_factory):
+    """The page on a run trained without anticipation (the tiny plain run's bundle)."""
+    app = CoComposerApp(CoComposer(load_run(str(tiny_bundle)), tmp_path_factory.mktemp("media")))
     url = app.launch("127.0.0.1", free_port(), block=False)
     yield app, url
     app.close()
@@ -140,47 +161,27 @@ def anticipation_server(anticipation_run, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")
-def test_in_a_browser_fill_a_span_and_add_a_part_with_an_anticipation_model(anticipation_server):
+def test_in_a_browser_a_model_without_anticipation_refuses_to_fill_or_add_in_one_line(plain_server):
     from playwright.sync_api import sync_playwright
 
-    app, url = anticipation_server
-    before = app.sessions.values()
+    app, url = plain_server
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--mute-audio"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(600_000)
             page.goto(url)
-            assert not page.locator("#infill-note").is_visible()  # this model can: no refusal line
-            page.get_by_label("Intro").click()
-            page.get_by_role("option", name=next(iter(OPENINGS))).click()
-            page.get_by_label("number input for Seconds per continuation").fill("2")
-            page.get_by_label("number input for Candidates").fill("2")
-            page.get_by_label("number input for Candidates").press("Enter")
-            page.get_by_role("button", name="Compose").click()
-            page.locator("#status").get_by_text("Choose a candidate").wait_for()  # the opening is the piece
-
-            page.locator("#fill-start input").fill("2")
-            page.locator("#fill-end input").fill("4")
-            page.get_by_role("button", name="Fill span").click()
-            page.locator("#candidate-1").get_by_text("2.0 s to 4.0 s").wait_for()
-            page.locator("#status").get_by_text("Choose a candidate").wait_for()
-
-            page.locator("#parts").get_by_label("bass").check()
-            page.get_by_role("button", name="Add part").click()
-            page.locator("#candidate-1").get_by_text("0.0 s to").wait_for()
-            page.locator("#status").get_by_text("Choose a candidate").wait_for()
-            session = new_session(app, before)
+            note = page.locator("#infill-note")
+            assert note.inner_text().strip().startswith("this model was trained without anticipation")
+            for button in ("Fill span", "Add part"):
+                page.get_by_role("button", name=button).click()
+                refusal = page.get_by_test_id("toast-text").get_by_text("trained without anticipation")
+                refusal.first.wait_for()
+                assert "\n" not in refusal.first.inner_text().strip()
+                page.get_by_test_id("toast-close").first.click()
         finally:
             browser.close()
-    fill_round, add_round = session.rounds[-2:]
-    assert [(c.start_s, c.end_s) for c in fill_round.candidates] == [(2.0, 4.0)] * 2
-    piece = app.composer.events(add_round.piece.ids)
-    for cand in add_round.candidates:
-        whole = app.composer.events(cand.ids)
-        given = whole.family != FAMILIES.index("bass")
-        np.testing.assert_array_equal(whole.pitch[given], piece.pitch)  # the piece's notes as they were
-        np.testing.assert_allclose(whole.start_s[given], piece.start_s)
+    assert all(not session.rounds for session in app.sessions.values())  # nothing was composed
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The musenet_midi TFDS builder on real inputs: a music21 subset and a folder with bad files."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,12 +11,13 @@ import tensorflow_datasets as tfds
 from midi_corpus import packaged_midi_files
 
 from musenet_jax.config import load_config
-from musenet_jax.data.builder import MusenetMidi, make_builder, read_skipped_report
+from musenet_jax.data.builder import MusenetMidi, check_encoding, make_builder, read_skipped_report
 from musenet_jax.data.convert import MIN_NOTES
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.data.prepare import prepare
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import Vocabulary
 from musenet_jax.errors import UserError
 
 
@@ -72,6 +74,20 @@ def test_mismatched_encoding_is_refused(music21_data_dir):
         match=r"encoding.velocity_bins differ.*prepare it into another --data-dir with this encoding",
     ):
         open_split(cfg.data, cfg.encoding, "train")
+
+
+def test_a_model_with_anticipation_on_a_dataset_with_new_composers_is_told_of_the_composers():
+    """Datasets are stored plain: anticipation is no difference to report, new composer labels are."""
+    plain = EncodingConfig()
+    own = dataclasses.replace(plain, composers=(*plain.composers, "bill_evans"))
+    metadata = {"encoding": dataclasses.asdict(own), "vocab_fingerprint": Vocabulary(own).fingerprint()}
+    anticipating = dataclasses.replace(plain, anticipation_s=5.0)
+    lacks = r"composer labels the model \(or config\) lacks: bill_evans"
+    with pytest.raises(UserError, match=lacks) as caught:
+        check_encoding(metadata, anticipating, "dataset own_tfds")
+    assert "anticipation" not in str(caught.value)
+    same = {"encoding": dataclasses.asdict(plain), "vocab_fingerprint": Vocabulary(plain).fingerprint()}
+    check_encoding(same, anticipating, "dataset plain_tfds")  # the pipeline anticipates per window
 
 
 def test_missing_dataset_says_what_to_run(tmp_path):

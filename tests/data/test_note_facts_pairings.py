@@ -1,6 +1,7 @@
 """The note facts count which instrument families each composer's training pieces carry, and `generate`'s
 note names a requested pairing the data rarely or never shows (`data/note_facts.py`), from a run exported to
-a bundle too; the bundled model's facts cannot tell, and the note stays silent."""
+a bundle too (the bundled model's too); facts recorded before pairings were counted cannot tell, and the
+note stays silent."""
 
 from __future__ import annotations
 
@@ -46,13 +47,18 @@ def test_facts_recorded_before_pairings_cannot_tell():
     assert pairing_note(None, "bach", ["strings"]) is None
 
 
-def test_the_bundled_models_facts_cannot_tell_and_generate_says_nothing_of_pairings(monkeypatch):
-    """Its facts were recorded before pairings were counted, and its training split is not shipped: the
-    rare-pairing line stays silent rather than guess (docs/reference.md)."""
+def test_the_bundled_models_facts_count_pairings_and_the_note_names_a_missing_one(monkeypatch):
+    """The bundled model was exported with its training split's pairings (its split is not shipped, the
+    counts are): its busiest composer's most played family is common, a family none of its pieces has is
+    named."""
     monkeypatch.delenv(BUNDLED_ENV, raising=False)
     facts = load_note_facts(bundled_model_dir())
-    assert facts is not None and facts.composer_family_pieces == ()
-    assert pairing_note(facts, "bach", ["piano", "strings", "drums"]) is None
+    assert facts is not None and facts.composer_family_pieces != ()
+    composer, counts, total = max(facts.composer_family_pieces, key=lambda entry: entry[2])
+    played, absent = FAMILIES[int(np.argmax(counts))], FAMILIES[counts.index(0)]
+    assert pairing_note(facts, composer, [played]) is None
+    note = pairing_note(facts, composer, [played, absent])
+    assert note is not None and f"{absent} in 0 of {total}" in note and f"{played} in" not in note
 
 
 @pytest.mark.slow

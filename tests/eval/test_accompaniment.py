@@ -89,10 +89,11 @@ def test_drums_are_judged_on_the_grid_only(tmp_path):
     assert np.isnan(onsets_on_grid(drums.select(np.zeros(len(drums), bool)), given, np.zeros(0)))
 
 
-def test_eval_accompany_stats_refuses_a_model_without_anticipation_in_one_line(capsys):
+@pytest.mark.slow
+def test_eval_accompany_stats_refuses_a_model_without_anticipation_in_one_line(tiny_bundle, capsys):
     from musenet_jax.cli.main import main
 
-    assert main(["eval", "--accompany-stats", "drums"]) == 2  # the bundled model
+    assert main(["eval", "--accompany-stats", "drums", "--checkpoint", str(tiny_bundle)]) == 2  # plain
     err = capsys.readouterr().err
     assert "trained without anticipation and cannot infill or accompany" in err and "Traceback" not in err
 

@@ -117,8 +117,9 @@ def test_new_tracks_leave_the_files_notes_as_they_are(piece):
 
 
 @pytest.mark.slow
-def test_a_model_without_anticipation_refuses_in_one_line(piece, tmp_path):
-    result = cli("generate", "--prompt", piece, "--infill", "4:8", "--composer", "bach", "--out", tmp_path)
+def test_a_model_without_anticipation_refuses_in_one_line(tiny_bundle, piece, tmp_path):
+    args = ["--prompt", piece, "--infill", "4:8", "--composer", "bach", "--out", tmp_path]
+    result = cli("generate", "--checkpoint", tiny_bundle, *args)  # a plain run's bundle
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if "anticipation" in line]
