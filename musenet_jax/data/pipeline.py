@@ -65,15 +65,17 @@ class CropExample:
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> Batch:
         tokenizer, vocab = self.tokenizer, self.tokenizer.vocab
         ids = np.asarray(element["ids"], np.int32)
+        ends_row = False  # an infilling request's row ends where it does
         if self.augment:
             ids = augment_ids(tokenizer, ids, rng, self.ranges)
             if vocab.anticipates:
-                ids = training_ids(tokenizer, ids, rng)
+                ids, ends_row = training_ids(tokenizer, ids, rng)
         times = token_times(ids, vocab)
         n_prefix = min(tokenizer.prefix_length(ids), self.context)
         window = self.context + 1 - n_prefix
         body = len(ids) - n_prefix
-        start = n_prefix + (int(rng.integers(0, body - window + 1)) if body > window else 0)
+        latest = max(body - window, 0)
+        start = n_prefix + (latest if ends_row or not latest else int(rng.integers(0, latest + 1)))
         take = np.concatenate([np.arange(n_prefix), np.arange(start, min(start + window, len(ids)))])
         length = len(take)
         row = np.full(self.context + 1, vocab.pad_id, np.int32)

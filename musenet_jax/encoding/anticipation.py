@@ -36,8 +36,13 @@ from musenet_jax.errors import UserError
 
 # The training mix of `training_ids` (AMT trains on plain, span and instrument anticipation alike).
 PLAIN_SHARE = 0.2  # plain sequences, no controls
-SPAN_SHARE = 0.4  # the notes of one random span become controls; the rest, accompaniment
+SPAN_SHARE = 0.2  # the notes of one random span become controls
+# An infilling request as `generate --infill` asks it: the notes from a random time on are controls and
+# the events stop there. Without it the model only ever saw a family's controls where that family's
+# events were absent, and it learned to expect no more of them once the given notes came into view.
+INFILL_SHARE = 0.3
 SPAN_SECONDS = 8.0  # a span lasts 0.5x to 1.5x this
+# The rest: accompaniment (a random proper subset of the families present becomes controls).
 
 
 def plain_encoding(cfg: EncodingConfig) -> EncodingConfig:
@@ -107,27 +112,57 @@ def split_anticipated(tokenizer: Tokenizer, ids: np.ndarray) -> tuple[Events, Ev
     return events, tokenizer.ids_to_events(as_notes)
 
 
-def random_controls(events: Events, rng: np.random.Generator) -> np.ndarray:
-    """bool [N]: which notes one training sequence gives as controls (none: a plain sequence). A span's
-    notes (about `SPAN_SECONDS`) or a random proper subset of the families present; a piece with one
-    family gets a span instead."""
+def random_controls(events: Events, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """(bool [N]: which notes one training sequence gives as controls, whether it is an infilling
+    request). None given: a plain sequence. An infilling request gives the notes from a random onset on;
+    a span, the notes of about `SPAN_SECONDS`; accompaniment, a random proper subset of the families
+    present (a piece with one family gets a span instead)."""
+    none = np.zeros(len(events), bool)
     draw = rng.random()
     if draw < PLAIN_SHARE or not len(events):
-        return np.zeros(len(events), bool)
+        return none, False
+    if draw < PLAIN_SHARE + INFILL_SHARE:
+        onsets = np.unique(events.start_s)
+        if len(onsets) < 2:
+            return none, False
+        boundary = onsets[int(rng.integers(1, len(onsets)))]  # at least one onset stays an event
+        return events.start_s >= boundary, True
     families = np.unique(events.family)
-    if draw < PLAIN_SHARE + SPAN_SHARE or len(families) < 2:
+    if draw < PLAIN_SHARE + INFILL_SHARE + SPAN_SHARE or len(families) < 2:
         length = SPAN_SECONDS * rng.uniform(0.5, 1.5)
         start = rng.uniform(0.0, max(float(events.start_s.max()) - length, 0.0))
-        return (events.start_s >= start) & (events.start_s < start + length)
+        return (events.start_s >= start) & (events.start_s < start + length), False
     given = rng.choice(families, size=int(rng.integers(1, len(families))), replace=False)
-    return np.isin(events.family, given)
+    return np.isin(events.family, given), False
 
 
-def training_ids(tokenizer: Tokenizer, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A stored (plain) piece as one training sequence of the mix: plain, span-infilling or
-    accompaniment, with the same composer."""
+def infilling_request_ids(tokenizer: Tokenizer, events: Events, controls: Events, composer: str | None) -> np.ndarray:
+    """The sequence `generate --infill` samples into, written out for training: the events before the
+    first control (held notes cut there, as a request cuts them), the controls, and the clock up to the
+    first control's time + delta, where a request stops (no `end`: the piece goes on)."""
+    vocab = tokenizer.vocab
+    boundary = float(controls.start_s.min())
+    events = events.replace(end_s=np.minimum(events.end_s, boundary))
+    steps, tokens = timeline(tokenizer, events, controls)
+    stop = round(boundary / tokenizer.step_s) + vocab.anticipation_steps
+    keep = steps <= stop
+    body = interleave_waits(  # the clock runs on to `stop` even where no token falls there
+        np.append(steps[keep], stop), np.append(tokens[keep], vocab.pad_id), vocab, tokenizer.cfg.max_wait_steps
+    )[:-1]
+    families = np.concatenate([events.family, controls.family])
+    prefix = anticipated_prefix(tokenizer, composer, families)
+    return np.concatenate([prefix, body]).astype(np.int32)
+
+
+def training_ids(tokenizer: Tokenizer, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """A stored (plain) piece as one training sequence of the mix, with the same composer: plain,
+    infilling request, span or accompaniment; and whether a training row must end where the sequence
+    ends (an infilling request, whose point is its end: the events meeting the given notes)."""
     events = tokenizer.ids_to_events(ids)
-    given = random_controls(events, rng)
+    given, request = random_controls(events, rng)
     if not given.any():
-        return np.asarray(ids, np.int32)
-    return anticipated_ids(tokenizer, events.select(~given), events.select(given), tokenizer.composer_of(ids))
+        return np.asarray(ids, np.int32), False
+    composer = tokenizer.composer_of(ids)
+    if request:
+        return infilling_request_ids(tokenizer, events.select(~given), events.select(given), composer), True
+    return anticipated_ids(tokenizer, events.select(~given), events.select(given), composer), False

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from musenet_jax.config import load_config
-from musenet_jax.data.pipeline import make_eval_iterator, make_train_iterator, open_split
-from musenet_jax.encoding.anticipation import is_control
+from musenet_jax.data.pipeline import CropExample, make_eval_iterator, make_train_iterator, open_split
+from musenet_jax.encoding.anticipation import is_control, training_ids
+from musenet_jax.encoding.augment import augment_ids
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import KIND_COMPOSER
 
@@ -147,3 +148,24 @@ def test_anticipation_reads_the_plain_dataset_and_masks_controls(cfg):
     controls = is_control(targets, vocab)
     assert controls.any() and not np.any(mask[controls])
     assert np.all(mask[~controls & (targets != vocab.pad_id)] == 1)
+
+
+def test_an_infilling_request_row_ends_where_the_request_does(cfg):
+    """A request's point is its end (the events meeting the given notes), so its row is the last window of
+    it, never a window that misses the boundary; the other kinds are cropped anywhere."""
+    on = cfg.replace(encoding=dataclasses.replace(cfg.encoding, anticipation_s=1.0))
+    tokenizer = Tokenizer(on.encoding)
+    crop = CropExample(tokenizer, on.data, on.model.context, augment=True)
+    element = open_split(on.data, on.encoding, "train")[0]
+    requests = 0
+    for seed in range(40):
+        row = crop(element, np.random.default_rng(seed))
+        replay = np.random.default_rng(seed)  # the crop's own draws, in its order
+        ids = augment_ids(tokenizer, np.asarray(element["ids"], np.int32), replay, crop.ranges)
+        ids, request = training_ids(tokenizer, ids, replay)
+        if request:
+            requests += 1
+            tokens = np.append(row["inputs"], row["targets"][-1:])
+            tokens = tokens[tokens != tokenizer.vocab.pad_id]
+            np.testing.assert_array_equal(tokens[-20:], ids[-20:])
+    assert requests

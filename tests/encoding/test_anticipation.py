@@ -13,7 +13,7 @@ from musenet_jax.encoding.anticipation import (
 )
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
-from musenet_jax.encoding.timing import token_times
+from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import KIND_CONTROL_ON, KIND_NOTE_OFF, KIND_NOTE_ON, Vocabulary
 
@@ -101,22 +101,41 @@ def test_both_streams_round_trip(tokenizer, notes):
     )
 
 
-def test_training_mix_keeps_every_note_and_has_all_three_kinds(tokenizer, notes):
+def test_training_mix_keeps_every_note_and_has_all_four_kinds(tokenizer, notes):
     piece = tokenizer.events_to_ids(notes, "bach")
     whole = tokenizer.ids_to_events(piece)
+    columns = ("start_s", "end_s", "family", "pitch", "velocity")
     kinds = set()
-    for seed in range(30):
-        ids = training_ids(tokenizer, piece, np.random.default_rng(seed))
+    for seed in range(40):
+        ids, request = training_ids(tokenizer, piece, np.random.default_rng(seed))
         assert tokenizer.composer_of(ids) == "bach"
         events, controls = split_anticipated(tokenizer, ids)
+        if request:
+            kinds.add("request")
+            check_infilling_request(tokenizer, ids, events, controls, whole)
+            continue
         if not len(controls):
             kinds.add("plain")
             np.testing.assert_array_equal(ids, piece)
             continue
         kinds.add("accompaniment" if not np.intersect1d(events.family, controls.family).size else "span")
-        columns = ("start_s", "end_s", "family", "pitch", "velocity")
         merged = Events.from_columns(
             *(np.concatenate([getattr(events, c), getattr(controls, c)]).round(9) for c in columns)
         ).sorted()  # rounded: the events' shift back by delta leaves float dust that could reorder ties
         same_notes(merged, whole)
-    assert kinds == {"plain", "span", "accompaniment"}
+    assert kinds == {"plain", "request", "span", "accompaniment"}
+
+
+def check_infilling_request(tokenizer, ids, events, controls, whole):
+    """What `generate --infill` samples into: every note before the boundary as an event (cut there), the
+    notes from it up to delta later as controls, and the sequence stops delta after it, with no `end`."""
+    vocab, step = tokenizer.vocab, tokenizer.step_s
+    boundary = controls.start_s.min()
+    before = whole.select(whole.start_s < boundary - 1e-9)
+    before = before.replace(end_s=np.minimum(before.end_s, boundary))
+    same_notes(events.sorted(), before.sorted())
+    after = whole.select((whole.start_s >= boundary - 1e-9) & (whole.start_s <= boundary + DELTA_S + 1e-9))
+    np.testing.assert_allclose(np.sort(controls.start_s), np.sort(after.start_s), atol=1e-9)
+    assert len(events) and ids[-1] != vocab.end_id
+    stop = round(boundary / step) + vocab.anticipation_steps
+    assert token_times(ids, vocab).max() <= stop == duration_steps(ids, vocab)
