@@ -3,7 +3,8 @@
 Writes `sample_K.mid`, its tokens as `sample_K.json` (for `musenet-jax decode`), `sample_K.png` (piano
 roll) and, with FluidSynth, `sample_K.wav` per candidate, and `ranking.json`: candidates best first by
 the critic's probability that they are real music (by mean log-probability when no critic has been
-trained in the run's work directory); a candidate that added no notes is ranked last whatever its score.
+trained in the run's work directory); a candidate that added no notes is ranked last whatever its score,
+and one whose melody drones on one pitch after the others (said in one line each).
 Lengths, counts and creativity come from the run's `sample` section (the command line overrides it). The
 files are written beside and moved in when all are written; an earlier generate's files (listed unchanged in
 the folder's manifest, `outputs.py`) are replaced or removed, and a file of the user's where one would go is
@@ -25,8 +26,10 @@ from tqdm import tqdm
 
 from musenet_jax.app.run import Run
 from musenet_jax.data.note_facts import pairing_note
+from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.timing import duration_steps
-from musenet_jax.encoding.vocab import KIND_NOTE_ON
+from musenet_jax.encoding.vocab import KIND_NOTE_ON, pitch_name
+from musenet_jax.eval.form_stats import drone
 from musenet_jax.outputs import naming, refuse_to_overwrite, remove_earlier, staged_into
 from musenet_jax.render.audio import renderer
 from musenet_jax.render.pianoroll import save_pianoroll
@@ -62,9 +65,32 @@ def output_names(num_samples: int, audio: bool) -> list[str]:
 
 def rank_candidates(entries: list[dict[str, Any]], *, by_critic: bool) -> list[dict[str, Any]]:
     """Best first by critic score (else mean log-probability); a candidate that added no notes goes last
-    whatever its score: a critic can rate silence highly, and silence is never the best answer."""
+    whatever its score (a critic can rate silence highly, and silence is never the best answer), and a
+    drone (`eval/form_stats.py`) after the others: a line stuck on one pitch is very likely under the
+    model, and likelihood alone ranks it first."""
     key = "critic_score" if by_critic else "mean_logprob"
-    return sorted(entries, key=lambda e: (e["new_notes"] == 0, -e[key]))
+    return sorted(entries, key=lambda e: (e["new_notes"] == 0, e.get("drone") is not None, -e[key]))
+
+
+def drone_entry(events: Events) -> dict[str, Any] | None:
+    """The `drone` field of a ranking entry: where the candidate's melody sits, or None."""
+    found = drone(events)
+    if found is None:
+        return None
+    pitch, top, repeats = found
+    return {"pitch": pitch_name(pitch), "pitch_share": round(top, 3), "repeated_share": round(repeats, 3)}
+
+
+def written_after(events: Events, seconds: float) -> Events:
+    return events.select(events.start_s >= seconds - 1e-9)
+
+
+def drone_warning(entry: dict[str, Any]) -> str:
+    held = entry["drone"]
+    return (
+        f"warning: sample_{entry['sample']} drones on {held['pitch']} ({held['pitch_share']:.0%} of its "
+        f"melody, {held['repeated_share']:.0%} of its steps repeat the last note): ranked after the others"
+    )
 
 
 def critic_scores(run: Run, sequences: list[np.ndarray], say: Callable[[str], None]) -> np.ndarray | None:
@@ -136,6 +162,7 @@ def generate(
                 (tokenizer.vocab.token_kinds[cand.ids[cand.prompt_length :]] == KIND_NOTE_ON).sum()
             ),
             "stopped_by": cand.stopped_by,
+            "drone": drone_entry(written_after(tokenizer.ids_to_events(cand.ids), intro_s)),
         }
         for k, cand in enumerate(candidates)
     ]
@@ -168,6 +195,8 @@ def generate(
                 f"warning: sample_{entry['sample']} added no notes ({entry['tokens']} tokens, none a "
                 "note-on; the sampling settings may be extreme): ranked last"
             )
+        elif entry["drone"] is not None:
+            say(drone_warning(entry))
         elif entry["stopped_by"] == "budget":
             how = (
                 "--max-new-tokens / sample.max_new_tokens"

@@ -21,6 +21,8 @@ from tqdm import tqdm
 from musenet_jax.app.generate import (
     OUTPUT_FILE,
     critic_scores,
+    drone_entry,
+    drone_warning,
     output_names,
     prepare_out_dir,
     rank_candidates,
@@ -152,6 +154,7 @@ def _sample_and_write(
             "tokens": int(cand.sampled),
             "new_notes": len(news[k]),
             "stopped_by": cand.stopped_by,
+            "drone": drone_entry(news[k]),
         }
         for k, cand in enumerate(candidates)
     ]
@@ -200,6 +203,8 @@ def _sample_and_write(
     if removed:
         say(f"removed {len(removed)} files of an earlier generate from {out}")
     for entry in entries:
+        if entry["drone"] is not None:
+            say(drone_warning(entry))
         if entry["stopped_by"] == "budget":
             say(f"warning: sample_{entry['sample']} ran out of its token budget of {budget} before the end")
     return ranking

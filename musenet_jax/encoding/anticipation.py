@@ -136,7 +136,9 @@ def random_controls(events: Events, rng: np.random.Generator) -> tuple[np.ndarra
     return np.isin(events.family, given), False
 
 
-def infilling_request_ids(tokenizer: Tokenizer, events: Events, controls: Events, composer: str | None) -> np.ndarray:
+def infilling_request_ids(
+    tokenizer: Tokenizer, events: Events, controls: Events, composer: str | None
+) -> np.ndarray:
     """The sequence `generate --infill` samples into, written out for training: the events before the
     first control (held notes cut there, as a request cuts them), the controls, and the clock up to the
     first control's time + delta, where a request stops (no `end`: the piece goes on)."""
@@ -147,7 +149,10 @@ def infilling_request_ids(tokenizer: Tokenizer, events: Events, controls: Events
     stop = round(boundary / tokenizer.step_s) + vocab.anticipation_steps
     keep = steps <= stop
     body = interleave_waits(  # the clock runs on to `stop` even where no token falls there
-        np.append(steps[keep], stop), np.append(tokens[keep], vocab.pad_id), vocab, tokenizer.cfg.max_wait_steps
+        np.append(steps[keep], stop),
+        np.append(tokens[keep], vocab.pad_id),
+        vocab,
+        tokenizer.cfg.max_wait_steps,
     )[:-1]
     families = np.concatenate([events.family, controls.family])
     prefix = anticipated_prefix(tokenizer, composer, families)

@@ -5,7 +5,9 @@ lacks is what the gate should be measuring:
 - shuffled_pitch: the piece's own pitches in a random order (its key, range and pitch variety unchanged);
 - random_walk: a walk of -2..+2 degrees on the piece's major scale from its median pitch, kept inside
   its range (in key, stepwise, without themes);
-- opening_then_random: the real piece for its first half, the random walk after (form that stops).
+- opening_then_random: the real piece for its first half, the random walk after (form that stops);
+- opening_then_drone: the real piece for its first half, then every melodic note on the first half's most
+  common pitch (the collapse a sampler can fall into: it repeats itself without a theme).
 """
 
 from __future__ import annotations
@@ -56,8 +58,22 @@ def opening_then_random(events: Events, rng: np.random.Generator) -> Events:
     return random_walk(events, rng, start_s=float(events.end_s.max()) / 2)
 
 
+def opening_then_drone(events: Events, rng: np.random.Generator) -> Events:
+    """The real notes for the first half of the piece, its most common melodic pitch after (`rng` unused:
+    every control takes one)."""
+    melodic = events.family != DRUMS
+    if not melodic.any():
+        return events
+    later = events.start_s >= float(events.end_s.max()) / 2
+    first = events.pitch[melodic & ~later] if (melodic & ~later).any() else events.pitch[melodic]
+    pitch = events.pitch.copy()
+    pitch[melodic & later] = np.bincount(first.astype(np.int64)).argmax()
+    return events.replace(pitch=pitch)
+
+
 CONTROLS: dict[str, Control] = {
     "shuffled_pitch": shuffled_pitch,
     "random_walk": random_walk,
     "opening_then_random": opening_then_random,
+    "opening_then_drone": opening_then_drone,
 }

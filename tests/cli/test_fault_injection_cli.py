@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from cli_runs import one_error_line, run_cli
 from hub_standin import hub_standin
@@ -118,6 +119,28 @@ def test_a_candidate_without_notes_is_ranked_last_whatever_its_score():
     ]
     assert [e["sample"] for e in rank_candidates(entries, by_critic=True)] == [2, 1, 0]
     assert [e["sample"] for e in rank_candidates(entries, by_critic=False)] == [1, 2, 0]
+
+
+@pytest.mark.slow  # app.generate imports JAX
+def test_a_droning_candidate_is_ranked_after_the_others_and_said():
+    """The failure likelihood ranking fell into: a melody stuck on one pitch scores as very likely."""
+    from musenet_jax.app.generate import drone_entry, drone_warning, rank_candidates
+    from musenet_jax.encoding.events import Events
+
+    onsets = np.arange(40) * 0.25
+    stuck = Events.from_columns(
+        onsets, onsets + 0.2, np.zeros(40, np.int8), np.full(40, 62, np.int16), np.full(40, 80, np.int16)
+    )
+    tune = stuck.replace(pitch=(60 + np.array([0, 2, 4, 5, 7, 9, 11, 12] * 5)).astype(np.int16))
+    assert drone_entry(tune) is None
+    held = drone_entry(stuck)
+    assert held == {"pitch": "D4", "pitch_share": 1.0, "repeated_share": 1.0}
+    entries = [
+        {"sample": 0, "critic_score": None, "mean_logprob": -0.2, "new_notes": 40, "drone": held},
+        {"sample": 1, "critic_score": None, "mean_logprob": -1.6, "new_notes": 40, "drone": None},
+    ]
+    assert [e["sample"] for e in rank_candidates(entries, by_critic=False)] == [1, 0]
+    assert "sample_0 drones on D4 (100% of its melody" in drone_warning(entries[0])
 
 
 # --- 12. a torn last line of metrics.jsonl --------------------------------------------------------

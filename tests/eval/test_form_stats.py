@@ -10,12 +10,13 @@ from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.encoding.melody import melody_line
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.eval.controls import opening_then_random, random_walk, shuffled_pitch
+from musenet_jax.eval.controls import opening_then_drone, opening_then_random, random_walk, shuffled_pitch
 from musenet_jax.eval.form_stats import (
     beat_grid_rate,
     form_stats,
     recurring_rate,
     self_similarity,
+    theme_like,
     window_keys,
 )
 from musenet_jax.eval.gates import GATE_STD, control_reports, gate_piece_stats
@@ -80,6 +81,18 @@ def test_recurring_rate_counts_only_patterns_that_ended_before():
     assert np.isnan(recurring_rate(np.array([60, 62, 64]), 2))
 
 
+def test_a_drone_is_no_theme_however_often_it_repeats(chorale):
+    """One pitch over and over recurs at every position; it must not count as a theme coming back."""
+    assert recurring_rate(np.array([60] * 20), 4, theme_like(np.array([60] * 20), 4)) == 0
+    trill = np.array([60, 62] * 10)
+    assert recurring_rate(trill, 4) > 0.5 and recurring_rate(trill, 4, theme_like(trill, 4)) == 0
+    tune = np.array([60, 62, 64, 65, 60, 62, 64, 65])
+    assert recurring_rate(tune, 4, theme_like(tune, 4)) == recurring_rate(tune, 4) > 0
+    twice = played_twice(chorale)
+    drone = opening_then_drone(twice, np.random.default_rng(0))
+    assert form_stats(drone)["recurring_pitch_6"] < 0.1 < form_stats(twice)["recurring_pitch_6"]
+
+
 def test_self_similarity_of_a_repeat_is_higher_than_of_the_piece(chorale):
     line = melody_line(chorale)
     assert self_similarity(np.r_[line, line]) > self_similarity(line) + 0.2
@@ -128,6 +141,7 @@ def test_controls_keep_the_rhythm_and_replace_only_pitches(pieces):
         shuffled_pitch(quartet, rng),
         random_walk(quartet, rng),
         opening_then_random(quartet, rng),
+        opening_then_drone(quartet, rng),
     ):
         assert np.array_equal(control.start_s, quartet.start_s) and np.array_equal(
             control.family, quartet.family
@@ -146,6 +160,6 @@ def test_real_pieces_pass_the_gate_and_every_control_fails_it(pieces):
     reference = [gate_piece_stats(e, step_s, f) for e, f in zip(real, families)]
     reports = control_reports(real, families, ["x"] * len(real), reference, ["x"] * len(real), step_s)
     assert reports["real_heldout"]["fails"] == []
-    for name in ("shuffled_pitch", "random_walk", "opening_then_random"):
+    for name in ("shuffled_pitch", "random_walk", "opening_then_random", "opening_then_drone"):
         worst = max(d for d in reports[name]["distance"].values() if d is not None)
         assert reports[name]["fails"] and worst > GATE_STD, name
