@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--controls",
         action="store_true",
-        help="also put real pieces of the other held-out split, and shuffled-pitch, random-walk and "
-        "opening-then-random pieces made from them, through the gate",
+        help="also put real pieces of the other held-out split, and shuffled-pitch, random-walk, "
+        "opening-then-random and opening-then-drone pieces made from them, through the gate",
     )
     parser.add_argument(
         "--num-samples", type=int, help="samples for the statistics; 0 = none (default: sample.num_samples)"
