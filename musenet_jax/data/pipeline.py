@@ -65,18 +65,18 @@ class CropExample:
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> Batch:
         tokenizer, vocab = self.tokenizer, self.tokenizer.vocab
         ids = np.asarray(element["ids"], np.int32)
-        ends_row = False  # an infilling request's row ends where it does
+        row_end = None  # an infilling request's row ends where the request stops
         if self.augment:
             ids = augment_ids(tokenizer, ids, rng, self.ranges)
             if vocab.anticipates:
-                ids, ends_row = training_ids(tokenizer, ids, rng)
+                ids, row_end = training_ids(tokenizer, ids, rng)
         times = token_times(ids, vocab)
         n_prefix = min(tokenizer.prefix_length(ids), self.context)
         window = self.context + 1 - n_prefix
-        body = len(ids) - n_prefix
-        latest = max(body - window, 0)
-        start = n_prefix + (latest if ends_row or not latest else int(rng.integers(0, latest + 1)))
-        take = np.concatenate([np.arange(n_prefix), np.arange(start, min(start + window, len(ids)))])
+        stop = len(ids) if row_end is None else max(row_end, n_prefix)
+        latest = max(stop - n_prefix - window, 0)
+        start = n_prefix + (latest if row_end is not None or not latest else int(rng.integers(0, latest + 1)))
+        take = np.concatenate([np.arange(n_prefix), np.arange(start, min(start + window, stop))])
         length = len(take)
         row = np.full(self.context + 1, vocab.pad_id, np.int32)
         row_times = np.zeros(self.context + 1, np.int32)

@@ -24,6 +24,7 @@ import numpy as np
 
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
+from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer, interleave_waits
 from musenet_jax.encoding.vocab import (
     KIND_CONTROL_OFF,
@@ -138,36 +139,30 @@ def random_controls(events: Events, rng: np.random.Generator) -> tuple[np.ndarra
 
 def infilling_request_ids(
     tokenizer: Tokenizer, events: Events, controls: Events, composer: str | None
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """The sequence `generate --infill` samples into, written out for training: the events before the
-    first control (held notes cut there, as a request cuts them), the controls, and the clock up to the
-    first control's time + delta, where a request stops (no `end`: the piece goes on)."""
-    vocab = tokenizer.vocab
+    first control (held notes cut there, as a request cuts them) and every control after it, to the
+    piece's end; and where a training row of it ends: after the last token before the clock passes the
+    first control's time + delta, where a request stops. The whole piece stays in the sequence so that
+    its length (the countdown embedding's) is the piece's, as in a request."""
     boundary = float(controls.start_s.min())
     events = events.replace(end_s=np.minimum(events.end_s, boundary))
-    steps, tokens = timeline(tokenizer, events, controls)
-    stop = round(boundary / tokenizer.step_s) + vocab.anticipation_steps
-    keep = steps <= stop
-    body = interleave_waits(  # the clock runs on to `stop` even where no token falls there
-        np.append(steps[keep], stop),
-        np.append(tokens[keep], vocab.pad_id),
-        vocab,
-        tokenizer.cfg.max_wait_steps,
-    )[:-1]
-    families = np.concatenate([events.family, controls.family])
-    prefix = anticipated_prefix(tokenizer, composer, families)
-    return np.concatenate([prefix, body]).astype(np.int32)
+    ids = anticipated_ids(tokenizer, events, controls, composer)
+    stop = round(boundary / tokenizer.step_s) + tokenizer.vocab.anticipation_steps
+    return ids, int(np.searchsorted(token_times(ids, tokenizer.vocab), stop, side="right"))
 
 
-def training_ids(tokenizer: Tokenizer, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+def training_ids(
+    tokenizer: Tokenizer, ids: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, int | None]:
     """A stored (plain) piece as one training sequence of the mix, with the same composer: plain,
-    infilling request, span or accompaniment; and whether a training row must end where the sequence
-    ends (an infilling request, whose point is its end: the events meeting the given notes)."""
+    infilling request, span or accompaniment; and, for an infilling request, where its training row must
+    end (its point: the events meeting the given notes); None: a row may be cropped anywhere."""
     events = tokenizer.ids_to_events(ids)
     given, request = random_controls(events, rng)
     if not given.any():
-        return np.asarray(ids, np.int32), False
+        return np.asarray(ids, np.int32), None
     composer = tokenizer.composer_of(ids)
     if request:
-        return infilling_request_ids(tokenizer, events.select(~given), events.select(given), composer), True
-    return anticipated_ids(tokenizer, events.select(~given), events.select(given), composer), False
+        return infilling_request_ids(tokenizer, events.select(~given), events.select(given), composer)
+    return anticipated_ids(tokenizer, events.select(~given), events.select(given), composer), None

@@ -10,6 +10,7 @@ from musenet_jax.config import load_config
 from musenet_jax.data.pipeline import CropExample, make_eval_iterator, make_train_iterator, open_split
 from musenet_jax.encoding.anticipation import is_control, training_ids
 from musenet_jax.encoding.augment import augment_ids
+from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.encoding.vocab import KIND_COMPOSER
 
@@ -151,8 +152,8 @@ def test_anticipation_reads_the_plain_dataset_and_masks_controls(cfg):
 
 
 def test_an_infilling_request_row_ends_where_the_request_does(cfg):
-    """A request's point is its end (the events meeting the given notes), so its row is the last window of
-    it, never a window that misses the boundary; the other kinds are cropped anywhere."""
+    """A request's point is its end (the events meeting the given notes), so its row is the window that
+    ends where a request stops, never one that misses the boundary; its countdown is the whole piece's."""
     on = cfg.replace(encoding=dataclasses.replace(cfg.encoding, anticipation_s=1.0))
     tokenizer = Tokenizer(on.encoding)
     crop = CropExample(tokenizer, on.data, on.model.context, augment=True)
@@ -162,10 +163,11 @@ def test_an_infilling_request_row_ends_where_the_request_does(cfg):
         row = crop(element, np.random.default_rng(seed))
         replay = np.random.default_rng(seed)  # the crop's own draws, in its order
         ids = augment_ids(tokenizer, np.asarray(element["ids"], np.int32), replay, crop.ranges)
-        ids, request = training_ids(tokenizer, ids, replay)
-        if request:
+        ids, row_end = training_ids(tokenizer, ids, replay)
+        if row_end is not None:
             requests += 1
             tokens = np.append(row["inputs"], row["targets"][-1:])
             tokens = tokens[tokens != tokenizer.vocab.pad_id]
-            np.testing.assert_array_equal(tokens[-20:], ids[-20:])
+            np.testing.assert_array_equal(tokens[-20:], ids[row_end - 20 : row_end])
+            assert row["durations"] == duration_steps(ids, tokenizer.vocab)
     assert requests

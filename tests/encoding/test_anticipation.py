@@ -107,12 +107,12 @@ def test_training_mix_keeps_every_note_and_has_all_four_kinds(tokenizer, notes):
     columns = ("start_s", "end_s", "family", "pitch", "velocity")
     kinds = set()
     for seed in range(40):
-        ids, request = training_ids(tokenizer, piece, np.random.default_rng(seed))
+        ids, row_end = training_ids(tokenizer, piece, np.random.default_rng(seed))
         assert tokenizer.composer_of(ids) == "bach"
         events, controls = split_anticipated(tokenizer, ids)
-        if request:
+        if row_end is not None:
             kinds.add("request")
-            check_infilling_request(tokenizer, ids, events, controls, whole)
+            check_infilling_request(tokenizer, ids, row_end, events, controls, whole)
             continue
         if not len(controls):
             kinds.add("plain")
@@ -126,16 +126,19 @@ def test_training_mix_keeps_every_note_and_has_all_four_kinds(tokenizer, notes):
     assert kinds == {"plain", "request", "span", "accompaniment"}
 
 
-def check_infilling_request(tokenizer, ids, events, controls, whole):
-    """What `generate --infill` samples into: every note before the boundary as an event (cut there), the
-    notes from it up to delta later as controls, and the sequence stops delta after it, with no `end`."""
+def check_infilling_request(tokenizer, ids, row_end, events, controls, whole):
+    """What `generate --infill` samples into: every note before the boundary as an event (cut there), every
+    note from it on as a control, so the sequence lasts as long as the piece; its row ends where a request
+    stops sampling, delta after the boundary."""
     vocab, step = tokenizer.vocab, tokenizer.step_s
     boundary = controls.start_s.min()
     before = whole.select(whole.start_s < boundary - 1e-9)
-    before = before.replace(end_s=np.minimum(before.end_s, boundary))
-    same_notes(events.sorted(), before.sorted())
-    after = whole.select((whole.start_s >= boundary - 1e-9) & (whole.start_s <= boundary + DELTA_S + 1e-9))
-    np.testing.assert_allclose(np.sort(controls.start_s), np.sort(after.start_s), atol=1e-9)
-    assert len(events) and ids[-1] != vocab.end_id
+    same_notes(events.sorted(), before.replace(end_s=np.minimum(before.end_s, boundary)).sorted())
+    np.testing.assert_allclose(
+        np.sort(controls.start_s), np.sort(whole.start_s[whole.start_s >= boundary - 1e-9]), atol=1e-9
+    )
+    clock = token_times(ids, vocab)
     stop = round(boundary / step) + vocab.anticipation_steps
-    assert token_times(ids, vocab).max() <= stop == duration_steps(ids, vocab)
+    assert clock[:row_end].max() <= stop
+    assert row_end == len(ids) or clock[row_end] > stop  # the piece may end first
+    assert duration_steps(ids, vocab) >= round(whole.end_s.max() / step)
