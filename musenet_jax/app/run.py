@@ -73,6 +73,7 @@ class Run:
             note_length=sc.note_length_rule,
             opening_note=sc.opening_note_rule,
             key_bias=sc.key_bias,
+            motif_bias=sc.motif_bias,
         )
         settings = sc if settings is None else settings
         return Sampler(self.model, self.tokenizer, settings, tables)

@@ -29,6 +29,9 @@ class SampleConfig:
     opening_note_rule: bool = True  # a piece from nothing opens with a note, not a rest (grammar rule 8)
     # Grammar rule 9: logit penalty of a note-on outside the key of the recent notes (0 = off).
     key_bias: float = 0.0
+    # Grammar rule 11: logit bonus of the note that followed the melody's last few notes the last time they
+    # were played (0 = off).
+    motif_bias: float = 0.0
     # How `generate` orders its candidates: "likelihood" (the model's mean log-probability per token) or
     # "critic" (the inner critic's P(real)). The critic ranks only where its pick was measured to beat a
     # random pick on held-out requests; the bundled model's did not (docs/quality.md, "The inner critic").
@@ -57,6 +60,8 @@ class SampleConfig:
             )
         if not 0 <= self.key_bias < float("inf"):
             raise ValueError(f"sample.key_bias must be finite and >= 0 (0 = off), got {self.key_bias}")
+        if not 0 <= self.motif_bias < float("inf"):
+            raise ValueError(f"sample.motif_bias must be finite and >= 0 (0 = off), got {self.motif_bias}")
         if self.rank_by not in RANKINGS:
             raise ValueError(f"sample.rank_by must be one of {', '.join(RANKINGS)}, got {self.rank_by!r}")
         if self.max_new_tokens < 0:

@@ -28,6 +28,13 @@ And one rule of anticipation (`encoding/anticipation.py`), with a vocabulary tha
 10. controls: control tokens and the `anticipate` flag are never drawn; they are the given notes, which
    the sampler writes itself where they are due (`Request.forced`). They change no state: a given note
    does not sound in the events' slots.
+And a second soft rule, a logit bonus (real tunes bring their motifs back; a sampler drawing one token at a
+time rarely does), a cache / copy model over the piece's own melody line (Kuhn & De Mori 1990):
+11. motif: the state keeps the melody line so far (`encoding/melody.py`: the highest melodic note-on at
+   each time step; the last `MOTIF_HISTORY` of them). When a step's first melodic note-on is being chosen,
+   the most recent earlier occurrence of the line's last `MOTIF_CONTEXT` pitches (ending before they
+   begin) names the pitch that followed it there, and every melodic note-on of that pitch (any family,
+   any velocity) gains `motif_bias`. No such occurrence, no bonus; drums are not counted.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -58,6 +65,9 @@ from musenet_jax.encoding.vocab import (
 SOUNDING = np.iinfo(np.int32).max  # busy_until of a melodic note that is on until its note-off
 KEY_DECAY = 1.0 - 1.0 / 16  # rule 9: each new note weighs the earlier ones by this (a memory of ~16 notes)
 KEY_SETTLED = 4.0  # rule 9 holds once the decayed note count reaches this (about the first 4 notes)
+MOTIF_HISTORY = 512  # rule 11: melody notes remembered (a folk tune's whole line; minutes of most pieces)
+MOTIF_CONTEXT = 3  # rule 11: line pitches that must recur, in order, before the next one is suggested
+NO_PITCH = -1  # an empty place in the melody line / no melodic note-on at this step yet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +87,10 @@ class GrammarTables:
     length_limit: np.ndarray  # int32 [slots]: steps after which rule 7 releases a note (SOUNDING = never)
     opening_note: bool  # rule 8
     pitch_class: np.ndarray  # int32: pitch class of a melodic note-on (rule 9), -1 otherwise
+    melody_pitch: np.ndarray  # int32: MIDI pitch of a melodic note-on (rule 11), NO_PITCH otherwise
     is_control: np.ndarray  # bool: a control token or the `anticipate` flag (rule 10)
     key_bias: float  # rule 9: logit penalty of an out-of-key note-on (0 = off)
+    motif_bias: float  # rule 11: logit bonus of the note that continued the same notes last time (0 = off)
     num_slots: int
     num_families: int
     end_id: int
@@ -97,10 +109,11 @@ class GrammarTables:
         note_length: bool = True,
         opening_note: bool = False,
         key_bias: float = 0.0,
+        motif_bias: float = 0.0,
     ) -> GrammarTables:
         """Rules 1-5 always; with `facts`, rule 6 (`pitch_range`, widened by `pitch_margin` semitones)
         and rule 7 (`note_length`) where switched on; rule 8 where `opening_note`; rule 9 where
-        `key_bias` > 0."""
+        `key_bias` > 0; rule 11 where `motif_bias` > 0."""
         kinds = vocab.token_kinds
         ids = np.arange(vocab.size)
         is_note = vocab.note_family >= 0
@@ -108,6 +121,7 @@ class GrammarTables:
         pitch_index = np.where(is_note, vocab.note_pitch - vocab.cfg.pitch_min, 0)
         drum_hit = math.ceil(midi_io.DRUM_HIT_S * 1000 / vocab.cfg.time_step_ms)
         is_on = kinds == KIND_NOTE_ON
+        melodic_on = is_on & (family != DRUMS)
         num_slots = len(vocab.families) * vocab.num_pitches
         on_in_range = np.ones(vocab.size, bool)
         length_limit = np.full(num_slots, SOUNDING, np.int32)
@@ -132,9 +146,11 @@ class GrammarTables:
             on_in_range=on_in_range,
             length_limit=length_limit,
             opening_note=opening_note,
-            pitch_class=np.where(is_on & (family != DRUMS), vocab.note_pitch % 12, -1).astype(np.int32),
+            pitch_class=np.where(melodic_on, vocab.note_pitch % 12, -1).astype(np.int32),
+            melody_pitch=np.where(melodic_on, vocab.note_pitch, NO_PITCH).astype(np.int32),
             is_control=np.isin(kinds, (KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF)),
             key_bias=float(key_bias),
+            motif_bias=float(motif_bias),
             num_slots=num_slots,
             num_families=len(vocab.families),
             end_id=vocab.end_id,
@@ -155,13 +171,35 @@ class GrammarState:
     after_wait: jax.Array  # bool [B]
     after_short_wait: jax.Array  # bool [B]
     pitch_classes: jax.Array  # float32 [B, 12]: recent melodic note-ons per pitch class, decayed (rule 9)
+    # Rule 11: the melody line of the time steps before this one, oldest first, NO_PITCH where empty (the
+    # newest note is last), and the highest melodic note-on of this step so far, pushed when time moves on
+    # (note-ons of a step come in id order, which is not pitch order across families and velocities).
+    melody_line: jax.Array  # int32 [B, MOTIF_HISTORY]
+    step_top: jax.Array  # int32 [B]: NO_PITCH while this step has no melodic note-on
 
     @classmethod
     def initial(cls, batch: int, tables: GrammarTables) -> GrammarState:
         zeros = jnp.zeros((batch,), jnp.int32)
         false = jnp.zeros((batch,), bool)
         slots = jnp.zeros((batch, tables.num_slots), jnp.int32)
-        return cls(zeros, slots, slots, zeros - 1, false, false, jnp.zeros((batch, 12), jnp.float32))
+        line = jnp.full((batch, MOTIF_HISTORY), NO_PITCH, jnp.int32)
+        return cls(
+            zeros,
+            slots,
+            slots,
+            zeros - 1,
+            false,
+            false,
+            jnp.zeros((batch, 12), jnp.float32),
+            line,
+            zeros + NO_PITCH,
+        )
+
+    def melody(self, row: int = 0) -> np.ndarray:
+        """The melody line of sequence `row` so far (its last `MOTIF_HISTORY` steps' and this step's)."""
+        line = np.asarray(self.melody_line[row])
+        top = int(self.step_top[row])
+        return np.concatenate([line[line != NO_PITCH], [top] if top != NO_PITCH else []]).astype(np.int64)
 
 
 def allowed_tokens(
@@ -202,6 +240,25 @@ def key_penalty(state: GrammarState, tables: GrammarTables) -> jax.Array:
     return jnp.where(outside & settled[:, None], -tables.key_bias, 0.0).astype(jnp.float32)
 
 
+def motif_bonus(state: GrammarState, tables: GrammarTables) -> jax.Array:
+    """float32 [B, V] (rule 11): `motif_bias` on the melodic note-ons of the pitch that followed the most
+    recent earlier occurrence of the line's last `MOTIF_CONTEXT` pitches, while the step's first melodic
+    note is being chosen; 0 elsewhere."""
+    line = state.melody_line
+    history, context = line.shape[1], MOTIF_CONTEXT
+    suffix = line[:, history - context :]
+    starts = history - 2 * context + 1  # an occurrence starting here ends before the suffix begins
+    match = suffix[:, :1] != NO_PITCH  # a full context (the line fills from the right)
+    for k in range(context):  # the context's few places; each compares every start at once
+        match = match & (line[:, k : k + starts] == suffix[:, k : k + 1])
+    latest = jnp.max(jnp.where(match, jnp.arange(starts)[None], -1), axis=1)  # [B]
+    follower = jnp.take_along_axis(line, jnp.maximum(latest + context, 0)[:, None], axis=1)[:, 0]
+    suggested = jnp.where((latest >= 0) & (state.step_top == NO_PITCH), follower, NO_PITCH)
+    melody_pitch = jnp.asarray(tables.melody_pitch)[None]
+    hit = (melody_pitch == suggested[:, None]) & (suggested != NO_PITCH)[:, None]
+    return jnp.where(hit, tables.motif_bias, 0.0).astype(jnp.float32)
+
+
 def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active: jax.Array) -> GrammarState:
     """The state after `token` [B]; rows where `active` is False stay as they are."""
     is_on = jnp.asarray(tables.is_on)[token]
@@ -221,6 +278,13 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
     counted = (active & (pitch_class >= 0))[:, None]
     struck_class = (jnp.arange(12)[None] == pitch_class[:, None]).astype(jnp.float32)
     pitch_classes = jnp.where(counted, state.pitch_classes * KEY_DECAY + struck_class, state.pitch_classes)
+    melody_pitch = jnp.asarray(tables.melody_pitch)[token]
+    step_top = jnp.where(
+        active & (melody_pitch != NO_PITCH), jnp.maximum(state.step_top, melody_pitch), state.step_top
+    )
+    moves_on = active & is_wait
+    pushed = jnp.concatenate([state.melody_line[:, 1:], step_top[:, None]], axis=1)
+    push = (moves_on & (step_top != NO_PITCH))[:, None]
     return GrammarState(
         time=keep(time + jnp.asarray(tables.wait_steps)[token], time),
         busy_until=state.busy_until.at[rows, slot].set(new),
@@ -232,6 +296,8 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
         after_wait=keep(is_wait, state.after_wait),
         after_short_wait=keep(jnp.asarray(tables.is_short_wait)[token], state.after_short_wait),
         pitch_classes=pitch_classes,
+        melody_line=jnp.where(push, pushed, state.melody_line),
+        step_top=jnp.where(moves_on, NO_PITCH, step_top),
     )
 
 

@@ -43,6 +43,7 @@ from musenet_jax.sample.grammar import (
     allowed_tokens,
     close_sequence,
     key_penalty,
+    motif_bonus,
     replay,
 )
 
@@ -153,6 +154,7 @@ class Sampler:
             pending = forced_at < st.stop_at
             allowed = allowed_tokens(st.grammar, tables, st.families, st.may_end & ~pending)
             biased = st.logits + key_penalty(st.grammar, tables) if tables.key_bias else st.logits
+            biased = biased + motif_bonus(st.grammar, tables) if tables.motif_bias else biased
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             wait_steps = jnp.asarray(tables.wait_steps)
