@@ -55,6 +55,7 @@ def bonus(state, tables) -> np.ndarray:
     return np.asarray(motif_bonus(state, tables))[0]
 
 
+@pytest.mark.slow
 def test_the_states_melody_line_is_the_decoded_pieces_token_by_token_and_by_replay():
     """A real four-family piece: within a step note-ons come in id order (family, velocity, pitch), not pitch
     order, so the line must keep each step's highest melodic note, not its first."""
