@@ -165,7 +165,7 @@ def test_a_strong_motif_bias_makes_an_untrained_model_play_the_prompts_tune_on()
         tables = GrammarTables.from_vocab(VOCAB, motif_bias=strength)
         sampler = Sampler(model, TOKENIZER, SampleConfig(), tables)
         counts = np.zeros(2)
-        for cand in sampler.sample([request] * 2, max_new_tokens=60, seed=3):
+        for cand in sampler.sample([request] * 4, max_new_tokens=160, seed=3):
             counts += suggestion_hits(
                 cand.ids, len(request.prompt), GrammarTables.from_vocab(VOCAB, motif_bias=1.0)
             )
