@@ -31,10 +31,11 @@ And one rule of anticipation (`encoding/anticipation.py`), with a vocabulary tha
 And a second soft rule, a logit bonus (real tunes bring their motifs back; a sampler drawing one token at a
 time rarely does), a cache / copy model over the piece's own melody line (Kuhn & De Mori 1990):
 11. motif: the state keeps the melody line so far (`encoding/melody.py`: the highest melodic note-on at
-   each time step; the last `MOTIF_HISTORY` of them). When a step's first melodic note-on is being chosen,
-   the most recent earlier occurrence of the line's last `MOTIF_CONTEXT` pitches (ending before they
-   begin) names the pitch that followed it there, and every melodic note-on of that pitch (any family,
-   any velocity) gains `motif_bias`. No such occurrence, no bonus; drums are not counted.
+   each time step; the last `MOTIF_HISTORY` of them). The most recent earlier occurrence of the line's
+   last `MOTIF_CONTEXT` pitches (ending before they begin) names the pitch that followed it there, and
+   every melodic note-on of that pitch (any family, any velocity) gains `motif_bias` while it can still
+   be the step's top note (no higher melodic note-on in the step yet: a chord's lower voices come first
+   when they have lower ids). No such occurrence, no bonus; drums are not counted.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -242,8 +243,8 @@ def key_penalty(state: GrammarState, tables: GrammarTables) -> jax.Array:
 
 def motif_bonus(state: GrammarState, tables: GrammarTables) -> jax.Array:
     """float32 [B, V] (rule 11): `motif_bias` on the melodic note-ons of the pitch that followed the most
-    recent earlier occurrence of the line's last `MOTIF_CONTEXT` pitches, while the step's first melodic
-    note is being chosen; 0 elsewhere."""
+    recent earlier occurrence of the line's last `MOTIF_CONTEXT` pitches, while no higher melodic note
+    has been played in the step; 0 elsewhere."""
     line = state.melody_line
     history, context = line.shape[1], MOTIF_CONTEXT
     suffix = line[:, history - context :]
@@ -253,7 +254,7 @@ def motif_bonus(state: GrammarState, tables: GrammarTables) -> jax.Array:
         match = match & (line[:, k : k + starts] == suffix[:, k : k + 1])
     latest = jnp.max(jnp.where(match, jnp.arange(starts)[None], -1), axis=1)  # [B]
     follower = jnp.take_along_axis(line, jnp.maximum(latest + context, 0)[:, None], axis=1)[:, 0]
-    suggested = jnp.where((latest >= 0) & (state.step_top == NO_PITCH), follower, NO_PITCH)
+    suggested = jnp.where((latest >= 0) & (state.step_top < follower), follower, NO_PITCH)  # NO_PITCH < all
     melody_pitch = jnp.asarray(tables.melody_pitch)[None]
     hit = (melody_pitch == suggested[:, None]) & (suggested != NO_PITCH)[:, None]
     return jnp.where(hit, tables.motif_bias, 0.0).astype(jnp.float32)

@@ -1,6 +1,6 @@
 """Grammar rule 11 (motif): the state's melody line is the decoded piece's `melody_line`, token by token and
 by replay; the bonus goes to the note that followed the line's last notes the last time they were played, only
-while a step's first melodic note is chosen; and it makes a sampler bring a prompt's tune back."""
+while that pitch can still be the step's top note; and it makes a sampler bring a prompt's tune back."""
 
 from __future__ import annotations
 
@@ -106,8 +106,9 @@ def test_the_bonus_goes_to_the_note_that_followed_last_time_at_a_steps_first_mel
     assert shown[VOCAB.wait_id(5)] == 0.0 and shown[VOCAB.end_id] == 0.0
     drummed = step(state, tables, "drums:v3:C2")  # a drum hit is no melody note: still the step's first
     assert bonus(drummed, tables)[VOCAB.id("piano:v2:F4")] == 1.5
-    chord = step(state, tables, "piano:v2:C4")  # the step has its first melodic note: no bonus for a second
-    assert not bonus(chord, tables).any()
+    chord = step(state, tables, "piano:v2:C4")  # a lower voice first: F4 can still be the step's top note
+    assert bonus(chord, tables)[VOCAB.id("piano:v2:F4")] == 1.5
+    assert not bonus(step(state, tables, "piano:v2:A4"), tables).any()  # above F4: the melody is not F4
     moved_on = step(step(chord, tables, "piano:v2:F4"), tables, VOCAB.wait_id(10))
     assert moved_on.melody()[-1] == 65  # the step's top note, though C4 came first
     assert np.array_equal(state.melody_line, play(tables, TUNE).melody_line)
@@ -140,7 +141,7 @@ def tune_request(repeats: int = 2) -> Request:
 
 
 def suggestion_hits(ids: np.ndarray, start: int, tables: GrammarTables) -> np.ndarray:
-    """How many of a sequence's melodic note-ons from `start` on came with a suggestion (a step's first),
+    """How many of a sequence's melodic note-ons from `start` on came with a suggestion,
     and how many took it."""
 
     def body(state: GrammarState, token: jax.Array) -> tuple[GrammarState, jax.Array]:
@@ -156,7 +157,7 @@ def suggestion_hits(ids: np.ndarray, start: int, tables: GrammarTables) -> np.nd
 
 @pytest.mark.slow
 def test_a_strong_motif_bias_makes_an_untrained_model_play_the_prompts_tune_on():
-    """An untrained model's notes are noise; with the bonus its steps' first notes follow the tune."""
+    """An untrained model's notes are noise; with the bonus its steps' top notes follow the tune."""
     cfg = load_config("tiny", ["model.d_model=32", "model.context=64"])
     model = MuseNet(cfg.model, VOCAB.size, rngs=nnx.Rngs(0))
     request = tune_request()
