@@ -59,6 +59,11 @@ def dump_dir() -> str | None:
 def enable(directory: str | os.PathLike) -> str:
     """Ask libtpu to dump Mosaic kernels into `directory` (if no dump directory is set yet) and return the
     directory in effect. Only takes effect if libtpu has not started in this process yet."""
+    import jax
+
+    # A program served from JAX's persistent compilation cache (JAX_COMPILATION_CACHE_DIR) is not compiled
+    # again, so Mosaic would dump nothing for it: this process compiles afresh.
+    jax.config.update("jax_enable_compilation_cache", False)
     current = dump_dir()
     if current is not None:
         return current

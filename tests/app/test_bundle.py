@@ -7,6 +7,7 @@ facts and the config travel with the parameters; a bundle of another encoding is
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 from flax import nnx
 from model_inputs import batch
-from tiny_run import train_tiny
 
 from musenet_jax.app.bundle import file_checksums
 from musenet_jax.app.export import export_bundle, portable_config
@@ -27,9 +27,11 @@ from musenet_jax.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def tiny_run(music21_data_dir, tmp_path_factory):
-    """A 3-step tiny run with a stored critic head (moved off the language model's head, so it shows)."""
-    workdir = train_tiny(music21_data_dir, tmp_path_factory.mktemp("run") / "run")
+def critic_run(tiny_run, tmp_path_factory):
+    """A copy of the 3-step tiny run with a stored critic head (moved off the language model's head, so it
+    shows)."""
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    shutil.copytree(tiny_run, workdir)
     run = load_run(workdir)
     head = nnx.to_pure_dict(nnx.state(run.model, nnx.Param))["critic"]
     head = jax.tree.map(lambda a: a + 0.25, head)
@@ -48,8 +50,8 @@ def params_of(run) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_float32_bundle_gives_identical_logits_critic_and_facts(tiny_run, tmp_path):
-    run = load_run(tiny_run)
+def test_float32_bundle_gives_identical_logits_critic_and_facts(critic_run, tmp_path):
+    run = load_run(critic_run)
     report = export_bundle(run, tmp_path / "b32")
     bundle = load_run(tmp_path / "b32")
     assert bundle.kind == "bundle" and bundle.step == run.step == 3
@@ -60,7 +62,7 @@ def test_float32_bundle_gives_identical_logits_critic_and_facts(tiny_run, tmp_pa
     assert str(tmp_path.parent) not in (tmp_path / "b32" / "config.json").read_text()  # no exporter's paths
     assert bundle.cfg.data.data_dir == DataConfig().data_dir != run.cfg.data.data_dir
     pieces = [run.tokenizer.encode(p) for p in __import__("midi_corpus").packaged_midi_files()[:2]]
-    run_critic, _ = load_critic(tiny_run, run.model, run.tokenizer.vocab.fingerprint())
+    run_critic, _ = load_critic(critic_run, run.model, run.tokenizer.vocab.fingerprint())
     bundle_critic, meta = load_critic(bundle.workdir, bundle.model, bundle.tokenizer.vocab.fingerprint())
     np.testing.assert_array_equal(
         critic_logits(bundle_critic, bundle.tokenizer, pieces),
@@ -86,8 +88,8 @@ def test_float32_bundle_gives_identical_logits_critic_and_facts(tiny_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_bfloat16_bundle_is_the_rounded_parameters(tiny_run, tmp_path):
-    run = load_run(tiny_run)
+def test_bfloat16_bundle_is_the_rounded_parameters(critic_run, tmp_path):
+    run = load_run(critic_run)
     f32 = export_bundle(run, tmp_path / "b32")
     bf16 = export_bundle(run, tmp_path / "b16", dtype="bfloat16")
     assert bf16.files["model.safetensors"] < 0.51 * f32.files["model.safetensors"]
@@ -107,8 +109,8 @@ def test_bfloat16_bundle_is_the_rounded_parameters(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_bundle_of_another_encoding_is_refused_in_one_line(tiny_run, tmp_path, capsys):
-    export_bundle(load_run(tiny_run), tmp_path / "b")
+def test_bundle_of_another_encoding_is_refused_in_one_line(critic_run, tmp_path, capsys):
+    export_bundle(load_run(critic_run), tmp_path / "b")
     vocab_path = tmp_path / "b" / "vocab.json"
     vocab = json.loads(vocab_path.read_text())
     vocab["fingerprint"] = "0" * 64  # as written by a musenet-jax whose vocabulary differs
@@ -124,15 +126,15 @@ def test_bundle_of_another_encoding_is_refused_in_one_line(tiny_run, tmp_path, c
 
 
 @pytest.mark.slow
-def test_export_cli_writes_a_bfloat16_bundle_with_its_scores(tiny_run, tmp_path, capsys):
+def test_export_cli_writes_a_bfloat16_bundle_with_its_scores(critic_run, tmp_path, capsys):
     assert (
-        main(["eval", "--checkpoint", str(tiny_run), "--num-samples", "0", "--max-pieces", "1", "--json"])
+        main(["eval", "--checkpoint", str(critic_run), "--num-samples", "0", "--max-pieces", "1", "--json"])
         == 0
     )
     scores = tmp_path / "eval.json"
     scores.write_text(capsys.readouterr().out)
     out = tmp_path / "bundle"
-    args = ["export", "--checkpoint", str(tiny_run), "--out", str(out), "--dtype", "bfloat16"]
+    args = ["export", "--checkpoint", str(critic_run), "--out", str(out), "--dtype", "bfloat16"]
     assert main([*args, "--eval-json", str(scores), "--name", "musenet-tiny"]) == 0
     said = capsys.readouterr().out.strip()
     assert said.startswith(f"wrote {out}: ") and "parameters in bfloat16, critic (held-out AUC 0.750)" in said
@@ -142,7 +144,7 @@ def test_export_cli_writes_a_bfloat16_bundle_with_its_scores(tiny_run, tmp_path,
     assert main(args) == 0  # an earlier bundle in --out is replaced
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    assert main(["export", "--checkpoint", str(tiny_run), "--out", str(tmp_path / "other")]) == 2
+    assert main(["export", "--checkpoint", str(critic_run), "--out", str(tmp_path / "other")]) == 2
     assert "holds files that are not a bundle" in capsys.readouterr().err
     assert main(["critic", "train", "--checkpoint", str(out), "--fakes", str(tmp_path)]) == 2
     assert "is an exported bundle" in capsys.readouterr().err

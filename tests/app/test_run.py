@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from tiny_run import train_tiny
 
 from musenet_jax.app.run import load_run
 from musenet_jax.errors import UserError
@@ -19,11 +18,6 @@ from musenet_jax.model.sharding import make_mesh
 from musenet_jax.train.checkpoint import RunCheckpoints
 from musenet_jax.train.loop import split_for_checkpoint
 from musenet_jax.train.setup import make_train_setup
-
-
-@pytest.fixture(scope="module")
-def tiny_run(music21_data_dir, tmp_path_factory):
-    return train_tiny(music21_data_dir, tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.mark.slow

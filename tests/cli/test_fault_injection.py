@@ -18,7 +18,7 @@ import time
 
 import pytest
 from cli_runs import one_error_line, run_cli, tmpfs
-from tiny_run import TINY_RUN, train_tiny
+from tiny_run import TINY_RUN
 
 from musenet_jax.cli.main import main
 
@@ -30,16 +30,10 @@ def _read_only(path: pathlib.Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(music21_data_dir, tmp_path_factory):
-    """Checkpoints at steps 3 and 6, with their manifests."""
-    return train_tiny(music21_data_dir, tmp_path_factory.mktemp("fault") / "run", steps=6)
-
-
 @pytest.fixture
-def run_copy(tiny_run, tmp_path):
+def run_copy(six_step_run, tmp_path):
     copy = tmp_path / "run"
-    shutil.copytree(tiny_run, copy)
+    shutil.copytree(six_step_run, copy)
     return copy
 
 
@@ -235,14 +229,15 @@ def test_train_step_flag_resumes_from_a_chosen_step(run_copy, music21_data_dir, 
 
 @pytest.mark.slow
 def test_full_disk_during_a_save_is_one_line_and_keeps_earlier_checkpoints(
-    tiny_run, music21_data_dir, tmp_path, capsys
+    six_step_run, music21_data_dir, tmp_path, capsys
 ):
     from musenet_jax.app.run import load_run
 
-    size = sum(-(-p.stat().st_size // 4096) * 4096 for p in tiny_run.rglob("*") if p.is_file())  # in pages
+    # the run's size in pages
+    size = sum(-(-p.stat().st_size // 4096) * 4096 for p in six_step_run.rglob("*") if p.is_file())
     with tmpfs(tmp_path / "small_disk", f"{size + 256 * 1024}") as disk:  # room for logs, not for a step
         workdir = disk / "run"
-        shutil.copytree(tiny_run, workdir)
+        shutil.copytree(six_step_run, workdir)
         rc, out, err = run_cli(
             capsys,
             ["train", "--workdir", str(workdir), "--steps", "30", "--data-dir", str(music21_data_dir), *SETS],
@@ -329,12 +324,12 @@ def test_os_errors_keep_their_traceback_with_musenet_debug(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsys):
+def test_regenerating_removes_the_earlier_runs_samples(six_step_run, tmp_path, capsys):
     out_dir = tmp_path / "out"
     common = [
         "generate",
         "--checkpoint",
-        str(tiny_run),
+        str(six_step_run),
         "--composer",
         "bach",
         "--instruments",
@@ -359,13 +354,13 @@ def test_regenerating_removes_the_earlier_runs_samples(tiny_run, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_an_absurd_length_is_refused_with_the_limit(tiny_run, tmp_path, capsys):
+def test_an_absurd_length_is_refused_with_the_limit(six_step_run, tmp_path, capsys):
     rc, out, err = run_cli(
         capsys,
         [
             "generate",
             "--checkpoint",
-            str(tiny_run),
+            str(six_step_run),
             "--composer",
             "bach",
             "--instruments",
@@ -381,7 +376,7 @@ def test_an_absurd_length_is_refused_with_the_limit(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, capsys):
+def test_four_minutes_with_ten_instruments_end_at_240_s(six_step_run, tmp_path, capsys):
     """The token budget follows from --seconds (the run's saved cap is lifted with max_new_tokens=0)."""
     from musenet_jax.encoding.families import FAMILIES
 
@@ -391,7 +386,7 @@ def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, caps
         [
             "generate",
             "--checkpoint",
-            str(tiny_run),
+            str(six_step_run),
             "--composer",
             "bach",
             "--instruments",
@@ -416,13 +411,13 @@ def test_four_minutes_with_ten_instruments_end_at_240_s(tiny_run, tmp_path, caps
 
 
 @pytest.mark.slow
-def test_a_short_budget_is_said_per_candidate(tiny_run, tmp_path, capsys):
+def test_a_short_budget_is_said_per_candidate(six_step_run, tmp_path, capsys):
     rc, out, err = run_cli(
         capsys,
         [
             "generate",
             "--checkpoint",
-            str(tiny_run),
+            str(six_step_run),
             "--composer",
             "bach",
             "--instruments",

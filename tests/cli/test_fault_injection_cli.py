@@ -23,7 +23,7 @@ import pytest
 from cli_runs import one_error_line, run_cli
 from hub_standin import hub_standin
 from midi_corpus import packaged_midi_files
-from tiny_run import TINY_RUN, train_tiny
+from tiny_run import TINY_RUN
 
 from musenet_jax.app.bundle import file_checksums
 from musenet_jax.cli.main import main
@@ -48,16 +48,10 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(music21_data_dir, tmp_path_factory):
-    """Checkpoints at steps 3 and 6, with their manifests."""
-    return train_tiny(music21_data_dir, tmp_path_factory.mktemp("fault_cli") / "run", steps=6)
-
-
 @pytest.fixture
-def run_copy(tiny_run, tmp_path):
+def run_copy(six_step_run, tmp_path):
     copy = tmp_path / "run"
-    shutil.copytree(tiny_run, copy)
+    shutil.copytree(six_step_run, copy)
     return copy
 
 

@@ -29,12 +29,6 @@ def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def tiny_run(tiny_bundle):
-    """The 3-step tiny run the session's bundle was exported from (read only)."""
-    return tiny_bundle.parent / "run"
-
-
-@pytest.fixture
 def bundle_copy(tiny_bundle, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, copy)

@@ -3,12 +3,12 @@ pieces whose answers are known, and the command end to end on a trained tiny run
 
 import json
 import math
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from tiny_run import train_tiny
 
 from musenet_jax.cli.main import main
 from musenet_jax.config import load_config
@@ -132,8 +132,8 @@ def test_distance_is_zero_for_the_same_pieces_and_grows_with_the_shift():
 
 
 @pytest.mark.slow
-def test_eval_end_to_end_on_a_trained_tiny_run(music21_data_dir, tmp_path, capsys):
-    workdir = train_tiny(music21_data_dir, tmp_path / "run")
+def test_eval_end_to_end_on_a_trained_tiny_run(tiny_run, music21_data_dir, tmp_path, capsys):
+    workdir = shutil.copytree(tiny_run, tmp_path / "run")  # it writes into the run
     code = main(
         [
             "eval",

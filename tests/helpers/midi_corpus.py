@@ -1,5 +1,5 @@
 """Real MIDI that ships with installed packages, for tests: music21's test files, miditoolkit's
-example, and a few music21 corpus scores exported to MIDI (cached per test session)."""
+example, and a few music21 corpus scores exported to MIDI (each parsed and exported once per test process)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,19 @@ def packaged_midi_files() -> list[pathlib.Path]:
     return files
 
 
+_EXPORTED: dict[str, bytes] = {}  # corpus name -> its MIDI file, as this process exported it
+
+
 def export_corpus_scores(out_dir: pathlib.Path, names: tuple[str, ...] = CORPUS_SCORES) -> list[pathlib.Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
         path = out_dir / (name.replace("/", "_") + ".mid")
         if not path.exists():
-            music21.corpus.parse(name).write("midi", fp=str(path))
+            if name not in _EXPORTED:  # parsing a score and writing its MIDI takes seconds
+                music21.corpus.parse(name).write("midi", fp=str(path))
+                _EXPORTED[name] = path.read_bytes()
+            path.write_bytes(_EXPORTED[name])
         paths.append(path)
     return paths
 

@@ -20,15 +20,6 @@ TINY_RUN = [
 ]
 
 
-def export_tiny_bundle(data_dir: pathlib.Path, root: pathlib.Path, dtype: str = "float32") -> pathlib.Path:
-    """A tiny run trained 3 steps under `root`, exported as a bundle to `root/bundle` (returned)."""
-    from musenet_jax.app.export import export_bundle
-    from musenet_jax.app.run import load_run
-
-    export_bundle(load_run(train_tiny(data_dir, root / "run")), root / "bundle", dtype=dtype)
-    return root / "bundle"
-
-
 def train_tiny(
     data_dir: pathlib.Path, workdir: pathlib.Path, steps: int = 3, overrides: Sequence[str] = ()
 ) -> pathlib.Path:

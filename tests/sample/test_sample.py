@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 from flax import nnx
 from midi_corpus import export_corpus_scores
-from tiny_run import train_tiny
 
 from musenet_jax.cli.main import main
 from musenet_jax.config import load_config
@@ -189,8 +189,8 @@ def test_wav_rendering_or_one_explanation():
 
 
 @pytest.mark.slow
-def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(music21_data_dir, tmp_path, capsys):
-    workdir = train_tiny(music21_data_dir, tmp_path / "run")
+def test_generate_end_to_end_with_a_prompt_and_a_trained_critic(tiny_run, tmp_path, capsys):
+    workdir = shutil.copytree(tiny_run, tmp_path / "run")  # it writes into the run
     intro = export_corpus_scores(tmp_path / "corpus", ("bach/bwv66.6",))[0]
     fakes = tmp_path / "fakes"
     assert (

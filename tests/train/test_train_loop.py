@@ -1,12 +1,13 @@
 """The training loop end to end on real shards: exact resume after SIGKILL, SIGTERM, non-finite batches.
 
 Training runs as `python -m musenet_jax.cli.main train ...` subprocesses (they see the 8 fake CPU
-devices of conftest's XLA_FLAGS), on a dataset built by `musenet-jax prepare` from a few music21 scores.
+devices of conftest's XLA_FLAGS), on conftest's music21 dataset (real shards of a few scores).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,16 +51,9 @@ def _train_command(data_dir, workdir, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tfds")
-    proc = subprocess.run(
-        _cli("prepare", "--source", "music21", "--limit", "24", "--data-dir", str(path)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return path
+def data_dir(music21_data_dir):
+    """The session's music21 dataset (built once per test process by the real TFDS builder)."""
+    return music21_data_dir
 
 
 def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
@@ -83,28 +77,29 @@ def _params(workdir, step: int) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_restart_reproduces_the_uninterrupted_run(data_dir, tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    subprocess.run(_train_command(data_dir, reference), check=True, capture_output=True, timeout=600)
+    steps = ("--set", "train.steps=20")  # checkpoints at 5, 10, 15, 20: killed after the first
+    subprocess.run(_train_command(data_dir, reference, *steps), check=True, capture_output=True, timeout=600)
 
     proc = subprocess.Popen(
-        _train_command(data_dir, interrupted), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _train_command(data_dir, interrupted, *steps), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     _wait_for(lambda: (interrupted / "checkpoints" / "5").is_dir(), proc, "the first checkpoint")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     resumed_from = RunCheckpoints(interrupted, read_only=True).latest_step()
-    assert resumed_from is not None and resumed_from < 40
+    assert resumed_from is not None and resumed_from < 20
 
     restart = subprocess.run(
-        _train_command(data_dir, interrupted), capture_output=True, text=True, timeout=600
+        _train_command(data_dir, interrupted, *steps), capture_output=True, text=True, timeout=600
     )
     assert restart.returncode == 0, restart.stderr[-3000:]
     assert f"resumed from step {resumed_from}" in restart.stdout
 
     expected, got = _losses(reference), _losses(interrupted)
-    assert sorted(got) == list(range(1, 41))
+    assert sorted(got) == list(range(1, 21))
     assert got == expected  # bit-identical, the steps after the restart included (same data order)
-    for a, b in zip(_params(reference, 40), _params(interrupted, 40), strict=True):
+    for a, b in zip(_params(reference, 20), _params(interrupted, 20), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -183,17 +178,29 @@ def test_a_nan_batch_is_skipped_and_a_run_of_them_stops_keeping_the_last_good_ch
     assert np.all([np.all(np.isfinite(leaf)) for leaf in _params(tmp_path / "diverged", 4)])
 
 
-def test_resuming_with_another_model_config_is_refused(data_dir, tmp_path):
-    cfg = load_config("tiny", [*TINY, "train.steps=2", "train.eval_every=1000"])
-    loop.train(cfg.with_data_dir(data_dir), tmp_path)
-    assert (tmp_path / "config.json").is_file()
+@pytest.fixture(scope="module")
+def two_step_run(data_dir, tmp_path_factory):
+    """TINY (learned positions) trained 2 steps: the run the refused resumes below start from (copy it)."""
+    workdir = tmp_path_factory.mktemp("two_steps") / "run"
+    loop.train(
+        load_config("tiny", [*TINY, "train.steps=2", "train.eval_every=1000"]).with_data_dir(data_dir),
+        workdir,
+    )
+    return workdir
+
+
+def test_resuming_with_another_model_config_is_refused(data_dir, two_step_run, tmp_path):
+    workdir = shutil.copytree(two_step_run, tmp_path / "run")
+    assert (workdir / "config.json").is_file()
     changed = load_config("tiny", [*TINY, "train.steps=4", "model.n_layers=4"])
     with pytest.raises(UserError, match="different model.n_layers"):
-        loop.train(changed.with_data_dir(data_dir), tmp_path)
-    assert os.listdir(tmp_path / "checkpoints") == ["2"]
+        loop.train(changed.with_data_dir(data_dir), workdir)
+    assert os.listdir(workdir / "checkpoints") == ["2"]
 
 
-def test_a_rotary_run_resumes_with_a_longer_context_and_a_learned_one_does_not(data_dir, tmp_path, capsys):
+def test_a_rotary_run_resumes_with_a_longer_context_and_a_learned_one_does_not(
+    data_dir, two_step_run, tmp_path, capsys
+):
     """A context curriculum: rotary positions have no table sized by the context, so a run may grow its
     window on resume (the line says so); a learned position table cannot change size."""
     base = [*TINY, "train.eval_every=1000", "model.position_encoding=rotary", "model.context=64"]
@@ -204,11 +211,10 @@ def test_a_rotary_run_resumes_with_a_longer_context_and_a_learned_one_does_not(d
     out = capsys.readouterr()
     assert "model.context 64 -> 128" in out.out + out.err
     assert sorted(_losses(tmp_path / "rotary")) == [1, 2, 3]
-    learned = [*TINY, "train.eval_every=1000", "model.context=64"]
-    loop.train(load_config("tiny", [*learned, "train.steps=2"]).with_data_dir(data_dir), tmp_path / "learned")
-    grown = load_config("tiny", [*learned, "train.steps=3", "model.context=128"])
+    learned = shutil.copytree(two_step_run, tmp_path / "learned")  # TINY's context is 64
+    grown = load_config("tiny", [*TINY, "train.eval_every=1000", "train.steps=3", "model.context=128"])
     with pytest.raises(UserError, match="different model.context"):
-        loop.train(grown.with_data_dir(data_dir), tmp_path / "learned")
+        loop.train(grown.with_data_dir(data_dir), learned)
 
 
 @pytest.mark.slow
