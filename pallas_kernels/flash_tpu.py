@@ -36,6 +36,14 @@ backward add other components' gradients in theirs (`add`). Row statistics (lse,
 every matmul is NN or NT (no transposed-LHS matmul, hence no transposes inserted by Mosaic) and the
 statistics broadcast along lanes; its masks are stored transposed.
 
+Keys read in place (`kv_tail=(stride, tail)`): k and v come at full length, [B, L, H * D], and key slot j
+is position (j // tail) * stride + stride - tail + j % tail (the last `tail` of every `stride` rows, in
+order): the kernels read them through the free view [B, L / stride, stride, H * D] (it splits the sequence
+axis at whole tiles), a key block being [block_k / tail, tail, hb * head_dim], instead of XLA slicing them
+out. The backward's dk / dv stay in slot order; the kernels that add them into another component's
+full-length dk / dv (`add_kv_tail`) read them [B, L / stride, tail, H * D] and add them to those rows.
+The kernels know the geometry, not the pattern that has it (`tail_applies` says where it runs).
+
 Backward, two ways (`backward(..., fused=...)`):
   split (default): a dq pass over row steps and a dk/dv pass over column steps; each recomputes the
       scores, 7 block matmuls per active block (3 + 4), and neither has a transposed-LHS matmul.
@@ -140,6 +148,55 @@ def _key_slices(block_k: int) -> list[slice]:
     return [slice(start, start + width) for start in range(0, block_k, width)]
 
 
+def tail_applies(layout: BlockLayout, *, length: int, stride: int, tail: int) -> bool:
+    """Whether the kernels can read a component's keys in place (`kv_tail`): the slots are exactly the
+    last `tail` of every `stride` positions (no padding slots), the tail rows are a whole number of
+    `tail`-row blocks of the view (stride a multiple of tail) and of bf16 tiles (16 rows), and every
+    compute slice of a key block is whole tails."""
+    block = layout.block_k
+    return (
+        length % stride == 0
+        and stride % tail == 0
+        and tail % 16 == 0
+        and length // stride * tail == layout.num_k_blocks * block
+        and block % tail == 0
+        and min(block, COMPUTE_BLOCK) % tail == 0
+    )
+
+
+def tail_adds(layout: BlockLayout, *, length: int, stride: int, tail: int) -> bool:
+    """Whether the dk/dv kernel of a natural-order component (`layout`) can add gradients over the
+    (stride, tail) rows (`add_kv_tail`): its key blocks are whole strides over the whole length."""
+    block = layout.block_k
+    return (
+        layout.num_k_blocks * block == length
+        and block % stride == 0
+        and stride % tail == 0
+        and tail % 16 == 0
+    )
+
+
+def _tail_view(x: jax.Array, stride: int) -> jax.Array:
+    """[B, L, H * D] -> [B, L / stride, stride, H * D]: a split of the sequence axis (free)."""
+    batch, length, columns = x.shape
+    return x.reshape(batch, length // stride, stride, columns)
+
+
+def _key_count(ref) -> int:
+    """Key rows of a key block: [block_k, cols], or [block_k / tail, tail, cols] read in place."""
+    return ref.shape[0] if len(ref.shape) == 2 else ref.shape[0] * ref.shape[1]
+
+
+def _key_rows(ref, keys: slice, lanes):
+    """Rows `keys` of a key block and the lanes `lanes`, as [rows, lanes] (an in-place block's tails
+    joined: a leading-dimension collapse of whole tiles)."""
+    if len(ref.shape) == 2:
+        return ref[keys, lanes]
+    tail = ref.shape[1]
+    rows = ref[keys.start // tail : keys.stop // tail, :, lanes]
+    return rows.reshape(keys.stop - keys.start, rows.shape[-1])
+
+
 def _decode(kinds, s):
     kind = kinds[s]
     return lax.shift_right_logical(kind, 2) - 1, (kind & _FIRST) != 0, (kind & _LAST) != 0
@@ -179,6 +236,29 @@ def _specs(hb: int, dim: int, *, rows_block: int, cols_block: int):
         return pl.BlockSpec((None, a, c), lambda b, g, s, rows, cols_, kinds, fetch: (fetch[s], 0, 0))
 
     return own, streamed, stat_own, stat_streamed, mask
+
+
+def _tail_spec(block: int, columns: int, kv_tail: tuple[int, int], *, streamed: bool):
+    """A key block read in place from the [B, L / stride, stride, H * D] view: block_k / tail strides'
+    last `tail` rows (block index stride / tail - 1 along the stride axis, in units of tail)."""
+    stride, tail = kv_tail
+    at = stride // tail - 1
+    if streamed:
+        return pl.BlockSpec(
+            (None, block // tail, tail, columns), lambda b, g, s, rows, cols_, *_: (b, cols_[s], at, g)
+        )
+    return pl.BlockSpec(
+        (None, block // tail, tail, columns), lambda b, g, s, rows, cols_, *_: (b, rows[s], at, g)
+    )
+
+
+def _tail_add_spec(block: int, columns: int, kv_tail: tuple[int, int]):
+    """Gradients over the (stride, tail) rows, [B, L / stride, tail, H * D], for the key block rows[s] of
+    a full-length component: its block_k / stride strides' tails."""
+    stride, tail = kv_tail
+    return pl.BlockSpec(
+        (None, block // stride, tail, columns), lambda b, g, s, rows, cols_, *_: (b, rows[s], 0, g)
+    )
 
 
 def _scaled(q, scale: float):
@@ -258,11 +338,15 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
         acc_s[...] = jnp.zeros_like(acc_s)
 
     def step(masked: bool):
-        for keys in _key_slices(k_ref.shape[0]):
+        for keys in _key_slices(_key_count(k_ref)):
             allowed = mask_ref[:, keys] != 0 if masked else None
 
             def group(lanes, heads, keys=keys, allowed=allowed):
-                q, k, v = _scaled(q_ref[:, lanes], scale), k_ref[keys, lanes], v_ref[keys, lanes]
+                q, k, v = (
+                    _scaled(q_ref[:, lanes], scale),
+                    _key_rows(k_ref, keys, lanes),
+                    _key_rows(v_ref, keys, lanes),
+                )
                 rescale = update = None
                 for j, h in enumerate(heads):
                     own = _head_lanes(bq, per, dim, j)
@@ -319,21 +403,35 @@ def _forward_kernel(rows, cols, kinds, fetch, q_ref, k_ref, v_ref, mask_ref, *re
 
 
 def forward(
-    q, k, v, layout: BlockLayout, *, heads: int, interpret: bool, merge_with=None, scale: float = 1.0
+    q,
+    k,
+    v,
+    layout: BlockLayout,
+    *,
+    heads: int,
+    interpret: bool,
+    merge_with=None,
+    scale: float = 1.0,
+    kv_tail: tuple[int, int] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """q [B, Lq, H * D] (scores are scale * q k^T), k/v [B, Lk, H * D] -> out [B, Lq, H * D], lse
     [B, H, 1, Lq] f32.
-    `merge_with` = (out, lse) of another component over the same rows: merged into the result."""
+    `merge_with` = (out, lse) of another component over the same rows: merged into the result.
+    `kv_tail` = (stride, tail): k/v at full length, the keys read in place (module docstring)."""
     batch, q_len, columns = q.shape
     dim = columns // heads
     bq, bk = layout.block_q, layout.block_k
     hb = heads_per_step(heads, dim, max(bq, bk))
     steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
+    keys = streamed()
+    if kv_tail:
+        keys = _tail_spec(bk, hb * dim, kv_tail, streamed=True)
+        k, v = _tail_view(k, kv_tail[0]), _tail_view(v, kv_tail[0])
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=4,
         grid=(batch, heads // hb, steps[0].size),
-        in_specs=[own(), streamed(), streamed(), mask(bq, bk)] + ([own(), stat_own()] if merge_with else []),
+        in_specs=[own(), keys, keys, mask(bq, bk)] + ([own(), stat_own()] if merge_with else []),
         out_specs=[own(), stat_own()],
         scratch_shapes=[
             pltpu.VMEM((hb, bq, _LANES), jnp.float32),
@@ -391,12 +489,12 @@ def _dq_kernel(
         dq_s[...] = jnp.zeros_like(dq_s)
 
     def step(masked: bool):
-        for keys in _key_slices(k_ref.shape[0]):
+        for keys in _key_slices(_key_count(k_ref)):
             allowed = mask_ref[:, keys] != 0 if masked else None
 
             def group(lanes, heads, keys=keys, allowed=allowed):
                 q, do = _scaled(q_ref[:, lanes], scale), do_ref[:, lanes]
-                k, v = k_ref[keys, lanes], v_ref[keys, lanes]
+                k, v = _key_rows(k_ref, keys, lanes), _key_rows(v_ref, keys, lanes)
                 update = None
                 for j, h in enumerate(heads):
                     own = _head_lanes(bq, per, dim, j)
@@ -443,9 +541,12 @@ def _dkv_kernel(
     fused,
     add,
     scale,
+    add_tail=None,
 ):
     """dk, dv of the step's key block; `fused` also writes the step's dq contribution (its own slot);
-    `add`: dk and dv of other components for these keys come in first, added in the finish step."""
+    `add`: dk and dv of other components for these keys come in first, added in the finish step (with
+    `add_tail` = (stride, tail): over the last `tail` of every `stride` rows only, [block_k / stride,
+    tail, cols])."""
     (dk_prev_ref, dv_prev_ref), rest = (rest[:2], rest[2:]) if add else ((None, None), rest)
     dk_ref, dv_ref = rest[:2]
     dq_part_ref, (dk_s, dv_s) = (rest[2] if fused else None), rest[-2:]
@@ -464,14 +565,14 @@ def _dkv_kernel(
             dq_part_ref[...] = jnp.zeros_like(dq_part_ref)
 
     def step(masked: bool):
-        slices = _key_slices(k_ref.shape[0])
+        slices = _key_slices(_key_count(k_ref))
         allowed = [mask_ref[keys, :] != 0 if masked else None for keys in slices]  # [keys, bq], transposed
 
         def group(lanes, heads):
             q, do = _scaled(q_ref[:, lanes], scale), do_ref[:, lanes]
             dq = None
             for keys, allowed_keys in zip(slices, allowed):
-                k, v = k_ref[keys, lanes], v_ref[keys, lanes]
+                k, v = _key_rows(k_ref, keys, lanes), _key_rows(v_ref, keys, lanes)
                 dk = dv = dq_keys = None
                 for j, h in enumerate(heads):
                     q_own = _head_lanes(q.shape[0], per, dim, j)
@@ -501,15 +602,35 @@ def _dkv_kernel(
 
     @pl.when(last)
     def _finish():
+        if add and add_tail:
+            stride, tail = add_tail
+            for i in range(dk_prev_ref.shape[0]):  # static: the block's strides
+                rows = pl.ds(i * stride + stride - tail, tail)
+                dk_s[rows, :] += dk_prev_ref[i].astype(jnp.float32)
+                dv_s[rows, :] += dv_prev_ref[i].astype(jnp.float32)
         dk, dv = dk_s[...], dv_s[...]
-        if add:
+        if add and not add_tail:
             dk, dv = dk + dk_prev_ref[...].astype(jnp.float32), dv + dv_prev_ref[...].astype(jnp.float32)
         dk_ref[...] = dk.astype(dk_ref.dtype)
         dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
 def _dkv_pass(
-    q, k, v, do, lse, delta, layout: BlockLayout, *, heads: int, interpret: bool, fused: bool, add, scale
+    q,
+    k,
+    v,
+    do,
+    lse,
+    delta,
+    layout: BlockLayout,
+    *,
+    heads: int,
+    interpret: bool,
+    fused: bool,
+    add,
+    scale,
+    kv_tail=None,
+    add_kv_tail=None,
 ):
     """The pass over the column steps: (dk, dv, None), or with `fused` (dk, dv, dq) where dq sums each
     step's float32 contribution per query block after the kernel."""
@@ -520,18 +641,29 @@ def _dkv_pass(
     col_steps = _column_steps(layout)
     num_steps = col_steps[0].size
     own, streamed, _, stat_streamed, mask = _specs(hb, dim, rows_block=bk, cols_block=bq)
+    keys = own()
+    key_shape = (batch, layout.num_k_blocks * bk, columns)
+    if kv_tail:
+        keys = _tail_spec(bk, hb * dim, kv_tail, streamed=False)
+        k, v = _tail_view(k, kv_tail[0]), _tail_view(v, kv_tail[0])
+    added = [own(), own()]
+    if add and add_kv_tail:
+        added = [_tail_add_spec(bk, hb * dim, add_kv_tail)] * 2
+        add = tuple(_tail_view(a, add_kv_tail[1]) for a in add)
     out_specs = [own(), own()]
-    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    out_shape = [jax.ShapeDtypeStruct(key_shape, k.dtype), jax.ShapeDtypeStruct(key_shape, v.dtype)]
     if fused:
         out_specs.append(pl.BlockSpec((None, None, bq, hb * dim), lambda b, g, s, *_: (b, s, 0, g)))
         out_shape.append(jax.ShapeDtypeStruct((batch, num_steps, bq, columns), jnp.float32))
     outputs = pl.pallas_call(
-        functools.partial(_dkv_kernel, hb=hb, dim=dim, fused=fused, add=add is not None, scale=scale),
+        functools.partial(
+            _dkv_kernel, hb=hb, dim=dim, fused=fused, add=add is not None, scale=scale, add_tail=add_kv_tail
+        ),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, num_steps),
-            in_specs=[streamed(), own(), own(), streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)]
-            + ([own(), own()] if add else []),
+            in_specs=[streamed(), keys, keys, streamed(), stat_streamed(), stat_streamed(), mask(bk, bq)]
+            + (added if add else []),
             out_specs=out_specs,
             scratch_shapes=[pltpu.VMEM((bk, hb * dim), jnp.float32), pltpu.VMEM((bk, hb * dim), jnp.float32)],
         ),
@@ -575,10 +707,14 @@ def backward(
     fused: bool = False,
     add=None,
     scale: float = 1.0,
+    kv_tail: tuple[int, int] | None = None,
+    add_kv_tail: tuple[int, int] | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """dq, dk, dv [B, L, H * D] given lse and delta [B, H, 1, Lq] (delta = rowsum(out * dout) - dlse; lse
     finite); split into a dq and a dk/dv kernel, or `fused` into one (see the module docstring). `add` =
-    (dq, dk, dv) of other components over the same rows and keys: added to the result by the kernels."""
+    (dq, dk, dv) of other components over the same rows and keys: added to the result by the kernels.
+    `kv_tail`: k/v at full length read in place, dk/dv in slot order; `add_kv_tail` = (stride, tail):
+    add's dk/dv are over those rows only, in slot order (module docstring)."""
     dk, dv, dq = _dkv_pass(
         q,
         k,
@@ -592,6 +728,8 @@ def backward(
         fused=fused,
         add=add and add[1:],
         scale=scale,
+        kv_tail=kv_tail,
+        add_kv_tail=add_kv_tail,
     )
     if fused:
         return (dq if add is None else dq + add[0]), dk, dv
@@ -601,12 +739,16 @@ def backward(
     hb = heads_per_step(heads, dim, max(bq, bk))
     row_steps = _row_steps(layout)
     own, streamed, stat_own, _, mask = _specs(hb, dim, rows_block=bq, cols_block=bk)
+    keys = streamed()
+    if kv_tail:
+        keys = _tail_spec(bk, hb * dim, kv_tail, streamed=True)
+        k, v = _tail_view(k, kv_tail[0]), _tail_view(v, kv_tail[0])
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, hb=hb, dim=dim, add=add is not None, scale=scale),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=4,
             grid=(batch, heads // hb, row_steps[0].size),
-            in_specs=[own(), streamed(), streamed(), own(), stat_own(), stat_own(), mask(bq, bk)]
+            in_specs=[own(), keys, keys, own(), stat_own(), stat_own(), mask(bq, bk)]
             + ([own()] if add else []),
             out_specs=own(),
             scratch_shapes=[pltpu.VMEM((bq, hb * dim), jnp.float32)],

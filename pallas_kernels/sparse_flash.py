@@ -17,10 +17,12 @@ score gradient: dS = P * (dP - delta) with delta = rowsum(out * dout) - dlse.
 `merged_attention(q, k, v, parts)` runs all components of one pattern as one op, in the TPU kernels' own
 layouts ([B, L, H * D], statistics [B, H, 1, L]): strided's folded far part runs on TPU in place
 (strided_far_tpu, on the free [B, L / l, l, H * D] view; elsewhere, or where those kernels do not apply,
-its positions are folded into heads by a reshape), a natural part is a view, fixed's summary keys a
-strided slice; the part whose queries and keys are in natural order runs last, its forward kernel
+its positions are folded into heads by a reshape), a natural part is a view, fixed's summary keys are
+read by the TPU kernels in place through the same kind of view (flash_tpu `kv_tail`; elsewhere a strided
+slice); the part whose queries and keys are in natural order runs last, its forward kernel
 merging the others' output and lse in its finish step and
-its backward kernels adding the others' gradients; the backward of every part takes the merged lse and
+its backward kernels adding the others' gradients (the summary keys' dk / dv to their rows, in place); the
+backward of every part takes the merged lse and
 delta = rowsum(out * dout) (a small row kernel), so no merge is differentiated. Its result and lse are
 the remat residuals. The Triton path does the merge, the delta and the score scale in XLA (GPU only).
 """
@@ -212,11 +214,22 @@ def sparse_flash_attention(
     return _attention(q, k, v, layout, kernel, interpret, fused_backward)
 
 
-def _tpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int, scale: float):
+def _tpu_native_forward(
+    q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int, scale: float, kv_tail=None
+):
     """[B, L, H * D] in and out, statistics [B, H, 1, L]: the TPU kernels' own layouts, nothing moved;
-    `merge_with` (out, lse) of earlier components is merged in by the kernel's finish step."""
+    `merge_with` (out, lse) of earlier components is merged in by the kernel's finish step; `kv_tail`:
+    k/v at full length, the keys read in place (flash_tpu)."""
     return flash_tpu.forward(
-        q, k, v, layout, heads=heads, interpret=interpret, merge_with=tuple(merge_with) or None, scale=scale
+        q,
+        k,
+        v,
+        layout,
+        heads=heads,
+        interpret=interpret,
+        merge_with=tuple(merge_with) or None,
+        scale=scale,
+        kv_tail=kv_tail,
     )
 
 
@@ -233,8 +246,11 @@ def _tpu_native_backward(
     heads: int,
     fused: bool,
     scale: float,
+    kv_tail=None,
+    add_kv_tail=None,
 ):
-    """`add` (dq, dk, dv) of earlier components is added by the kernels' finish steps."""
+    """`add` (dq, dk, dv) of earlier components is added by the kernels' finish steps (dk, dv over the
+    `add_kv_tail` rows only where given)."""
     return flash_tpu.backward(
         q,
         k,
@@ -248,6 +264,8 @@ def _tpu_native_backward(
         fused=fused,
         add=tuple(add) or None,
         scale=scale,
+        kv_tail=kv_tail,
+        add_kv_tail=add_kv_tail,
     )
 
 
@@ -290,9 +308,13 @@ def _per_column(w: jax.Array, dim: int) -> jax.Array:
     )
 
 
-def _gpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int, scale: float):
+def _gpu_native_forward(
+    q, k, v, *merge_with, layout: BlockLayout, interpret: bool, heads: int, scale: float, kv_tail=None
+):
     """The Triton kernels behind the TPU kernels' layouts: their statistics are [B, L, H], so they are
-    transposed here, and a merge is an XLA pass (GPU only)."""
+    transposed here, a merge is an XLA pass, and `kv_tail`'s keys a slice (GPU only)."""
+    if kv_tail:
+        k, v = (_tail_slice(x, kv_tail) for x in (k, v))
     scaled = q * jnp.asarray(scale, q.dtype)  # the Triton kernels take q scaled (GPU only)
     out, lse = _gpu_forward(*(_heads(x, heads) for x in (scaled, k, v)), layout, interpret)
     out, lse = out.reshape(q.shape), lse.transpose(0, 2, 1)[:, :, None]
@@ -302,8 +324,26 @@ def _gpu_native_forward(q, k, v, *merge_with, layout: BlockLayout, interpret: bo
 
 
 def _gpu_native_backward(
-    q, k, v, dout, lse, delta, *add, layout: BlockLayout, interpret: bool, heads: int, scale: float
+    q,
+    k,
+    v,
+    dout,
+    lse,
+    delta,
+    *add,
+    layout: BlockLayout,
+    interpret: bool,
+    heads: int,
+    scale: float,
+    kv_tail=None,
+    add_kv_tail=None,
 ):
+    """The Triton kernels' backward in the TPU kernels' layouts; `kv_tail`'s keys a slice, and
+    `add_kv_tail`'s gradients padded back to full length, in XLA (GPU only)."""
+    if kv_tail:
+        k, v = (_tail_slice(x, kv_tail) for x in (k, v))
+    if add_kv_tail:
+        add = (add[0], *(_tail_pad(g, add_kv_tail, k.shape[1]) for g in add[1:]))
     stats = (x[:, :, 0].transpose(0, 2, 1) for x in (lse, delta))
     scaled = q * jnp.asarray(scale, q.dtype)
     grads = _gpu_backward(*(_heads(x, heads) for x in (scaled, k, v, dout)), *stats, layout, interpret)
@@ -321,8 +361,9 @@ class Part:
     q_index: np.ndarray | None = None  # slot -> query position (-1: zero row); None: natural order
     kv_index: np.ndarray | None = None  # slot -> key position (-1: zero row); None: natural order
     q_slot: np.ndarray | None = None  # query position -> slot, where q_index is given
-    # (l, c): the keys are the last c of every l positions, in order (fixed(l, c)'s summary keys), taken
-    # by a strided slice of the [B, L / l, l, H * D] view instead of a gather (and padded back, no scatter).
+    # (l, c): the keys are the last c of every l positions, in order (fixed(l, c)'s summary keys): the TPU
+    # kernels read them in place from the [B, L / l, l, H * D] view where flash_tpu.tail_applies, else a
+    # strided slice of that view (padded back in the backward); never a gather or scatter.
     kv_tail: tuple[int, int] | None = None
 
     @property
@@ -334,21 +375,48 @@ class Part:
         return self.layout.num_k_blocks * self.layout.block_k
 
 
+def _in_place(part: Part, length: int) -> bool:
+    """Whether the TPU kernels read this part's keys in place (no slice of k and v)."""
+    if part.kv_tail is None:
+        return False
+    stride, tail = part.kv_tail
+    return flash_tpu.tail_applies(part.layout, length=length, stride=stride, tail=tail)
+
+
+def _tail_adds(last: Part, kv_tail: tuple[int, int], length: int) -> bool:
+    """Whether the last (natural-order) part's dk/dv kernel can add gradients over the kv_tail rows."""
+    stride, tail = kv_tail
+    return flash_tpu.tail_adds(last.layout, length=length, stride=stride, tail=tail)
+
+
+def _tail_slice(x: jax.Array, kv_tail: tuple[int, int]) -> jax.Array:
+    """[B, L, H * D] -> the last `tail` of every `stride` rows, [B, L / stride * tail, H * D] (XLA)."""
+    stride, tail = kv_tail
+    batch, length, columns = x.shape
+    rows = x.reshape(batch, length // stride, stride, columns)[:, :, stride - tail :]
+    return rows.reshape(batch, length // stride * tail, columns)
+
+
+def _tail_pad(g: jax.Array, kv_tail: tuple[int, int], length: int) -> jax.Array:
+    """The transpose of `_tail_slice` (slots past the tails dropped): zeros elsewhere (XLA)."""
+    stride, tail = kv_tail
+    rows = g[:, : length // stride * tail].reshape(g.shape[0], length // stride, tail, g.shape[2])
+    return jnp.pad(rows, ((0, 0), (0, 0), (stride - tail, 0), (0, 0))).reshape(g.shape[0], length, -1)
+
+
 def _rows(index: np.ndarray, length: int) -> jax.Array:
     return jnp.asarray(np.where(index < 0, length, index))  # slot -1 reads the zero row appended at `length`
 
 
 def _into(x: jax.Array, part: Part, index: np.ndarray | None, slots: int) -> jax.Array:
     """[B, L, H * D] -> the part's slot order: a reshape (folded), zero rows appended (natural, when L is
-    no block multiple), or a gather (the only one left: fixed's summary keys, strided's far part when L
-    is no multiple of its stride)."""
+    no block multiple), a strided slice (fixed's summary keys, where the kernels do not read them in
+    place), or a gather (fixed's summary keys or strided's far part when L is no multiple of the stride)."""
     batch, length, columns = x.shape
     if part.fold > 1:
         return x.reshape(batch, length // part.fold, part.fold * columns)
     if index is part.kv_index and part.kv_tail:
-        stride, tail = part.kv_tail
-        rows = x.reshape(batch, length // stride, stride, columns)[:, :, stride - tail :]
-        return _grow(rows.reshape(batch, length // stride * tail, columns), slots)
+        return _grow(_tail_slice(x, part.kv_tail), slots)
     if index is None:
         return _grow(x, slots)
     return jnp.take(jnp.pad(x, ((0, 0), (0, 1), (0, 0))), _rows(index, length), axis=1)
@@ -368,9 +436,7 @@ def _grad_of(g: jax.Array, part: Part, index: np.ndarray | None, length: int) ->
     if part.fold > 1:
         return g.reshape(g.shape[0], length, -1)
     if index is part.kv_index and part.kv_tail:
-        stride, tail = part.kv_tail
-        rows = g[:, : length // stride * tail].reshape(g.shape[0], length // stride, tail, g.shape[2])
-        return jnp.pad(rows, ((0, 0), (0, 0), (stride - tail, 0), (0, 0))).reshape(g.shape[0], length, -1)
+        return _tail_pad(g, part.kv_tail, length)
     if index is None:
         return g[:, :length]
     summed = jnp.zeros((g.shape[0], length + 1, g.shape[2]), g.dtype).at[:, _rows(index, length)].add(g)
@@ -545,15 +611,16 @@ def _merged_forward(q, k, v, parts, heads, kernel, interpret):
         merge_with = ()
         if part is last:
             merge_with = (_grow(prev[0], part.q_slots), _stats_into(prev[1], part, heads))
+        tail = part.kv_tail if _in_place(part, length) else None
+        keys = (k, v) if tail else (_into(x, part, part.kv_index, part.k_slots) for x in (k, v))
         out, lse = _run(
             kernel,
             interpret,
-            functools.partial(_tpu_native_forward, heads=heads * part.fold, scale=scale),
-            functools.partial(_gpu_native_forward, heads=heads * part.fold, scale=scale),
+            functools.partial(_tpu_native_forward, heads=heads * part.fold, scale=scale, kv_tail=tail),
+            functools.partial(_gpu_native_forward, heads=heads * part.fold, scale=scale, kv_tail=tail),
             part.layout,
             _into(q, part, part.q_index, part.q_slots),
-            _into(k, part, part.kv_index, part.k_slots),
-            _into(v, part, part.kv_index, part.k_slots),
+            *keys,
             *merge_with,
         )
         result = _out_of(out, part, length), _stats_out_of(lse, part, length, heads)
@@ -592,6 +659,7 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
     lse = jnp.where(jnp.isfinite(lse), lse, 0.0)  # rows with no key: every score is masked anyway
     others, last = _ordered(parts)
     totals = None
+    tail_add = None  # (l, c) when totals' dk / dv cover only those rows, in slot order
     for part in others + ((last,) if last else ()):
         if part.fold > 1:
             grads = _run(
@@ -613,29 +681,42 @@ def _merged_bwd(parts, heads, kernel, interpret, fused_backward, residuals, dout
             )
             totals = grads if totals is None else tuple(t + g for t, g in zip(totals, grads))
             continue
-        add = ()
+        add, add_tail = (), None
         if part is last:
-            add = (_grow(totals[0], part.q_slots), *(_grow(t, part.k_slots) for t in totals[1:]))
+            added = totals[1:] if tail_add else tuple(_grow(t, part.k_slots) for t in totals[1:])
+            add, add_tail = (_grow(totals[0], part.q_slots), *added), tail_add
+        tail = part.kv_tail if _in_place(part, length) else None
+        keys = (k, v) if tail else (_into(x, part, part.kv_index, part.k_slots) for x in (k, v))
         grads = _run(
             kernel,
             interpret,
             functools.partial(
-                _tpu_native_backward, heads=heads * part.fold, fused=fused_backward, scale=scale
+                _tpu_native_backward,
+                heads=heads * part.fold,
+                fused=fused_backward,
+                scale=scale,
+                kv_tail=tail,
+                add_kv_tail=add_tail,
             ),
-            functools.partial(_gpu_native_backward, heads=heads * part.fold, scale=scale),
+            functools.partial(
+                _gpu_native_backward, heads=heads * part.fold, scale=scale, kv_tail=tail, add_kv_tail=add_tail
+            ),
             part.layout,
             _into(q, part, part.q_index, part.q_slots),
-            _into(k, part, part.kv_index, part.k_slots),
-            _into(v, part, part.kv_index, part.k_slots),
+            *keys,
             _into(dout, part, part.q_index, part.q_slots),
             _stats_into(lse, part, heads),
             _stats_into(delta, part, heads),
             *add,
         )
-        grads = tuple(
-            _grad_of(g, part, index, length)
-            for g, index in zip(grads, (part.q_index, part.kv_index, part.kv_index))
-        )
+        if tail and others == (part,) and last and _tail_adds(last, tail, length):
+            # dk / dv stay in slot order: the last part's dk/dv kernel adds them to their rows
+            grads, tail_add = (_grad_of(grads[0], part, part.q_index, length), *grads[1:]), tail
+        else:
+            grads = tuple(
+                _grad_of(g, part, index, length)
+                for g, index in zip(grads, (part.q_index, part.kv_index, part.kv_index))
+            )
         totals = grads if totals is None or part is last else tuple(t + g for t, g in zip(totals, grads))
     return totals
 

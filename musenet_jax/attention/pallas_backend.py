@@ -44,7 +44,8 @@ def _axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
 
 def _tail(index: np.ndarray, seq_len: int) -> tuple[int, int] | None:
     """(l, c) when the slots hold the last c of every l positions in order (fixed(l, c)'s summary keys,
-    then zero padding), so a strided slice reaches them; None otherwise."""
+    then zero padding), so the kernels read them in place or a strided slice reaches them; None
+    otherwise."""
     real = index[index >= 0]
     if real.size == 0 or not np.all(index[real.size :] == -1):
         return None

@@ -36,8 +36,9 @@ COMPILE = textwrap.dedent(
 
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(flat, flat, flat).compile().as_text()
     kernels = re.findall(r"%([A-Za-z_]+?)(?:[.][0-9]+)? = .*custom_call_target=.tpu_custom_call", hlo)
+    slices = re.findall(r" (slice|pad|dynamic-slice|dynamic-update-slice)[(]", hlo)
     print(json.dumps({"ops": hlo_glue.data_movement_outside_kernels(hlo), "glue": hlo_glue.glue_by_kind(hlo),
-                      "kernels": sorted(kernels)}))
+                      "kernels": sorted(kernels), "slices": slices}))
     """
 )
 
@@ -63,9 +64,10 @@ def _compile(pattern: str) -> dict:
 @pytest.mark.parametrize("pattern", ["strided", "fixed"])
 def test_forward_backward_has_no_transpose_gather_or_scatter_outside_the_kernels(pattern):
     """strided(l)'s far part runs on the [B, L / l, l, H * D] view (strided_far_tpu: no fold), fixed(l,
-    c)'s summary keys are a strided slice of that view (padded back in the backward): no data movement
-    op, and for strided no relayout of q, k, v or their gradients (only the far part's float32 row
-    statistics change order: 3 x [4, 1024] float32, read and written, ~0.1 MB)."""
+    c)'s summary keys are read in place from that view and their dk / dv added in place (flash_tpu
+    kv_tail): no data movement op, for strided no relayout of q, k, v or their gradients (only the far
+    part's float32 row statistics change order: 3 x [4, 1024] float32, read and written, ~0.1 MB), and for
+    fixed no slice of k / v or pad of dk / dv."""
     compiled = _compile(pattern)
     assert compiled["ops"] == {"transpose": [], "gather": [], "scatter": []}
     assert compiled["glue"]["gather"] == 0.0
@@ -77,3 +79,5 @@ def test_forward_backward_has_no_transpose_gather_or_scatter_outside_the_kernels
         assert compiled["glue"]["relayout"] < 0.2e-3  # GB; one copy of q alone would be 0.5e-3
     else:  # the op is really there: both components' forward, dq and dk/dv, and the delta
         assert compiled["kernels"] == sorted(band * 2 + ["sparse_flash_delta"])
+        # the summary keys are read in place: no slice of k / v, no pad of dk / dv
+        assert compiled["slices"] == []

@@ -20,7 +20,7 @@ from musenet_jax.attention import patterns as P
 from musenet_jax.attention.backends import attend, backend_layout, sparse_attend
 from musenet_jax.attention.layouts import make_layout
 from musenet_jax.errors import UserError
-from pallas_kernels import strided_far_tpu
+from pallas_kernels import flash_tpu, strided_far_tpu
 from pallas_kernels.sparse_flash import merged_attention, sparse_flash_attention
 
 BLOCK = 128
@@ -70,8 +70,10 @@ CASES = [
     (P.strided(32), 256, 1, 4, 16),
     (P.strided(64), 300, 2, 1, 32),
     (P.strided(256), 384, 1, 2, 8),
-    (P.fixed(64, 16), 256, 1, 4, 16),
-    (P.fixed(128, 32), 256, 2, 1, 8),
+    # fixed's summary keys fill a whole block (512 / 64 x 16 = 128 slots): read in place from k / v and
+    # their dk / dv added in place by the local part's dk/dv kernel (flash_tpu kv_tail / add_kv_tail)
+    (P.fixed(64, 16), 512, 1, 4, 16),
+    (P.fixed(128, 32), 256, 2, 1, 8),  # summary slots padded to a whole block: sliced out by XLA
     (P.fixed(32, 8), 300, 1, 3, 32),
     (P.strided(64), 256, 1, 6, 64),  # heads of 64 in lane pairs, 3 pairs a step: the loop over lane groups
     (P.strided(16), 512, 2, 2, 32),  # n = 32 * 16: the far part folded into 32 heads of 32 rows (one block)
@@ -438,6 +440,67 @@ def test_equality_cases_cover_both_ways_of_running_the_strided_far_part():
                     )
                 )
     assert ways == {True, False}
+
+
+def test_equality_cases_cover_both_ways_of_reading_the_fixed_summary_keys():
+    """fixed(l, c)'s summary keys are read in place by the TPU kernels where they fill whole blocks
+    (flash_tpu.tail_applies), else sliced out by XLA: the CASES reach both."""
+    ways = set()
+    for pattern, n, *_ in CASES:
+        for part in pallas_backend._parts(backend_layout(pattern, n, backend="pallas", block_size=BLOCK)):
+            if part.kv_tail:
+                stride, tail = part.kv_tail
+                ways.add(flash_tpu.tail_applies(part.layout, length=n, stride=stride, tail=tail))
+    assert ways == {True, False}
+
+
+@pytest.mark.slow
+def test_summary_keys_read_in_place_touch_only_the_summary_rows():
+    """With kv_tail the kernels read the last c of every l rows of the full-length k / v: every other row
+    is NaN here and the results equal those on the XLA slice; add_kv_tail adds slot-order dk / dv to
+    exactly those rows of a natural-order component's dk / dv."""
+    n, heads, dim, stride, tail = 512, 2, 16, 64, 16
+    local, summary = pallas_backend._parts(
+        backend_layout(P.fixed(stride, tail), n, backend="pallas", block_size=BLOCK)
+    )
+    assert summary.kv_tail == (stride, tail) and local.kv_tail is None
+    q, k, v, dout = (x.reshape(1, n, heads * dim) for x in _inputs(n, 1, heads, dim, seed=2))
+    is_tail = (np.arange(n) % stride >= stride - tail)[None, :, None]
+    poisoned = [jnp.where(is_tail, x, jnp.nan) for x in (k, v)]
+    compact = [x[:, is_tail[0, :, 0]] for x in (k, v)]
+    run = functools.partial(flash_tpu.forward, layout=summary.layout, heads=heads, interpret=True, scale=0.25)
+    out_in_place, lse_in_place = jax.jit(functools.partial(run, kv_tail=(stride, tail)))(q, *poisoned)
+    out_sliced, lse_sliced = jax.jit(run)(q, *compact)
+    np.testing.assert_allclose(out_in_place, out_sliced, atol=1e-6)
+    np.testing.assert_array_equal(lse_in_place, lse_sliced)
+    assert np.isfinite(np.asarray(out_in_place)).all() and np.isfinite(np.asarray(lse_in_place)).any()
+
+    lse = jnp.where(jnp.isfinite(lse_sliced), lse_sliced, 0.0)
+    delta = jnp.asarray(np.random.default_rng(3).standard_normal(lse.shape), jnp.float32)
+    back = functools.partial(
+        flash_tpu.backward, layout=summary.layout, heads=heads, interpret=True, scale=0.25
+    )
+    in_place = jax.jit(functools.partial(back, kv_tail=(stride, tail)))(q, *poisoned, dout, lse, delta)
+    sliced = jax.jit(back)(q, *compact, dout, lse, delta)
+    for got, want in zip(in_place, sliced):  # dq [B, n, HD]; dk, dv [B, n / l * c, HD] in slot order
+        assert np.isfinite(np.asarray(got)).all()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+    def padded(g):
+        full = np.zeros((1, n, heads * dim), np.float32)
+        full[:, is_tail[0, :, 0]] = np.asarray(g)
+        return jnp.asarray(full)
+
+    back = functools.partial(flash_tpu.backward, layout=local.layout, heads=heads, interpret=True)
+    added_in_place = jax.jit(lambda *xs: back(*xs[:6], add=xs[6:], add_kv_tail=(stride, tail)))(
+        q, k, v, dout, lse, delta, *sliced
+    )
+    added = jax.jit(lambda *xs: back(*xs[:6], add=xs[6:]))(
+        q, k, v, dout, lse, delta, sliced[0], padded(sliced[1]), padded(sliced[2])
+    )
+    for got, want in zip(added_in_place, added):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert float(jnp.abs(sliced[1]).max()) > 0.1  # the added gradients are not zeros
 
 
 def test_gpu_kernels_have_no_branch_around_their_matmuls_and_backward_tiles():
