@@ -503,6 +503,26 @@ def test_summary_keys_read_in_place_touch_only_the_summary_rows():
     assert float(jnp.abs(sliced[1]).max()) > 0.1  # the added gradients are not zeros
 
 
+@pytest.mark.slow
+def test_summary_keys_in_place_in_blocks_of_two_strides_match_dense():
+    """256-row blocks at fixed(128, 32): a summary key block is 8 strides' tails read in place in two
+    128-key slices, and the local part's dk/dv kernel adds the tails of two strides per key block."""
+    n, pattern = 1024, P.fixed(128, 32)
+    parts = pallas_backend._parts(make_layout(pattern, n, 256, min_block_size=256))
+    tails = [p for p in parts if p.kv_tail]
+    assert len(tails) == 1 and tails[0].layout.block_k == 256
+    assert flash_tpu.tail_applies(tails[0].layout, length=n, stride=128, tail=32)
+    q, k, v, cotangent = _inputs(n, 1, 2, 32)
+    wide = functools.partial(merged_attention, parts=parts, kernel="tpu", interpret=True)
+    out_p, grads_p = _out_and_grads(wide, q, k, v, cotangent)
+    out_d, grads_d = _out_and_grads(
+        lambda q, k, v: _backend("dense")(q, k, v, (pattern,)), q, k, v, cotangent
+    )
+    np.testing.assert_allclose(out_p, out_d, atol=2e-6, rtol=1e-5)
+    for g_p, g_d in zip(grads_p, grads_d):
+        np.testing.assert_allclose(g_p, g_d, atol=5e-6, rtol=1e-5)
+
+
 def test_gpu_kernels_have_no_branch_around_their_matmuls_and_backward_tiles():
     """A `lax.cond` around the matmuls keeps Triton from pipelining the block loop: the Triton kernels
     (forward, dq, dk/dv) mask full and partial blocks on one code path."""
