@@ -40,6 +40,9 @@ class Request:
     # when its clock reaches `forced_at` (ascending, none before the prompt's end); sample/infill.py.
     forced: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
     forced_at: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    # bool [len(FAMILIES)]: families the user asked for, which may rest only so long in the new music
+    # (grammar rule 12). None: no family is owed.
+    owed: np.ndarray | None = None
 
 
 def parse_instruments(text: str | Sequence[str]) -> list[str]:
@@ -98,7 +101,11 @@ def make_request(
     allowed[families] = True
     target = duration_steps(body, vocab) + seconds_to_steps(seconds, tokenizer)
     piece = max(target, round(piece_seconds * 1000 / tokenizer.cfg.time_step_ms))
-    return Request(np.concatenate([prefix, body]).astype(np.int32), len(prefix), target, piece, allowed)
+    owed = np.zeros(len(FAMILIES), bool)
+    owed[[FAMILIES.index(n) for n in parse_instruments(instruments)]] = True
+    return Request(
+        np.concatenate([prefix, body]).astype(np.int32), len(prefix), target, piece, allowed, owed=owed
+    )
 
 
 def request_like(tokenizer: Tokenizer, piece: np.ndarray, max_seconds: float) -> Request:

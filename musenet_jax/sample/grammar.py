@@ -12,7 +12,8 @@ tokens, and no note-off ever closes a note that is not sounding. The rules:
 5. note-ons only of the allowed instrument families; never pad, composer, instrument or start tokens.
 With the training split's `NoteFacts` two more rules may hold a model to what the data does:
 6. pitch range: a family's note-ons only within the pitches it plays in the data (widened by the
-   transposition the model was trained with);
+   transposition the model was trained with), or its usual range (`families.TYPICAL_PITCHES`) where the
+   data never plays it;
 7. note length: a note that has sounded as long as its family's notes rarely do (the 99th percentile)
    is released first thing at the next time step: while such note-offs are open, they are the only
    choice.
@@ -36,6 +37,13 @@ time rarely does), a cache / copy model over the piece's own melody line (Kuhn &
    every melodic note-on of that pitch (any family, any velocity) gains `motif_bias` while it can still
    be the step's top note (no higher melodic note-on in the step yet: a chord's lower voices come first
    when they have lower ids). No such occurrence, no bonus; drums are not counted.
+And one rule of requests (what a user asks for happens; a model rarely shown a pairing, such as Bach
+with strings or a bass under a piano, otherwise leaves the asked-for part silent or plays it once):
+12. parts: a family the request owes (`Request.owed`: the families asked for) may rest at most
+   `part_rest_s` in the new music (at most half of it): once it has sounded no note for that long (from
+   where sampling begins, or since its last note sounded), and while the other rules allow one of its
+   note-ons, only its note-ons may be drawn; a wait is cut to land on that time, and `end` waits for it.
+   Which pitch, how long and what follows stay the model's.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -51,7 +59,7 @@ from flax import struct
 
 from musenet_jax.data.note_facts import NoteFacts
 from musenet_jax.encoding import midi_io
-from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.families import DRUMS, TYPICAL_PITCHES
 from musenet_jax.encoding.scales import scale_masks
 from musenet_jax.encoding.vocab import (
     KIND_ANTICIPATE,
@@ -126,11 +134,12 @@ class GrammarTables:
         num_slots = len(vocab.families) * vocab.num_pitches
         on_in_range = np.ones(vocab.size, bool)
         length_limit = np.full(num_slots, SOUNDING, np.int32)
-        if facts is not None and pitch_range:
-            low = np.asarray(facts.pitch_low)[family] - pitch_margin
-            high = np.asarray(facts.pitch_high)[family] + pitch_margin
-            seen = np.asarray(facts.notes)[family] > 0
-            on_in_range = ~is_on | ~seen | ((vocab.note_pitch >= low) & (vocab.note_pitch <= high))
+        if facts is not None and pitch_range:  # a family the data never played: its usual range
+            seen = np.asarray(facts.notes) > 0
+            typical = np.asarray([TYPICAL_PITCHES[name] for name in vocab.families])
+            low = np.where(seen, np.asarray(facts.pitch_low) - pitch_margin, typical[:, 0])[family]
+            high = np.where(seen, np.asarray(facts.pitch_high) + pitch_margin, typical[:, 1])[family]
+            on_in_range = ~is_on | ((vocab.note_pitch >= low) & (vocab.note_pitch <= high))
         if facts is not None and note_length:
             limits = np.where(np.asarray(facts.length_steps) > 0, facts.length_steps, SOUNDING)
             length_limit = np.repeat(limits, vocab.num_pitches).astype(np.int32)
@@ -227,6 +236,31 @@ def allowed_tokens(
     overdue_slot = (state.busy_until == SOUNDING) & held  # [B, slots]
     overdue = jnp.take(overdue_slot, jnp.asarray(tables.slot), axis=1) & note_off & in_order
     return jnp.where(jnp.any(overdue, axis=1, keepdims=True), overdue, allowed)
+
+
+def family_sounding(state: GrammarState, tables: GrammarTables) -> jax.Array:
+    """bool [B, families]: whether a note of each family sounds now (a drum hit within its hold)."""
+    busy = state.busy_until.reshape(state.busy_until.shape[0], tables.num_families, -1)
+    return jnp.any(busy > state.time[:, None, None], axis=2)
+
+
+def owed_parts(allowed: jax.Array, tables: GrammarTables, due: jax.Array) -> jax.Array:
+    """bool [B, V] (rule 12): where a family is `due` [B, families], only the note-ons of due families that
+    `allowed` holds, if it holds any; elsewhere `allowed` as it is."""
+    entering = allowed & jnp.asarray(tables.is_on)[None] & jnp.take(due, jnp.asarray(tables.family), axis=1)
+    return jnp.where(jnp.any(entering, axis=1, keepdims=True), entering, allowed)
+
+
+def heard_at(
+    heard: jax.Array, before: GrammarState, after: GrammarState, token: jax.Array, tables: GrammarTables
+) -> jax.Array:
+    """int32 [B, families] (rule 12): the last time each family sounded, after `token` [B] took the state
+    from `before` to `after` (a note held through a wait sounded until the wait's end)."""
+    struck = jnp.asarray(tables.is_on | tables.is_off)[token]
+    family = jnp.asarray(tables.family)[token]
+    touched = struck[:, None] & (jnp.arange(heard.shape[1])[None] == family[:, None])
+    sounded = family_sounding(before, tables) | family_sounding(after, tables) | touched
+    return jnp.where(sounded, after.time[:, None], heard)
 
 
 def key_penalty(state: GrammarState, tables: GrammarTables) -> jax.Array:

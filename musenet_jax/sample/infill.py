@@ -157,7 +157,8 @@ def anticipated_request(
 ) -> Request:
     """The prompt and forced tokens of `given`: its notes before `start_step` as events (cut off there),
     the others as controls (for accompaniment, with `start_step` 0, all of them); the prefix lists
-    `families`, new notes may be of `allowed` families only."""
+    `families`, new notes may be of `allowed` families only, and those the given notes do not play are
+    owed (grammar rule 12: they keep playing in the new music)."""
     vocab, step = tokenizer.vocab, tokenizer.step_s
     delta = vocab.anticipation_steps
     ev = given.events
@@ -187,6 +188,7 @@ def anticipated_request(
         may_end=False,  # the given piece decides where it ends
         forced=tokens[~head].astype(np.int32),
         forced_at=steps[~head].astype(np.int32),
+        owed=ok & ~np.isin(np.arange(len(FAMILIES)), ev.family),
     )
 
 

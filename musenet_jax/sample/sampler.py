@@ -42,8 +42,11 @@ from musenet_jax.sample.grammar import (
     advance,
     allowed_tokens,
     close_sequence,
+    family_sounding,
+    heard_at,
     key_penalty,
     motif_bonus,
+    owed_parts,
     replay,
 )
 
@@ -86,6 +89,9 @@ class DecodeState:
     forced: jax.Array  # int32 [B, F]: given tokens to write (Request.forced), padded
     forced_at: jax.Array  # int32 [B, F]: the time each is due; NEVER for padding
     forced_next: jax.Array  # int32 [B]: how many have been written
+    owed: jax.Array  # bool [B, families]: requested families, which may rest only so long (grammar rule 12)
+    heard: jax.Array  # int32 [B, families]: the time each last sounded (the start of the new music at first)
+    rest: jax.Array  # int32 [B]: the longest rest of an owed family, in steps
     key: jax.Array
 
 
@@ -152,14 +158,22 @@ class Sampler:
             forced_at = jnp.take_along_axis(st.forced_at, column, axis=1)[:, 0]
             due = forced_at == time  # padding is NEVER due
             pending = forced_at < st.stop_at
-            allowed = allowed_tokens(st.grammar, tables, st.families, st.may_end & ~pending)
+            due_at = st.heard + st.rest[:, None]  # [B, families]: when each owed family must play again
+            part_due = st.owed & (time[:, None] >= due_at)
+            may_end = st.may_end & ~pending & ~part_due.any(1)
+            allowed = owed_parts(allowed_tokens(st.grammar, tables, st.families, may_end), tables, part_due)
             biased = st.logits + key_penalty(st.grammar, tables) if tables.key_bias else st.logits
             biased = biased + motif_bonus(st.grammar, tables) if tables.motif_bias else biased
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             wait_steps = jnp.asarray(tables.wait_steps)
-            passes = pending & (wait_steps[token] > 0) & (time + wait_steps[token] > forced_at)
-            token = jnp.where(passes, tables.wait_base + forced_at - time - 1, token)  # land on a given token
+            # A wait lands on the next given token, and where a resting owed family must play again.
+            land_at = jnp.where(pending, forced_at, NEVER)
+            resting = st.owed & ~family_sounding(st.grammar, tables) & (due_at > time[:, None])
+            next_due = jnp.min(jnp.where(resting, due_at, NEVER), axis=1)
+            land_at = jnp.minimum(land_at, next_due)
+            passes = (wait_steps[token] > 0) & (time + wait_steps[token] > land_at)
+            token = jnp.where(passes, tables.wait_base + land_at - time - 1, token)
             steps_of = wait_steps[token]
             reaches = ~due & (steps_of > 0) & (time + steps_of >= st.stop_at)
             token = jnp.where(reaches, tables.wait_base + st.stop_at - time - 1, token)  # cut the last wait
@@ -168,18 +182,20 @@ class Sampler:
             token = jnp.where(active, token, tables.pad_id)
             ended = active & (token == tables.end_id)
             logits, cache = model.decode_step(token, time, st.durations, st.cache)
+            grammar = advance(st.grammar, token, tables, active)
             return params, st.replace(
                 cache=cache,
                 logits=logits,
                 tokens=jax.lax.dynamic_update_slice_in_dim(st.tokens, token[:, None], st.length, axis=1),
                 times=jax.lax.dynamic_update_slice_in_dim(st.times, time[:, None], st.length, axis=1),
                 length=st.length + 1,
-                grammar=advance(st.grammar, token, tables, active),
+                grammar=grammar,
                 done=st.done | ended | (active & reaches),
                 stop=jnp.where(ended, 1, jnp.where(active & reaches, 2, st.stop)).astype(jnp.int8),
                 logprob=st.logprob + jnp.where(active & ~due, logp, 0.0),
                 drawn=st.drawn + active.astype(jnp.int32),
                 forced_next=st.forced_next + (active & due).astype(jnp.int32),
+                heard=heard_at(st.heard, st.grammar, grammar, token, tables),
                 key=key,
             )
 
@@ -200,13 +216,15 @@ class Sampler:
         forced_at = np.full((num, width), NEVER, np.int32)
         for row, r in enumerate(requests):
             forced[row, : len(r.forced)], forced_at[row, : len(r.forced)] = r.forced, r.forced_at
+        grammar = self._replay(jnp.asarray(prompt))
+        owed, rest = self._owed_parts(requests, np.asarray(grammar.time))
         return DecodeState(
             cache=None,
             logits=None,
             tokens=jnp.asarray(tokens),
             times=jnp.asarray(times),
             length=jnp.asarray(prompt.shape[1], jnp.int32),
-            grammar=self._replay(jnp.asarray(prompt)),
+            grammar=grammar,
             durations=jnp.asarray([r.piece_steps for r in requests], jnp.int32),
             stop_at=jnp.asarray([r.target_steps for r in requests], jnp.int32),
             families=jnp.asarray(np.stack([r.families for r in requests])),
@@ -218,8 +236,23 @@ class Sampler:
             forced=jnp.asarray(forced),
             forced_at=jnp.asarray(forced_at),
             forced_next=jnp.zeros((num,), jnp.int32),
+            owed=jnp.asarray(owed),
+            heard=jnp.broadcast_to(grammar.time[:, None], owed.shape),
+            rest=jnp.asarray(rest),
             key=jax.random.key(seed),
         )
+
+    def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long
+        each may rest, `part_rest_s` or half the new music, whichever is shorter (none owed when off)."""
+        families = len(self.tokenizer.vocab.families)
+        rest_steps = round(self.settings.part_rest_s * 1000 / self.tokenizer.cfg.time_step_ms)
+        owed = np.zeros((len(requests), families), bool)
+        if rest_steps > 0:
+            for row, r in enumerate(requests):
+                owed[row] = False if r.owed is None else r.owed
+        stop = np.asarray([r.target_steps for r in requests], np.int64)
+        return owed, np.maximum(np.minimum(rest_steps, (stop - start) // 2), 1).astype(np.int32)
 
     def sample(
         self,
