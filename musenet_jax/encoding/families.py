@@ -60,6 +60,21 @@ FAMILY_PROGRAM: dict[str, int] = {
     "drums": 0,
 }
 
+# Each family's usual written range (MIDI pitches, inclusive), for a family the training data never played:
+# grammar rule 6 keeps its note-ons there (a bass part of a model never shown one stays a bass part).
+TYPICAL_PITCHES: dict[str, tuple[int, int]] = {
+    "piano": (21, 108),
+    "strings": (28, 103),  # contrabass E1 to the violin's top
+    "winds": (34, 96),
+    "brass": (34, 84),
+    "guitar": (40, 88),
+    "bass": (28, 67),  # E1 to G4
+    "organ": (24, 96),
+    "plucked": (24, 103),
+    "voice": (40, 84),  # bass E2 to soprano C6
+    "drums": (35, 81),  # the General MIDI percussion keys
+}
+
 
 def family_of(program: int, is_drum: bool) -> int:
     """Family index of a MIDI track: the drum channel wins over its program number."""

@@ -45,7 +45,12 @@ def test_pitch_range_rule_keeps_note_ons_within_the_datas_pitches_plus_the_margi
     assert (
         allowed(start, ruled)[inside] and allowed(start, ruled)[edge] and not allowed(start, ruled)[outside]
     )
-    assert allowed(start, ruled)[VOCAB.id("strings:v2:C1")]  # a family the data never played is not ruled
+    # a family the data never played keeps to its usual range: a bass stays a bass
+    assert allowed(start, ruled)[VOCAB.id("bass:v2:E1")] and allowed(start, ruled)[VOCAB.id("bass:v2:G4")]
+    assert (
+        not allowed(start, ruled)[VOCAB.id("bass:v2:C6")]
+        and not allowed(start, ruled)[VOCAB.id("bass:v2:D1")]
+    )
     assert allowed(GrammarState.initial(1, free), free)[outside]
 
 
