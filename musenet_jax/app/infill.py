@@ -28,6 +28,7 @@ from musenet_jax.app.generate import (
     rank_candidates,
 )
 from musenet_jax.app.run import Run
+from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
@@ -76,6 +77,7 @@ def infill(
         key=FAMILIES.index,
     )
     request = anticipated_request(tokenizer, composer, given, families, families)
+    _say_rare_pairing(run, composer, [FAMILIES[f] for f in np.flatnonzero(request.owed)], say)
     return _sample_and_write(
         run,
         out,
@@ -108,9 +110,16 @@ def accompany(
     present = [FAMILIES[f] for f in np.unique(given.events.family)]
     families = sorted({*present, *new}, key=FAMILIES.index)
     request = anticipated_request(tokenizer, composer, given, families, new)
+    _say_rare_pairing(run, composer, new, say)
     return _sample_and_write(
         run, out, request, given, composer, label="accompany", marks=(), say=say, show_progress=show_progress
     )
+
+
+def _say_rare_pairing(run: Run, composer: str, added: list[str], say: Callable[[str], None]) -> None:
+    rare = pairing_note(run.note_facts, composer, added)
+    if rare:
+        say(rare)
 
 
 def _sample_and_write(

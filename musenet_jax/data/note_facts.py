@@ -124,7 +124,7 @@ def pairing_note(facts: NoteFacts | None, composer: str, families: Iterable[str]
         return None
     return (
         f"note: the training data rarely or never pairs {composer} with these instruments "
-        f"({'; '.join(notes)} pieces); the model may not play them"
+        f"({'; '.join(notes)} pieces); their parts play (sample.part_rest_s) but are the model's guess"
     )
 
 
