@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "block + summary keys), merged by lse like our op, each at its best swept block sizes; jax_cudnn: "
         "cuDNN's flash attention, causal and dense, GPU only). At musenet_72l's shape (v5p, AOT, "
         "fwd+bwd est_ms) pallas / jax_splash / jax_splash_components: strided(128) n=4096 "
-        "SPLASH_TABLE_S4 and n=16384 SPLASH_TABLE_S16; fixed(128,32) n=4096 SPLASH_TABLE_F4 and n=16384 "
-        "SPLASH_TABLE_F16 (docs/scaling.md)",
+        "0.45 / 2.16 / 2.43 and n=16384 1.56 / 28.09 / 7.94; fixed(128,32) n=4096 0.81 / 2.15 / 1.61 and "
+        "n=16384 9.59 / 28.09 / 10.46 (docs/scaling.md)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
