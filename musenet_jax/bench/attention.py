@@ -6,7 +6,8 @@ compiled ahead of time for one chip and reported by its compiled cost analysis, 
 Mosaic kernels it contains (read back from libtpu's Mosaic dump, `iteration_bounds`), kernel and glue bytes
 apart, the compiled code size, and est_ms = kernel time (a roofline per kernel with a vector-unit term read
 from the dumped kernel) + glue time, no overlap assumed (musenet_jax/bench/kernel_estimate.py). `jax_splash`
-is compiled at its best block sizes from a sweep (SPLASH_BLOCKS per axis).
+is compiled at its best block sizes from a sweep (SPLASH_BLOCKS per axis); `jax_splash_components` is splash
+on our layout's components, each at its own best block sizes from the same sweep (splash_components.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ CPU_PALLAS_TOPOLOGY = (
 # block on or below the diagonal whatever the pattern), the TPU kernel for TPU topologies, the Triton one
 # elsewhere; jax_cudnn: cuDNN's fused flash attention through jax.nn.dot_product_attention (causal, dense;
 # NVIDIA GPUs only, bf16/fp16).
-BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash", "jax_cudnn")
+BASELINES: tuple[str, ...] = ("jax_flash", "jax_splash", "jax_splash_components", "jax_cudnn")
 # jax_splash: JAX's splash attention (TPU only) with the same pattern mask, built from our pattern through
 # its mask classes (a NumpyMask per head): the anchor for est_ms. On a CPU host it runs interpreted.
+# jax_splash_components: splash on our layout's components (reordered as our kernels see them), merged by
+# their lse like our op (musenet_jax/bench/splash_components.py): the kernels compared without splash's
+# natural-order mask.
+SPLASH_BACKENDS: tuple[str, ...] = ("jax_splash", "jax_splash_components")
 # pallas_fused: the pallas backend with its TPU kernels' fused backward (model.pallas_backward=fused).
 VARIANTS: tuple[str, ...] = ("pallas_fused",)
 # Splash block edges swept per axis (block_q, block_kv, block_kv_compute; the backward uses the forward's).
@@ -49,8 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="dense,xla_blocksparse",
         help="comma-separated attention backends (dense, xla_blocksparse, pallas; pallas_fused: pallas with "
         "the fused TPU backward) and baselines (jax_flash: JAX's own Pallas flash attention, causal and "
-        "dense; jax_splash: JAX's splash attention with the pattern's mask; jax_cudnn: cuDNN's flash "
-        "attention, causal and dense, GPU only)",
+        "dense; jax_splash: JAX's splash attention with the pattern's mask; jax_splash_components: splash on "
+        "our layout's components (strided: band + far part on the (i mod l, i div l) order; fixed: "
+        "block + summary keys), merged by lse like our op, each at its best swept block sizes; jax_cudnn: "
+        "cuDNN's flash attention, causal and dense, GPU only). At musenet_72l's shape (v5p, AOT, "
+        "fwd+bwd est_ms) pallas / jax_splash / jax_splash_components: strided(128) n=4096 "
+        "0.45 / 2.16 / 2.43 and n=16384 1.56 / 28.09 / 7.94; fixed(128,32) n=4096 0.81 / 2.15 / 1.61 and "
+        "n=16384 9.59 / 28.09 / 10.46 (docs/scaling.md)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
@@ -115,7 +125,7 @@ def _peak_mb(compiled) -> float:
 
 def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool, splash_blocks=None):
     """forward(q, k, v) and forward_backward(q, k, v, cotangent) of one backend (`splash_blocks`: the
-    jax_splash BlockSizes, default splash's own default)."""
+    splash BlockSizes, one per splash call, default splash's own default)."""
     import jax
 
     from musenet_jax.attention.backends import attend
@@ -124,7 +134,12 @@ def _programs(args: argparse.Namespace, pattern, backend: str, *, on_tpu: bool, 
         if backend == "jax_flash":
             return _jax_flash(q, k, v, on_tpu=on_tpu)
         if backend == "jax_splash":
-            return _jax_splash(q, k, v, pattern, on_tpu=on_tpu, block_sizes=splash_blocks)
+            blocks = splash_blocks[0] if splash_blocks else None
+            return _jax_splash(q, k, v, pattern, on_tpu=on_tpu, block_sizes=blocks)
+        if backend == "jax_splash_components":
+            from musenet_jax.bench.splash_components import components_attention
+
+            return components_attention(q, k, v, pattern, interpret=not on_tpu, block_sizes=splash_blocks)
         if backend == "jax_cudnn":
             return _jax_cudnn(q, k, v)
         if backend == "pallas_fused":
@@ -190,31 +205,46 @@ def _jax_splash(q, k, v, pattern, *, on_tpu: bool, block_sizes=None):
     return out.transpose(heads_first)
 
 
-def _splash_active_blocks(pattern, seq: int, block_q: int = 128, block_kv: int = 128) -> int:
-    """[block_q, block_kv] blocks of the mask that splash computes (natural order)."""
+def _splash_masks(pattern, seq: int, backend: str) -> dict:
+    """{splash call: its [q_len, kv_len] mask}: the pattern's mask in natural order (jax_splash) or one per
+    component in its reordered layout (jax_splash_components)."""
+    if backend == "jax_splash":
+        return {"all": _splash_mask(pattern, seq)}
+    from musenet_jax.bench.splash_components import splash_parts
+
+    return {part.name: part.array for part in splash_parts(pattern, seq)}
+
+
+def _splash_active_blocks(mask, block_q: int = 128, block_kv: int = 128) -> int:
+    """[block_q, block_kv] blocks of one splash call's mask that splash computes."""
     import numpy as np
 
-    rows, cols = -(-seq // block_q), -(-seq // block_kv)
+    q_len, kv_len = mask.shape
+    rows, cols = -(-q_len // block_q), -(-kv_len // block_kv)
     padded = np.zeros((rows * block_q, cols * block_kv), bool)
-    padded[:seq, :seq] = _splash_mask(pattern, seq)
+    padded[:q_len, :kv_len] = mask
     return int(padded.reshape(rows, block_q, cols, block_kv).any(axis=(1, 3)).sum())
 
 
-def _splash_costs(args: argparse.Namespace, pattern, seq: int, block_q: int, block_kv: int) -> dict:
-    """{"fwd" | "dq" | "dkv": (FLOPs, bytes)} of splash's kernels, which declare no cost: counted from its
-    active blocks at these block sizes."""
+def _splash_costs(args: argparse.Namespace, masks: dict, blocks: tuple) -> dict:
+    """{"fwd" | "dq" | "dkv": (FLOPs, bytes)} of splash's kernels, which declare no cost: counted from the
+    active blocks of every call's mask at its (block_q, block_kv, ...), summed by phase."""
     from musenet_jax.bench.kernel_estimate import splash_kernel_costs
 
-    return splash_kernel_costs(
-        active_blocks=_splash_active_blocks(pattern, seq, block_q, block_kv),
-        block_q=block_q,
-        block_k=block_kv,
-        q_len=seq,
-        k_len=seq,
-        dim=args.head_dim,
-        programs=args.batch * args.heads,
-        itemsize=2 if args.dtype == "bfloat16" else 4,
-    )
+    total = {"fwd": (0.0, 0.0), "dq": (0.0, 0.0), "dkv": (0.0, 0.0)}
+    for mask, (block_q, block_kv, *_) in zip(masks.values(), blocks):
+        cost = splash_kernel_costs(
+            active_blocks=_splash_active_blocks(mask, block_q, block_kv),
+            block_q=block_q,
+            block_k=block_kv,
+            q_len=mask.shape[0],
+            k_len=mask.shape[1],
+            dim=args.head_dim,
+            programs=args.batch * args.heads,
+            itemsize=2 if args.dtype == "bfloat16" else 4,
+        )
+        total = {p: (total[p][0] + cost[p][0], total[p][1] + cost[p][1]) for p in total}
+    return total
 
 
 def _splash_block_sizes(block_q: int, block_kv: int, block_kv_compute: int):
@@ -242,33 +272,40 @@ def _block_sizes_dict(block_sizes) -> dict:
 
 
 def _splash_sweep(
-    args: argparse.Namespace, pattern, seq: int, topology: str, ops_per_score: float
+    args: argparse.Namespace, mask, topology: str, ops_per_score: float
 ) -> list[tuple[float, tuple]]:
-    """Every splash configuration with edges from SPLASH_BLOCKS that divide the sequence, ranked by the
-    sweep estimate (best first): [(ms, (block_q, block_kv, block_kv_compute))]. `ops_per_score`: vector
-    ops per computed score and kernel, as measured on a compiled configuration (0 before the first)."""
+    """Every configuration of one splash call with edges from SPLASH_BLOCKS that divide its query and key
+    lengths, ranked by the sweep estimate (best first): [(ms, (block_q, block_kv, block_kv_compute))].
+    `ops_per_score`: vector ops per computed score and kernel, as measured on a compiled configuration (0
+    before the first)."""
     from musenet_jax.bench.kernel_estimate import splash_grid_steps, splash_sweep_ms
 
-    edges = [b for b in SPLASH_BLOCKS if seq % b == 0] or [seq]
+    q_len, kv_len = mask.shape
+    q_edges = [b for b in SPLASH_BLOCKS if q_len % b == 0] or [q_len]
+    kv_edges = [b for b in SPLASH_BLOCKS if kv_len % b == 0] or [kv_len]
     ranked = []
-    for block_q, block_kv in itertools.product(edges, edges):
-        cost = _splash_costs(args, pattern, seq, block_q, block_kv)
-        steps = splash_grid_steps(seq, args.heads, args.batch, block_q, block_kv)
-        scores = _splash_scores(args, pattern, seq, block_q, block_kv)
+    for block_q, block_kv in itertools.product(q_edges, kv_edges):
+        cost = _splash_costs(args, {"call": mask}, ((block_q, block_kv),))
+        steps = splash_grid_steps(q_len, args.heads, args.batch, block_q, block_kv, kv_seq=kv_len)
+        scores = _splash_scores(args, {"call": mask}, ((block_q, block_kv),))
         ms = splash_sweep_ms(cost, steps, ops_per_score * scores, topology)
         # block_kv_compute does not change the counted cost: prefer the widest slice whose float32
         # [block_q, block_kv_compute] score tile stays within 1 MiB of VMEM, then narrower ones.
-        for compute in sorted((c for c in edges if c <= block_kv and block_kv % c == 0), reverse=True):
+        for compute in sorted((c for c in kv_edges if c <= block_kv and block_kv % c == 0), reverse=True):
             penalty = 0 if block_q * compute * 4 <= 2**20 else 1
             ranked.append((ms, penalty, -compute, (block_q, block_kv, compute)))
     ranked.sort()
     return [(ms, blocks) for ms, _, _, blocks in ranked]
 
 
-def _splash_scores(args: argparse.Namespace, pattern, seq: int, block_q: int, block_kv: int) -> int:
-    """Scores one splash kernel computes: every element of its active blocks, per batch element and head."""
-    active = _splash_active_blocks(pattern, seq, block_q, block_kv)
-    return active * block_q * block_kv * args.batch * args.heads
+def _splash_scores(args: argparse.Namespace, masks: dict, blocks: tuple) -> int:
+    """Scores one splash kernel phase computes: every element of the active blocks of every call, per batch
+    element and head."""
+    active = sum(
+        _splash_active_blocks(mask, block_q, block_kv) * block_q * block_kv
+        for mask, (block_q, block_kv, *_) in zip(masks.values(), blocks)
+    )
+    return active * args.batch * args.heads
 
 
 def _densities(args: argparse.Namespace, pattern, seq: int, backend: str, splash_blocks=None) -> dict:
@@ -283,9 +320,10 @@ def _densities(args: argparse.Namespace, pattern, seq: int, backend: str, splash
     blocks = -(-seq // 128)  # JAX's flash kernels use 128-wide blocks and skip those above the diagonal
     causal = (blocks + 1) / (2 * blocks)
     density = {"dense": 1.0, "jax_flash": causal, "jax_cudnn": causal}.get(backend, layout.density)
-    if backend == "jax_splash":
-        block_q, block_kv = splash_blocks or (128, 128)
-        density = _splash_active_blocks(pattern, seq, block_q, block_kv) * block_q * block_kv / seq**2
+    if backend in SPLASH_BACKENDS:  # the computed pairs of every splash call, over n^2
+        masks = _splash_masks(pattern, seq, backend)
+        blocks = splash_blocks or ((128, 128),) * len(masks)
+        density = _splash_scores(args, masks, blocks) / (args.batch * args.heads * seq**2)
     return {
         "pattern": pattern.name,
         "seq": seq,
@@ -335,7 +373,7 @@ def _compiled_cost(
     device,
     topology: str,
     dump: str | None,
-    splash_blocks: tuple[int, int, int] | None = None,
+    splash_blocks: tuple[tuple[int, int, int], ...] | None = None,
 ) -> dict:
     """One backend compiled for one TPU chip: XLA's cost analysis of the whole program (Pallas kernels count
     by their declared cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, so its kernels
@@ -352,7 +390,7 @@ def _compiled_cost(
         jnp.dtype(args.dtype),
         sharding=jax.sharding.SingleDeviceSharding(device),
     )
-    block_sizes = _splash_block_sizes(*splash_blocks) if splash_blocks else None
+    block_sizes = [_splash_block_sizes(*blocks) for blocks in splash_blocks] if splash_blocks else None
     forward, forward_backward = (
         _native(fn, (args.batch, seq, args.heads, args.head_dim))
         for fn in _programs(args, pattern, backend, on_tpu=True, splash_blocks=block_sizes)
@@ -371,8 +409,9 @@ def _compiled_cost(
     declared = est.declared_kernel_costs(fwd_bwd.as_text())
     glue_flops = flops - sum(f for f, _ in declared.values())
     glue_bytes = nbytes - sum(b for _, b in declared.values())
-    if backend == "jax_splash":  # undeclared kernels: counted from the mask, by phase
-        by_phase = _splash_costs(args, pattern, seq, *(splash_blocks or (128, 128))[:2])
+    if backend in SPLASH_BACKENDS:  # undeclared kernels: counted from the masks, by phase
+        masks = _splash_masks(pattern, seq, backend)
+        by_phase = _splash_costs(args, masks, splash_blocks or ((128, 128),) * len(masks))
         phase = {k.name: next(p for p in ("dkv", "dq", "fwd") if f"_{p}" in k.name) for k in dumped}
         declared = {name: by_phase[p] for name, p in phase.items()}
         flops += sum(f for f, _ in declared.values())
@@ -380,7 +419,7 @@ def _compiled_cost(
         fwd_flops += by_phase["fwd"][0]
     kernel_flops = sum(f for f, _ in declared.values())
     kernel_bytes = sum(b for _, b in declared.values())
-    row = _densities(args, pattern, seq, backend, splash_blocks and splash_blocks[:2]) | {
+    row = _densities(args, pattern, seq, backend, splash_blocks) | {
         "fwd_gflop": fwd_flops / 1e9,
         "fwd_bwd_gflop": flops / 1e9,
         "fwd_bwd_gbytes": nbytes / 1e9,  # the whole op: kernels + glue
@@ -392,8 +431,11 @@ def _compiled_cost(
         # Glue by kind, estimated from the HLO's shapes (hlo_glue.py): prefetch, relayout, gather, compute.
         "glue_gbytes_by_kind": hlo_glue.glue_by_kind(fwd_bwd.as_text()),
     }
-    if block_sizes is not None:
-        row["block_sizes"] = _block_sizes_dict(block_sizes)
+    if block_sizes is not None and backend == "jax_splash":
+        row["block_sizes"] = _block_sizes_dict(block_sizes[0])
+    elif block_sizes is not None:  # one splash call per component: {component: BlockSizes fields}
+        names = _splash_masks(pattern, seq, backend)
+        row["block_sizes"] = {name: _block_sizes_dict(b) for name, b in zip(names, block_sizes)}
     if dump is None or (declared and not dumped):  # libtpu started before the dump was asked for
         return row
     kernels = []
@@ -428,30 +470,57 @@ def _compiled_cost(
 
 
 def _best_splash(
-    args: argparse.Namespace, pattern, seq: int, device, topology: str, dump: str | None
+    args: argparse.Namespace,
+    pattern,
+    seq: int,
+    device,
+    topology: str,
+    dump: str | None,
+    backend: str = "jax_splash",
 ) -> dict:
-    """jax_splash at its best block sizes. The sweep ranks every configuration, first without a vector term;
-    the best is compiled, its vector ops per computed score are read from its kernels, the sweep is ranked
-    again with them, and so on until the best is one already compiled (at most SPLASH_COMPILED compiles).
-    The compiled configuration with the lowest est_ms is reported, with the sweep's size and candidates."""
+    """A splash backend at its best block sizes, each splash call (the whole mask, or one per component)
+    swept on its own. The sweep ranks every configuration, first without a vector term; the best is
+    compiled, its vector ops per computed score are read from its kernels, the sweep is ranked again with
+    them, and so on until the best is one already compiled (at most SPLASH_COMPILED compiles). The compiled
+    configuration with the lowest est_ms is reported, with the sweep's size and candidates."""
+    masks = _splash_masks(pattern, seq, backend)
     compiled: dict[tuple, dict] = {}
     ops_per_score = 0.0
     while True:
-        ranked = _splash_sweep(args, pattern, seq, topology, ops_per_score)
-        blocks = ranked[0][1]
+        ranked = [_splash_sweep(args, mask, topology, ops_per_score) for mask in masks.values()]
+        blocks = tuple(configurations[0][1] for configurations in ranked)
         if blocks in compiled or len(compiled) == SPLASH_COMPILED:
             break
-        row = _compiled_cost(args, pattern, seq, "jax_splash", device, topology, dump, blocks)
+        row = _compiled_cost(args, pattern, seq, backend, device, topology, dump, blocks)
         compiled[blocks] = row
         if "vector_ops" not in row:
             break
-        ops_per_score = row["vector_ops"] / (3 * _splash_scores(args, pattern, seq, *blocks[:2]))
+        ops_per_score = row["vector_ops"] / (3 * _splash_scores(args, masks, blocks))
     best = min(compiled.values(), key=lambda r: r.get("est_ms", 0.0))
+
+    def named(blocks: tuple) -> list | dict:
+        if backend == "jax_splash":
+            return list(blocks[0])
+        return {name: list(b) for name, b in zip(masks, blocks)}
+
     best["sweep"] = {
-        "configurations": len(ranked),
-        "compiled": [[list(b), r.get("est_ms")] for b, r in compiled.items()],
+        "configurations": sum(len(configurations) for configurations in ranked),
+        "compiled": [[named(b), r.get("est_ms")] for b, r in compiled.items()],
     }
     return best
+
+
+def _blocks_note(block_sizes: dict | None) -> str:
+    """A splash row's block sizes as block_q/block_kv/block_kv_compute, per component where it has some."""
+    if not block_sizes:
+        return ""
+
+    def edges(b: dict) -> str:
+        return f"{b['block_q']}/{b['block_kv']}/{b['block_kv_compute']}"
+
+    if "block_q" in block_sizes:
+        return f"  blocks q/kv/kv_compute {edges(block_sizes)}"
+    return "  blocks q/kv/kv_compute " + ", ".join(f"{n} {edges(b)}" for n, b in block_sizes.items())
 
 
 def _print_cost_table(rows: list[dict], topology: str) -> None:
@@ -463,7 +532,7 @@ def _print_cost_table(rows: list[dict], topology: str) -> None:
             "+ glue (max(FLOPs / peak, bytes / bandwidth))"
         )
     print(
-        f"{'pattern':<16}{'seq':>6} {'backend':<16}{'density':>9}{'fwd+bwd_GF':>12}"
+        f"{'pattern':<16}{'seq':>6} {'backend':<22}{'density':>9}{'fwd+bwd_GF':>12}"
         f"{'GB':>8}{'kern_GB':>9}{'glue_GB':>9}{'code_MB':>9}{'steps':>8}{'kern_ms':>9}{'glue_ms':>9}"
         f"{'est_ms':>8}{'vs_splash':>11}"
     )
@@ -474,14 +543,9 @@ def _print_cost_table(rows: list[dict], topology: str) -> None:
             else f"{'':>34}"
         )
         ratio = f"{r['est_ms_ratio_vs_jax_splash']:>11.2f}" if "est_ms_ratio_vs_jax_splash" in r else ""
-        blocks = r.get("block_sizes")
-        note = (
-            f"  blocks q/kv/kv_compute {blocks['block_q']}/{blocks['block_kv']}/{blocks['block_kv_compute']}"
-            if blocks
-            else ""
-        )
+        note = _blocks_note(r.get("block_sizes"))
         print(
-            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}{r['density']:>9.4f}"
+            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<22}{r['density']:>9.4f}"
             f"{r['fwd_bwd_gflop']:>12.2f}"
             f"{r['fwd_bwd_gbytes']:>8.3f}{r['kernel_gbytes']:>9.3f}{r['glue_gbytes']:>9.3f}"
             f"{r['code_mbytes']:>9.2f}{est}{ratio}{note}"
@@ -490,7 +554,7 @@ def _print_cost_table(rows: list[dict], topology: str) -> None:
 
 def _print_table(rows: list[dict]) -> None:
     header = (
-        f"{'pattern':<16}{'seq':>6} {'backend':<16}{'pattern_d':>10}{'density':>9}{'fwd_ms':>10}"
+        f"{'pattern':<16}{'seq':>6} {'backend':<22}{'pattern_d':>10}{'density':>9}{'fwd_ms':>10}"
         f"{'fwd+bwd_ms':>12}{'peak_MB':>10}{'x_fwd':>7}{'x_fwd+bwd':>10}{'0.5/d':>7}{'x_vs_flash':>11}"
     )
     print(header)
@@ -501,7 +565,7 @@ def _print_table(rows: list[dict]) -> None:
         target = f"{0.5 / r['density']:>7.2f}" if r["backend"] != "dense" else f"{'':>7}"
         target += f"{r['speedup_vs_jax_flash_fwd_bwd']:>11.2f}" if "speedup_vs_jax_flash_fwd_bwd" in r else ""
         print(
-            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<16}"
+            f"{r['pattern']:<16}{r['seq']:>6} {r['backend']:<22}"
             f"{r['pattern_density']:>10.4f}{r['density']:>9.4f}"
             f"{r['fwd_ms']:>10.1f}{r['fwd_bwd_ms']:>12.1f}{r['peak_mem_mb']:>10.1f}{speed}{target}"
         )
@@ -529,6 +593,13 @@ def run(args: argparse.Namespace) -> int:
             f"backend jax_cudnn is cuDNN's attention and runs on an NVIDIA GPU only; this run is on "
             f"{args.topology or jax.default_backend()}: leave it out of --backends"
         )
+    if "jax_splash_components" in backends:
+        for seq in seqs:
+            if seq % args.stride:
+                raise UserError(
+                    f"backend jax_splash_components needs every --seq a multiple of --stride "
+                    f"({args.stride}), got {seq}: leave it out of --backends or change the length"
+                )
     uses_pallas = any(name.startswith("pallas") for name in backends)
     if uses_pallas:
         from pallas_kernels.sparse_flash import BlockSizeError, pallas_block_size
@@ -556,8 +627,8 @@ def run(args: argparse.Namespace) -> int:
         for seq in seqs:
             if topology:
                 group = [
-                    _best_splash(args, pattern, seq, device, topology, dump)
-                    if backend == "jax_splash"
+                    _best_splash(args, pattern, seq, device, topology, dump, backend)
+                    if backend in SPLASH_BACKENDS
                     else _compiled_cost(args, pattern, seq, backend, device, topology, dump)
                     for backend in backends
                 ]

@@ -176,6 +176,9 @@ def splash_sweep_ms(
     return bound * 1e3 + grid_steps * TPU_STEP_US * 1e-3
 
 
-def splash_grid_steps(seq: int, heads: int, batch: int, block_q: int, block_kv: int) -> int:
-    """Splash's forward, dq and dk/dv grids walk every (query block, key block) pair per head."""
-    return 3 * batch * heads * math.ceil(seq / block_q) * math.ceil(seq / block_kv)
+def splash_grid_steps(
+    seq: int, heads: int, batch: int, block_q: int, block_kv: int, *, kv_seq: int | None = None
+) -> int:
+    """Splash's forward, dq and dk/dv grids walk every (query block, key block) pair per head (`kv_seq`:
+    the key length where it differs from the query length)."""
+    return 3 * batch * heads * math.ceil(seq / block_q) * math.ceil((kv_seq or seq) / block_kv)

@@ -85,3 +85,5 @@ def test_splash_costs_split_by_kernel_add_up_to_nine_block_matmuls():
     assert sum(f for f, _ in costs.values()) == 2 * 10 * 9 * 2 * 128 * 256 * 64
     assert costs["fwd"][1] == 2 * (10 * 2 * 256 + 2 * 1024) * 64 * 2
     assert est.splash_grid_steps(1024, heads=2, batch=1, block_q=128, block_kv=256) == 3 * 2 * 8 * 4
+    # a component with fewer keys than queries (fixed's summary part)
+    assert est.splash_grid_steps(1024, 2, 1, 128, 256, kv_seq=512) == 3 * 2 * 8 * 2
