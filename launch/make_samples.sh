@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The listening samples in docs/samples/: four requests to a trained run, four candidates each, the
-# first of generate's ranking (the critic's pick; the likeliest when the run has no critic) kept as MIDI,
+# first of generate's ranking (by the run's sample.rank_by: the likeliest by default) kept as MIDI,
 # piano roll and a small OGG (FluidSynth + a GM soundfont, then oggenc).
 # Needs: pip install 'musenet-jax[audio]'; apt-get install fluidsynth fluid-soundfont-gm vorbis-tools
 # Usage: bash launch/make_samples.sh SOURCE [OUT]   (SOURCE: a run, a bundle or `bundled`; OUT: docs/samples)
