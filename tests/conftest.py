@@ -4,7 +4,6 @@ compilation cache for the whole test run."""
 import atexit
 import os
 import shutil
-import signal
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -91,13 +90,3 @@ def mixed_midi_dir(tmp_path_factory):
     (root / "empty.mid").write_bytes(b"")
     (root / "notes.mid").write_text("a text file named .mid")
     return root
-
-
-@pytest.fixture(autouse=True)
-def sigint_as_it_was():
-    """Puts SIGINT's handler back after each test: a test that leaves it ignored in an xdist worker makes
-    every CLI subprocess the worker starts later ignore Ctrl-C too (an inherited SIG_IGN), and the Ctrl-C
-    tests that happen to run after it on that worker fail."""
-    before = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, before)

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import pytest
-from cli_runs import one_error_line, run_cli
+from cli_runs import ctrl_c_as_at_a_terminal, one_error_line, run_cli
 from hub_standin import hub_standin
 from midi_corpus import packaged_midi_files
 from tiny_run import TINY_RUN
@@ -362,6 +362,7 @@ def test_three_ctrl_c_during_the_stop_save_exit_non_zero_without_a_traceback(mus
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     deadline = time.monotonic() + 300
     while not (workdir / "metrics.jsonl").is_file() or not (workdir / "metrics.jsonl").read_text().count(

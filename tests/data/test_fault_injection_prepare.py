@@ -17,6 +17,7 @@ import textwrap
 import mido
 import numpy as np
 import pytest
+from cli_runs import ctrl_c_as_at_a_terminal
 from midi_corpus import hostile_gap_midi
 from test_fault_injection_data import cli, folder_of, good_files, one_error_line, prepare_cli
 
@@ -231,7 +232,10 @@ def _train_as_process_1(coordinator: str, workdir, timeout_s: int | None = None)
 def test_a_process_waiting_for_its_coordinator_says_so_and_stops_on_ctrl_c(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"  # nobody listens there
     proc = subprocess.Popen(
-        _train_as_process_1(coordinator, tmp_path / "w"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _train_as_process_1(coordinator, tmp_path / "w"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     waiting = proc.stderr.readline().decode().strip()
     assert waiting == (
@@ -346,7 +350,12 @@ def _start_prepare(midi_dir, data_dir) -> subprocess.Popen:
         "--workers",
         "2",
     ]
-    proc = subprocess.Popen(musenet("prepare", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        musenet("prepare", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=ctrl_c_as_at_a_terminal,
+    )
     assert b"/300" in _read_until(proc.stderr, rb"converting:.*\b[1-9]\d*/300")
     return proc
 

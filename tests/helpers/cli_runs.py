@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import signal
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from musenet_jax.cli.main import main
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """`preexec_fn` of a CLI subprocess a test sends Ctrl-C: SIGINT at its default, as a terminal's foreground
+    job has it. A worker started in the background by a non-interactive shell ignores SIGINT, its children
+    inherit that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
