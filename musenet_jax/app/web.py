@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gradio as gr
@@ -30,6 +30,7 @@ from musenet_jax.app.co_composer import (
     Stopped,
 )
 from musenet_jax.app.openings import OPENINGS
+from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
 
@@ -241,6 +242,7 @@ class CoComposerApp:
             ),
             settings,
             progress,
+            note=self._pairing_note(settings.composer, settings.instruments),
         )
 
     def _extend(
@@ -296,7 +298,13 @@ class CoComposerApp:
             settings,
             progress,
             heading=f"Adding {', '.join(chosen) or 'nothing'}: {settings.num_candidates} candidates...",
+            note=self._pairing_note(settings.composer, chosen),
         )
+
+    def _pairing_note(self, composer: str, families: Sequence[str]) -> str | None:
+        """`generate`'s line on a pairing the training data rarely or never shows, for the page."""
+        known = [name for name in families if name in FAMILIES]
+        return pairing_note(self.composer.run.note_facts, composer, known)
 
     def _inside_settings(self, session, temperature, top_p, count) -> Settings:
         """The settings of a fill or an added part (the piece's own composer and instruments); a model
@@ -337,6 +345,7 @@ class CoComposerApp:
         settings: Settings,
         progress: gr.Progress,
         heading: str | None = None,
+        note: str | None = None,
     ) -> Iterator[dict]:
         """Runs `work` in a worker thread; yields page updates as it reports: seconds composed, each
         candidate once its files exist, then the whole round. Leaving early (Stop, a closed page)
@@ -380,7 +389,8 @@ class CoComposerApp:
                     if event.error is not None:
                         with _one_line():
                             raise event.error
-                    yield self._view(event.result, "Choose a candidate, then Extend; or Compose anew.")
+                    done = "Choose a candidate, then Extend; or Compose anew."
+                    yield self._view(event.result, done if note is None else f"{done}\n\n{note}")
                     return
         finally:
             if not finished:
