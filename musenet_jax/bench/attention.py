@@ -376,9 +376,9 @@ def _compiled_cost(
     splash_blocks: tuple[tuple[int, int, int], ...] | None = None,
 ) -> dict:
     """One backend compiled for one TPU chip: XLA's cost analysis of the whole program (Pallas kernels count
-    by their declared cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, so its kernels
-    are counted from its mask), kernels and glue apart, code size, the Mosaic kernels' grid steps and vector
-    ops, and est_ms (kernel_estimate.py)."""
+    by their declared cost estimates, see pallas_kernels/kernel_cost.py; splash declares none, which XLA
+    counts as nothing, so its kernels are counted from its mask and added), kernels and glue apart, code
+    size, the Mosaic kernels' grid steps and vector ops, and est_ms (kernel_estimate.py)."""
     import jax
     import jax.numpy as jnp
 
@@ -407,6 +407,8 @@ def _compiled_cost(
     cost, fwd_flops = fwd_bwd.cost_analysis(), fwd.cost_analysis()["flops"]
     flops, nbytes = cost["flops"], cost["bytes accessed"]
     declared = est.declared_kernel_costs(fwd_bwd.as_text())
+    # Glue: the ops outside the kernels, for every backend; XLA counts a kernel without a declared cost as
+    # 0 FLOPs and 0 bytes (tests/bench/test_hlo_glue.py), so nothing of splash's is in it.
     glue_flops = flops - sum(f for f, _ in declared.values())
     glue_bytes = nbytes - sum(b for _, b in declared.values())
     if backend in SPLASH_BACKENDS:  # undeclared kernels: counted from the masks, by phase
@@ -428,7 +430,7 @@ def _compiled_cost(
         "kernel_gflop": kernel_flops / 1e9,
         "glue_gflop": glue_flops / 1e9,
         "code_mbytes": fwd_bwd.memory_analysis().generated_code_size_in_bytes / 1e6,
-        # Glue by kind, estimated from the HLO's shapes (hlo_glue.py): prefetch, relayout, gather, compute.
+        # Glue by kind, per op as XLA counts it (hlo_glue.py): prefetch, relayout, gather, compute.
         "glue_gbytes_by_kind": hlo_glue.glue_by_kind(fwd_bwd.as_text()),
     }
     if block_sizes is not None and backend == "jax_splash":

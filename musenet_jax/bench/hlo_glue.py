@@ -1,9 +1,14 @@
 """The XLA code around the kernels ("glue") of a compiled program, read from its optimized HLO text: what
-kind of work it is and roughly how many bytes each kind moves, and which data-movement ops it holds.
+kind of work it is and how many bytes each kind moves, and which data-movement ops it holds.
 
 Every instruction of the entry computation that is not a Mosaic kernel (a `tpu_custom_call`), a parameter,
-a constant, a tuple or a bitcast is glue; its bytes are its output's plus its operands' (an estimate: XLA's
-own cost analysis, which the bench reports as `glue_gbytes`, is the authority for the total). Kinds:
+a constant, a tuple or a bitcast is glue. Its bytes are counted as XLA's TPU cost analysis counts them: its
+operands' and its output's, each at its size in HBM, where an array's two minor dimensions are padded to
+whole tiles (`T(8,128)`: a [4096, 64] bf16 array holds 4096 x 128 lanes); a copy-done counts its output
+only, its copy-start the source and the tuple of both buffers. So the kinds add up to the bench's
+`glue_gbytes` (XLA's whole-program bytes less the kernels' declared cost) where every op reads its operands
+whole (at musenet_72l's shapes to within a few hundred bytes); a gather, or a fusion that reads part of an
+operand, XLA counts by rules of its own, and there the kinds are an estimate. Kinds:
   prefetch   copy-start / copy-done: XLA's memory-space assignment moving an array between memory spaces
   relayout   copy, transpose, reshape that is not a bitcast, and fusions made only of them
   gather     gather / scatter, or a fusion holding one
@@ -13,24 +18,41 @@ own cost analysis, which the bench reports as `glue_gbytes`, is the authority fo
 from __future__ import annotations
 
 import collections
+import math
 import re
 
 _SIZES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "f64": 8}
-_ARRAY = re.compile(r"\b(pred|s8|u8|bf16|f16|s32|u32|f32|s64|f64)\[([0-9,]*)\]")
+_ARRAY = re.compile(r"\b(pred|s8|u8|bf16|f16|s32|u32|f32|s64|f64)\[([0-9,]*)\](?:\{([^}]*)\})?")
+_TILE = re.compile(r"T\(([0-9,]+)\)")
+# A prefetch's sync flag (a u32 scalar in memory space 2), which XLA's cost analysis counts as 4 KiB (read
+# off its totals: 4,092 bytes more per copy-start than the flag's 4).
+_SYNC_FLAG = re.compile(r"\bS\(2\)")
+SYNC_FLAG_BYTES = 4096
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.-]+) = (.*?) ([a-z][\w-]*)\((.*)$")
 _SKIP = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "partition-id"}
 _MOVES = {"copy", "transpose", "reshape"}
 DATA_MOVEMENT_OPS = ("transpose", "gather", "scatter")
 
 
+def _array_bytes(dtype: str, dims: str, layout: str) -> int:
+    """One array's bytes in HBM: its dimensions in layout order (major to minor), the minor ones padded to
+    whole tiles of the layout's first tiling (a scalar is padded to a whole tile too)."""
+    shape = [int(d) for d in dims.split(",") if d]
+    order, _, tiling = (layout or "").partition(":")
+    if _SYNC_FLAG.search(tiling):
+        return SYNC_FLAG_BYTES
+    minor_to_major = [int(d) for d in order.split(",") if d.strip()]
+    physical = [shape[d] for d in reversed(minor_to_major)] if minor_to_major else shape
+    tile = _TILE.search(tiling)
+    if tile:
+        physical = physical or [1]
+        for axis, edge in zip(range(len(physical) - 1, -1, -1), reversed(tile.group(1).split(","))):
+            physical[axis] = -(-physical[axis] // int(edge)) * int(edge)
+    return math.prod(physical) * _SIZES[dtype]
+
+
 def _bytes(shapes: str) -> int:
-    total = 0
-    for dtype, dims in _ARRAY.findall(shapes):
-        count = 1
-        for d in filter(None, dims.split(",")):
-            count *= int(d)
-        total += count * _SIZES[dtype]
-    return total
+    return sum(_array_bytes(*array) for array in _ARRAY.findall(shapes))
 
 
 def _computations(hlo: str) -> dict[str, str]:
@@ -40,7 +62,7 @@ def _computations(hlo: str) -> dict[str, str]:
         header = re.match(r"^(?:ENTRY )?%([\w.-]+) ", line)
         if header and line.rstrip().endswith("{"):
             name, lines = header.group(1), []
-        elif line.startswith("}") and name:
+        elif line.rstrip() == "}" and name:  # not "}}": the end of a kernel's multi-line attribute
             bodies[name] = "\n".join(lines)
             name = None
         elif name:
@@ -49,8 +71,9 @@ def _computations(hlo: str) -> dict[str, str]:
 
 
 def _entry(hlo: str) -> str:
+    """The entry computation, to its closing brace (a kernel's multi-line attribute ends in "}}" lines)."""
     start = hlo.index("\nENTRY ")
-    return hlo[start : hlo.index("\n}", start)]
+    return hlo[start : (hlo + "\n").index("\n}\n", start)]
 
 
 def _ops(body: str) -> set[str]:
@@ -81,7 +104,7 @@ def _kind(op: str, inner: set[str]) -> str:
 
 
 def glue_by_kind(hlo: str) -> dict[str, float]:
-    """Estimated glue bytes of a compiled program per kind (module docstring), in GB."""
+    """Glue bytes of a compiled program per kind (module docstring), in GB."""
     bodies, shapes, totals = _computations(hlo), {}, collections.Counter()
     for line in _entry(hlo).splitlines()[1:]:
         match = _INSTRUCTION.match(line)
@@ -94,7 +117,7 @@ def glue_by_kind(hlo: str) -> dict[str, float]:
         operands = re.findall(r"%([\w.-]+)", rest.split("),")[0])
         moved = _bytes(out_shape) + sum(_bytes(shapes.get(o, "")) for o in operands)
         if op == "copy-done":
-            moved = 0  # the copy-start carries the copy (its output tuple holds source and destination)
+            moved = _bytes(out_shape)  # as XLA counts it: the copy-start has read the source
         totals[_kind(op, _fusion_ops(line, bodies) if op == "fusion" else set())] += moved
     return {kind: totals[kind] / 1e9 for kind in ("prefetch", "relayout", "gather", "compute")}
 

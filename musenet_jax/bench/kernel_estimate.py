@@ -9,11 +9,12 @@ with a vector-unit term read from the compiled kernel, plus the XLA code around 
 FLOPs and bytes of a kernel are what its `pl.CostEstimate` declares (read from the compiled HLO's custom
 calls); kernels that declare none (JAX's splash attention) are counted from their active blocks the way
 ours count theirs (`splash_kernel_costs`). Glue is the program's cost analysis minus the kernels'
-declared cost. Vector ops are counted in the kernel's final low-level program from libtpu's Mosaic dump
-(`vector_ops_per_step`): every vector ALU, compare, select, pack, permute and transcendental instruction of
-the heaviest branch one grid step can take, loops multiplied out. The vector rate assumes VALU_SLOTS
-vector instructions per cycle per TensorCore at the chip's clock (an assumption, not a data-sheet figure;
-`--topology` estimates are only as good as it).
+declared cost: the XLA ops outside the kernels, for every backend (XLA counts a kernel that declares no
+cost as 0 FLOPs and 0 bytes). Vector ops are counted in the kernel's final low-level program from libtpu's
+Mosaic dump (`vector_ops_per_step`): every vector ALU, compare, select, pack, permute and transcendental
+instruction of the heaviest branch one grid step can take, loops multiplied out. The vector rate assumes
+VALU_SLOTS vector instructions per cycle per TensorCore at the chip's clock (an assumption, not a data-sheet
+figure; `--topology` estimates are only as good as it).
 """
 
 from __future__ import annotations

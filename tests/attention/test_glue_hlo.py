@@ -66,8 +66,8 @@ def test_forward_backward_has_no_transpose_gather_or_scatter_outside_the_kernels
     """strided(l)'s far part runs on the [B, L / l, l, H * D] view (strided_far_tpu: no fold), fixed(l,
     c)'s summary keys are read in place from that view and their dk / dv added in place (flash_tpu
     kv_tail): no data movement op, for strided no relayout of q, k, v or their gradients (only the far
-    part's float32 row statistics change order: 3 x [4, 1024] float32, read and written, ~0.1 MB), and for
-    fixed no slice of k / v or pad of dk / dv."""
+    part's float32 row statistics change order: 3 x [4, 1024] float32 to and from [4, 32, 32], whose 32 lanes
+    are stored in 128, 0.25 MB read and written), and for fixed no slice of k / v or pad of dk / dv."""
     compiled = _compile(pattern)
     assert compiled["ops"] == {"transpose": [], "gather": [], "scatter": []}
     assert compiled["glue"]["gather"] == 0.0
@@ -76,7 +76,7 @@ def test_forward_backward_has_no_transpose_gather_or_scatter_outside_the_kernels
         assert compiled["kernels"] == sorted(
             band + ["sparse_flash_delta", "strided_far_bwd", "strided_far_fwd"]
         )
-        assert compiled["glue"]["relayout"] < 0.2e-3  # GB; one copy of q alone would be 0.5e-3
+        assert compiled["glue"]["relayout"] < 0.5e-3  # GB; one copy of q alone reads and writes 1.0e-3
     else:  # the op is really there: both components' forward, dq and dk/dv, and the delta
         assert compiled["kernels"] == sorted(band * 2 + ["sparse_flash_delta"])
         # the summary keys are read in place: no slice of k / v, no pad of dk / dv
