@@ -77,6 +77,7 @@ def test_a_due_part_allows_only_its_note_ons_and_sounding_keeps_it_heard():
     assert heard[1, FAMILIES.index("piano")] == 50
 
 
+@pytest.mark.slow
 def test_a_requested_family_the_model_never_plays_keeps_playing_with_short_rests(model_without_strings):
     request = make_request(TOKENIZER, "bach", "piano,strings", 3.0)
     rest = round(0.5 / TOKENIZER.step_s)
