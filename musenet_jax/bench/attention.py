@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import re
 import statistics
 import time
 
@@ -177,6 +178,19 @@ def _jax_cudnn(q, k, v):
     import jax
 
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def _unfit_blocks(err: Exception, args: argparse.Namespace, backend: str, pattern, seq: int) -> Exception:
+    """A kernel whose blocks overflow the TPU core's scoped VMEM as one line saying what to change; any
+    other compile failure as it is."""
+    found = re.search(r"Scoped allocation with size (\S+) and limit (\S+) exceeded", str(err))
+    if found is None:
+        return err
+    return UserError(
+        f"{backend} on {pattern.name} at n = {seq}: blocks of {args.block_size} with {args.heads} heads of "
+        f"{args.head_dim} need {found[1]}B of the TPU core's scoped VMEM (limit {found[2]}B); "
+        f"use a smaller --block-size"
+    )
 
 
 def _splash_mask(pattern, seq: int):
@@ -398,7 +412,10 @@ def _compiled_cost(
 
     def compile_and_read(fn, *shapes):
         before = mosaic_dump.snapshot(dump) if dump else frozenset()
-        compiled = jax.jit(fn).lower(*shapes).compile()
+        try:
+            compiled = jax.jit(fn).lower(*shapes).compile()
+        except jax.errors.JaxRuntimeError as err:
+            raise _unfit_blocks(err, args, backend, pattern, seq) from None
         kernels = mosaic_dump.kernels(dump, since=before) if dump else []
         return compiled, kernels
 

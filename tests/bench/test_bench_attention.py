@@ -51,3 +51,20 @@ def test_splash_row_carries_its_swept_block_sizes():
         assert row["est_ms"] == pytest.approx(row["kernel_ms"] + row["glue_ms"]) and row["code_mbytes"] > 0
         assert row["fwd_bwd_gbytes"] == pytest.approx(row["kernel_gbytes"] + row["glue_gbytes"])
     assert pallas["est_ms_ratio_vs_jax_splash"] == pytest.approx(pallas["est_ms"] / splash_row["est_ms"])
+
+
+@pytest.mark.slow
+def test_blocks_that_overflow_the_cores_vmem_are_one_line_not_a_traceback():
+    """fixed(128, 32) at n = 8192 with blocks of 512 and 24 heads of 64 asks Mosaic for 16.7 MB of the core's
+    16 MB scoped VMEM: the bench says so and what to change."""
+    argv = ["--seq", "8192", "--pattern", "fixed", "--heads", "24", "--head-dim", "64", "--block-size", "512"]
+    argv += ["--dtype", "bfloat16", "--topology", "v5p:2x2x1", "--backends", "pallas"]
+    done = subprocess.run(
+        [sys.executable, "-m", "musenet_jax.cli.main", "bench", "attention", *argv],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("musenet-jax bench: error:")]
+    assert "blocks of 512" in line and "scoped VMEM" in line and line.endswith("use a smaller --block-size")
