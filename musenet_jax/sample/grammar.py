@@ -252,14 +252,15 @@ def owed_parts(allowed: jax.Array, tables: GrammarTables, due: jax.Array) -> jax
 
 
 def heard_at(
-    heard: jax.Array, before: GrammarState, after: GrammarState, token: jax.Array, tables: GrammarTables
+    heard: jax.Array, sounding_before: jax.Array, after: GrammarState, token: jax.Array, tables: GrammarTables
 ) -> jax.Array:
     """int32 [B, families] (rule 12): the last time each family sounded, after `token` [B] took the state
-    from `before` to `after` (a note held through a wait sounded until the wait's end)."""
+    whose `family_sounding` was `sounding_before` to `after` (a note held through a wait sounded until the
+    wait's end)."""
     struck = jnp.asarray(tables.is_on | tables.is_off)[token]
     family = jnp.asarray(tables.family)[token]
     touched = struck[:, None] & (jnp.arange(heard.shape[1])[None] == family[:, None])
-    sounded = family_sounding(before, tables) | family_sounding(after, tables) | touched
+    sounded = sounding_before | family_sounding(after, tables) | touched
     return jnp.where(sounded, after.time[:, None], heard)
 
 

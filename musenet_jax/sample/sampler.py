@@ -169,7 +169,8 @@ class Sampler:
             wait_steps = jnp.asarray(tables.wait_steps)
             # A wait lands on the next given token, and where a resting owed family must play again.
             land_at = jnp.where(pending, forced_at, NEVER)
-            resting = st.owed & ~family_sounding(st.grammar, tables) & (due_at > time[:, None])
+            sounding = family_sounding(st.grammar, tables)
+            resting = st.owed & ~sounding & (due_at > time[:, None])
             next_due = jnp.min(jnp.where(resting, due_at, NEVER), axis=1)
             land_at = jnp.minimum(land_at, next_due)
             passes = (wait_steps[token] > 0) & (time + wait_steps[token] > land_at)
@@ -195,7 +196,7 @@ class Sampler:
                 logprob=st.logprob + jnp.where(active & ~due, logp, 0.0),
                 drawn=st.drawn + active.astype(jnp.int32),
                 forced_next=st.forced_next + (active & due).astype(jnp.int32),
-                heard=heard_at(st.heard, st.grammar, grammar, token, tables),
+                heard=heard_at(st.heard, sounding, grammar, token, tables),
                 key=key,
             )
 

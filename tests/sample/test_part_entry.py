@@ -21,6 +21,7 @@ from musenet_jax.sample.grammar import (
     GrammarTables,
     advance,
     allowed_tokens,
+    family_sounding,
     heard_at,
     owed_parts,
 )
@@ -71,7 +72,7 @@ def test_a_due_part_allows_only_its_note_ons_and_sounding_keeps_it_heard():
     for pair in tokens:  # a held strings note, a piano note; then a wait of 50 steps
         ids = jnp.array([VOCAB.id(t) if isinstance(t, str) else t for t in pair])
         after = advance(state, ids, tables, jnp.array([True, True]))
-        heard, state = heard_at(heard, state, after, ids, tables), after
+        heard, state = heard_at(heard, family_sounding(state, tables), after, ids, tables), after
     heard = np.asarray(heard)
     assert heard[0, STRINGS] == 50 and heard[1, STRINGS] == 0  # held through the wait; never played
     assert heard[1, FAMILIES.index("piano")] == 50
