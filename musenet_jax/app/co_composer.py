@@ -409,8 +409,15 @@ class CoComposer:
         start_steps = duration_steps(piece.ids, vocab)
         target = start_steps + max(1, round(settings.seconds / tokenizer.step_s))
         piece_steps = max(target, round(self.piece_seconds / tokenizer.step_s))
-        allowed = piece.allowed
-        request = Request(piece.ids, piece.prefix_length, target, piece_steps, allowed, False, owed=allowed)
+        request = Request(
+            piece.ids,
+            piece.prefix_length,
+            target,
+            piece_steps,
+            piece.allowed,
+            may_end=False,
+            owed=piece.allowed,
+        )
         budget = token_budget(settings.seconds, int(piece.allowed.sum()), self.run.cfg.sample.max_new_tokens)
         history = math.ceil((len(piece.ids) + budget) / HISTORY_BUCKET) * HISTORY_BUCKET
         start_s = start_steps * tokenizer.step_s
