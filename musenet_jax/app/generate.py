@@ -93,6 +93,13 @@ def drone_warning(entry: dict[str, Any]) -> str:
     )
 
 
+def say_rare_pairing(run: Run, composer: str, families: list[str], say: Callable[[str], None]) -> None:
+    """The one line on a requested pairing the run's training data rarely or never shows, if it is one."""
+    rare = pairing_note(run.note_facts, composer, families)
+    if rare:
+        say(rare)
+
+
 def critic_scores(run: Run, sequences: list[np.ndarray], say: Callable[[str], None]) -> np.ndarray | None:
     """The run's critic's P(real) of each sequence, or None without a critic (said in one line when the
     run's `sample.rank_by` asked to rank by it)."""
@@ -132,9 +139,7 @@ def generate(
         piece_seconds=sc.piece_seconds,
     )
     budget = token_budget(sc.seconds, int(request.families.sum()), sc.max_new_tokens)
-    rare = pairing_note(run.note_facts, composer, parse_instruments(instruments))
-    if rare:
-        say(rare)
+    say_rare_pairing(run, composer, parse_instruments(instruments), say)
     sampler = run.sampler()
     with tqdm(total=budget, unit="tok", desc="sampling", disable=not show_progress) as bar:
 

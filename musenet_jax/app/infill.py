@@ -26,9 +26,9 @@ from musenet_jax.app.generate import (
     output_names,
     prepare_out_dir,
     rank_candidates,
+    say_rare_pairing,
 )
 from musenet_jax.app.run import Run
-from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import FAMILIES
@@ -77,7 +77,7 @@ def infill(
         key=FAMILIES.index,
     )
     request = anticipated_request(tokenizer, composer, given, families, families)
-    _say_rare_pairing(run, composer, [FAMILIES[f] for f in np.flatnonzero(request.owed)], say)
+    say_rare_pairing(run, composer, [FAMILIES[f] for f in np.flatnonzero(request.owed)], say)
     return _sample_and_write(
         run,
         out,
@@ -110,16 +110,10 @@ def accompany(
     present = [FAMILIES[f] for f in np.unique(given.events.family)]
     families = sorted({*present, *new}, key=FAMILIES.index)
     request = anticipated_request(tokenizer, composer, given, families, new)
-    _say_rare_pairing(run, composer, new, say)
+    say_rare_pairing(run, composer, new, say)
     return _sample_and_write(
         run, out, request, given, composer, label="accompany", marks=(), say=say, show_progress=show_progress
     )
-
-
-def _say_rare_pairing(run: Run, composer: str, added: list[str], say: Callable[[str], None]) -> None:
-    rare = pairing_note(run.note_facts, composer, added)
-    if rare:
-        say(rare)
 
 
 def _sample_and_write(
