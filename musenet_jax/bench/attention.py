@@ -428,8 +428,8 @@ def _compiled_cost(
     # 0 FLOPs and 0 bytes (tests/bench/test_hlo_glue.py), so nothing of splash's is in it.
     glue_flops = flops - sum(f for f, _ in declared.values())
     glue_bytes = nbytes - sum(b for _, b in declared.values())
-    if backend in SPLASH_BACKENDS:  # undeclared kernels: counted from the masks, by phase
-        masks = _splash_masks(pattern, seq, backend)
+    masks = _splash_masks(pattern, seq, backend) if backend in SPLASH_BACKENDS else {}
+    if masks:  # undeclared kernels: counted from the masks, by phase
         by_phase = _splash_costs(args, masks, splash_blocks or ((128, 128),) * len(masks))
         phase = {k.name: next(p for p in ("dkv", "dq", "fwd") if f"_{p}" in k.name) for k in dumped}
         declared = {name: by_phase[p] for name, p in phase.items()}
@@ -453,8 +453,7 @@ def _compiled_cost(
     if block_sizes is not None and backend == "jax_splash":
         row["block_sizes"] = _block_sizes_dict(block_sizes[0])
     elif block_sizes is not None:  # one splash call per component: {component: BlockSizes fields}
-        names = _splash_masks(pattern, seq, backend)
-        row["block_sizes"] = {name: _block_sizes_dict(b) for name, b in zip(names, block_sizes)}
+        row["block_sizes"] = {name: _block_sizes_dict(b) for name, b in zip(masks, block_sizes)}
     if dump is None or (declared and not dumped):  # libtpu started before the dump was asked for
         return row
     kernels = []
