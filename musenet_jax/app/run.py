@@ -74,9 +74,11 @@ class Run:
             opening_note=sc.opening_note_rule,
             key_bias=sc.key_bias,
             motif_bias=sc.motif_bias,
+            form_bias=sc.form_bias,
         )
         settings = sc if settings is None else settings
-        return Sampler(self.model, self.tokenizer, settings, tables)
+        plans = dict(self.note_facts.composer_plans) if self.note_facts is not None else {}
+        return Sampler(self.model, self.tokenizer, settings, tables, plans)
 
     def critic(self) -> Critic | None:
         """The critic trained into this run or bundle, or None when there is none."""

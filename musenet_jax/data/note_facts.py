@@ -1,7 +1,8 @@
 """What the training split says about notes, per instrument family: the pitches each family plays and how
-long its notes last. Sampling may hold a model to these facts (`sample.pitch_range_rule`,
-`sample.note_length_rule`): a small model samples pitches no piano plays and forgets to release its notes,
-and both show at once in a piece's statistics.
+long its notes last; and, per composer, which families its pieces pair and where they repeat (form plans).
+Sampling may hold a model to these facts (`sample.pitch_range_rule`, `sample.note_length_rule`,
+`sample.form_bias`): a small model samples pitches no piano plays, forgets to release its notes and never
+brings a passage back, and all three show in a piece's statistics.
 
 Computed once from the train split when training starts and stored beside the checkpoints as
 `W/note_facts.json`, so a trained run carries them without its dataset.
@@ -18,6 +19,7 @@ import numpy as np
 from etils import epath
 
 from musenet_jax.data.config import DataConfig
+from musenet_jax.data.form_plans import Plan, composer_plans, piece_plan
 from musenet_jax.data.pipeline import open_split
 from musenet_jax.encoding.families import DRUMS, FAMILIES
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -41,12 +43,18 @@ class NoteFacts:
     # Per composer, the pieces that carry each family (indexed like `FAMILIES`) and its piece count; empty
     # in facts recorded before pairings were counted.
     composer_family_pieces: tuple[tuple[str, tuple[int, ...], int], ...] = ()
+    # Per composer, the form plans of its training pieces (`data/form_plans.py`: where each brings a passage
+    # back), at most `PLANS_PER_COMPOSER`; empty in facts recorded before plans were kept.
+    composer_plans: tuple[tuple[str, tuple[Plan, ...]], ...] = ()
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["composer_family_pieces"] = {
             name: {"pieces": total, "with_family": list(counts)}
             for name, counts, total in self.composer_family_pieces
+        }
+        data["composer_plans"] = {
+            name: [[list(repeat) for repeat in plan] for plan in plans] for name, plans in self.composer_plans
         }
         return data
 
@@ -56,13 +64,18 @@ class NoteFacts:
             (name, tuple(entry["with_family"]), int(entry["pieces"]))
             for name, entry in sorted(data.get("composer_family_pieces", {}).items())
         )
+        plans = tuple(
+            (name, tuple(tuple(tuple(int(v) for v in repeat) for repeat in plan) for plan in entry))
+            for name, entry in sorted(data.get("composer_plans", {}).items())
+        )
         return cls(
             **{
                 f.name: tuple(data[f.name]) if f.name != "time_step_ms" else int(data[f.name])
                 for f in dataclasses.fields(cls)
-                if f.name != "composer_family_pieces"
+                if f.name not in ("composer_family_pieces", "composer_plans")
             },
             composer_family_pieces=pairs,
+            composer_plans=plans,
         )
 
     def pairing(self, composer: str, family: int) -> tuple[int, int] | None:
@@ -73,12 +86,17 @@ class NoteFacts:
                 return counts[family], total
         return None
 
+    def plans(self, composer: str) -> tuple[Plan, ...]:
+        """The form plans of `composer`'s training pieces; empty when the facts keep none for it."""
+        return dict(self.composer_plans).get(composer, ())
+
 
 def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:
     """The facts of token sequences `pieces` (e.g. every piece of the train split)."""
     families, pitches, lengths = [], [], []
     pairs: dict[str, np.ndarray] = {}
     totals: dict[str, int] = {}
+    plans: dict[str, list[Plan]] = {}
     step_s = tokenizer.step_s
     for ids in pieces:
         ids = np.asarray(ids, np.int32)
@@ -86,6 +104,7 @@ def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:
         composer = tokenizer.composer_of(ids) or UNKNOWN_COMPOSER
         pairs.setdefault(composer, np.zeros(len(FAMILIES), np.int64))[np.unique(events.family)] += 1
         totals[composer] = totals.get(composer, 0) + 1
+        plans.setdefault(composer, []).append(piece_plan(events, step_s))
         families.append(events.family.astype(np.int64))
         pitches.append(events.pitch.astype(np.int64))
         lengths.append(np.rint((events.end_s - events.start_s) / step_s).astype(np.int64))
@@ -101,7 +120,10 @@ def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:
         melodic = mine.any() and f != DRUMS
         hold.append(int(np.ceil(np.quantile(length[mine], LENGTH_QUANTILE))) if melodic else 0)
     counted = tuple((name, tuple(int(c) for c in pairs[name]), totals[name]) for name in sorted(pairs))
-    return NoteFacts(tuple(notes), tuple(low), tuple(high), tuple(hold), tokenizer.cfg.time_step_ms, counted)
+    kept = tuple(composer_plans(plans).items())
+    return NoteFacts(
+        tuple(notes), tuple(low), tuple(high), tuple(hold), tokenizer.cfg.time_step_ms, counted, kept
+    )
 
 
 RARE_SHARE = 0.02  # a pairing in fewer than this share of a composer's training pieces is rare

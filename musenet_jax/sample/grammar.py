@@ -44,6 +44,10 @@ with strings or a bass under a piano, otherwise leaves the asked-for part silent
    where sampling begins, or since its last note sounded), and while the other rules allow one of its
    note-ons, only its note-ons may be drawn; a wait is cut to land on that time, and `end` waits for it.
    Which pitch, how long and what follows stay the model's.
+And a third soft rule, of form (real pieces bring whole passages back where a model drawing one token at a
+time rarely does; `sample/form.py`):
+13. form: each candidate follows a plan of repeats drawn from its composer's training pieces; while a
+   repeat is under way, the token the piece played `lag` steps earlier at this point gains `form_bias`.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -100,6 +104,7 @@ class GrammarTables:
     is_control: np.ndarray  # bool: a control token or the `anticipate` flag (rule 10)
     key_bias: float  # rule 9: logit penalty of an out-of-key note-on (0 = off)
     motif_bias: float  # rule 11: logit bonus of the note that continued the same notes last time (0 = off)
+    form_bias: float  # rule 13: logit bonus of the token a planned repeat plays again (0 = off)
     num_slots: int
     num_families: int
     end_id: int
@@ -119,10 +124,11 @@ class GrammarTables:
         opening_note: bool = False,
         key_bias: float = 0.0,
         motif_bias: float = 0.0,
+        form_bias: float = 0.0,
     ) -> GrammarTables:
         """Rules 1-5 always; with `facts`, rule 6 (`pitch_range`, widened by `pitch_margin` semitones)
         and rule 7 (`note_length`) where switched on; rule 8 where `opening_note`; rule 9 where
-        `key_bias` > 0; rule 11 where `motif_bias` > 0."""
+        `key_bias` > 0; rule 11 where `motif_bias` > 0; rule 13 where `form_bias` > 0."""
         kinds = vocab.token_kinds
         ids = np.arange(vocab.size)
         is_note = vocab.note_family >= 0
@@ -161,6 +167,7 @@ class GrammarTables:
             is_control=np.isin(kinds, (KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF)),
             key_bias=float(key_bias),
             motif_bias=float(motif_bias),
+            form_bias=float(form_bias),
             num_slots=num_slots,
             num_families=len(vocab.families),
             end_id=vocab.end_id,

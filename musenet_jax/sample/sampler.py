@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from musenet_jax.data.form_plans import Plan
 from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
 from musenet_jax.errors import UserError
@@ -36,6 +37,7 @@ from musenet_jax.model.transformer import MuseNet
 from musenet_jax.sample.conditioning import Request
 from musenet_jax.sample.config import SampleConfig
 from musenet_jax.sample.filtering import draw
+from musenet_jax.sample.form import current_lag, draw_plans, form_bonus, reprise_token
 from musenet_jax.sample.grammar import (
     GrammarState,
     GrammarTables,
@@ -92,6 +94,7 @@ class DecodeState:
     owed: jax.Array  # bool [B, families]: requested families, which may rest only so long (grammar rule 12)
     heard: jax.Array  # int32 [B, families]: the time each last sounded (the start of the new music at first)
     rest: jax.Array  # int32 [B]: the longest rest of an owed family, in steps
+    plan: jax.Array  # int32 [B, repeats, 3]: the form plan's (start, lag, end) repeats (grammar rule 13)
     key: jax.Array
 
 
@@ -107,13 +110,16 @@ class Sampler:
         tokenizer: Tokenizer,
         settings: SampleConfig = SampleConfig(),
         tables: GrammarTables | None = None,
+        plans: Mapping[str, Sequence[Plan]] | None = None,
     ):
-        """`tables`: the grammar (default: rules 1-5 of `grammar.py`, no facts of the data)."""
+        """`tables`: the grammar (default: rules 1-5 of `grammar.py`, no facts of the data); `plans`: each
+        composer's form plans, for rule 13 where `tables.form_bias` is on (`NoteFacts.composer_plans`)."""
         self.graphdef, self.params = nnx.split(model)
         self.context = model.cfg.context
         self.tokenizer = tokenizer
         self.settings = settings
         self.tables = GrammarTables.from_vocab(tokenizer.vocab) if tables is None else tables
+        self.plans = dict(plans or {})
         self._prefill = jax.jit(self._prefill_impl, static_argnames=("head", "body", "cache_len"))
         self._chunk = jax.jit(self._chunk_impl)
         self._replay = jax.jit(functools.partial(replay, tables=self.tables))
@@ -164,6 +170,10 @@ class Sampler:
             allowed = owed_parts(allowed_tokens(st.grammar, tables, st.families, may_end), tables, part_due)
             biased = st.logits + key_penalty(st.grammar, tables) if tables.key_bias else st.logits
             biased = biased + motif_bonus(st.grammar, tables) if tables.motif_bias else biased
+            if tables.form_bias:
+                lag = current_lag(st.plan, time)
+                again = reprise_token(st.tokens, st.times, st.length, st.grammar, lag, tables)
+                biased = biased + form_bonus(again, biased.shape[1], tables.form_bias)
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             wait_steps = jnp.asarray(tables.wait_steps)
@@ -240,8 +250,18 @@ class Sampler:
             owed=jnp.asarray(owed),
             heard=jnp.broadcast_to(grammar.time[:, None], owed.shape),
             rest=jnp.asarray(rest),
+            plan=jnp.asarray(self._plans(requests, seed)),
             key=jax.random.key(seed),
         )
+
+    def _plans(self, requests: Sequence[Request], seed: int) -> np.ndarray:
+        """Each row's form plan (rule 13), drawn from its composer's; none where the rule is off or the
+        request gives notes (infilling, accompaniment: the given notes carry the form)."""
+        drawing = self.tables.form_bias > 0
+        composers = [
+            self.tokenizer.composer_of(r.prompt) if drawing and not len(r.forced) else None for r in requests
+        ]
+        return draw_plans(self.plans, composers, seed)
 
     def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long
