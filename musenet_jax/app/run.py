@@ -80,8 +80,9 @@ class Run:
         plans = dict(self.note_facts.composer_plans) if self.note_facts is not None else {}
         if sc.form_bias > 0 and not plans:
             warn(
-                f"note: sample.form_bias is on but {self.source or self.workdir} keeps no form plans (its note "
-                "facts predate them), so no passage is planned to come back; runs trained from now on record them"
+                f"note: sample.form_bias is on but {self.source or self.workdir} keeps no form plans (its "
+                "note facts predate them), so no passage is planned to come back; runs trained from now on "
+                "record them"
             )
         return Sampler(self.model, self.tokenizer, settings, tables, plans)
 

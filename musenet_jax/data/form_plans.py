@@ -2,11 +2,11 @@
 
 A reel plays each strain twice, a chorale sings its first two lines again to new words; a model drawing one
 token at a time rarely brings a passage back by itself (docs/quality.md, "Form plans"). The training split
-says how each composer's pieces repeat: a piece's plan is the list of its repeats, each `(start, lag, end)`
-in time steps: from `start` to `end` the melody line plays what it played `lag` steps earlier. Plans of the
-composer's training pieces, pieces without repeats included, are kept with the note facts
-(`NoteFacts.composer_plans`); grammar rule 13 (`sample/form.py`) draws one per candidate, so its form is
-one the data has, as often as the data has it.
+says how each composer's pieces repeat: a piece's plan is its length and the list of its repeats, each
+`(start, lag, end)` in time steps: from `start` to `end` the melody line plays what it played `lag` steps
+earlier. Plans of the composer's training pieces, pieces without repeats included, are kept with the note
+facts (`NoteFacts.composer_plans`); grammar rule 13 (`sample/form.py`) draws them per candidate, one after
+another until they cover its length, so its form is one the data has, as often as the data has it.
 
 A repeat is found as a run of at least `MIN_RUN_NOTES` consecutive line notes, of at least
 `MIN_RUN_PITCHES` distinct pitches (a drone repeats at every lag), each sounding the pitch the line had
@@ -21,7 +21,10 @@ import numpy as np
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.melody import melody_onsets
 
-Plan = tuple[tuple[int, int, int], ...]  # ((start, lag, end) in time steps, ...), by start
+Repeat = tuple[int, int, int]  # (start, lag, end) in time steps
+Plan = tuple[
+    int, tuple[Repeat, ...]
+]  # (the piece's length in steps, at most PLAN_SECONDS; its repeats by start)
 
 MIN_RUN_NOTES = 8  # a shorter run is a figure, not a passage that comes back
 MIN_RUN_PITCHES = 3
@@ -30,12 +33,17 @@ MAX_LAG_S = 60.0
 PLAN_SECONDS = 300.0  # the plan covers a piece's first five minutes (MuseNet's pieces run four)
 ONSET_TOLERANCE_S = 0.03
 LAGS_TRIED = 6  # the most frequent same-pitch onset distances, per piece
-MAX_REPEATS = 8  # repeats kept per plan (the sampler's state holds this many)
+MAX_REPEATS = 8  # repeats kept per plan
 PLANS_PER_COMPOSER = 64  # plans kept per composer, drawn evenly from its pieces
 
 
 def piece_plan(events: Events, step_s: float) -> Plan:
-    """The repeats of a piece's melody line, longest first kept, then ordered by start."""
+    """The piece's length and the repeats of its melody line (the longest kept first), ordered by start."""
+    seconds = min(float(events.end_s.max()) if len(events) else 0.0, PLAN_SECONDS)
+    return max(1, round(seconds / step_s)), _repeats(events, step_s)
+
+
+def _repeats(events: Events, step_s: float) -> tuple[Repeat, ...]:
     onsets_s, pitches = melody_onsets(events)
     keep = onsets_s < PLAN_SECONDS
     onsets = np.rint(onsets_s[keep] / step_s).astype(np.int64)
@@ -46,7 +54,7 @@ def piece_plan(events: Events, step_s: float) -> Plan:
     runs = []
     for lag in _frequent_lags(onsets, pitches, step_s, tolerance):
         runs += _runs_at(onsets, pitches, lag, tolerance)
-    chosen: list[tuple[int, int, int]] = []
+    chosen: list[Repeat] = []
     for start, lag, end, _ in sorted(runs, key=lambda run: -run[3]):
         if len(chosen) < MAX_REPEATS and all(end <= s or start >= e for s, _, e in chosen):
             chosen.append((start, lag, end))

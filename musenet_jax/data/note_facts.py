@@ -54,7 +54,8 @@ class NoteFacts:
             for name, counts, total in self.composer_family_pieces
         }
         data["composer_plans"] = {
-            name: [[list(repeat) for repeat in plan] for plan in plans] for name, plans in self.composer_plans
+            name: [{"length": length, "repeats": [list(r) for r in repeats]} for length, repeats in plans]
+            for name, plans in self.composer_plans
         }
         return data
 
@@ -65,7 +66,7 @@ class NoteFacts:
             for name, entry in sorted(data.get("composer_family_pieces", {}).items())
         )
         plans = tuple(
-            (name, tuple(tuple(tuple(int(v) for v in repeat) for repeat in plan) for plan in entry))
+            (name, tuple(_plan_from(plan) for plan in entry))
             for name, entry in sorted(data.get("composer_plans", {}).items())
         )
         return cls(
@@ -89,6 +90,10 @@ class NoteFacts:
     def plans(self, composer: str) -> tuple[Plan, ...]:
         """The form plans of `composer`'s training pieces; empty when the facts keep none for it."""
         return dict(self.composer_plans).get(composer, ())
+
+
+def _plan_from(data: dict) -> Plan:
+    return int(data["length"]), tuple(tuple(int(v) for v in repeat) for repeat in data["repeats"])
 
 
 def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:

@@ -1,8 +1,9 @@
 """Grammar rule 13, form: a candidate brings passages back where a real piece of its composer did.
 
-Each candidate draws one form plan from its composer's training pieces (`data/form_plans.py`, kept in the
+Each candidate draws form plans from its composer's training pieces (`data/form_plans.py`, kept in the
 note facts), pieces without repeats included, so its form is one the data has, as often as the data has
-it. While one of the plan's repeats is under way (from its `start` to its `end`), the token the piece
+it; a request longer than the drawn piece draws the next one to follow it (a set of tunes, not one tune
+stretched). While one of the plan's repeats is under way (from its `start` to its `end`), the token the piece
 played `lag` steps earlier at this point gains `form_bias` nats: the next event of that earlier moment
 not yet passed in this step (events of a step come in id order), or, when it has none left, the wait to
 its next event. The model may still play otherwise; the earlier passage is found again by time, not by
@@ -19,25 +20,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musenet_jax.data.form_plans import MAX_REPEATS, Plan
+from musenet_jax.data.form_plans import Plan
 from musenet_jax.sample.grammar import GrammarState, GrammarTables
 
 NO_TOKEN = -1
 LATER = np.iinfo(np.int32).max  # the time of an event that is not there
+PLANNED_REPEATS = 16  # repeats a candidate's plan holds (two minutes of folk tunes: about eight)
 
 
-def draw_plans(plans: Mapping[str, Sequence[Plan]], composers: Sequence[str | None], seed: int) -> np.ndarray:
-    """int32 [rows, MAX_REPEATS, 3]: each row's (start, lag, end) repeats, drawn from its composer's plans;
-    rows padded with empty repeats (start = end = 0), all empty where the composer has no plans (None:
-    a row that draws none)."""
+def draw_plans(
+    plans: Mapping[str, Sequence[Plan]], composers: Sequence[str | None], lengths: Sequence[int], seed: int
+) -> np.ndarray:
+    """int32 [rows, PLANNED_REPEATS, 3]: each row's (start, lag, end) repeats, from its composer's plans drawn
+    one after another, each shifted to begin where the last one's piece ended, until they cover the row's
+    `lengths` (steps; a request longer than a tune becomes a set of tunes, each with its own form); rows
+    padded with empty repeats (start = end = 0), all empty where the composer has no plans (None: draws
+    none)."""
     rng = np.random.default_rng(seed)
-    out = np.zeros((len(composers), MAX_REPEATS, 3), np.int32)
-    for row, composer in enumerate(composers):
+    out = np.zeros((len(composers), PLANNED_REPEATS, 3), np.int32)
+    for row, (composer, length) in enumerate(zip(composers, lengths)):
         options = plans.get(composer, ()) if composer is not None else ()
-        if options:
-            plan = options[int(rng.integers(len(options)))][:MAX_REPEATS]
-            if plan:  # a piece without repeats: this row is through-composed
-                out[row, : len(plan)] = plan
+        planned, offset = [], 0
+        while options and offset < length and len(planned) < PLANNED_REPEATS:
+            piece_length, repeats = options[int(rng.integers(len(options)))]
+            planned += [(start + offset, lag, end + offset) for start, lag, end in repeats]
+            offset += piece_length
+        planned = planned[:PLANNED_REPEATS]
+        if planned:  # none: the row is through-composed
+            out[row, : len(planned)] = planned
     return out
 
 

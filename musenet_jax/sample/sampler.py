@@ -261,7 +261,7 @@ class Sampler:
         composers = [
             self.tokenizer.composer_of(r.prompt) if drawing and not len(r.forced) else None for r in requests
         ]
-        return draw_plans(self.plans, composers, seed)
+        return draw_plans(self.plans, composers, [r.target_steps for r in requests], seed)
 
     def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long

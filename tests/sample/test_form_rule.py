@@ -87,13 +87,22 @@ def test_the_repeat_under_way_sets_the_lag():
         np.testing.assert_array_equal(current_lag(plan, jnp.asarray([time, time])), lags)
 
 
-def test_each_row_draws_a_plan_of_its_composer():
-    plans = {"folk": (((100, 100, 200),), ((50, 20, 90), (300, 100, 400))), "bach": ((),)}
-    drawn = draw_plans(plans, ["folk"] * 8 + ["bach", "mozart", None], seed=0)
+def test_each_row_draws_its_composers_plans_one_after_another_until_they_cover_it():
+    plans = {
+        "folk": ((300, ((100, 100, 200),)), (1000, ((50, 20, 90), (300, 100, 400)))),
+        "bach": ((500, ()),),
+    }
+    composers = ["folk"] * 8 + ["bach", "mozart", None]
+    drawn = draw_plans(plans, composers, [250] * 11, seed=0)
     assert drawn.shape[0] == 11 and not drawn[8:].any()  # bach's piece had no repeat; mozart has no plans
     firsts = {tuple(row[0]) for row in drawn[:8]}
     assert firsts == {(100, 100, 200), (50, 20, 90)}  # both plans drawn among eight rows
-    np.testing.assert_array_equal(drawn, draw_plans(plans, ["folk"] * 8 + ["bach", "mozart", None], seed=0))
+    for row in drawn[:8]:
+        if tuple(row[0]) == (100, 100, 200):  # a 300-step tune covers 250 steps: nothing follows it
+            assert not row[1:].any()
+    np.testing.assert_array_equal(drawn, draw_plans(plans, composers, [250] * 11, seed=0))
+    longer = draw_plans({"folk": plans["folk"][:1]}, ["folk"], [1000], seed=0)[0]
+    assert [tuple(r) for r in longer if r.any()] == [(100 + t, 100, 200 + t) for t in (0, 300, 600, 900)]
     with pytest.raises(ValueError, match="sample.form_bias must be finite and >= 0"):
         SampleConfig(form_bias=-1.0)
 
@@ -113,7 +122,7 @@ def test_a_strong_form_bias_makes_an_untrained_model_play_its_prompt_again_where
     request = Request(
         np.concatenate([prefix, melody(TUNE)]).astype(np.int32), len(prefix), 250, 250, families
     )
-    plans = {"bach": (((100, 100, 200),),)}  # steps 100-200 play steps 0-100 again
+    plans = {"bach": ((250, ((100, 100, 200),)),)}  # steps 100-200 play steps 0-100 again
     played = {}
     for strength in (0.0, 30.0):
         tables = GrammarTables.from_vocab(VOCAB, form_bias=strength)
