@@ -95,7 +95,7 @@ def drone_warning(entry: dict[str, Any]) -> str:
 
 def say_rare_pairing(run: Run, composer: str, families: list[str], say: Callable[[str], None]) -> None:
     """The one line on a requested pairing the run's training data rarely or never shows, if it is one."""
-    rare = pairing_note(run.note_facts, composer, families)
+    rare = pairing_note(run.note_facts, composer, families, parts_play=run.cfg.sample.part_rest_s > 0)
     if rare:
         say(rare)
 

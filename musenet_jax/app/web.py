@@ -304,7 +304,8 @@ class CoComposerApp:
     def _pairing_note(self, composer: str, families: Sequence[str]) -> str | None:
         """`generate`'s line on a pairing the training data rarely or never shows, for the page."""
         known = [name for name in families if name in FAMILIES]
-        return pairing_note(self.composer.run.note_facts, composer, known)
+        run = self.composer.run
+        return pairing_note(run.note_facts, composer, known, parts_play=run.cfg.sample.part_rest_s > 0)
 
     def _inside_settings(self, session, temperature, top_p, count) -> Settings:
         """The settings of a fill or an added part (the piece's own composer and instruments); a model

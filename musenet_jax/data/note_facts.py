@@ -134,9 +134,12 @@ def note_facts(tokenizer: Tokenizer, pieces: Iterable[np.ndarray]) -> NoteFacts:
 RARE_SHARE = 0.02  # a pairing in fewer than this share of a composer's training pieces is rare
 
 
-def pairing_note(facts: NoteFacts | None, composer: str, families: Iterable[str]) -> str | None:
+def pairing_note(
+    facts: NoteFacts | None, composer: str, families: Iterable[str], *, parts_play: bool = True
+) -> str | None:
     """One line saying which requested families the composer's training pieces rarely or never carry (a
-    model seldom plays what its data never paired); None when all are common or the facts cannot tell."""
+    model seldom plays what its data never paired); None when all are common or the facts cannot tell.
+    `parts_play`: whether grammar rule 12 (`sample.part_rest_s`) makes such parts play."""
     if facts is None:
         return None
     notes = []
@@ -149,9 +152,14 @@ def pairing_note(facts: NoteFacts | None, composer: str, families: Iterable[str]
             notes.append(f"{name} in {with_family} of {total}")
     if not notes:
         return None
+    outcome = (
+        "their parts play (sample.part_rest_s) but are the model's guess"
+        if parts_play
+        else "with sample.part_rest_s=0 they may stay silent"
+    )
     return (
         f"note: the training data rarely or never pairs {composer} with these instruments "
-        f"({'; '.join(notes)} pieces); their parts play (sample.part_rest_s) but are the model's guess"
+        f"({'; '.join(notes)} pieces); {outcome}"
     )
 
 

@@ -37,6 +37,9 @@ def test_pairings_are_counted_and_a_missing_one_is_named(tmp_path: pathlib.Path)
     assert pairing_note(facts, "bach", ["piano"]) is None
     note = pairing_note(facts, "bach", ["piano", "strings"])
     assert note is not None and "bach" in note and "strings in 0 of 3" in note and "\n" not in note
+    assert "their parts play (sample.part_rest_s)" in note
+    silent = pairing_note(facts, "bach", ["strings"], parts_play=False)  # rule 12 switched off
+    assert "may stay silent" in silent and "parts play" not in silent
     assert NoteFacts.from_dict(facts.to_dict()) == facts
 
 
