@@ -172,8 +172,12 @@ class Sampler:
             biased = biased + motif_bonus(st.grammar, tables) if tables.motif_bias else biased
             if tables.form_bias:
                 lag = current_lag(st.plan, time)
-                again = reprise_token(st.tokens, st.times, st.length, st.grammar, lag, tables)
-                biased = biased + form_bonus(again, biased.shape[1], tables.form_bias)
+
+                def reprise() -> jax.Array:  # a scan of the whole history: only while a repeat is under way
+                    again = reprise_token(st.tokens, st.times, st.length, st.grammar, lag, tables)
+                    return form_bonus(again, biased.shape[1], tables.form_bias)
+
+                biased = biased + jax.lax.cond(jnp.any(lag > 0), reprise, lambda: jnp.zeros_like(biased))
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             wait_steps = jnp.asarray(tables.wait_steps)
