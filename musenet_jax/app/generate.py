@@ -17,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,9 +93,15 @@ def drone_warning(entry: dict[str, Any]) -> str:
     )
 
 
+def rare_pairing(run: Run, composer: str, families: Sequence[str]) -> str | None:
+    """The line on a requested pairing the run's training data rarely or never shows (None if it is not
+    one), saying whether the run's grammar rule 12 makes such parts play."""
+    return pairing_note(run.note_facts, composer, families, parts_play=run.cfg.sample.part_rest_s > 0)
+
+
 def say_rare_pairing(run: Run, composer: str, families: list[str], say: Callable[[str], None]) -> None:
-    """The one line on a requested pairing the run's training data rarely or never shows, if it is one."""
-    rare = pairing_note(run.note_facts, composer, families, parts_play=run.cfg.sample.part_rest_s > 0)
+    """Says `rare_pairing`'s line, if there is one."""
+    rare = rare_pairing(run, composer, families)
     if rare:
         say(rare)
 

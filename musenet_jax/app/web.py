@@ -29,8 +29,8 @@ from musenet_jax.app.co_composer import (
     Settings,
     Stopped,
 )
+from musenet_jax.app.generate import rare_pairing
 from musenet_jax.app.openings import OPENINGS
-from musenet_jax.data.note_facts import pairing_note
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
 
@@ -303,9 +303,7 @@ class CoComposerApp:
 
     def _pairing_note(self, composer: str, families: Sequence[str]) -> str | None:
         """`generate`'s line on a pairing the training data rarely or never shows, for the page."""
-        known = [name for name in families if name in FAMILIES]
-        run = self.composer.run
-        return pairing_note(run.note_facts, composer, known, parts_play=run.cfg.sample.part_rest_s > 0)
+        return rare_pairing(self.composer.run, composer, [name for name in families if name in FAMILIES])
 
     def _inside_settings(self, session, temperature, top_p, count) -> Settings:
         """The settings of a fill or an added part (the piece's own composer and instruments); a model

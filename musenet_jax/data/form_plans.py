@@ -22,9 +22,8 @@ from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.melody import melody_onsets
 
 Repeat = tuple[int, int, int]  # (start, lag, end) in time steps
-Plan = tuple[
-    int, tuple[Repeat, ...]
-]  # (the piece's length in steps, at most PLAN_SECONDS; its repeats by start)
+# (the piece's length in steps, at most PLAN_SECONDS; its repeats by start)
+Plan = tuple[int, tuple[Repeat, ...]]
 
 MIN_RUN_NOTES = 8  # a shorter run is a figure, not a passage that comes back
 MIN_RUN_PITCHES = 3
@@ -34,7 +33,7 @@ PLAN_SECONDS = 300.0  # the plan covers a piece's first five minutes (MuseNet's 
 ONSET_TOLERANCE_S = 0.03
 LAGS_TRIED = 6  # the most frequent same-pitch onset distances, per piece
 MAX_REPEATS = 8  # repeats kept per plan
-PLANS_PER_COMPOSER = 64  # plans kept per composer, drawn evenly from its pieces
+PLANS_PER_COMPOSER = 64  # plans kept per composer, drawn at random from its pieces
 
 
 def piece_plan(events: Events, step_s: float) -> Plan:
