@@ -10,7 +10,8 @@ A control token `ctl:piano:v3:G4` stands at the time its note starts (`ctl:piano
 drums have no control note-off), while events run `delta` behind the clock: an event at clock step T
 is a note at T - delta. So every control appears exactly `delta` before the events of its time, as in
 AMT; a wait is split where a control falls. At one step controls come first (note-offs, then note-ons,
-each by id), then events (note-offs, then note-ons). The `anticipate` flag (in the prefix, kept at the
+each by id), then events (note-offs, then note-ons); with `encoding.anticipation_order: events_first` the
+events come first, so a step's events follow its wait exactly as in a plain sequence. The `anticipate` flag (in the prefix, kept at the
 head of every window) tells such a sequence from a plain one, which has neither flag nor shift.
 Dropping the controls and the flag, merging the waits and moving back by `delta` gives the plain
 sequence of the events.
@@ -48,7 +49,7 @@ SPAN_SECONDS = 8.0  # a span lasts 0.5x to 1.5x this
 
 def plain_encoding(cfg: EncodingConfig) -> EncodingConfig:
     """The encoding without anticipation: the one datasets are stored in (the pipeline anticipates)."""
-    return dataclasses.replace(cfg, anticipation_s=0.0)
+    return dataclasses.replace(cfg, anticipation_s=0.0, anticipation_order="controls_first")
 
 
 def require_anticipation(vocab: Vocabulary) -> None:
@@ -74,7 +75,11 @@ def timeline(tokenizer: Tokenizer, events: Events, controls: Events) -> tuple[np
     steps = np.concatenate([control_steps, event_steps + vocab.anticipation_steps])
     tokens = np.concatenate([control_notes + vocab.control_shift, event_tokens]).astype(np.int64)
     is_on = np.isin(vocab.token_kinds[tokens], (KIND_NOTE_ON, KIND_CONTROL_ON))
-    group = 2 * np.concatenate([np.zeros(len(control_notes), int), np.ones(len(event_tokens), int)]) + is_on
+    controls_first = tokenizer.cfg.anticipation_order == "controls_first"
+    is_later = np.concatenate(
+        [np.full(len(control_notes), not controls_first), np.full(len(event_tokens), controls_first)]
+    )
+    group = 2 * is_later.astype(int) + is_on
     order = np.lexsort((tokens, group, steps))
     return steps[order], tokens[order]
 

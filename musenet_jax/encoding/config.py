@@ -30,6 +30,9 @@ DEFAULT_COMPOSERS: tuple[str, ...] = (
 )
 
 
+ANTICIPATION_ORDERS = ("controls_first", "events_first")
+
+
 @dataclasses.dataclass(frozen=True)
 class EncodingConfig:
     """MuseNet-style event encoding: time grid, wait tokens, velocity bins, pitch range, composers.
@@ -50,6 +53,10 @@ class EncodingConfig:
     # gains control tokens (given notes placed this far ahead of their time) and the `anticipate` flag, and
     # training windows become infilling and accompaniment sequences as well as plain ones.
     anticipation_s: float = 0.0
+    # Where an anticipated sequence writes the controls of a time step: before its events (`controls_first`,
+    # the bundled model's) or after them (`events_first`: a step's events follow its wait as in a plain
+    # sequence, so a control never sits between a wait and the note-offs it times). docs/encoding.md.
+    anticipation_order: str = "controls_first"
 
     def __post_init__(self) -> None:
         for key in ("time_step_ms", "max_wait_steps", "velocity_bins"):
@@ -64,6 +71,11 @@ class EncodingConfig:
             raise ValueError(
                 f"encoding.anticipation_s must be seconds in [0, 60] (0 = off, 5 as in the Anticipatory "
                 f"Music Transformer), not {self.anticipation_s}"
+            )
+        if self.anticipation_order not in ANTICIPATION_ORDERS:
+            raise ValueError(
+                f"encoding.anticipation_order must be one of {', '.join(ANTICIPATION_ORDERS)}, "
+                f"not {self.anticipation_order!r}"
             )
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(
