@@ -11,8 +11,9 @@ drums have no control note-off), while events run `delta` behind the clock: an e
 is a note at T - delta. So every control appears exactly `delta` before the events of its time, as in
 AMT; a wait is split where a control falls. At one step controls come first (note-offs, then note-ons,
 each by id), then events (note-offs, then note-ons); with `encoding.anticipation_order: events_first` the
-events come first, so a step's events follow its wait exactly as in a plain sequence. The `anticipate` flag (in the prefix, kept at the
-head of every window) tells such a sequence from a plain one, which has neither flag nor shift.
+events come first, so a step's events follow its wait exactly as in a plain sequence. The `anticipate`
+flag (in the prefix, kept at the head of every window) tells such a sequence from a plain one, which has
+neither flag nor shift.
 Dropping the controls and the flag, merging the waits and moving back by `delta` gives the plain
 sequence of the events.
 """

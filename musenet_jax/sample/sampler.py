@@ -8,7 +8,9 @@ the host only looks in between to update the progress bar and to see whether eve
 
 Given tokens (`Request.forced`: anticipation's controls, sample/infill.py) are written by the sampler
 itself when the clock reaches their time, before anything is drawn at that step; a drawn wait that
-would pass one is cut to land on it, and `end` waits until none is left before the stop.
+would pass one is cut to land on it, and `end` waits until none is left before the stop. Where the
+encoding writes a step's controls after its events (`anticipation_order: events_first`), a control is
+written instead of the wait that leaves its step, then the step's other controls, then a wait.
 
 A piece longer than the context slides on: when the cache is full it is rebuilt from the
 conditioning prefix and the latest tokens (`context // 2` in all), as training crops keep the prefix
@@ -91,6 +93,7 @@ class DecodeState:
     forced: jax.Array  # int32 [B, F]: given tokens to write (Request.forced), padded
     forced_at: jax.Array  # int32 [B, F]: the time each is due; NEVER for padding
     forced_next: jax.Array  # int32 [B]: how many have been written
+    closing: jax.Array  # bool [B]: a control closed the step (events_first): its controls, then a wait
     owed: jax.Array  # bool [B, families]: requested families, which may rest only so long (grammar rule 12)
     heard: jax.Array  # int32 [B, families]: the time each last sounded (the start of the new music at first)
     rest: jax.Array  # int32 [B]: the longest rest of an owed family, in steps
@@ -153,6 +156,8 @@ class Sampler:
 
     def _chunk_impl(self, params: Any, st: DecodeState, steps: jax.Array) -> DecodeState:
         tables = self.tables
+        events_first = self.tokenizer.cfg.anticipation_order == "events_first"
+        is_control, is_wait = jnp.asarray(tables.is_control), jnp.asarray(tables.is_wait)
 
         def one(_: jax.Array, carry: tuple[Any, DecodeState]) -> tuple[Any, DecodeState]:
             params, st = carry  # the parameters ride in the carry: NNX merges them at the loop's trace level
@@ -164,10 +169,17 @@ class Sampler:
             forced_at = jnp.take_along_axis(st.forced_at, column, axis=1)[:, 0]
             due = forced_at == time  # padding is NEVER due
             pending = forced_at < st.stop_at
+            waits_for_leaving = (
+                due & is_control[forced] & ~st.closing if events_first else jnp.zeros_like(due)
+            )
             due_at = st.heard + st.rest[:, None]  # [B, families]: when each owed family must play again
             part_due = st.owed & (time[:, None] >= due_at)
             may_end = st.may_end & ~pending & ~part_due.any(1)
             allowed = owed_parts(allowed_tokens(st.grammar, tables, st.families, may_end), tables, part_due)
+            if events_first:  # the wait that leaves a step is where its controls go, even after a short wait
+                allowed = allowed | (is_wait[None] & waits_for_leaving[:, None])
+                closed = allowed & is_wait[None]
+                allowed = jnp.where(st.closing[:, None] & jnp.any(closed, 1, keepdims=True), closed, allowed)
             biased = st.logits + key_penalty(st.grammar, tables) if tables.key_bias else st.logits
             biased = biased + motif_bonus(st.grammar, tables) if tables.motif_bias else biased
             if tables.form_bias:
@@ -181,6 +193,7 @@ class Sampler:
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             wait_steps = jnp.asarray(tables.wait_steps)
+            due = due & ~(waits_for_leaving & (wait_steps[token] == 0))  # a drawn event of the step first
             # A wait lands on the next given token, and where a resting owed family must play again.
             land_at = jnp.where(pending, forced_at, NEVER)
             sounding = family_sounding(st.grammar, tables)
@@ -196,6 +209,7 @@ class Sampler:
             active = ~st.done
             token = jnp.where(active, token, tables.pad_id)
             ended = active & (token == tables.end_id)
+            closes = (st.closing | (due & is_control[forced])) & (wait_steps[token] == 0)
             logits, cache = model.decode_step(token, time, st.durations, st.cache)
             grammar = advance(st.grammar, token, tables, active)
             return params, st.replace(
@@ -210,6 +224,7 @@ class Sampler:
                 logprob=st.logprob + jnp.where(active & ~due, logp, 0.0),
                 drawn=st.drawn + active.astype(jnp.int32),
                 forced_next=st.forced_next + (active & due).astype(jnp.int32),
+                closing=jnp.where(active, closes, st.closing) if events_first else st.closing,
                 heard=heard_at(st.heard, sounding, grammar, token, tables),
                 key=key,
             )
@@ -251,6 +266,7 @@ class Sampler:
             forced=jnp.asarray(forced),
             forced_at=jnp.asarray(forced_at),
             forced_next=jnp.zeros((num,), jnp.int32),
+            closing=jnp.zeros((num,), bool),
             owed=jnp.asarray(owed),
             heard=jnp.broadcast_to(grammar.time[:, None], owed.shape),
             rest=jnp.asarray(rest),

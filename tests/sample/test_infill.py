@@ -15,7 +15,7 @@ from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.timing import duration_steps
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.encoding.vocab import KIND_CONTROL_ON, KIND_NOTE_ON, Vocabulary
+from musenet_jax.encoding.vocab import KIND_CONTROL_ON, KIND_NOTE_OFF, KIND_NOTE_ON, Vocabulary
 from musenet_jax.errors import UserError
 from musenet_jax.sample.infill import (
     anticipated_request,
@@ -189,3 +189,43 @@ def test_sampler_writes_every_given_token_at_its_time(anticipation_run, piece):
         times[written], request.forced_at[due][is_control(request.forced[due], tokenizer.vocab)]
     )
     assert times[-1] <= request.target_steps
+
+
+@pytest.mark.parametrize("order", ["controls_first", "events_first"])
+def test_an_untrained_model_writes_its_request_in_the_order_training_shows(piece, order):
+    """Whatever the model draws, the sampler writes the given controls where the encoding puts them: each
+    at its own clock step, and after the step's events where the encoding says `events_first`. Re-encoding
+    a candidate's notes and controls gives back its very tokens: sampled sequences are training sequences."""
+    from flax import nnx
+
+    from musenet_jax.config import load_config
+    from musenet_jax.encoding.anticipation import anticipated_ids, split_anticipated
+    from musenet_jax.encoding.timing import token_times
+    from musenet_jax.model.transformer import MuseNet
+    from musenet_jax.sample.sampler import Sampler
+
+    tokenizer = Tokenizer(EncodingConfig(anticipation_s=1.0, anticipation_order=order))
+    vocab = tokenizer.vocab
+    model = MuseNet(load_config("tiny", ["model.d_model=32"]).model, vocab.size, rngs=nnx.Rngs(0))
+    given = given_for_infill(tokenizer, read_piece(piece), 4.0, 8.0, piece)
+    request = anticipated_request(tokenizer, "bach", given, ["piano", "drums"], ["piano", "drums"])
+    due = request.forced_at < request.target_steps
+    candidates = Sampler(model, tokenizer).sample([request] * 3, max_new_tokens=400, seed=1)
+    for candidate in candidates:
+        ids = candidate.open_ids
+        times = token_times(ids, vocab)
+        controls = is_control(ids, vocab)
+        written = controls & (np.arange(len(ids)) >= len(request.prompt))
+        wanted = due & is_control(request.forced, vocab)
+        np.testing.assert_array_equal(ids[written], request.forced[wanted])
+        np.testing.assert_array_equal(times[written], request.forced_at[wanted])
+        kinds = vocab.token_kinds[ids]
+        event = (kinds == KIND_NOTE_ON) | (kinds == KIND_NOTE_OFF)
+        same_step = times[1:] == times[:-1]
+        if order == "events_first":  # no event after a control of its step
+            assert not np.any(controls[:-1] & event[1:] & same_step)
+        assert written.sum() > 10 and event[len(request.prompt) :].sum() > 10
+        events, given_controls = split_anticipated(tokenizer, ids)
+        again = anticipated_ids(tokenizer, events, given_controls, "bach")
+        body = again[tokenizer.prefix_length(again) :]
+        np.testing.assert_array_equal(body[: len(ids) - request.prefix_length], ids[request.prefix_length :])
