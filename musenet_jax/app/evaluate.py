@@ -6,18 +6,14 @@ real pieces of another held-out split and for controls made from them (`eval/con
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from musenet_jax.app.run import Run
 from musenet_jax.data.pieces import load_split_pieces
-from musenet_jax.encoding.anticipation import require_anticipation
 from musenet_jax.encoding.families import FAMILIES
 from musenet_jax.errors import UserError
-from musenet_jax.eval.accompaniment import side_by_side
 from musenet_jax.eval.gate_sets import composer_label, gate_section
 from musenet_jax.eval.infill_spans import infill_span_scores
 from musenet_jax.eval.music_rates import music_rates
@@ -25,8 +21,6 @@ from musenet_jax.eval.music_stats import distances, opening, piece_stats, stats_
 from musenet_jax.eval.nll import score_pieces, token_report
 from musenet_jax.model.config import ModelConfig
 from musenet_jax.sample.budget import token_budget
-from musenet_jax.sample.conditioning import parse_instruments
-from musenet_jax.sample.infill import Given, anticipated_request, new_notes
 from musenet_jax.sample.like_data import sample_like_pieces
 
 
@@ -140,69 +134,3 @@ def evaluate_infill_spans(
     pieces = load_split_pieces(run.cfg.data, run.cfg.encoding, split, max_pieces)
     report = infill_span_scores(run.model, run.tokenizer, pieces, seconds=seconds, seed=seed)
     return {"split": split, "pieces": len(pieces), "step": run.step, **report}
-
-
-def evaluate_accompaniment(
-    run: Run,
-    *,
-    family: str,
-    split: str = "test",
-    max_pieces: int | None = None,
-    seed: int = 0,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """`eval --accompany-stats FAMILY` on the pieces of a split (see `accompaniment_report`)."""
-    require_anticipation(run.tokenizer.vocab)
-    if max_pieces is not None and max_pieces < 1:
-        raise UserError(f"--max-pieces must be at least 1, got {max_pieces}")
-    pieces = load_split_pieces(run.cfg.data, run.cfg.encoding, split, max_pieces)
-    report = accompaniment_report(run, pieces, family=family, seed=seed, show_progress=show_progress)
-    return {"split": split, "step": run.step, **report}
-
-
-def accompaniment_report(
-    run: Run, pieces: Sequence[np.ndarray], *, family: str, seed: int = 0, show_progress: bool = False
-) -> dict[str, Any]:
-    """On each piece's first `sample.seconds` that has a `family` part and another one, the model writes
-    a `family` part given the rest (one candidate); the figures of `eval/accompaniment.py` of its part, of
-    the piece's real one and of the control (the model's part for another piece's given part: no
-    sampling of its own), averaged over the pieces, and whether the model is closer to the real part than
-    the control (`side_by_side`). The datasets keep no tempo map, so the grid is the given part's onsets
-    only."""
-    tokenizer, sc = run.tokenizer, run.cfg.sample
-    require_anticipation(tokenizer.vocab)
-    names = parse_instruments(family)
-    if len(names) != 1:
-        raise UserError(f"--accompany-stats takes one family, not {family!r}")
-    name = names[0]
-    index, step = FAMILIES.index(name), tokenizer.step_s
-    sampler = run.sampler()
-    ours, real, given_parts, ends_s = [], [], [], []
-    for k, ids in enumerate(tqdm(pieces, unit="piece", desc="accompany", disable=not show_progress)):
-        events = opening(tokenizer.ids_to_events(ids), sc.seconds)
-        part = events.family == index
-        if not part.any() or part.all():
-            continue
-        rest = events.select(~part)
-        composer = tokenizer.composer_of(ids)
-        stop = max(round(float(rest.end_s.max()) / step), 1)
-        given = Given(tokenizer.decode(tokenizer.events_to_ids(rest, composer)), rest, 0, stop)
-        present = [FAMILIES[f] for f in np.unique(events.family)]
-        request = anticipated_request(tokenizer, composer, given, present, [name])
-        budget = token_budget(stop * step, 1, sc.max_new_tokens) + len(request.forced)
-        [candidate] = sampler.sample([request], max_new_tokens=budget, seed=seed + k)
-        ours.append(new_notes(tokenizer, candidate.ids, 0))
-        real.append(events.select(part))
-        given_parts.append(rest)
-        ends_s.append(stop * step)
-    if not ours:
-        raise UserError(f"no piece has a {name} part and another one: nothing to accompany")
-    return {
-        "family": name,
-        "pieces": len(pieces),
-        "scored": len(ours),
-        "seconds": sc.seconds,
-        "grid": "the given part's onsets (no tempo map in the dataset)",
-        "control_part": "the model's part for the next scored piece's given part (pieces rotated by one)",
-        **side_by_side(ours, real, given_parts, ends_s),
-    }

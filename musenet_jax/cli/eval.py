@@ -67,6 +67,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "part, of the real one and of a control (its part for another piece's given part), and whether "
         "it is closer to the real part than the control (a run trained with anticipation)",
     )
+    parser.add_argument(
+        "--given",
+        metavar="FAMILIES",
+        help="--accompany-stats: only these families are given (e.g. piano), the piece's others left out "
+        "(default: every other family)",
+    )
+    parser.add_argument(
+        "--midi-dir",
+        metavar="DIR",
+        help="--accompany-stats: the MIDI files below DIR instead of a split (held-out pieces of your "
+        "own), their tempo maps' beats on the grid; --composer labels them (default: unknown)",
+    )
     many = parser.add_argument_group("many checkpoints")
     many.add_argument("--all-steps", action="store_true", help="evaluate every saved checkpoint")
     many.add_argument("--steps", metavar="N,M", help="evaluate these saved steps, e.g. 1000,2000")
@@ -108,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     alone = [flag for flag, given in modes.items() if given]
     if len(alone) == 2:
         raise UserError("give --infill-spans or --accompany-stats, not both")
+    if (args.given or args.midi_dir) and not args.accompany_stats:
+        raise UserError("--given and --midi-dir go with --accompany-stats FAMILY")
     if alone and (args.all_steps or args.steps or args.watch):
         raise UserError(f"{alone[0]} scores one checkpoint (--step): leave out --all-steps, --steps, --watch")
     if args.all_steps or args.steps or args.watch:
@@ -132,13 +146,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(spans, indent=2) if args.json else format_spans(spans))
         return 0
     if args.accompany_stats:
-        from musenet_jax.app.evaluate import evaluate_accompaniment
+        from musenet_jax.app.accompaniment_eval import evaluate_accompaniment
         from musenet_jax.eval.report import format_accompaniment
 
         stats = evaluate_accompaniment(
             run_from_args(args),
             family=args.accompany_stats,
             split=args.split,
+            midi_dir=args.midi_dir,
+            composer=args.composer,
+            given=args.given,
             max_pieces=args.max_pieces,
             seed=args.seed,
             show_progress=not args.json,

@@ -80,16 +80,20 @@ def rotated_by_one(parts: Sequence[Events], ends_s: Sequence[float]) -> list[Eve
 
 
 def side_by_side(
-    model: Sequence[Events], real: Sequence[Events], given: Sequence[Events], ends_s: Sequence[float]
+    model: Sequence[Events],
+    real: Sequence[Events],
+    given: Sequence[Events],
+    ends_s: Sequence[float],
+    beats: Sequence[np.ndarray] | None = None,
 ) -> dict:
     """Per piece k, the figures of the model's part, the real part and the control part (`rotated_by_one`)
-    against `given[k]`, averaged over the pieces (None where undefined on every piece); per figure whether
-    the model is closer to the real part than the control is, and whether it is on every figure defined.
-    The control needs two pieces (None with one)."""
-    none = np.zeros(0)
+    against `given[k]` and its `beats[k]` (none: the given onsets alone), averaged over the pieces (None
+    where undefined on every piece); per figure whether the model is closer to the real part than the
+    control is, and whether it is on every figure defined. The control needs two pieces (None with one)."""
+    grids = [np.zeros(0)] * len(given) if beats is None else beats
 
     def averaged(parts: Sequence[Events]) -> dict[str, float | None]:
-        rows = [accompaniment_stats(part, g, none) for part, g in zip(parts, given)]
+        rows = [accompaniment_stats(part, g, b) for part, g, b in zip(parts, given, grids)]
         values = {key: np.array([row[key] for row in rows]) for key in rows[0]}
         return {key: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for key, v in values.items()}
 

@@ -65,10 +65,11 @@ def format_positions(rows: list[dict[str, Any]]) -> str:
 def format_accompaniment(report: dict[str, Any]) -> str:
     """`eval --accompany-stats`: the model's part, the real part and the control side by side, per figure
     whether the model is closer to the real part than the control, and the verdict over the figures."""
-    split = report.get("split", "the split")
+    source = report.get("midi_dir") or report.get("split", "the split")
+    given = report.get("given", "the other families")
     lines = [
-        f"{report['family']} added to {report['scored']} of {report['pieces']} pieces of {split} "
-        f"(their first {report['seconds']:g} s; grid: {report['grid']})",
+        f"{report['family']} added to {report['scored']} of {report['pieces']} pieces of {source}, given "
+        f"{given} (their first {report['seconds']:g} s; grid: {report['grid']})",
         f"{'figure':<18}{'model':>8}{'real':>8}{'control':>9}  model closer to real than control",
     ]
     control = report["control"] or {}

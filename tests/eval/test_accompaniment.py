@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from midi_corpus import concatenate_in_time, export_corpus_scores
 
+from musenet_jax.app.accompaniment_eval import Piece, accompaniment_report
 from musenet_jax.encoding.families import DRUMS
 from musenet_jax.encoding.midi_io import read_midi
 from musenet_jax.encoding.tokenizer import Tokenizer
@@ -100,13 +101,12 @@ def test_eval_accompany_stats_refuses_a_model_without_anticipation_in_one_line(t
 
 @pytest.mark.slow
 def test_accompany_stats_of_the_model_and_the_real_part(anticipation_run, tmp_path):
-    from musenet_jax.app.evaluate import accompaniment_report
     from musenet_jax.app.run import load_run
 
     run = load_run(str(anticipation_run), overrides=["sample.seconds=6"])
     scores = export_corpus_scores(tmp_path / "scores", ("bach/bwv66.6",))
     with_drums = concatenate_in_time(scores, tmp_path / "d.mid", minutes=0.2, with_drums=True)
-    pieces = [run.tokenizer.encode(with_drums, "bach"), run.tokenizer.encode(scores[0], "bach")]
+    pieces = [piece_of(run, with_drums, "bach"), piece_of(run, scores[0], "bach")]
     report = accompaniment_report(run, pieces, family="drums")
     assert (report["pieces"], report["scored"], report["family"]) == (2, 1, "drums")  # the second has none
     assert report["real"] == {"onsets_on_grid": 1.0, "key_consistency": None}  # they play the piece's onsets
@@ -117,7 +117,7 @@ def test_accompany_stats_of_the_model_and_the_real_part(anticipation_run, tmp_pa
 
     (mozart,) = export_corpus_scores(tmp_path / "scores", ("mozart/k80/movement1",))
     other = concatenate_in_time([mozart], tmp_path / "m.mid", minutes=0.2, with_drums=True)
-    two = accompaniment_report(run, [pieces[0], run.tokenizer.encode(other, "mozart")], family="drums")
+    two = accompaniment_report(run, [pieces[0], piece_of(run, other, "mozart")], family="drums")
     assert two["scored"] == 2 and two["model"]["key_consistency"] is None
     assert two["real"]["onsets_on_grid"] == 1.0
     assert set(two["control"]) == {"onsets_on_grid", "key_consistency"}
@@ -127,3 +127,34 @@ def test_accompany_stats_of_the_model_and_the_real_part(anticipation_run, tmp_pa
     assert "control: the model's part for the next scored piece" in format_accompaniment(two)
     with pytest.raises(UserError, match="takes one family"):
         accompaniment_report(run, pieces, family="drums,bass")
+    with pytest.raises(UserError, match="names drums, the family to add"):
+        accompaniment_report(run, pieces, family="drums", given="piano,drums")
+
+
+def piece_of(run, path, composer):
+    return Piece(run.tokenizer.midi_to_events(path), composer, np.zeros(0))
+
+
+@pytest.mark.slow
+def test_accompany_stats_on_a_folder_of_midi_files_given_one_family(anticipation_run, tmp_path, capsys):
+    """`eval --accompany-stats drums --given piano --midi-dir DIR`: the files' own beats on the grid, a
+    corrupt file skipped in one line, only the named family given."""
+    from musenet_jax.app.accompaniment_eval import evaluate_accompaniment
+    from musenet_jax.app.run import load_run
+
+    run = load_run(str(anticipation_run), overrides=["sample.seconds=6"])
+    scores = export_corpus_scores(tmp_path / "scores", ("bach/bwv66.6",))
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    concatenate_in_time(scores, folder / "band.mid", minutes=0.2, with_drums=True)
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00")
+    report = evaluate_accompaniment(
+        run, family="drums", midi_dir=str(folder), composer="bach", given="piano", show_progress=False
+    )
+    assert "broken.mid" in capsys.readouterr().out
+    assert (report["pieces"], report["scored"], report["given"]) == (1, 1, "piano")
+    assert report["scored_names"] == ["band.mid"] and "tempo map" in report["grid"]
+    assert report["real"]["onsets_on_grid"] == 1.0
+    assert "given piano" in format_accompaniment(report)
+    with pytest.raises(UserError, match="composer"):
+        evaluate_accompaniment(run, family="drums", midi_dir=str(folder), composer="bahc")
