@@ -9,6 +9,7 @@ from the saved config; no optimizer, train state or data iterator is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
@@ -77,14 +78,20 @@ class Run:
             form_bias=sc.form_bias,
         )
         settings = sc if settings is None else settings
+        return Sampler(self.model, self.tokenizer, settings, tables, self._form_plans)
+
+    @functools.cached_property
+    def _form_plans(self) -> dict[str, Any]:
+        """Each composer's form plans (grammar rule 13); where the rule is on and the facts predate plans,
+        said once per run, not at every sampler the co-composer builds."""
         plans = dict(self.note_facts.composer_plans) if self.note_facts is not None else {}
-        if sc.form_bias > 0 and not plans:
+        if self.cfg.sample.form_bias > 0 and not plans:
             warn(
                 f"note: sample.form_bias is on but {self.source or self.workdir} keeps no form plans (its "
                 "note facts predate them), so no passage is planned to come back; runs trained from now on "
                 "record them"
             )
-        return Sampler(self.model, self.tokenizer, settings, tables, plans)
+        return plans
 
     def critic(self) -> Critic | None:
         """The critic trained into this run or bundle, or None when there is none."""
