@@ -7,10 +7,10 @@
 # Steps: download and unpack -> split by song (the held-out list below: 16 songs with piano, bass and drums,
 # drawn once at random) -> prepare the other 25 -> fine-tune `bundled` for STEPS steps at context 1024 ->
 # `eval --accompany-stats bass|drums --given piano --midi-dir` on the held-out songs. About 35 minutes on 1 core.
-# Environment knobs: WORK (default runs/band), STEPS (default 150).
+# Environment knobs: WORK (default runs/band), STEPS (default 120).
 set -euo pipefail
 WORK=${WORK:-runs/band}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-120}
 HELD_OUT=(
   be_sharp_bw_redfarn busy_schedule careless_perc_redfarn flying_scotsman keep_on_rolling midnight_snow_run
   modern_motion music000 music001 music004 music007 no_work_song_redfarn slow_neasy_redfarn the_fast_route
