@@ -76,6 +76,7 @@ class Run:
             key_bias=sc.key_bias,
             motif_bias=sc.motif_bias,
             form_bias=sc.form_bias,
+            onset_bias=sc.onset_bias,
         )
         settings = sc if settings is None else settings
         return Sampler(self.model, self.tokenizer, settings, tables, self._form_plans)

@@ -35,6 +35,9 @@ class SampleConfig:
     # Grammar rule 13: logit bonus of the token that plays again what the piece played earlier, where the form
     # plan drawn from the composer's training pieces repeats a passage (0 = off; needs the run's note facts).
     form_bias: float = 0.0
+    # Grammar rule 14: logit bonus of a wait that lands where a given note starts, and penalty of a note-on
+    # where none starts (accompaniment, infilling: the new part plays with the given one; 0 = off).
+    onset_bias: float = 0.0
     # Grammar rule 12: a requested family rests at most this many seconds in the new music (at most half of
     # it), then plays next; 0 = off (a part the model was rarely shown may then stay silent).
     part_rest_s: float = 4.0
@@ -70,6 +73,8 @@ class SampleConfig:
             raise ValueError(f"sample.motif_bias must be finite and >= 0 (0 = off), got {self.motif_bias}")
         if not 0 <= self.form_bias < float("inf"):
             raise ValueError(f"sample.form_bias must be finite and >= 0 (0 = off), got {self.form_bias}")
+        if not 0 <= self.onset_bias < float("inf"):
+            raise ValueError(f"sample.onset_bias must be finite and >= 0 (0 = off), got {self.onset_bias}")
         if not 0 <= self.part_rest_s <= MAX_SECONDS:
             raise ValueError(
                 f"sample.part_rest_s must be in [0, {MAX_SECONDS:.0f}] (0 = off), got {self.part_rest_s}"

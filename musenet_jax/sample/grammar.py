@@ -48,6 +48,10 @@ And a third soft rule, of form (real pieces bring whole passages back where a mo
 time rarely does; `sample/form.py`):
 13. form: each candidate follows a plan of repeats drawn from its composer's training pieces; while a
    repeat is under way, the token the piece played `lag` steps earlier at this point gains `form_bias`.
+And a rule of playing together (anticipation's given notes tell where the given part's notes start; a model
+that has not learnt to find them in its window plays on its own clock):
+14. together: a wait that lands where a given note starts (on the events' clock) gains `onset_bias`, and a
+   note-on where none starts loses it. Which notes, and whether any, stay the model's.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -105,6 +109,7 @@ class GrammarTables:
     key_bias: float  # rule 9: logit penalty of an out-of-key note-on (0 = off)
     motif_bias: float  # rule 11: logit bonus of the note that continued the same notes last time (0 = off)
     form_bias: float  # rule 13: logit bonus of the token a planned repeat plays again (0 = off)
+    onset_bias: float  # rule 14: logit bonus of a wait landing where a given note starts (0 = off)
     num_slots: int
     num_families: int
     end_id: int
@@ -125,10 +130,12 @@ class GrammarTables:
         key_bias: float = 0.0,
         motif_bias: float = 0.0,
         form_bias: float = 0.0,
+        onset_bias: float = 0.0,
     ) -> GrammarTables:
         """Rules 1-5 always; with `facts`, rule 6 (`pitch_range`, widened by `pitch_margin` semitones)
         and rule 7 (`note_length`) where switched on; rule 8 where `opening_note`; rule 9 where
-        `key_bias` > 0; rule 11 where `motif_bias` > 0; rule 13 where `form_bias` > 0."""
+        `key_bias` > 0; rule 11 where `motif_bias` > 0; rule 13 where `form_bias` > 0; rule 14 where
+        `onset_bias` > 0."""
         kinds = vocab.token_kinds
         ids = np.arange(vocab.size)
         is_note = vocab.note_family >= 0
@@ -168,6 +175,7 @@ class GrammarTables:
             key_bias=float(key_bias),
             motif_bias=float(motif_bias),
             form_bias=float(form_bias),
+            onset_bias=float(onset_bias),
             num_slots=num_slots,
             num_families=len(vocab.families),
             end_id=vocab.end_id,

@@ -32,6 +32,7 @@ from flax import nnx, struct
 from musenet_jax.data.form_plans import Plan
 from musenet_jax.encoding.timing import token_times
 from musenet_jax.encoding.tokenizer import Tokenizer
+from musenet_jax.encoding.vocab import KIND_CONTROL_ON
 from musenet_jax.errors import UserError
 from musenet_jax.model.cache import KVCache
 from musenet_jax.model.sounding import held_before_positions
@@ -98,6 +99,7 @@ class DecodeState:
     heard: jax.Array  # int32 [B, families]: the time each last sounded (the start of the new music at first)
     rest: jax.Array  # int32 [B]: the longest rest of an owed family, in steps
     plan: jax.Array  # int32 [B, repeats, 3]: the form plan's (start, lag, end) repeats (grammar rule 13)
+    together: jax.Array  # bool [B, T]: where a given note starts, on the events' clock (grammar rule 14)
     key: jax.Array
 
 
@@ -190,6 +192,16 @@ class Sampler:
                     return form_bonus(again, biased.shape[1], tables.form_bias)
 
                 biased = biased + jax.lax.cond(jnp.any(lag > 0), reprise, lambda: jnp.zeros_like(biased))
+            if tables.onset_bias:
+                lands = jnp.clip(
+                    time[:, None] + jnp.asarray(tables.wait_steps)[None], 0, st.together.shape[1] - 1
+                )
+                together = jnp.take_along_axis(st.together, lands, axis=1) & is_wait[None]
+                off_beat = ~st.together[
+                    jnp.arange(time.shape[0]), jnp.minimum(time, st.together.shape[1] - 1)
+                ]
+                apart = jnp.asarray(tables.is_on)[None] & off_beat[:, None]
+                biased = biased + tables.onset_bias * (together.astype(jnp.float32) - apart)
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             wait_steps = jnp.asarray(tables.wait_steps)
@@ -271,6 +283,7 @@ class Sampler:
             heard=jnp.broadcast_to(grammar.time[:, None], owed.shape),
             rest=jnp.asarray(rest),
             plan=jnp.asarray(self._plans(requests, seed)),
+            together=jnp.asarray(self._given_onsets(requests)),
             key=jax.random.key(seed),
         )
 
@@ -282,6 +295,19 @@ class Sampler:
             self.tokenizer.composer_of(r.prompt) if drawing and not len(r.forced) else None for r in requests
         ]
         return draw_plans(self.plans, composers, [r.target_steps for r in requests], seed)
+
+    def _given_onsets(self, requests: Sequence[Request]) -> np.ndarray:
+        """bool [B, T] (rule 14): the events' clock steps where a given note starts, a control note-on's time
+        plus the anticipation interval; [B, 1] and all False where the rule is off."""
+        vocab = self.tokenizer.vocab
+        if not self.tables.onset_bias:
+            return np.zeros((len(requests), 1), bool)
+        horizon = max(r.target_steps for r in requests) + 1
+        out = np.zeros((len(requests), horizon), bool)
+        for row, r in enumerate(requests):
+            onsets = r.forced_at[vocab.token_kinds[r.forced] == KIND_CONTROL_ON] + vocab.anticipation_steps
+            out[row, onsets[onsets < horizon]] = True
+        return out
 
     def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long

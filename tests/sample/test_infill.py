@@ -1,6 +1,7 @@
 """`generate --infill` / `--accompany`: given tokens at their anticipated times, the given file's notes
 kept bit for bit, and bad requests as one line."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -229,3 +230,33 @@ def test_an_untrained_model_writes_its_request_in_the_order_training_shows(piece
         again = anticipated_ids(tokenizer, events, given_controls, "bach")
         body = again[tokenizer.prefix_length(again) :]
         np.testing.assert_array_equal(body[: len(ids) - request.prefix_length], ids[request.prefix_length :])
+
+
+def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(piece):
+    """With a strong `onset_bias` the new part's notes start where given notes start (on the events' clock);
+    an untrained model without it plays on its own clock."""
+    from flax import nnx
+
+    from musenet_jax.config import load_config
+    from musenet_jax.eval.accompaniment import onsets_on_grid
+    from musenet_jax.model.transformer import MuseNet
+    from musenet_jax.sample.grammar import GrammarTables
+    from musenet_jax.sample.infill import new_notes
+    from musenet_jax.sample.sampler import Sampler
+
+    tokenizer = Tokenizer(EncodingConfig(anticipation_s=1.0))
+    model = MuseNet(load_config("tiny", ["model.d_model=32"]).model, tokenizer.vocab.size, rngs=nnx.Rngs(0))
+    given, new = given_for_accompaniment(tokenizer, read_piece(piece), ["bass"], piece)
+    given = dataclasses.replace(given, stop_step=600)  # the first 6 s
+    request = anticipated_request(tokenizer, "bach", given, ["piano", "drums", "bass"], new)
+    share = {}
+    for strength in (0.0, 30.0):
+        tables = GrammarTables.from_vocab(tokenizer.vocab, onset_bias=strength)
+        candidates = Sampler(model, tokenizer, tables=tables).sample(
+            [request] * 3, max_new_tokens=300, seed=2
+        )
+        parts = [new_notes(tokenizer, c.ids, 0) for c in candidates]
+        assert all(len(part) for part in parts)
+        within = tokenizer.step_s / 2 + 1e-6  # the given notes' own times, quantized to the time grid
+        share[strength] = np.mean([onsets_on_grid(part, given.events, np.zeros(0), within) for part in parts])
+    assert share[30.0] > 0.8 and share[30.0] > share[0.0] + 0.3, share
