@@ -298,14 +298,17 @@ class Sampler:
 
     def _given_onsets(self, requests: Sequence[Request]) -> np.ndarray:
         """bool [B, T] (rule 14): the events' clock steps where a given note starts, a control note-on's time
-        plus the anticipation interval; [B, 1] and all False where the rule is off."""
+        (in the prompt or still to be written) plus the anticipation interval; [B, 1], all False, where the
+        rule is off."""
         vocab = self.tokenizer.vocab
         if not self.tables.onset_bias:
             return np.zeros((len(requests), 1), bool)
         horizon = max(r.target_steps for r in requests) + 1
         out = np.zeros((len(requests), horizon), bool)
         for row, r in enumerate(requests):
-            onsets = r.forced_at[vocab.token_kinds[r.forced] == KIND_CONTROL_ON] + vocab.anticipation_steps
+            in_prompt = token_times(r.prompt, vocab)[vocab.token_kinds[r.prompt] == KIND_CONTROL_ON]
+            forced = r.forced_at[vocab.token_kinds[r.forced] == KIND_CONTROL_ON]
+            onsets = np.concatenate([in_prompt, forced]) + vocab.anticipation_steps
             out[row, onsets[onsets < horizon]] = True
         return out
 

@@ -249,6 +249,15 @@ def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(pi
     given, new = given_for_accompaniment(tokenizer, read_piece(piece), ["bass"], piece)
     given = dataclasses.replace(given, stop_step=600)  # the first 6 s
     request = anticipated_request(tokenizer, "bach", given, ["piano", "drums", "bass"], new)
+    # Every given onset is known to the rule, those already in the prompt (the first delta) included.
+    steps = (
+        np.unique(np.rint(given.events.start_s / tokenizer.step_s).astype(int))
+        + tokenizer.vocab.anticipation_steps
+    )
+    known = Sampler(model, tokenizer, tables=GrammarTables.from_vocab(tokenizer.vocab, onset_bias=1.0))
+    np.testing.assert_array_equal(
+        np.flatnonzero(known._given_onsets([request])[0]), steps[steps <= 600 + 100]
+    )
     share = {}
     for strength in (0.0, 30.0):
         tables = GrammarTables.from_vocab(tokenizer.vocab, onset_bias=strength)
