@@ -203,9 +203,8 @@ class Vocabulary:
         config = dataclasses.asdict(self.cfg) | _FINGERPRINT_PINNED
         if not self.anticipates:  # off: the same fingerprint as before the switch existed
             del config["anticipation_s"]
-        if (
-            not self.anticipates or self.cfg.anticipation_order == "controls_first"
-        ):  # as before the order existed
+        # the first order (or none): the same fingerprint as before the order existed
+        if not self.anticipates or self.cfg.anticipation_order == "controls_first":
             del config["anticipation_order"]
         payload = json.dumps({"tokens": self.strings, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

@@ -160,6 +160,7 @@ class Sampler:
         tables = self.tables
         events_first = self.tokenizer.cfg.anticipation_order == "events_first"
         is_control, is_wait = jnp.asarray(tables.is_control), jnp.asarray(tables.is_wait)
+        wait_steps = jnp.asarray(tables.wait_steps)
 
         def one(_: jax.Array, carry: tuple[Any, DecodeState]) -> tuple[Any, DecodeState]:
             params, st = carry  # the parameters ride in the carry: NNX merges them at the loop's trace level
@@ -193,9 +194,7 @@ class Sampler:
 
                 biased = biased + jax.lax.cond(jnp.any(lag > 0), reprise, lambda: jnp.zeros_like(biased))
             if tables.onset_bias:
-                lands = jnp.clip(
-                    time[:, None] + jnp.asarray(tables.wait_steps)[None], 0, st.together.shape[1] - 1
-                )
+                lands = jnp.clip(time[:, None] + wait_steps[None], 0, st.together.shape[1] - 1)
                 together = jnp.take_along_axis(st.together, lands, axis=1) & is_wait[None]
                 off_beat = ~st.together[
                     jnp.arange(time.shape[0]), jnp.minimum(time, st.together.shape[1] - 1)
@@ -204,7 +203,6 @@ class Sampler:
                 biased = biased + tables.onset_bias * (together.astype(jnp.float32) - apart)
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
-            wait_steps = jnp.asarray(tables.wait_steps)
             due = due & ~(waits_for_leaving & (wait_steps[token] == 0))  # a drawn event of the step first
             # A wait lands on the next given token, and where a resting owed family must play again.
             land_at = jnp.where(pending, forced_at, NEVER)
