@@ -192,6 +192,7 @@ def test_sampler_writes_every_given_token_at_its_time(anticipation_run, piece):
     assert times[-1] <= request.target_steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["controls_first", "events_first"])
 def test_an_untrained_model_writes_its_request_in_the_order_training_shows(piece, order):
     """Whatever the model draws, the sampler writes the given controls where the encoding puts them: each
@@ -232,6 +233,7 @@ def test_an_untrained_model_writes_its_request_in_the_order_training_shows(piece
         np.testing.assert_array_equal(body[: len(ids) - request.prefix_length], ids[request.prefix_length :])
 
 
+@pytest.mark.slow
 def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(piece):
     """With a strong `onset_bias` the new part's notes start where given notes start (on the events' clock);
     an untrained model without it plays on its own clock."""
