@@ -100,6 +100,7 @@ class DecodeState:
     rest: jax.Array  # int32 [B]: the longest rest of an owed family, in steps
     plan: jax.Array  # int32 [B, repeats, 3]: the form plan's (start, lag, end) repeats (grammar rule 13)
     together: jax.Array  # bool [B, T]: where a given note starts, on the events' clock (grammar rule 14)
+    listening: jax.Array  # bool [B]: rows that add a part to given notes, the ones rule 14 applies to
     key: jax.Array
 
 
@@ -200,7 +201,8 @@ class Sampler:
                     jnp.arange(time.shape[0]), jnp.minimum(time, st.together.shape[1] - 1)
                 ]
                 apart = jnp.asarray(tables.is_on)[None] & off_beat[:, None]
-                biased = biased + tables.onset_bias * (together.astype(jnp.float32) - apart)
+                pull = jnp.where(st.listening[:, None], together.astype(jnp.float32) - apart, 0.0)
+                biased = biased + tables.onset_bias * pull
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             due = due & ~(waits_for_leaving & (wait_steps[token] == 0))  # a drawn event of the step first
@@ -258,6 +260,7 @@ class Sampler:
             forced[row, : len(r.forced)], forced_at[row, : len(r.forced)] = r.forced, r.forced_at
         grammar = self._replay(jnp.asarray(prompt))
         owed, rest = self._owed_parts(requests, np.asarray(grammar.time))
+        together, listening = self._given_onsets(requests)
         return DecodeState(
             cache=None,
             logits=None,
@@ -281,7 +284,8 @@ class Sampler:
             heard=jnp.broadcast_to(grammar.time[:, None], owed.shape),
             rest=jnp.asarray(rest),
             plan=jnp.asarray(self._plans(requests, seed)),
-            together=jnp.asarray(self._given_onsets(requests)),
+            together=jnp.asarray(together),
+            listening=jnp.asarray(listening),
             key=jax.random.key(seed),
         )
 
@@ -294,21 +298,25 @@ class Sampler:
         ]
         return draw_plans(self.plans, composers, [r.target_steps for r in requests], seed)
 
-    def _given_onsets(self, requests: Sequence[Request]) -> np.ndarray:
-        """bool [B, T] (rule 14): the events' clock steps where a given note starts, a control note-on's time
-        (in the prompt or still to be written) plus the anticipation interval; [B, 1], all False, where the
-        rule is off."""
+    def _given_onsets(self, requests: Sequence[Request]) -> tuple[np.ndarray, np.ndarray]:
+        """(together bool [B, T], listening bool [B]) of rule 14: the events' clock steps where a given
+        note starts, a control note-on's time (in the prompt or still to be written) plus the anticipation
+        interval; and the rows that add a part to given notes (accompaniment). An infill's span has no
+        given onset in it and a continuation none at all: the rule would silence them, so they do not
+        listen. [B, 1] and no listening row where the rule is off."""
         vocab = self.tokenizer.vocab
+        listening = np.zeros(len(requests), bool)
         if not self.tables.onset_bias:
-            return np.zeros((len(requests), 1), bool)
+            return np.zeros((len(requests), 1), bool), listening
         horizon = max(r.target_steps for r in requests) + 1
-        out = np.zeros((len(requests), horizon), bool)
+        together = np.zeros((len(requests), horizon), bool)
         for row, r in enumerate(requests):
             in_prompt = token_times(r.prompt, vocab)[vocab.token_kinds[r.prompt] == KIND_CONTROL_ON]
             forced = r.forced_at[vocab.token_kinds[r.forced] == KIND_CONTROL_ON]
             onsets = np.concatenate([in_prompt, forced]) + vocab.anticipation_steps
-            out[row, onsets[onsets < horizon]] = True
-        return out
+            together[row, onsets[onsets < horizon]] = True
+            listening[row] = len(onsets) > 0 and r.owed is not None and bool(r.owed.any())
+        return together, listening
 
     def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long

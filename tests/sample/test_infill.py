@@ -257,9 +257,9 @@ def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(pi
         + tokenizer.vocab.anticipation_steps
     )
     known = Sampler(model, tokenizer, tables=GrammarTables.from_vocab(tokenizer.vocab, onset_bias=1.0))
-    np.testing.assert_array_equal(
-        np.flatnonzero(known._given_onsets([request])[0]), steps[steps <= 600 + 100]
-    )
+    together, listening = known._given_onsets([request])
+    np.testing.assert_array_equal(np.flatnonzero(together[0]), steps[steps <= 600 + 100])
+    assert listening.tolist() == [True]
     share = {}
     for strength in (0.0, 30.0):
         tables = GrammarTables.from_vocab(tokenizer.vocab, onset_bias=strength)
@@ -271,3 +271,30 @@ def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(pi
         within = tokenizer.step_s / 2 + 1e-6  # the given notes' own times, quantized to the time grid
         share[strength] = np.mean([onsets_on_grid(part, given.events, np.zeros(0), within) for part in parts])
     assert share[30.0] > 0.8 and share[30.0] > share[0.0] + 0.3, share
+
+
+@pytest.mark.slow
+def test_rule_14_leaves_a_fill_and_a_continuation_as_they_were(tokenizer, piece):
+    """An infill's span has no given onset in it and a continuation none at all: rule 14 would silence
+    them, so with it on they are drawn exactly as with it off."""
+    from flax import nnx
+
+    from musenet_jax.config import load_config
+    from musenet_jax.model.transformer import MuseNet
+    from musenet_jax.sample.conditioning import make_request
+    from musenet_jax.sample.grammar import GrammarTables
+    from musenet_jax.sample.sampler import Sampler
+
+    model = MuseNet(load_config("tiny", ["model.d_model=32"]).model, tokenizer.vocab.size, rngs=nnx.Rngs(0))
+    given = given_for_infill(tokenizer, read_piece(piece), 4.0, 8.0, piece)
+    fill = anticipated_request(tokenizer, "bach", given, ["piano", "drums"], ["piano", "drums"])
+    continuation = make_request(tokenizer, "bach", "piano", 4.0)
+    for request in (fill, continuation):
+        drawn = []
+        for strength in (0.0, 30.0):
+            tables = GrammarTables.from_vocab(tokenizer.vocab, onset_bias=strength)
+            sampler = Sampler(model, tokenizer, tables=tables)
+            drawn.append(sampler.sample([request] * 2, max_new_tokens=300, seed=3))
+        for off, on in zip(*drawn, strict=True):
+            assert len(off.ids) > len(request.prompt) + 20
+            np.testing.assert_array_equal(on.ids, off.ids)
