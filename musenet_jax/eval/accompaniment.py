@@ -89,8 +89,13 @@ def side_by_side(
     """Per piece k, the figures of the model's part, the real part and the control part (`rotated_by_one`)
     against `given[k]` and its `beats[k]` (none: the given onsets alone), averaged over the pieces (None
     where undefined on every piece); per figure whether the model is closer to the real part than the
-    control is, and whether it is on every figure defined. The control needs two pieces (None with one)."""
+    control is, and whether it is on every figure defined. The control needs two pieces (None with one).
+    Beside them, how busy each part is (`notes_per_second` over the given part's length): a part of a few
+    notes can sit on the grid without listening."""
     grids = [np.zeros(0)] * len(given) if beats is None else beats
+
+    def busy(parts: Sequence[Events]) -> float:
+        return float(np.mean([len(part) / max(end, 1e-9) for part, end in zip(parts, ends_s)]))
 
     def averaged(parts: Sequence[Events]) -> dict[str, float | None]:
         rows = [accompaniment_stats(part, g, b) for part, g, b in zip(parts, given, grids)]
@@ -98,7 +103,8 @@ def side_by_side(
         return {key: (float(np.nanmean(v)) if np.isfinite(v).any() else None) for key, v in values.items()}
 
     ours, truth = averaged(model), averaged(real)
-    control = averaged(rotated_by_one(model, ends_s)) if len(model) > 1 else None
+    controls = rotated_by_one(model, ends_s) if len(model) > 1 else None
+    control = None if controls is None else averaged(controls)
     closer: dict[str, bool | None] = {}
     for key in ours:
         mine, theirs, other = ours[key], truth[key], None if control is None else control[key]
@@ -110,4 +116,9 @@ def side_by_side(
         "control": control,
         "closer_than_control": closer,
         "closer_on_every_figure": all(judged) if judged else None,
+        "notes_per_second": {
+            "model": busy(model),
+            "real": busy(real),
+            "control": None if controls is None else busy(controls),
+        },
     }

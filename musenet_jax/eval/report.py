@@ -79,6 +79,11 @@ def format_accompaniment(report: dict[str, Any]) -> str:
             f"{name:<18}{_short(ours):>8}{_short(report['real'][name]):>8}{_short(control.get(name)):>9}"
             f"  {closer}"
         )
+    busy = report["notes_per_second"]
+    lines.append(
+        f"{'notes per second':<18}{_short(busy['model']):>8}{_short(busy['real']):>8}"
+        f"{_short(busy['control']):>9}  (how busy each part is; not a figure of listening)"
+    )
     if report["control"] is None:
         lines.append("control: none (it needs two scored pieces)")
     else:

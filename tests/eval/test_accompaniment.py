@@ -68,6 +68,8 @@ def test_the_real_basses_beat_their_control_and_a_rotated_bass_does_not(tmp_path
     listening = side_by_side(basses, basses, uppers, ends)  # a "model" that writes the real bass
     assert listening["closer_than_control"] == {"onsets_on_grid": True, "key_consistency": True}
     assert listening["closer_on_every_figure"] is True
+    busy = listening["notes_per_second"]
+    assert busy["model"] == busy["real"] == np.mean([len(b) / e for b, e in zip(basses, ends)]) > 0.5
     assert listening["control"]["onsets_on_grid"] < listening["real"]["onsets_on_grid"] - 0.3
     assert listening["control"]["key_consistency"] < listening["real"]["key_consistency"] - 0.3
     deaf = side_by_side(basses[1:] + basses[:1], basses, uppers, ends)  # each bass under another chorale
@@ -75,6 +77,7 @@ def test_the_real_basses_beat_their_control_and_a_rotated_bass_does_not(tmp_path
     header = {"family": "bass", "pieces": 3, "scored": 3, "seconds": 30.0, "grid": "-", "control_part": "-"}
     text = format_accompaniment(header | deaf)
     assert "onsets_on_grid" in text and "  no" in text and "is not closer to the real part" in text
+    assert "notes per second" in text
     alone = side_by_side(basses[:1], basses[:1], uppers[:1], ends[:1])
     assert alone["control"] is None and alone["closer_on_every_figure"] is None
 
