@@ -35,8 +35,8 @@ class SampleConfig:
     # Grammar rule 13: logit bonus of the token that plays again what the piece played earlier, where the form
     # plan drawn from the composer's training pieces repeats a passage (0 = off; needs the run's note facts).
     form_bias: float = 0.0
-    # Grammar rule 14: logit bonus of a wait that lands where a given note starts, and penalty of a note-on
-    # where none starts (accompaniment, infilling: the new part plays with the given one; 0 = off).
+    # Grammar rule 14: logit penalty of a note-on where no given note starts, and of a wait that lands off
+    # the given onsets (accompaniment: the new part plays with the given one; 0 = off; docs/quality.md).
     onset_bias: float = 0.0
     # Grammar rule 12: a requested family rests at most this many seconds in the new music (at most half of
     # it), then plays next; 0 = off (a part the model was rarely shown may then stay silent).

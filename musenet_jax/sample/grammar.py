@@ -50,8 +50,9 @@ time rarely does; `sample/form.py`):
    repeat is under way, the token the piece played `lag` steps earlier at this point gains `form_bias`.
 And a rule of playing together (anticipation's given notes tell where the given part's notes start; a model
 that has not learnt to find them in its window plays on its own clock):
-14. together: a wait that lands where a given note starts (on the events' clock) gains `onset_bias`, and a
-   note-on where none starts loses it. Which notes, and whether any, stay the model's.
+14. together: where a part is added to given notes, a note-on where no given note starts (on the events'
+   clock) loses `onset_bias`, and so does a wait that lands where none starts when another wait may land
+   where one does. Nothing gains: at a given onset, whether to play, and which notes, stay the model's.
 The state is a small pytree updated inside the jitted decoding loop.
 """
 
@@ -109,7 +110,7 @@ class GrammarTables:
     key_bias: float  # rule 9: logit penalty of an out-of-key note-on (0 = off)
     motif_bias: float  # rule 11: logit bonus of the note that continued the same notes last time (0 = off)
     form_bias: float  # rule 13: logit bonus of the token a planned repeat plays again (0 = off)
-    onset_bias: float  # rule 14: logit bonus of a wait landing where a given note starts (0 = off)
+    onset_bias: float  # rule 14: logit penalty of a note-on or a wait off the given onsets (0 = off)
     num_slots: int
     num_families: int
     end_id: int

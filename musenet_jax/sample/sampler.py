@@ -194,15 +194,15 @@ class Sampler:
                     return form_bonus(again, biased.shape[1], tables.form_bias)
 
                 biased = biased + jax.lax.cond(jnp.any(lag > 0), reprise, lambda: jnp.zeros_like(biased))
-            if tables.onset_bias:
+            if tables.onset_bias:  # nothing gains: at a given onset, to play or to wait stays the model's
                 lands = jnp.clip(time[:, None] + wait_steps[None], 0, st.together.shape[1] - 1)
-                together = jnp.take_along_axis(st.together, lands, axis=1) & is_wait[None]
+                on_onset = jnp.take_along_axis(st.together, lands, axis=1) & is_wait[None]
+                astray = is_wait[None] & ~on_onset & jnp.any(on_onset & allowed, 1, keepdims=True)
                 off_beat = ~st.together[
                     jnp.arange(time.shape[0]), jnp.minimum(time, st.together.shape[1] - 1)
                 ]
                 apart = jnp.asarray(tables.is_on)[None] & off_beat[:, None]
-                pull = jnp.where(st.listening[:, None], together.astype(jnp.float32) - apart, 0.0)
-                biased = biased + tables.onset_bias * pull
+                biased = biased - tables.onset_bias * (st.listening[:, None] & (astray | apart))
             token = draw(sub, jnp.where(allowed, biased, -jnp.inf), self.settings)
             logp = jnp.take_along_axis(jax.nn.log_softmax(st.logits, axis=-1), token[:, None], axis=1)[:, 0]
             due = due & ~(waits_for_leaving & (wait_steps[token] == 0))  # a drawn event of the step first

@@ -235,8 +235,8 @@ def test_an_untrained_model_writes_its_request_in_the_order_training_shows(piece
 
 @pytest.mark.slow
 def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(piece):
-    """With a strong `onset_bias` the new part's notes start where given notes start (on the events' clock);
-    an untrained model without it plays on its own clock."""
+    """With a strong `onset_bias` the new part's notes start where given notes start (on the events' clock),
+    about as many of them as without it; an untrained model without it plays on its own clock."""
     from flax import nnx
 
     from musenet_jax.config import load_config
@@ -260,7 +260,7 @@ def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(pi
     together, listening = known._given_onsets([request])
     np.testing.assert_array_equal(np.flatnonzero(together[0]), steps[steps <= 600 + 100])
     assert listening.tolist() == [True]
-    share = {}
+    share, notes = {}, {}
     for strength in (0.0, 30.0):
         tables = GrammarTables.from_vocab(tokenizer.vocab, onset_bias=strength)
         candidates = Sampler(model, tokenizer, tables=tables).sample(
@@ -270,7 +270,9 @@ def test_rule_14_makes_an_untrained_models_added_part_play_with_the_given_one(pi
         assert all(len(part) for part in parts)
         within = tokenizer.step_s / 2 + 1e-6  # the given notes' own times, quantized to the time grid
         share[strength] = np.mean([onsets_on_grid(part, given.events, np.zeros(0), within) for part in parts])
+        notes[strength] = np.mean([len(part) for part in parts])
     assert share[30.0] > 0.8 and share[30.0] > share[0.0] + 0.3, share
+    assert notes[30.0] >= notes[0.0] / 2, notes  # it plays with the given part, not only seldom
 
 
 @pytest.mark.slow
