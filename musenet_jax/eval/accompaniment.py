@@ -90,12 +90,12 @@ def side_by_side(
     against `given[k]` and its `beats[k]` (none: the given onsets alone), averaged over the pieces (None
     where undefined on every piece); per figure whether the model is closer to the real part than the
     control is, and whether it is on every figure defined. The control needs two pieces (None with one).
-    Beside them, how busy each part is (`notes_per_second` over the given part's length): a part of a few
-    notes can sit on the grid without listening."""
+    Beside them, how busy each part is (`notes_per_second`: its notes that start before the given part
+    ends, over that length): a part of a few notes can sit on the grid without listening."""
     grids = [np.zeros(0)] * len(given) if beats is None else beats
 
-    def busy(parts: Sequence[Events]) -> float:
-        return float(np.mean([len(part) / max(end, 1e-9) for part, end in zip(parts, ends_s)]))
+    def busy(parts: Sequence[Events]) -> float:  # the notes that start while the given part plays
+        return float(np.mean([np.sum(p.start_s < end) / max(end, 1e-9) for p, end in zip(parts, ends_s)]))
 
     def averaged(parts: Sequence[Events]) -> dict[str, float | None]:
         rows = [accompaniment_stats(part, g, b) for part, g, b in zip(parts, given, grids)]

@@ -70,6 +70,10 @@ def test_the_real_basses_beat_their_control_and_a_rotated_bass_does_not(tmp_path
     assert listening["closer_on_every_figure"] is True
     busy = listening["notes_per_second"]
     assert busy["model"] == busy["real"] == np.mean([len(b) / e for b, e in zip(basses, ends)]) > 0.5
+    early = side_by_side(basses, basses, uppers, [e / 2 for e in ends])  # only what starts in the first half
+    assert early["notes_per_second"]["real"] == np.mean(
+        [np.sum(b.start_s < e / 2) / (e / 2) for b, e in zip(basses, ends)]
+    )
     assert listening["control"]["onsets_on_grid"] < listening["real"]["onsets_on_grid"] - 0.3
     assert listening["control"]["key_consistency"] < listening["real"]["key_consistency"] - 0.3
     deaf = side_by_side(basses[1:] + basses[:1], basses, uppers, ends)  # each bass under another chorale
