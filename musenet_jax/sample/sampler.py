@@ -303,7 +303,7 @@ class Sampler:
         note starts, a control note-on's time (in the prompt or still to be written) plus the anticipation
         interval; and the rows that add a part to given notes (accompaniment). An infill's span has no
         given onset in it and a continuation none at all: the rule would silence them, so they do not
-        listen. [B, 1] and no listening row where the rule is off."""
+        listen. [B, 1] where no row listens."""
         vocab = self.tokenizer.vocab
         listening = np.zeros(len(requests), bool)
         if not self.tables.onset_bias:
@@ -316,7 +316,7 @@ class Sampler:
             onsets = np.concatenate([in_prompt, forced]) + vocab.anticipation_steps
             together[row, onsets[onsets < horizon]] = True
             listening[row] = len(onsets) > 0 and r.owed is not None and bool(r.owed.any())
-        return together, listening
+        return (together if listening.any() else together[:, :1]), listening
 
     def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long
