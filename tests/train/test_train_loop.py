@@ -189,6 +189,7 @@ def two_step_run(data_dir, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_config_is_refused(data_dir, two_step_run, tmp_path):
     workdir = shutil.copytree(two_step_run, tmp_path / "run")
     assert (workdir / "config.json").is_file()
@@ -198,6 +199,7 @@ def test_resuming_with_another_model_config_is_refused(data_dir, two_step_run, t
     assert os.listdir(workdir / "checkpoints") == ["2"]
 
 
+@pytest.mark.slow
 def test_a_rotary_run_resumes_with_a_longer_context_and_a_learned_one_does_not(
     data_dir, two_step_run, tmp_path, capsys
 ):
