@@ -99,7 +99,9 @@ class DecodeState:
     heard: jax.Array  # int32 [B, families]: the time each last sounded (the start of the new music at first)
     rest: jax.Array  # int32 [B]: the longest rest of an owed family, in steps
     plan: jax.Array  # int32 [B, repeats, 3]: the form plan's (start, lag, end) repeats (grammar rule 13)
-    together: jax.Array  # bool [B, T]: where a given note starts, on the events' clock (grammar rule 14)
+    # bool [B, T]: where a given note starts, on the events' clock (grammar rule 14); T = 0 where the rule is
+    # off or no row listens, so the decoding loop leaves the rule out
+    together: jax.Array
     listening: jax.Array  # bool [B]: rows that add a part to given notes, the ones rule 14 applies to
     key: jax.Array
 
@@ -194,7 +196,7 @@ class Sampler:
                     return form_bonus(again, biased.shape[1], tables.form_bias)
 
                 biased = biased + jax.lax.cond(jnp.any(lag > 0), reprise, lambda: jnp.zeros_like(biased))
-            if tables.onset_bias:  # nothing gains: at a given onset, to play or to wait stays the model's
+            if st.together.shape[1]:  # rule 14: nothing gains; at a given onset, playing stays the model's
                 lands = jnp.clip(time[:, None] + wait_steps[None], 0, st.together.shape[1] - 1)
                 on_onset = jnp.take_along_axis(st.together, lands, axis=1) & is_wait[None]
                 astray = is_wait[None] & ~on_onset & jnp.any(on_onset & allowed, 1, keepdims=True)
@@ -303,11 +305,11 @@ class Sampler:
         note starts, a control note-on's time (in the prompt or still to be written) plus the anticipation
         interval; and the rows that add a part to given notes (accompaniment). An infill's span has no
         given onset in it and a continuation none at all: the rule would silence them, so they do not
-        listen. [B, 1] where no row listens."""
+        listen. [B, 0] where the rule is off or no row listens."""
         vocab = self.tokenizer.vocab
         listening = np.zeros(len(requests), bool)
         if not self.tables.onset_bias:
-            return np.zeros((len(requests), 1), bool), listening
+            return np.zeros((len(requests), 0), bool), listening
         horizon = max(r.target_steps for r in requests) + 1
         together = np.zeros((len(requests), horizon), bool)
         for row, r in enumerate(requests):
@@ -316,7 +318,7 @@ class Sampler:
             onsets = np.concatenate([in_prompt, forced]) + vocab.anticipation_steps
             together[row, onsets[onsets < horizon]] = True
             listening[row] = len(onsets) > 0 and r.owed is not None and bool(r.owed.any())
-        return (together if listening.any() else together[:, :1]), listening
+        return (together if listening.any() else together[:, :0]), listening
 
     def _owed_parts(self, requests: Sequence[Request], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(owed bool [B, families], rest int32 [B]) of grammar rule 12: the requested families and how long
