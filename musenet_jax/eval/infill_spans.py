@@ -6,6 +6,10 @@ Both scores cover the same tokens: the note-ons and note-offs of the events that
 (on the events' clock, which runs `delta` behind in the anticipated sequence). Waits are left out, since
 the controls split them differently in the two sequences. One span per piece, placed at random (seeded)
 so that it ends by the piece's last onset; a span without a note is not scored (counted as skipped).
+
+Where the cost or the gain sits: a given note comes into view `delta` before its time, so the span's first
+`seconds - delta` seconds are written with no given note in view yet, and only its last `delta` seconds can
+use them. Both scores are reported for the two parts too (`by_view`).
 """
 
 from __future__ import annotations
@@ -57,13 +61,15 @@ def infill_span_scores(
     model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray], *, seconds: float = 8.0, seed: int = 0
 ) -> dict[str, Any]:
     """{"span_seconds", "seed", "spans", "skipped", "span_tokens", "future_given_bits_per_token" (None
-    without anticipation), "left_to_right_bits_per_token", "note" (a line, or "")}."""
+    without anticipation), "left_to_right_bits_per_token", "note" (a line, or ""); with anticipation also
+    "future_given_span_tokens" and "by_view": both scores of the tokens written before any given note is
+    in view ("none_in_view") and after ("given_in_view")}."""
     if not seconds > 0:
         raise UserError(f"--infill-spans takes the span's length in seconds (> 0), got {seconds:g}")
     vocab, step = tokenizer.vocab, tokenizer.step_s
     length = max(round(seconds / step), 1)
     anticipates = vocab.anticipates
-    plain, anticipated, plain_masks, anticipated_masks = [], [], [], []
+    plain, anticipated, plain_masks, anticipated_masks, in_view = [], [], [], [], []
     for ids, start in zip(pieces, pick_spans(tokenizer, pieces, seconds, seed)):
         events = tokenizer.ids_to_events(ids)
         composer = tokenizer.composer_of(ids)
@@ -78,28 +84,55 @@ def infill_span_scores(
             future = onset >= start + length
             given = anticipated_ids(tokenizer, events.select(~future), events.select(future), composer)
             anticipated.append(given)
-            anticipated_masks.append(
-                span_tokens(tokenizer, given, start, start + length, vocab.anticipation_steps)
+            shift = vocab.anticipation_steps
+            anticipated_masks.append(span_tokens(tokenizer, given, start, start + length, shift))
+            seen_from = max(start, start + length - shift)  # the first given note is in view from here
+            in_view.append(
+                (
+                    span_tokens(tokenizer, whole, seen_from, start + length, 0),
+                    span_tokens(tokenizer, given, seen_from, start + length, shift),
+                )
             )
     if not plain:
         raise UserError(f"no piece has a note inside its {seconds:g}-second span: nothing to score")
+    plain_nlls = token_nlls(model, tokenizer, plain)
     report = {
         "span_seconds": seconds,
         "seed": seed,
         "spans": len(plain),
         "skipped": len(pieces) - len(plain),
         "span_tokens": int(sum(m.sum() for m in plain_masks)),
-        "left_to_right_bits_per_token": _bits(token_nlls(model, tokenizer, plain), plain_masks),
+        "left_to_right_bits_per_token": _bits(plain_nlls, plain_masks),
         "future_given_bits_per_token": None,
         "note": NO_ANTICIPATION,
     }
     if anticipates:
+        anticipated_nlls = token_nlls(model, tokenizer, anticipated)
         report["future_given_span_tokens"] = int(sum(m.sum() for m in anticipated_masks))
-        report["future_given_bits_per_token"] = _bits(
-            token_nlls(model, tokenizer, anticipated), anticipated_masks
-        )
+        report["future_given_bits_per_token"] = _bits(anticipated_nlls, anticipated_masks)
+        report["by_view"] = _by_view(plain_nlls, anticipated_nlls, plain_masks, anticipated_masks, in_view)
         report["note"] = ""
     return report
+
+
+def _by_view(
+    plain_nlls: list[np.ndarray],
+    anticipated_nlls: list[np.ndarray],
+    plain_masks: list[np.ndarray],
+    anticipated_masks: list[np.ndarray],
+    in_view: list[tuple[np.ndarray, np.ndarray]],
+) -> dict[str, dict[str, float | int]]:
+    """Both scores of the span's tokens written before any given note is in view, and of those after."""
+    parts = {}
+    for name, seen in (("none_in_view", False), ("given_in_view", True)):
+        plain = [m & (v[0] == seen) for m, v in zip(plain_masks, in_view)]
+        given = [m & (v[1] == seen) for m, v in zip(anticipated_masks, in_view)]
+        parts[name] = {
+            "span_tokens": int(sum(m.sum() for m in plain)),
+            "left_to_right_bits_per_token": _bits(plain_nlls, plain),
+            "future_given_bits_per_token": _bits(anticipated_nlls, given),
+        }
+    return parts
 
 
 def _bits(nlls: list[np.ndarray], masks: list[np.ndarray]) -> float:
@@ -116,6 +149,15 @@ def format_spans(report: dict[str, Any]) -> str:
     ]
     if report["future_given_bits_per_token"] is not None:
         lines.append(f"  bits/token, future given (a):     {report['future_given_bits_per_token']:.3f}")
+        for name, label in (
+            ("none_in_view", "no given note in view yet"),
+            ("given_in_view", "given notes in view"),
+        ):
+            part = report["by_view"][name]
+            lines.append(
+                f"    {label + ':':27s} (b) {part['left_to_right_bits_per_token']:.3f}  "
+                f"(a) {part['future_given_bits_per_token']:.3f}  ({part['span_tokens']} tokens)"
+            )
     if report["note"]:
         lines.append(report["note"])
     return "\n".join(lines)

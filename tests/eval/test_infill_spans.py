@@ -56,6 +56,16 @@ def test_both_scores_cover_exactly_the_spans_note_tokens(pieces_midi):
     assert pick_spans(tokenizer, pieces, 8.0, seed=1) == starts  # seeded
     assert pick_spans(tokenizer, pieces, 8.0, seed=2) != starts
 
+    # The span's last second (delta) is written with the given notes in view, the 7 s before it without;
+    # each score is the token-weighted mean of its two parts.
+    late = sum(notes_in_span(tokenizer, ids, s + 700, s + 800) for ids, s in zip(pieces, starts))
+    parts = report["by_view"]
+    assert parts["given_in_view"]["span_tokens"] == late > 0
+    assert parts["none_in_view"]["span_tokens"] == expected - late > 0
+    for key in ("future_given_bits_per_token", "left_to_right_bits_per_token"):
+        weighted = sum(p[key] * p["span_tokens"] for p in parts.values()) / expected
+        assert weighted == pytest.approx(report[key])
+
 
 def test_per_token_scores_add_up_to_the_whole_piece_score(pieces_midi):
     tokenizer = Tokenizer()
