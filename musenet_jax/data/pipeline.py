@@ -61,6 +61,7 @@ class CropExample:
         self.ranges = AugmentRanges(
             data_cfg.transpose_semitones, data_cfg.velocity_scale, data_cfg.time_stretch
         )
+        self.opening_share = data_cfg.opening_crop_share if augment else 0.0
 
     def __call__(self, element: dict[str, Any], rng: np.random.Generator) -> Batch:
         tokenizer, vocab = self.tokenizer, self.tokenizer.vocab
@@ -75,7 +76,12 @@ class CropExample:
         window = self.context + 1 - n_prefix
         stop = len(ids) if row_end is None else max(row_end, n_prefix)
         latest = max(stop - n_prefix - window, 0)
-        start = n_prefix + (latest if row_end is not None or not latest else int(rng.integers(0, latest + 1)))
+        if row_end is not None or not latest:
+            start = n_prefix + latest
+        elif self.opening_share and rng.random() < self.opening_share:  # no draw at 0: old runs replay
+            start = n_prefix
+        else:
+            start = n_prefix + int(rng.integers(0, latest + 1))
         take = np.concatenate([np.arange(n_prefix), np.arange(start, min(start + window, stop))])
         length = len(take)
         row = np.full(self.context + 1, vocab.pad_id, np.int32)

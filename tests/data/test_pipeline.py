@@ -171,3 +171,26 @@ def test_an_infilling_request_row_ends_where_the_request_does(cfg):
             np.testing.assert_array_equal(tokens[-20:], ids[row_end - 20 : row_end])
             assert row["durations"] == duration_steps(ids, tokenizer.vocab)
     assert requests
+
+
+def test_opening_crops_start_a_share_of_rows_at_the_pieces_head(cfg):
+    """Sampling starts every piece at its head, which a crop placed uniformly in a long piece rarely does:
+    `data.opening_crop_share` of the rows start there, the others anywhere as before."""
+    tokenizer = Tokenizer(cfg.encoding)
+    plain = dataclasses.replace(cfg.data, transpose_semitones=0, velocity_scale=0.0, time_stretch=0.0)
+    element = max(open_split(cfg.data, cfg.encoding, "train"), key=lambda e: len(e["ids"]))
+    head = np.asarray(element["ids"])[: cfg.model.context]
+    assert len(element["ids"]) > 4 * cfg.model.context
+
+    def at_head(share: float, seed: int) -> bool:
+        data = dataclasses.replace(plain, opening_crop_share=share)
+        row = CropExample(tokenizer, data, cfg.model.context, augment=True)(
+            element, np.random.default_rng(seed)
+        )
+        return bool(np.array_equal(row["inputs"], head))
+
+    assert all(at_head(1.0, seed) for seed in range(10))
+    assert not any(at_head(0.0, seed) for seed in range(10))
+    assert 8 <= sum(at_head(0.5, seed) for seed in range(40)) <= 32
+    with pytest.raises(ValueError, match="opening_crop_share must be in"):
+        dataclasses.replace(plain, opening_crop_share=1.5)
