@@ -46,11 +46,14 @@ SPAN_SHARE = 0.2  # the notes of one random span become controls
 INFILL_SHARE = 0.3
 SPAN_SECONDS = 8.0  # a span lasts 0.5x to 1.5x this
 # The rest: accompaniment (a random proper subset of the families present becomes controls).
+ACCOMPANIMENT_SHARE = 1.0 - PLAIN_SHARE - SPAN_SHARE - INFILL_SHARE
 
 
 def plain_encoding(cfg: EncodingConfig) -> EncodingConfig:
     """The encoding without anticipation: the one datasets are stored in (the pipeline anticipates)."""
-    return dataclasses.replace(cfg, anticipation_s=0.0, anticipation_order="controls_first")
+    return dataclasses.replace(
+        cfg, anticipation_s=0.0, anticipation_order="controls_first", span_infill="anticipation"
+    )
 
 
 def require_anticipation(vocab: Vocabulary) -> None:
@@ -119,13 +122,20 @@ def split_anticipated(tokenizer: Tokenizer, ids: np.ndarray) -> tuple[Events, Ev
     return events, tokenizer.ids_to_events(as_notes)
 
 
-def random_controls(events: Events, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+def random_controls(events: Events, rng: np.random.Generator, spans: bool = True) -> tuple[np.ndarray, bool]:
     """(bool [N]: which notes one training sequence gives as controls, whether it is an infilling
     request). None given: a plain sequence. An infilling request gives the notes from a random onset on;
     a span, the notes of about `SPAN_SECONDS`; accompaniment, a random proper subset of the families
-    present (a piece with one family gets a span instead)."""
+    present (a piece with one family gets a span instead). Without `spans` (a run that fills spans in
+    the middle, `encoding/fill_in_middle.py`), plain and accompaniment only, in the mix's proportion."""
     none = np.zeros(len(events), bool)
     draw = rng.random()
+    if not spans:
+        families = np.unique(events.family)
+        if draw < PLAIN_SHARE / (PLAIN_SHARE + ACCOMPANIMENT_SHARE) or len(families) < 2:
+            return none, False
+        given = rng.choice(families, size=int(rng.integers(1, len(families))), replace=False)
+        return np.isin(events.family, given), False
     if draw < PLAIN_SHARE or not len(events):
         return none, False
     if draw < PLAIN_SHARE + INFILL_SHARE:
@@ -159,13 +169,14 @@ def infilling_request_ids(
 
 
 def training_ids(
-    tokenizer: Tokenizer, ids: np.ndarray, rng: np.random.Generator
+    tokenizer: Tokenizer, ids: np.ndarray, rng: np.random.Generator, spans: bool = True
 ) -> tuple[np.ndarray, int | None]:
     """A stored (plain) piece as one training sequence of the mix, with the same composer: plain,
-    infilling request, span or accompaniment; and, for an infilling request, where its training row must
-    end (its point: the events meeting the given notes); None: a row may be cropped anywhere."""
+    infilling request, span or accompaniment (without `spans`: plain or accompaniment); and, for an
+    infilling request, where its training row must end (its point: the events meeting the given notes);
+    None: a row may be cropped anywhere."""
     events = tokenizer.ids_to_events(ids)
-    given, request = random_controls(events, rng)
+    given, request = random_controls(events, rng, spans)
     if not given.any():
         return np.asarray(ids, np.int32), None
     composer = tokenizer.composer_of(ids)

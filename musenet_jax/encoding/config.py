@@ -31,6 +31,7 @@ DEFAULT_COMPOSERS: tuple[str, ...] = (
 
 
 ANTICIPATION_ORDERS = ("controls_first", "events_first")
+SPAN_INFILLS = ("anticipation", "fill_in_middle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,11 @@ class EncodingConfig:
     # the bundled model's) or after them (`events_first`: a step's events follow its wait as in a plain
     # sequence, so a control never sits between a wait and the note-offs it times). docs/encoding.md.
     anticipation_order: str = "controls_first"
+    # How a span is filled (with anticipation on): given notes after the span anticipated `anticipation_s`
+    # ahead of their time (`anticipation`, the bundled model's), or the whole rest of the piece written
+    # before the span (`fill_in_middle`: two more tokens; encoding/fill_in_middle.py). Accompaniment is
+    # anticipated either way.
+    span_infill: str = "anticipation"
 
     def __post_init__(self) -> None:
         for key in ("time_step_ms", "max_wait_steps", "velocity_bins"):
@@ -76,6 +82,15 @@ class EncodingConfig:
             raise ValueError(
                 f"encoding.anticipation_order must be one of {', '.join(ANTICIPATION_ORDERS)}, "
                 f"not {self.anticipation_order!r}"
+            )
+        if self.span_infill not in SPAN_INFILLS:
+            raise ValueError(
+                f"encoding.span_infill must be one of {', '.join(SPAN_INFILLS)}, not {self.span_infill!r}"
+            )
+        if self.span_infill == "fill_in_middle" and not self.anticipation_s > 0:
+            raise ValueError(
+                "encoding.span_infill=fill_in_middle writes the given notes as control tokens, which only "
+                "anticipation has: set encoding.anticipation_s too (e.g. 5)"
             )
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(

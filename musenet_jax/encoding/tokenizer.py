@@ -21,6 +21,7 @@ from musenet_jax.encoding.budget import over_budget
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.events import Events
 from musenet_jax.encoding.families import DRUMS
+from musenet_jax.encoding.timing import duration_steps, token_times
 from musenet_jax.encoding.vocab import (
     KIND_ANTICIPATE,
     KIND_COMPOSER,
@@ -141,8 +142,8 @@ class Tokenizer:
         ids = np.asarray(ids, np.int64)
         ids = ids[(ids >= 0) & (ids < vocab.size)]
         kinds = vocab.token_kinds[ids]
-        step_at = np.cumsum(vocab.wait_steps[ids]) - vocab.wait_steps[ids]
-        end_step = int(step_at[-1] + vocab.wait_steps[ids[-1]]) if len(ids) else 0
+        step_at = token_times(ids, vocab)
+        end_step = duration_steps(ids, vocab)
         notes = np.flatnonzero((kinds == KIND_NOTE_ON) | (kinds == KIND_NOTE_OFF))
         families, pitches, bins = (
             vocab.note_family[ids[notes]],

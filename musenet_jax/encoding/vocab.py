@@ -26,6 +26,7 @@ KIND_PAD, KIND_START, KIND_END, KIND_COMPOSER, KIND_INSTRUMENT, KIND_WAIT, KIND_
     range(8)
 )
 KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF = range(8, 11)  # only with anticipation
+KIND_FIM_SUFFIX, KIND_FIM_MIDDLE = range(11, 13)  # only with encoding.span_infill=fill_in_middle
 KIND_NAMES: tuple[str, ...] = (
     "pad",
     "start",
@@ -38,8 +39,11 @@ KIND_NAMES: tuple[str, ...] = (
     "anticipate",
     "control_on",
     "control_off",
+    "fim_suffix",
+    "fim_middle",
 )
-ANTICIPATION_KINDS = frozenset(KIND_NAMES[KIND_ANTICIPATE:])
+ANTICIPATION_KINDS = frozenset(KIND_NAMES[KIND_ANTICIPATE:KIND_FIM_SUFFIX])
+FIM_KINDS = frozenset(KIND_NAMES[KIND_FIM_SUFFIX:])
 
 UNKNOWN_COMPOSER = "unknown"
 # `max_seconds` decides which notes are kept, not what a token means, so it cannot change the fingerprint:
@@ -86,7 +90,12 @@ class Vocabulary:
         self.control_base = self.note_end + 1
         self.control_shift = self.control_base - self.note_base
         n_notes = self.note_end - self.note_base
+        # With fill-in-the-middle: `fim:suffix` and `fim:middle` after the controls.
+        self.fills_in_middle = self.anticipates and cfg.span_infill == "fill_in_middle"
+        self.fim_suffix_id = self.control_base + n_notes if self.fills_in_middle else -1
+        self.fim_middle_id = self.fim_suffix_id + 1 if self.fills_in_middle else -1
         self.size = self.control_base + n_notes if self.anticipates else self.note_end
+        self.size += 2 if self.fills_in_middle else 0
         self._build_tables(rows)
 
     def _build_tables(self, rows: list[int]) -> None:
@@ -114,7 +123,10 @@ class Vocabulary:
         if self.anticipates:
             kinds[self.anticipate_id] = KIND_ANTICIPATE
             notes = kinds[self.note_base : self.note_end]
-            kinds[self.control_base :] = np.where(notes == KIND_NOTE_ON, KIND_CONTROL_ON, KIND_CONTROL_OFF)
+            controls = slice(self.control_base, self.control_base + len(notes))
+            kinds[controls] = np.where(notes == KIND_NOTE_ON, KIND_CONTROL_ON, KIND_CONTROL_OFF)
+        if self.fills_in_middle:
+            kinds[[self.fim_suffix_id, self.fim_middle_id]] = (KIND_FIM_SUFFIX, KIND_FIM_MIDDLE)
         self.token_kinds, self.wait_steps = kinds, waits
         self.note_family, self.note_bin, self.note_pitch = note_family, note_bin, note_pitch
 
@@ -173,6 +185,8 @@ class Vocabulary:
         out += notes
         if self.anticipates:
             out += ["anticipate", *(f"ctl:{note}" for note in notes)]
+        if self.fills_in_middle:
+            out += ["fim:suffix", "fim:middle"]
         return tuple(out)
 
     @functools.cached_property
@@ -195,7 +209,8 @@ class Vocabulary:
         return {
             name: int(n)
             for name, n in zip(KIND_NAMES, counts)
-            if self.anticipates or name not in ANTICIPATION_KINDS
+            if (self.anticipates or name not in ANTICIPATION_KINDS)
+            and (self.fills_in_middle or name not in FIM_KINDS)
         }
 
     def fingerprint(self) -> str:
@@ -206,6 +221,8 @@ class Vocabulary:
         # the first order (or none): the same fingerprint as before the order existed
         if not self.anticipates or self.cfg.anticipation_order == "controls_first":
             del config["anticipation_order"]
+        if not self.fills_in_middle:  # anticipated spans (or none): the fingerprint as before the switch
+            del config["span_infill"]
         payload = json.dumps({"tokens": self.strings, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
