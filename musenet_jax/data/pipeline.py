@@ -25,6 +25,7 @@ from musenet_jax.data.bucket import local_data_dir
 from musenet_jax.data.builder import check_encoding, dataset_dir, make_builder
 from musenet_jax.data.config import DataConfig
 from musenet_jax.data.on_disk import absent_split_error, missing_dataset_error
+from musenet_jax.encoding import fill_in_middle as fim
 from musenet_jax.encoding.anticipation import is_control, training_ids
 from musenet_jax.encoding.augment import AugmentRanges, augment_ids
 from musenet_jax.encoding.config import EncodingConfig
@@ -69,8 +70,10 @@ class CropExample:
         row_end = None  # an infilling request's row ends where the request stops
         if self.augment:
             ids = augment_ids(tokenizer, ids, rng, self.ranges)
+            if vocab.fills_in_middle and rng.random() < fim.SHARE:
+                return self._fim_row(ids, rng)
             if vocab.anticipates:
-                ids, row_end = training_ids(tokenizer, ids, rng)
+                ids, row_end = training_ids(tokenizer, ids, rng, spans=not vocab.fills_in_middle)
         times = token_times(ids, vocab)
         n_prefix = min(tokenizer.prefix_length(ids), self.context)
         window = self.context + 1 - n_prefix
@@ -96,6 +99,22 @@ class CropExample:
             "times": row_times[:-1],
             "durations": np.int32(max(duration_steps(ids, vocab), 1)),
             "sounding_head": held_before(ids, start, self.slots),  # notes held into the crop
+        }
+
+    def _fim_row(self, ids: np.ndarray, rng: np.random.Generator) -> Batch:
+        """A span of the piece to fill, the rest of it given (`encoding/fill_in_middle.py`)."""
+        tokenizer = self.tokenizer
+        events = tokenizer.ids_to_events(ids)
+        start, stop = fim.random_span(tokenizer, events, rng)
+        seq = fim.fim_sequence(tokenizer, events, start, stop, tokenizer.composer_of(ids))
+        row = fim.fim_row(seq, tokenizer, self.context, self.slots)
+        return {
+            "inputs": row["inputs"],
+            "targets": row["targets"],
+            "loss_mask": (row["counted"] & ~is_control(row["targets"], tokenizer.vocab)).astype(np.float32),
+            "times": row["times"],
+            "durations": row["durations"],
+            "sounding_head": row["sounding_head"],
         }
 
 

@@ -31,6 +31,8 @@ from musenet_jax.encoding.vocab import (
     KIND_COMPOSER,
     KIND_CONTROL_OFF,
     KIND_CONTROL_ON,
+    KIND_FIM_MIDDLE,
+    KIND_FIM_SUFFIX,
     UNKNOWN_COMPOSER,
     Vocabulary,
     vocabulary,
@@ -63,20 +65,27 @@ class InitialParams:
                 "model settings (its config.json)"
             )
         base = self.vocab.cfg
-        same = dataclasses.replace(encoding, composers=base.composers, anticipation_s=base.anticipation_s)
+        same = dataclasses.replace(
+            encoding,
+            composers=base.composers,
+            anticipation_s=base.anticipation_s,
+            span_infill=base.span_infill if base.anticipation_s > 0 else "anticipation",
+        )
         mine = vocabulary(same).fingerprint()
         theirs = self.vocab.fingerprint()
         if mine != theirs:
             raise UserError(
                 f"--init-from {self.origin} uses another encoding (vocabulary fingerprint {theirs[:12]}..., "
                 f"this run's config gives {mine[:12]}...); use its encoding settings (its config.json) for "
-                "the new run: only the composer labels and encoding.anticipation_s may differ"
+                "the new run: only the composer labels, encoding.anticipation_s and encoding.span_infill "
+                "may differ"
             )
 
 
 def vocab_rows(base: Vocabulary, new: Vocabulary) -> np.ndarray:
     """For each id of `new`, the id of the same token in `base` (a new composer: the base's `unknown`; for a
-    base without anticipation, a control `ctl:X`: the base's `X`, the `anticipate` flag: its `start`)."""
+    base without anticipation, a control `ctl:X`: the base's `X`, the `anticipate` flag: its `start`; the
+    fill-in-the-middle markers: the base's `anticipate` flag, or its `start` without one)."""
     base_id = {s: i for i, s in enumerate(base.strings)}
     unknown = base.composer_id(UNKNOWN_COMPOSER)
     rows = np.empty(new.size, np.int64)
@@ -90,6 +99,8 @@ def vocab_rows(base: Vocabulary, new: Vocabulary) -> np.ndarray:
             rows[i] = base_id[token.removeprefix("ctl:")]
         elif kind == KIND_ANTICIPATE:
             rows[i] = base.start_id
+        elif kind in (KIND_FIM_SUFFIX, KIND_FIM_MIDDLE):  # where the given rest and the stream begin
+            rows[i] = base.anticipate_id if base.anticipates else base.start_id
         else:
             raise UserError(
                 f"--init-from: the base model's vocabulary has no token {token!r}; a fine-tuned run may "
@@ -108,6 +119,7 @@ def fine_tune_params(
     axes = _vocab_axes(model, vocab)
     added = [c for c in vocab.composers if c not in initial.vocab.composers]
     learns = vocab.anticipates and not initial.vocab.anticipates
+    fills = vocab.fills_in_middle and not initial.vocab.fills_in_middle
     say(
         f"fine-tuning from step {initial.step} of {initial.origin}"
         + (f"; new composer labels start from `unknown`: {', '.join(added)}" if added else "")
@@ -117,6 +129,7 @@ def fine_tune_params(
             if learns
             else ""
         )
+        + ("; filling spans in the middle is new to the base: its markers start from its flag" * fills)
     )
 
     def remap(path: tuple, x: Any) -> Any:

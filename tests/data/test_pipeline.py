@@ -194,3 +194,31 @@ def test_opening_crops_start_a_share_of_rows_at_the_pieces_head(cfg):
     assert 8 <= sum(at_head(0.5, seed) for seed in range(40)) <= 32
     with pytest.raises(ValueError, match="opening_crop_share must be in"):
         dataclasses.replace(plain, opening_crop_share=1.5)
+
+
+def test_fill_in_middle_rows_hold_the_given_rest_first_and_never_score_it(cfg):
+    """With `encoding.span_infill=fill_in_middle` half the rows are a span's: the prefix, `fim:suffix`, the
+    given rest as controls and waits, `fim:middle`, then the plain stream; only the stream (and the prefix)
+    are targets of the loss. The other rows stay plain or anticipated, from the same plain dataset."""
+    on = cfg.replace(
+        encoding=dataclasses.replace(cfg.encoding, anticipation_s=1.0, span_infill="fill_in_middle"),
+        model=dataclasses.replace(cfg.model, context=256),
+    )
+    vocab = Tokenizer(on.encoding).vocab
+    batches = take(make_train_iterator(*rows(on), process_index=0, process_count=1), 8)
+    inputs = np.concatenate([b["inputs"] for b in batches])
+    mask = np.concatenate([b["loss_mask"] for b in batches])
+    times = np.concatenate([b["times"] for b in batches])
+    spans = np.flatnonzero(np.any(inputs == vocab.fim_suffix_id, axis=1))
+    assert 0 < len(spans) < len(inputs)
+    for r in spans:
+        suffix_at = int(np.flatnonzero(inputs[r] == vocab.fim_suffix_id)[0])
+        middle_at = int(np.flatnonzero(inputs[r] == vocab.fim_middle_id)[0])
+        assert suffix_at < 2 + len(vocab.families) and suffix_at < middle_at <= 256 // 4
+        # the target at position p is inputs[p + 1]: none from fim:suffix through fim:middle counts
+        assert not mask[r, suffix_at - 1 : middle_at].any()
+        assert mask[r, middle_at:].any()
+        given = inputs[r, suffix_at + 1 : middle_at]
+        assert np.all(is_control(given, vocab) | (vocab.wait_steps[given] > 0))
+        # the given rest lies after the span's start; the stream's clock starts again below it
+        assert times[r, middle_at - 1] >= times[r, suffix_at] and times[r, middle_at] <= times[r, suffix_at]
