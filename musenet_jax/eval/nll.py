@@ -108,6 +108,22 @@ def token_nlls(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -
     return out
 
 
+def row_nlls(model: Any, rows: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """float64 [len(rows), context]: the negative log-likelihood (nats) of each target of rows built by the
+    caller (inputs, targets, times [context]; durations scalar; sounding_head [slots]), for scores whose
+    windows are not a piece's consecutive ones (a span with its own past, `infill_spans.py`)."""
+    graphdef, params = nnx.split(model)
+    keys = ("inputs", "targets", "times", "durations", "sounding_head")
+    out = []
+    for first in range(0, len(rows), EVAL_BATCH):
+        chunk = list(rows[first : first + EVAL_BATCH])
+        chunk += [chunk[-1]] * (EVAL_BATCH - len(chunk))  # one compiled shape
+        arrays = {k: jnp.asarray(np.stack([np.asarray(r[k]) for r in chunk])) for k in keys}
+        nll = np.asarray(_window_nll(graphdef, params, arrays), np.float64)
+        out.append(nll[: min(EVAL_BATCH, len(rows) - first)])
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.context))
+
+
 def bits_per_token(model: Any, tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> dict[str, Any]:
     """{"bits_per_token", "bits_per_token_by_kind": {group: bits}, "tokens", "tokens_by_kind",
     "bits_per_token_by_position"} over every token of the pieces after the first (each scored once, see

@@ -13,7 +13,7 @@ from musenet_jax.config import load_config
 from musenet_jax.encoding.config import EncodingConfig
 from musenet_jax.encoding.families import DRUMS
 from musenet_jax.encoding.tokenizer import Tokenizer
-from musenet_jax.eval.infill_spans import NO_ANTICIPATION, infill_span_scores, pick_spans
+from musenet_jax.eval.infill_spans import NO_ANTICIPATION, format_spans, infill_span_scores, pick_spans
 from musenet_jax.eval.nll import score_pieces, token_nlls
 from musenet_jax.model.transformer import MuseNet
 
@@ -97,3 +97,21 @@ def test_eval_infill_spans_on_an_anticipation_run(anticipation_run, capsys):
     )
     assert main([*args, "--infill-spans", "0"]) == 2
     assert "--infill-spans takes the span's length in seconds" in capsys.readouterr().err
+
+
+def test_fill_in_the_middle_scores_the_same_tokens_with_the_whole_future_given(pieces_midi):
+    """A run that fills spans in the middle scores the span's notes in its own rows (the given rest first)
+    and left to right, over exactly the same tokens; it has no `by_view`, the whole future being in view."""
+    tokenizer = Tokenizer(EncodingConfig(anticipation_s=1.0, span_infill="fill_in_middle"))
+    cfg = load_config("tiny", ["model.d_model=32", "model.context=512"])
+    model = MuseNet(cfg.model, tokenizer.vocab.size, rngs=nnx.Rngs(0), time_step_ms=10)
+    pieces = [tokenizer.encode(path, "bach") for path in pieces_midi]
+    report = infill_span_scores(model, tokenizer, pieces, seconds=6.0, seed=1)
+    starts = pick_spans(tokenizer, pieces, 6.0, seed=1)
+    expected = sum(notes_in_span(tokenizer, ids, s, s + 600) for ids, s in zip(pieces, starts))
+    assert report["format"] == "fill_in_middle" and "by_view" not in report
+    assert report["span_tokens"] == report["future_given_span_tokens"] == expected > 0
+    given, control = report["future_given_bits_per_token"], report["another_pieces_rest_given_bits_per_token"]
+    assert np.isfinite([given, control, report["left_to_right_bits_per_token"]]).all()
+    assert given != control  # the control's given part is another piece's: the same tokens, scored otherwise
+    assert "another piece's rest given (control)" in format_spans(report)
