@@ -42,6 +42,7 @@ from musenet_jax.sample.infill import (
     Given,
     anticipated_request,
     bar_span,
+    fim_request,
     given_and_new,
     given_for_accompaniment,
     given_for_infill,
@@ -76,7 +77,10 @@ def infill(
         | set(parse_instruments(instruments) if instruments else ()),
         key=FAMILIES.index,
     )
-    request = anticipated_request(tokenizer, composer, given, families, families)
+    if tokenizer.vocab.fills_in_middle:
+        request = fim_request(tokenizer, composer, given, families, run.cfg.model.context)
+    else:
+        request = anticipated_request(tokenizer, composer, given, families, families)
     say_rare_pairing(run, composer, [FAMILIES[f] for f in np.flatnonzero(request.owed)], say)
     return _sample_and_write(
         run,

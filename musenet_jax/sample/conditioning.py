@@ -43,6 +43,9 @@ class Request:
     # bool [len(FAMILIES)]: families the user asked for, which may rest only so long in the new music
     # (grammar rule 12). None: no family is owed.
     owed: np.ndarray | None = None
+    # int32 [len(prompt)]: the model's timing input for the prompt where its clock is not the waits' sum
+    # (a fill-in-the-middle prompt, `encoding/fill_in_middle.py`); None: `token_times(prompt)`.
+    times: np.ndarray | None = None
 
 
 def parse_instruments(text: str | Sequence[str]) -> list[str]:

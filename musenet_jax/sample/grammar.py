@@ -28,7 +28,8 @@ minor scale: scale consistency 0.98-0.99 over a piece's opening):
 And one rule of anticipation (`encoding/anticipation.py`), with a vocabulary that has it:
 10. controls: control tokens and the `anticipate` flag are never drawn; they are the given notes, which
    the sampler writes itself where they are due (`Request.forced`). They change no state: a given note
-   does not sound in the events' slots.
+   does not sound in the events' slots. Nor are the fill-in-the-middle markers drawn; a prompt's given
+   part between them changes no state (`replay`).
 And a second soft rule, a logit bonus (real tunes bring their motifs back; a sampler drawing one token at a
 time rarely does), a cache / copy model over the piece's own melody line (Kuhn & De Mori 1990):
 11. motif: the state keeps the melody line so far (`encoding/melody.py`: the highest melodic note-on at
@@ -74,6 +75,8 @@ from musenet_jax.encoding.vocab import (
     KIND_ANTICIPATE,
     KIND_CONTROL_OFF,
     KIND_CONTROL_ON,
+    KIND_FIM_MIDDLE,
+    KIND_FIM_SUFFIX,
     KIND_NOTE_OFF,
     KIND_NOTE_ON,
     KIND_WAIT,
@@ -117,6 +120,8 @@ class GrammarTables:
     pad_id: int
     wait_base: int  # id of wait:1
     max_wait: int
+    fim_suffix_id: int = -1  # the fill-in-the-middle markers (-1: the vocabulary has none)
+    fim_middle_id: int = -1
 
     @classmethod
     def from_vocab(
@@ -172,7 +177,9 @@ class GrammarTables:
             opening_note=opening_note,
             pitch_class=np.where(melodic_on, vocab.note_pitch % 12, -1).astype(np.int32),
             melody_pitch=np.where(melodic_on, vocab.note_pitch, NO_PITCH).astype(np.int32),
-            is_control=np.isin(kinds, (KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF)),
+            is_control=np.isin(
+                kinds, (KIND_ANTICIPATE, KIND_CONTROL_ON, KIND_CONTROL_OFF, KIND_FIM_SUFFIX, KIND_FIM_MIDDLE)
+            ),
             key_bias=float(key_bias),
             motif_bias=float(motif_bias),
             form_bias=float(form_bias),
@@ -183,6 +190,8 @@ class GrammarTables:
             pad_id=vocab.pad_id,
             wait_base=vocab.wait_base,
             max_wait=vocab.cfg.max_wait_steps,
+            fim_suffix_id=vocab.fim_suffix_id,
+            fim_middle_id=vocab.fim_middle_id,
         )
 
 
@@ -354,15 +363,23 @@ def advance(state: GrammarState, token: jax.Array, tables: GrammarTables, active
 
 
 def replay(tokens: jax.Array, tables: GrammarTables) -> GrammarState:
-    """The state after a whole prompt [B, T] (prefix tokens change nothing), with the same `advance`."""
+    """The state after a whole prompt [B, T] (prefix tokens change nothing), with the same `advance`. A
+    fill-in-the-middle prompt's given part (`fim:suffix` through `fim:middle`) changes nothing either, and
+    the wait its stream ends with was split at the span's start, not shortened before an event: the span
+    may begin with a rest."""
     batch = tokens.shape[0]
-    active = jnp.ones((batch,), bool)
+    opened = jnp.cumsum(tokens == tables.fim_suffix_id, axis=1)
+    middle = tokens == tables.fim_middle_id
+    given = (opened > jnp.cumsum(middle, axis=1)) | middle
 
-    def body(state: GrammarState, column: jax.Array) -> tuple[GrammarState, None]:
-        return advance(state, column, tables, active), None
+    def body(state: GrammarState, column: tuple[jax.Array, jax.Array]) -> tuple[GrammarState, None]:
+        token, is_given = column
+        return advance(state, token, tables, ~is_given), None
 
-    state, _ = jax.lax.scan(body, GrammarState.initial(batch, tables), jnp.swapaxes(tokens, 0, 1))
-    return state
+    columns = (jnp.swapaxes(tokens, 0, 1), jnp.swapaxes(given, 0, 1))
+    state, _ = jax.lax.scan(body, GrammarState.initial(batch, tables), columns)
+    fills_middle = jnp.any(middle, axis=1)
+    return state.replace(after_short_wait=state.after_short_wait & ~fills_middle)
 
 
 def close_sequence(ids: np.ndarray, busy_until: np.ndarray, tables: GrammarTables) -> np.ndarray:

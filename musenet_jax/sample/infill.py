@@ -6,6 +6,8 @@ are controls; for accompaniment, every given note is a control. The prompt holds
 clock reaches a + delta; the rest of the given tokens are forced by the sampler at their times, and
 sampling stops at b + delta (the piece's end for accompaniment). The output is the given MIDI file
 itself, its notes untouched, plus tracks of the new notes: given notes never pass through tokens.
+A run trained with `encoding.span_infill=fill_in_middle` is asked for a span in that order instead
+(`fim_request`): the notes from b on first, then the piece up to a, and sampling stops at b.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 import miditoolkit
 import numpy as np
 
+from musenet_jax.encoding import fill_in_middle as fim
 from musenet_jax.encoding import midi_io
 from musenet_jax.encoding.anticipation import anticipated_prefix, split_anticipated, timeline
 from musenet_jax.encoding.events import Events
@@ -189,6 +192,39 @@ def anticipated_request(
         forced=tokens[~head].astype(np.int32),
         forced_at=steps[~head].astype(np.int32),
         owed=ok & ~np.isin(np.arange(len(FAMILIES)), ev.family),
+    )
+
+
+def fim_request(
+    tokenizer: Tokenizer, composer: str | None, given: Given, families: Sequence[str], context: int
+) -> Request:
+    """The prompt of a span to fill for a run trained with `encoding.span_infill=fill_in_middle`: the
+    prefix, the given notes from the span's end on (as much as `fim.suffix_tokens` holds), `fim:middle`,
+    then the piece up to the span's start; sampling stops at the span's end. The sampler keeps the given
+    part with the prefix when its window slides."""
+    family_ids = np.array([FAMILIES.index(f) for f in families])
+    limit = fim.suffix_tokens(context, len(tokenizer.prefix(composer, family_ids)))
+    seq = fim.fim_sequence(
+        tokenizer,
+        given.events,
+        given.start_step,
+        given.stop_step,
+        composer,
+        suffix_limit=limit,
+        families=family_ids,
+    )
+    prompt = seq.ids[: seq.span_at]
+    ok = np.zeros(len(FAMILIES), bool)
+    ok[family_ids] = True
+    return Request(
+        prompt=prompt.astype(np.int32),
+        prefix_length=seq.head_length,
+        target_steps=given.stop_step,
+        piece_steps=seq.piece_steps,
+        families=ok,
+        may_end=False,
+        owed=ok & ~np.isin(np.arange(len(FAMILIES)), given.events.family),
+        times=fim.input_times(prompt, tokenizer, given.start_step),
     )
 
 

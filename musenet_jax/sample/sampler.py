@@ -106,6 +106,11 @@ class DecodeState:
     key: jax.Array
 
 
+def gives_notes(request: Request, tables: GrammarTables) -> bool:
+    """Whether a request holds given notes (to accompany, or a span's surroundings), which carry its form."""
+    return bool(len(request.forced)) or bool(np.any(request.prompt == tables.fim_middle_id))
+
+
 class Sampler:
     """Jitted prefill / decode chunk / window slide for one model and one set of sampling settings.
 
@@ -253,7 +258,9 @@ class Sampler:
         tokens = np.full((len(requests), history), vocab.pad_id, np.int32)
         times = np.zeros((len(requests), history), np.int32)
         tokens[:, : prompt.shape[1]] = prompt
-        times[:, : prompt.shape[1]] = token_times(prompt, vocab)
+        times[:, : prompt.shape[1]] = np.stack(
+            [token_times(r.prompt, vocab) if r.times is None else r.times for r in requests]
+        )
         num = len(requests)
         width = 1 + max(len(r.forced) for r in requests)  # a NEVER column after the last one
         forced = np.full((num, width), vocab.pad_id, np.int32)
@@ -296,7 +303,8 @@ class Sampler:
         request gives notes (infilling, accompaniment: the given notes carry the form)."""
         drawing = self.tables.form_bias > 0
         composers = [
-            self.tokenizer.composer_of(r.prompt) if drawing and not len(r.forced) else None for r in requests
+            self.tokenizer.composer_of(r.prompt) if drawing and not gives_notes(r, self.tables) else None
+            for r in requests
         ]
         return draw_plans(self.plans, composers, [r.target_steps for r in requests], seed)
 
@@ -313,6 +321,8 @@ class Sampler:
         horizon = max(r.target_steps for r in requests) + 1
         together = np.zeros((len(requests), horizon), bool)
         for row, r in enumerate(requests):
+            if r.times is not None:  # a span filled in the middle: no given onset in the span
+                continue
             in_prompt = token_times(r.prompt, vocab)[vocab.token_kinds[r.prompt] == KIND_CONTROL_ON]
             forced = r.forced_at[vocab.token_kinds[r.forced] == KIND_CONTROL_ON]
             onsets = np.concatenate([in_prompt, forced]) + vocab.anticipation_steps

@@ -300,3 +300,42 @@ def test_rule_14_leaves_a_fill_and_a_continuation_as_they_were(tokenizer, piece)
         for off, on in zip(*drawn, strict=True):
             assert len(off.ids) > len(request.prompt) + 20
             np.testing.assert_array_equal(on.ids, off.ids)
+
+
+@pytest.mark.slow
+def test_a_span_filled_in_the_middle_keeps_its_given_part_through_window_slides(piece):
+    """With `span_infill=fill_in_middle` the prompt is the given rest of the piece, then the piece up to the
+    span; a context too short for it makes the sampler slide its window, and every slide keeps the given
+    part with the prefix. New notes start inside the span only, and the candidate's stream up to the span is
+    the prompt's, token for token."""
+    from flax import nnx
+
+    from musenet_jax.config import load_config
+    from musenet_jax.model.transformer import MuseNet
+    from musenet_jax.sample.infill import fim_request, new_notes
+    from musenet_jax.sample.sampler import Sampler
+
+    tokenizer = Tokenizer(EncodingConfig(anticipation_s=1.0, span_infill="fill_in_middle"))
+    vocab = tokenizer.vocab
+    context = 128
+    cfg = load_config("tiny", ["model.d_model=32", f"model.context={context}"])
+    model = MuseNet(cfg.model, vocab.size, rngs=nnx.Rngs(0))
+    given = given_for_infill(tokenizer, read_piece(piece), 10.0, 14.0, piece)
+    request = fim_request(tokenizer, "bach", given, ["piano", "drums"], context)
+    assert len(request.prompt) > context  # the window must slide
+    assert request.prefix_length <= context // 4
+    assert request.prompt[request.prefix_length - 1] == vocab.fim_middle_id
+    assert request.times[request.prefix_length - 2] >= given.stop_step  # the given part's last token
+    candidates = Sampler(model, tokenizer).sample([request] * 2, max_new_tokens=300, seed=2)
+    written = 0
+    for candidate in candidates:
+        assert candidate.stopped_by == "length"
+        np.testing.assert_array_equal(candidate.ids[: len(request.prompt)], request.prompt)
+        new = new_notes(tokenizer, candidate.ids, given.start_step)
+        onset = np.rint(new.start_s / tokenizer.step_s)
+        assert np.all((onset >= given.start_step) & (onset < given.stop_step))
+        written += len(new)
+        drawn = candidate.ids[len(request.prompt) :]
+        assert not np.any(is_control(drawn, vocab))  # neither controls nor markers are ever drawn
+        assert not np.any(np.isin(drawn, (vocab.fim_suffix_id, vocab.fim_middle_id)))
+    assert written > 0
