@@ -137,11 +137,10 @@ def _fim_scores(
     that the format alone gives, not what the given notes say, shows as no difference."""
     vocab, step = tokenizer.vocab, tokenizer.step_s
     context, slots = model.cfg.context, note_slots(vocab)
-    rows, controls, masks, spans_at = [], [], [], []
+    rows, controls, masks, span_starts = [], [], [], []
     for k, (events, start, composer) in enumerate(kept):
         seq = fim.fim_sequence(tokenizer, events, start, start + length, composer)
         rows.append([fim.fim_row(seq, tokenizer, context, slots)])
-        spans_at.append(seq.span_at)
         kinds = vocab.token_kinds[seq.ids]
         masks.append(np.isin(kinds, (KIND_NOTE_ON, KIND_NOTE_OFF)) & (np.arange(len(seq.ids)) >= seq.span_at))
         other, other_start, _ = kept[(k + 1) % len(kept)]
@@ -160,15 +159,15 @@ def _fim_scores(
         swapped = fim.fim_sequence(tokenizer, joined, start, start + length, composer)
         assert swapped.span_at - swapped.middle_at == seq.span_at - seq.middle_at  # the same stream
         controls.append([fim.fim_row(swapped, tokenizer, context, slots)])
+        span_starts.append((seq.span_at, swapped.span_at))
     nlls = _nlls_by_index(model, rows, [len(r[0]["ids"]) for r in rows])
     masks = [m & np.isfinite(n) for m, n in zip(masks, nlls)]  # a span longer than its row's room
     control_nlls = _nlls_by_index(model, controls, [len(r[0]["ids"]) for r in controls])
     control_masks = []
-    for control, mask, seq_rows in zip(control_nlls, masks, rows):
-        span = len(seq_rows[0]["ids"]) - spans_at.pop(0)  # the stream's span, the same tokens at the end
-        moved = np.zeros(len(control), bool)
-        moved[len(control) - span :] = mask[len(mask) - span :]
-        control_masks.append(moved & np.isfinite(control))
+    for control, mask, (own_at, swapped_at) in zip(control_nlls, masks, span_starts):
+        same = np.zeros(len(control), bool)  # the same span tokens, where the swapped sequence holds them
+        same[swapped_at:] = mask[own_at:]
+        control_masks.append(same & np.isfinite(control))
     return {
         "format": "fill_in_middle",
         "future_given_span_tokens": int(sum(m.sum() for m in masks)),
